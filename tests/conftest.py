@@ -1,0 +1,34 @@
+"""Test setup: 4 fake CPU devices for the mesh paths (set before jax is imported), shared fixtures."""
+
+import os
+
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4").strip()
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import shutil  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def plink2_or_skip() -> str:
+    """The plink2 binary; skipped where it is absent, but a failure under CI (which installs it)."""
+    binary = shutil.which("plink2")
+    if binary is None:
+        if os.environ.get("CI") or os.environ.get("WM_JAX_REQUIRE_PLINK2"):
+            pytest.fail("plink2 is required here (CI installs it) but is not on PATH")
+        pytest.skip("plink2 not installed")
+    return binary
+
+
+@pytest.fixture(scope="session")
+def tiny_cohort(tmp_path_factory) -> Path:
+    """The `tiny` preset (103 subjects, 24x28x24), simulated once per test session."""
+    from wm_jax.config import load_config
+    from wm_jax.simulate.cohort import simulate_cohort
+
+    out = tmp_path_factory.mktemp("cohort") / "tiny"
+    simulate_cohort(load_config("tiny", prefix="sim_"), out)
+    return out

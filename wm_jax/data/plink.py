@@ -1,0 +1,208 @@
+"""PLINK 1 binary genotypes: validated .bim/.fam (via pandas-plink) and a block reader of raw .bed bytes.
+
+The .bed body is SNP-major: each variant takes ceil(N/4) bytes, 4 samples per byte, low bits first.
+Codes (2 bits): 00 = two copies of the .bim 5th-column allele (ALT), 01 = missing,
+10 = heterozygous, 11 = zero copies. We count the ALT allele (0, 1, 2) and mark missing calls.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from wm_jax.errors import InputError, input_error, require_file
+
+log = logging.getLogger("wm_jax")
+
+BED_MAGIC = bytes([0x6C, 0x1B, 0x01])
+
+# ALT dosage for each 2-bit code; NaN for missing.
+CODE_TO_ALT_DOSAGE = np.array([2.0, np.nan, 1.0, 0.0], dtype=np.float32)
+# For every byte value, the four ALT dosages it holds (low bits = first sample).
+BYTE_TO_ALT_DOSAGE = CODE_TO_ALT_DOSAGE[(np.arange(256)[:, None] >> (2 * np.arange(4))[None, :]) & 3]
+
+
+def bytes_per_variant(n_samples: int) -> int:
+    return (n_samples + 3) // 4
+
+
+@dataclass(frozen=True)
+class PlinkFiles:
+    prefix: Path
+
+    @property
+    def bed(self) -> Path:
+        return Path(f"{self.prefix}.bed")
+
+    @property
+    def bim(self) -> Path:
+        return Path(f"{self.prefix}.bim")
+
+    @property
+    def fam(self) -> Path:
+        return Path(f"{self.prefix}.fam")
+
+
+def _read_whitespace_table(path: Path, names: list[str], dtypes: dict[str, object]) -> pd.DataFrame:
+    try:
+        table = pd.read_csv(path, sep=r"\s+", header=None, dtype=str, engine="c", keep_default_na=False, na_values=[])
+    except pd.errors.EmptyDataError:
+        raise input_error(path, "file is empty")
+    except (pd.errors.ParserError, UnicodeDecodeError) as err:
+        raise input_error(path, f"expected {len(names)} whitespace-separated columns ({err})")
+    if table.shape[1] != len(names):
+        raise input_error(path, f"expected {len(names)} whitespace-separated columns, found {table.shape[1]}")
+    if table.isna().any().any():
+        line = int(np.flatnonzero(table.isna().any(axis=1).to_numpy())[0]) + 1
+        raise input_error(path, f"line {line}: expected {len(names)} columns")
+    table.columns = names
+    for column, dtype in dtypes.items():
+        try:
+            table[column] = table[column].astype(dtype)
+        except ValueError:
+            bad = pd.to_numeric(table[column], errors="coerce").isna().to_numpy()
+            line = int(np.flatnonzero(bad)[0]) + 1
+            raise input_error(path, f"line {line}: column {column} must be numeric, got {table[column].iloc[line - 1]!r}")
+    return table
+
+
+def read_bim(path: str | os.PathLike) -> pd.DataFrame:
+    """Variants: chrom, id, cm, pos, alt (5th column), ref (6th column)."""
+    path = require_file(path, ".bim file")
+    bim = _read_whitespace_table(
+        path, ["chrom", "id", "cm", "pos", "alt", "ref"], {"cm": np.float64, "pos": np.int64}
+    )
+    return bim
+
+
+def read_fam(path: str | os.PathLike) -> pd.DataFrame:
+    """Samples: fid, iid, father, mother, sex, phenotype (all as text but sex)."""
+    path = require_file(path, ".fam file")
+    fam = _read_whitespace_table(path, ["fid", "iid", "father", "mother", "sex", "phenotype"], {})
+    duplicated = fam.duplicated(subset=["fid", "iid"])
+    if duplicated.any():
+        row = fam[duplicated].iloc[0]
+        raise input_error(path, f"duplicate sample ID {row.fid} {row.iid}; (FID, IID) pairs must be unique")
+    return fam
+
+
+def read_bim_fam_pandas_plink(prefix: str | os.PathLike) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """.bim and .fam as pandas-plink reads them (used to cross-check our parser)."""
+    from pandas_plink import read_plink
+
+    bim, fam, _ = read_plink(str(prefix), verbose=False)
+    return bim, fam
+
+
+class BedReader:
+    """Memory-mapped, validated reader of a SNP-major PLINK 1 .bed file, in blocks of variants."""
+
+    def __init__(self, path: str | os.PathLike, n_samples: int, n_variants: int) -> None:
+        self.path = require_file(path, ".bed file")
+        self.n_samples = n_samples
+        self.n_variants = n_variants
+        self.row_bytes = bytes_per_variant(n_samples)
+        size = self.path.stat().st_size
+        with open(self.path, "rb") as handle:
+            magic = handle.read(3)
+        if len(magic) < 3 or magic[:2] != BED_MAGIC[:2]:
+            raise input_error(self.path, "not a PLINK 1 .bed file (expected magic bytes 6c 1b)")
+        if magic[2] != BED_MAGIC[2]:
+            raise input_error(self.path, "sample-major .bed is not supported (expected SNP-major, third byte 01)")
+        expected = 3 + n_variants * self.row_bytes
+        if size != expected:
+            raise input_error(
+                self.path,
+                f"size {size} bytes does not fit {n_variants} variants x {n_samples} samples "
+                f"(expected 3 + {n_variants} * {self.row_bytes} = {expected}); "
+                "the .bed is truncated or the .bim/.fam do not belong to it",
+            )
+        if n_variants == 0:
+            self._body = np.zeros((0, self.row_bytes), np.uint8)
+        else:
+            self._body = np.memmap(self.path, dtype=np.uint8, mode="r", offset=3, shape=(n_variants, self.row_bytes))
+
+    def raw(self, variant_indices: np.ndarray | slice) -> np.ndarray:
+        """Raw bytes (len(indices), ceil(N/4)) of the given variants."""
+        return np.asarray(self._body[variant_indices])
+
+    def raw_block(self, variant_indices: np.ndarray, block_size: int) -> np.ndarray:
+        """Raw bytes of up to ``block_size`` variants, zero-padded to exactly ``block_size`` rows."""
+        block = np.zeros((block_size, self.row_bytes), np.uint8)
+        if len(variant_indices):
+            block[: len(variant_indices)] = self._body[variant_indices]
+        return block
+
+    def dosages(self, variant_indices: np.ndarray | slice) -> np.ndarray:
+        """ALT dosages (variants x samples), float32 with NaN for missing calls."""
+        return decode_alt_dosages(self.raw(variant_indices), self.n_samples)
+
+
+def decode_alt_dosages(raw: np.ndarray, n_samples: int) -> np.ndarray:
+    """Decode raw .bed rows (variants x bytes) into ALT dosages (variants x samples)."""
+    decoded = BYTE_TO_ALT_DOSAGE[raw]  # (variants, bytes, 4)
+    return decoded.reshape(raw.shape[0], -1)[:, :n_samples]
+
+
+def encode_alt_dosages(dosages: np.ndarray) -> np.ndarray:
+    """Encode ALT dosages (variants x samples; NaN or -1 = missing) into raw .bed rows."""
+    dosages = np.asarray(dosages, dtype=np.float64)
+    n_variants, n_samples = dosages.shape
+    codes = np.full(dosages.shape, 1, np.uint8)
+    codes[dosages == 2] = 0
+    codes[dosages == 1] = 2
+    codes[dosages == 0] = 3
+    padded = np.zeros((n_variants, 4 * bytes_per_variant(n_samples)), np.uint8)
+    padded[:, :n_samples] = codes
+    quads = padded.reshape(n_variants, -1, 4).astype(np.uint16)
+    raw = quads[..., 0] | (quads[..., 1] << 2) | (quads[..., 2] << 4) | (quads[..., 3] << 6)
+    return raw.astype(np.uint8)
+
+
+def write_bed(path: str | os.PathLike, raw_rows_iter) -> None:
+    """Write a SNP-major .bed from an iterable of raw row blocks."""
+    with open(path, "wb") as handle:
+        handle.write(BED_MAGIC)
+        for rows in raw_rows_iter:
+            handle.write(np.ascontiguousarray(rows, dtype=np.uint8).tobytes())
+
+
+class PlinkDataset:
+    """A validated .bed/.bim/.fam triple."""
+
+    def __init__(self, prefix: str | os.PathLike) -> None:
+        self.files = PlinkFiles(Path(prefix))
+        for path, what in ((self.files.bed, ".bed"), (self.files.bim, ".bim"), (self.files.fam, ".fam")):
+            require_file(path, f"{what} file (from --bfile {prefix})")
+        self.bim = read_bim(self.files.bim)
+        self.fam = read_fam(self.files.fam)
+        if self.bim["id"].duplicated().any():
+            dup = self.bim["id"][self.bim["id"].duplicated()].iloc[0]
+            log.warning("%s: variant ID %s appears more than once", self.files.bim, dup)
+        self.bed = BedReader(self.files.bed, len(self.fam), len(self.bim))
+        log.info("%s: %d samples, %d variants", prefix, len(self.fam), len(self.bim))
+
+    @property
+    def n_samples(self) -> int:
+        return len(self.fam)
+
+    @property
+    def n_variants(self) -> int:
+        return len(self.bim)
+
+
+__all__ = [
+    "BedReader",
+    "PlinkDataset",
+    "InputError",
+    "decode_alt_dosages",
+    "encode_alt_dosages",
+    "read_bim",
+    "read_fam",
+    "write_bed",
+]

@@ -1,0 +1,169 @@
+"""The volume store: all subjects' preprocessed FA maps in one memory-mapped array.
+
+Layout of a store directory:
+  volumes.npy   (N, X, Y, Z) float32 (or float16), per-image z-scored over its non-zero voxels
+  mask.npy      (X, Y, Z) bool, the brain mask (voxels non-zero in >= mask_fraction of subjects)
+  index.tsv     row FID IID fa_path nonzero_mean nonzero_sd
+  store.json    format version, grid (shape, affine after crop/downsample), preprocessing
+`np.load(..., mmap_mode="r")` streams rows without reading the whole array.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from wm_jax.data.nifti import Grid, load_fa, read_grid
+from wm_jax.data.tables import read_table
+from wm_jax.errors import atomic_dir, input_error, require_file
+
+log = logging.getLogger("wm_jax")
+
+STORE_FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """Crop (per axis [start, stop) in voxels, or None) then integer block-mean downsampling."""
+
+    crop: tuple[tuple[int, int], ...] | None = None
+    downsample: int = 1
+    mask_fraction: float = 0.5
+    dtype: str = "float32"
+
+
+def zscore_nonzero(volume: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """The paper's normalisation: z-score over the non-zero voxels; zero voxels stay 0."""
+    nonzero = volume != 0
+    values = volume[nonzero].astype(np.float64)
+    mean, sd = float(values.mean()), float(values.std())
+    out = np.zeros_like(volume, dtype=np.float32)
+    out[nonzero] = ((values - mean) / max(sd, 1e-12)).astype(np.float32)
+    return out, mean, sd
+
+
+def output_grid(grid: Grid, prep: Preprocessing) -> Grid:
+    affine = np.array(grid.affine, np.float64)
+    shape = np.array(grid.shape)
+    if prep.crop is not None:
+        starts = np.array([c[0] for c in prep.crop])
+        shape = np.array([c[1] - c[0] for c in prep.crop])
+        affine[:3, 3] = affine[:3, :3] @ starts + affine[:3, 3]
+    factor = prep.downsample
+    shape = shape // factor
+    scaled = affine.copy()
+    scaled[:3, :3] = affine[:3, :3] * factor
+    scaled[:3, 3] = affine[:3, :3] @ np.full(3, (factor - 1) / 2) + affine[:3, 3]
+    return Grid(tuple(int(s) for s in shape), scaled)
+
+
+def apply_geometry(volume: np.ndarray, prep: Preprocessing) -> np.ndarray:
+    if prep.crop is not None:
+        volume = volume[tuple(slice(a, b) for a, b in prep.crop)]
+    f = prep.downsample
+    if f > 1:
+        x, y, z = (s // f for s in volume.shape)
+        volume = volume[: x * f, : y * f, : z * f].reshape(x, f, y, f, z, f).mean(axis=(1, 3, 5))
+    return volume
+
+
+def read_subjects(path: str | os.PathLike) -> pd.DataFrame:
+    """subjects.tsv: FID IID fa_path ...; relative paths are taken from the table's folder."""
+    table = read_table(path, text_columns=("fa_path", "site", "sex", "age"))
+    if "fa_path" not in table.text:
+        raise input_error(table.path, "expected a column fa_path (path of each subject's FA map)")
+    base = table.path.parent
+    paths = [str(p if os.path.isabs(p) else base / p) for p in table.text["fa_path"]]
+    fid = table.fid if table.fid is not None else table.iid
+    return pd.DataFrame({"FID": fid, "IID": table.iid, "fa_path": paths})
+
+
+def prepare_store(subjects_path: str | os.PathLike, out: str | os.PathLike, prep: Preprocessing = Preprocessing(),
+                  overwrite: bool = False) -> Path:
+    """Validate, normalise and pack every subject's FA map into a store (all or nothing)."""
+    subjects = read_subjects(subjects_path)
+    if len(subjects) == 0:
+        raise input_error(subjects_path, "lists no subjects")
+    for p in subjects["fa_path"]:
+        require_file(p, "FA map listed in " + str(subjects_path))
+    grid = read_grid(subjects["fa_path"].iloc[0])
+    if prep.crop is not None and (len(prep.crop) != 3 or any(not 0 <= a < b <= s for (a, b), s in zip(prep.crop, grid.shape))):
+        raise input_error(subjects_path, f"crop {prep.crop} does not fit the grid {grid.shape}")
+    target = output_grid(grid, prep)
+    n = len(subjects)
+    with atomic_dir(out, overwrite=overwrite) as tmp:
+        volumes = np.lib.format.open_memmap(tmp / "volumes.npy", mode="w+", dtype=prep.dtype, shape=(n, *target.shape))
+        nonzero_count = np.zeros(target.shape, np.int32)
+        means, sds = np.zeros(n), np.zeros(n)
+        for i, path in enumerate(tqdm(subjects["fa_path"], desc="prepare", unit="vol", mininterval=1.0)):
+            fa = load_fa(path, grid)
+            normalised, means[i], sds[i] = zscore_nonzero(fa)
+            normalised = apply_geometry(normalised, prep)
+            volumes[i] = normalised
+            nonzero_count += normalised != 0
+        volumes.flush()
+        del volumes
+        mask = nonzero_count >= prep.mask_fraction * n
+        np.save(tmp / "mask.npy", mask)
+        index = subjects.assign(row=np.arange(n), nonzero_mean=means, nonzero_sd=sds)
+        index[["row", "FID", "IID", "fa_path", "nonzero_mean", "nonzero_sd"]].to_csv(tmp / "index.tsv", sep="\t", index=False)
+        record = {
+            "format_version": STORE_FORMAT_VERSION,
+            "n_subjects": n,
+            "grid": target.to_json(),
+            "source_grid": grid.to_json(),
+            "preprocessing": {"crop": prep.crop, "downsample": prep.downsample,
+                              "mask_fraction": prep.mask_fraction, "dtype": prep.dtype,
+                              "normalisation": "z-score over non-zero voxels per image"},
+            "mask_voxels": int(mask.sum()),
+            "subjects_table": str(Path(subjects_path).resolve()),
+        }
+        (tmp / "store.json").write_text(json.dumps(record, indent=2))
+    log.info("prepare: %d subjects -> %s (grid %s, %d mask voxels)", n, out, target.shape, int(mask.sum()))
+    return Path(out)
+
+
+@dataclass
+class VolumeStore:
+    """Read side of a store."""
+
+    path: Path
+    volumes: np.ndarray  # memory map (N, X, Y, Z)
+    mask: np.ndarray
+    index: pd.DataFrame
+    record: dict
+
+    @classmethod
+    def open(cls, path: str | os.PathLike) -> "VolumeStore":
+        path = Path(path)
+        record_path = path / "store.json"
+        if not record_path.is_file():
+            raise input_error(path, "not a volume store (no store.json; build one with `wm-jax prepare`)")
+        try:
+            record = json.loads(record_path.read_text())
+            volumes = np.load(path / "volumes.npy", mmap_mode="r")
+            mask = np.load(path / "mask.npy")
+            index = pd.read_csv(path / "index.tsv", sep="\t", dtype={"FID": str, "IID": str})
+        except (OSError, ValueError, json.JSONDecodeError) as err:
+            raise input_error(path, f"volume store is incomplete or corrupt ({err})")
+        if record.get("format_version") != STORE_FORMAT_VERSION:
+            raise input_error(record_path, f"store format {record.get('format_version')}, expected {STORE_FORMAT_VERSION}")
+        if volumes.shape[0] == 0:
+            raise input_error(path, "volume store holds no subjects")
+        if volumes.shape[0] != len(index) or volumes.shape[1:] != mask.shape:
+            raise input_error(path, "volume store is inconsistent (volumes, mask and index disagree)")
+        return cls(path, volumes, mask, index, record)
+
+    @property
+    def grid(self) -> Grid:
+        return Grid.from_json(self.record["grid"])
+
+    def __len__(self) -> int:
+        return self.volumes.shape[0]
