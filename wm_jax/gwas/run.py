@@ -1,0 +1,397 @@
+"""`wm-jax gwas`: load and align inputs, filter, group phenotypes, stream blocks, write results.
+
+Output under PREFIX (all written under temporary names and published together):
+  PREFIX.gwas/            compact columnar results (the default format):
+      variants.tsv        #CHROM POS ID REF ALT A1 (one row per tested variant)
+      beta.npy, se.npy, log10_p.npy   (P, M) float32, one contiguous row per phenotype
+      obs_ct.npy, a1_freq.npy, reason.npy   (G, M) per phenotype group
+      meta.json           phenotype names, their groups, sample counts, options
+  PREFIX.<PHENO>.glm.linear   with --format plink2 (PLINK 2 columns, plus LOG10_P)
+  PREFIX.hits.tsv         every variant-phenotype pair with P < 5e-8
+  PREFIX.multivariate.tsv omnibus chi-square across the phenotypes of each group, and min-P
+  PREFIX.log              what was loaded, filtered, grouped and how long it took
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import gzip
+import json
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+import wm_jax
+from wm_jax.data.plink import PlinkDataset
+from wm_jax.data.tables import align_to_samples, expand_names, read_table, select_columns
+from wm_jax.errors import AtomicFiles, InputError, input_error
+from wm_jax.gwas import qc
+
+log = logging.getLogger("wm_jax")
+
+GENOME_WIDE = -np.log10(5e-8)
+REASON_NAMES = {1: "TOO_FEW_OBS", 2: "CONST_OR_COLLINEAR_GENOTYPE"}
+
+
+@dataclass
+class GwasOptions:
+    pheno_names: str | None = None
+    covar_names: str | None = None
+    maf: float | None = None
+    mac: int | None = None
+    geno: float | None = None
+    hwe: float | None = None
+    chromosomes: str | None = None
+    block_size: int = 2048
+    format: str = "compact"
+    gzip: bool = False
+    a1_alt: bool = False  # count ALT always (PLINK 2 `omit-ref`); default: A1 = minor allele
+    max_missing: int = 64  # per-variant missing calls handled by the gathered correction
+
+
+@dataclass
+class PhenotypeGroup:
+    columns: list[int]  # indices into the phenotype list
+    samples: np.ndarray  # positions in the .fam
+    basis: np.ndarray  # (n, k) float64
+    residuals: np.ndarray  # (n, P)
+
+
+def _covariate_basis(covariates: np.ndarray, names: list[str], path) -> np.ndarray:
+    """Orthonormal basis of [1, covariates]; collinear covariates are an error naming them."""
+    design = np.column_stack([np.ones(len(covariates)), covariates])
+    labels = ["intercept", *names]
+    scale = np.linalg.norm(design, axis=0)
+    scale[scale == 0] = 1
+    q, r = np.linalg.qr(design / scale)
+    dependent = np.flatnonzero(np.abs(np.diag(r)) < 1e-9)
+    if len(dependent):
+        j = int(dependent[0])
+        raise input_error(path, f"covariate {labels[j]} is constant or collinear with "
+                                f"{', '.join(labels[:j]) or 'the others'} on the analysed samples")
+    return q
+
+
+def build_groups(phenotypes: np.ndarray, covariates: np.ndarray, pheno_names: list[str], covar_names: list[str],
+                 pheno_path, covar_path) -> list[PhenotypeGroup]:
+    has_covariates = ~np.isnan(covariates).any(axis=1)
+    log.info("%d of %d genotyped samples have every covariate", int(has_covariates.sum()), len(has_covariates))
+    observed = ~np.isnan(phenotypes) & has_covariates[:, None]
+    patterns: dict[bytes, list[int]] = {}
+    for j in range(phenotypes.shape[1]):
+        if observed[:, j].sum() == 0:
+            raise input_error(pheno_path, f"phenotype {pheno_names[j]} has no value for any analysed sample")
+        patterns.setdefault(np.packbits(observed[:, j]).tobytes(), []).append(j)
+    groups = []
+    for columns in patterns.values():
+        samples = np.flatnonzero(observed[:, columns[0]])
+        basis = _covariate_basis(covariates[samples], covar_names, covar_path)
+        y = phenotypes[np.ix_(samples, columns)]
+        residuals = y - basis @ (basis.T @ y)
+        for j, column in enumerate(columns):
+            if np.sqrt(np.mean(residuals[:, j] ** 2)) <= 1e-10 * max(np.std(y[:, j]), 1e-300) or np.ptp(y[:, j]) == 0:
+                raise input_error(pheno_path, f"phenotype {pheno_names[column]} is constant (or fully explained by the covariates)")
+        groups.append(PhenotypeGroup(columns, samples, basis, residuals))
+    sizes = ", ".join(f"{len(g.columns)} phenotypes x {len(g.samples)} samples" for g in groups[:5])
+    log.info("%d phenotype group(s) by missingness pattern: %s%s", len(groups), sizes, " ..." if len(groups) > 5 else "")
+    return groups
+
+
+def _select_variants(data: PlinkDataset, chromosomes: str | None) -> np.ndarray:
+    selected = np.arange(data.n_variants)
+    if chromosomes:
+        wanted = set()
+        for part in chromosomes.split(","):
+            if "-" in part:
+                lo, hi = part.split("-")
+                wanted.update(str(c) for c in range(int(lo), int(hi) + 1))
+            else:
+                wanted.add(part.strip())
+        selected = np.flatnonzero(data.bim.chrom.astype(str).isin(wanted).to_numpy())
+        log.info("--chr %s: %d of %d variants kept", chromosomes, len(selected), data.n_variants)
+    return selected
+
+
+def _device_group(group: PhenotypeGroup, mesh):
+    import jax
+    import jax.numpy as jnp
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    from wm_jax.gwas.kernel import GroupInputs
+
+    k, p = group.basis.shape[1], group.residuals.shape[1]
+    basis = np.vstack([group.basis, np.zeros((1, k))]).astype(np.float32)
+    residuals = np.vstack([group.residuals, np.zeros((1, p))]).astype(np.float32)
+    corr = np.atleast_2d(np.corrcoef(group.residuals, rowvar=False)) if p > 1 else np.ones((1, 1))
+    precision = np.linalg.pinv(corr).astype(np.float32)
+    replicated = NamedSharding(mesh, PartitionSpec())
+    arrays = GroupInputs(group.samples.astype(np.int32), basis, residuals,
+                         (group.residuals ** 2).sum(0).astype(np.float32), precision)
+    return GroupInputs(*(jax.device_put(jnp.asarray(a), replicated) for a in arrays))
+
+
+def chi2_neg_log10_sf(statistic: np.ndarray, df: int) -> np.ndarray:
+    """-log10 of the chi-square upper tail, in float64, with a log-space asymptotic past underflow."""
+    from scipy import special, stats
+
+    statistic = np.asarray(statistic, np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = -stats.chi2.logsf(statistic, df) / np.log(10)
+        deep = ~np.isfinite(out) & np.isfinite(statistic)
+        if deep.any():
+            a, x = df / 2.0, statistic[deep] / 2.0
+            series = 1 + (a - 1) / x + (a - 1) * (a - 2) / x**2
+            out[deep] = -((a - 1) * np.log(x) - x - special.gammaln(a) + np.log(series)) / np.log(10)
+    return out
+
+
+class _Outputs:
+    """Preallocated memory-mapped result columns (the compact format), filled block by block."""
+
+    def __init__(self, directory: Path, n_variants: int, n_phenotypes: int, n_groups: int) -> None:
+        directory.mkdir(parents=True)
+        make = lambda name, shape, dtype: np.lib.format.open_memmap(directory / f"{name}.npy", "w+", dtype, shape)  # noqa: E731
+        self.beta = make("beta", (n_phenotypes, n_variants), np.float32)
+        self.se = make("se", (n_phenotypes, n_variants), np.float32)
+        self.log10_p = make("log10_p", (n_phenotypes, n_variants), np.float32)
+        self.obs_ct = make("obs_ct", (n_groups, n_variants), np.int32)
+        self.a1_freq = make("a1_freq", (n_groups, n_variants), np.float32)
+        self.reason = make("reason", (n_groups, n_variants), np.int8)
+        self.omnibus = make("omnibus_chi2", (n_groups, n_variants), np.float32)
+
+    def flush(self) -> None:
+        for array in (self.beta, self.se, self.log10_p, self.obs_ct, self.a1_freq, self.reason, self.omnibus):
+            array.flush()
+
+
+def run_gwas(bfile: str, pheno: str, covar: str, out: str, options: GwasOptions = GwasOptions()) -> Path:
+    """Run the association study; returns the output prefix."""
+    import jax
+
+    from wm_jax.gwas.kernel import make_block_fn
+
+    start = time.time()
+    out = Path(out)
+    log_path = Path(f"{out}.log")
+    files = AtomicFiles()
+    handler = logging.FileHandler(files.path(log_path), mode="w")
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    log.addHandler(handler)
+    try:
+        log.info("wm-jax %s gwas --bfile %s --pheno %s --covar %s --out %s", wm_jax.__version__, bfile, pheno, covar, out)
+        log.info("options: %s", json.dumps({k: v for k, v in asdict(options).items() if v is not None}))
+        log.info("devices: %s", ", ".join(str(d) for d in jax.devices()))
+        data = PlinkDataset(bfile)
+        fam_fid, fam_iid = data.fam.fid.to_numpy(str), data.fam.iid.to_numpy(str)
+
+        pheno_table = read_table(pheno)
+        names = expand_names(options.pheno_names, pheno_table.columns)
+        pheno_cols = select_columns(pheno_table, names, "phenotype")
+        pheno_names = [pheno_table.columns[j] for j in pheno_cols]
+        phenotypes = align_to_samples(pheno_table, fam_fid, fam_iid)[:, pheno_cols]
+        covar_table = read_table(covar)
+        covar_cols = select_columns(covar_table, expand_names(options.covar_names, covar_table.columns), "covariate")
+        covar_names = [covar_table.columns[j] for j in covar_cols]
+        covariates = align_to_samples(covar_table, fam_fid, fam_iid)[:, covar_cols]
+        groups = build_groups(phenotypes, covariates, pheno_names, covar_names, pheno_table.path, covar_table.path)
+
+        variants = _select_variants(data, options.chromosomes)
+        counts = qc.count_genotypes(data.bed, variants)
+        keep = qc.apply_filters(counts, options.maf, options.mac, options.geno, options.hwe)
+        alt_count = 2 * counts.hom_alt + counts.het
+        # A1 is the minor allele as PLINK 2 (2.00a3.5) chooses it. On an exact 0.5 tie it was seen
+        # to pick REF when the variant has no missing call and ALT otherwise; we do the same.
+        ref_count = 2 * counts.observed - alt_count
+        alt_is_major = ((alt_count > ref_count) | ((alt_count == ref_count) & (counts.missing == 0)))[keep]
+        variants = variants[keep]
+        missing_all = counts.missing[keep]
+        if len(variants) == 0:
+            raise InputError(f"{bfile}: no variant is left after the filters (see {log_path})")
+        log.info("%d variants x %d phenotypes to test", len(variants), len(pheno_names))
+
+        # Variants with more missing calls than the gathered correction holds go through a second
+        # kernel whose gather covers every sample (rare after --geno).
+        many_missing = missing_all > options.max_missing
+        passes = [(np.flatnonzero(~many_missing), options.block_size, options.max_missing)]
+        if many_missing.any():
+            log.info("%d variants have more than %d missing calls: exact path over all samples",
+                     int(many_missing.sum()), options.max_missing)
+            passes.append((np.flatnonzero(many_missing), min(options.block_size, 128), None))
+
+        a1_is_ref = np.zeros(len(variants), bool) if options.a1_alt else alt_is_major
+
+        n_devices = jax.device_count()
+        # Blocks are independent, so the compiler partitions the vmapped kernel along this axis.
+        mesh = jax.make_mesh((n_devices,), ("blocks",), axis_types=(jax.sharding.AxisType.Auto,))
+        from jax.sharding import NamedSharding, PartitionSpec
+
+        block_sharding = NamedSharding(mesh, PartitionSpec("blocks"))
+        device_groups = [_device_group(g, mesh) for g in groups]
+        compact_dir = Path(f"{out}.gwas")
+        compact_tmp = files.path(compact_dir)
+        outputs = _Outputs(compact_tmp, len(variants), len(pheno_names), len(groups))
+
+        reader = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+        n_blocks_total = sum(-(-len(idx) // bs) for idx, bs, _ in passes)
+        progress = tqdm(total=n_blocks_total, desc="association", unit="block", mininterval=1.0)
+        compute_start = time.time()
+        for indices, block_size, max_missing in passes:
+            if len(indices) == 0:
+                continue
+            cap = max_missing if max_missing is not None else max(len(g.samples) for g in groups)
+            block_fn = make_block_fn(data.n_samples, int(cap))
+            per_step = block_size * n_devices
+            steps = [indices[s: s + per_step] for s in range(0, len(indices), per_step)]
+
+            def read(step_indices):
+                raw = np.zeros((n_devices, block_size, data.bed.row_bytes), np.uint8)
+                flat = raw.reshape(-1, data.bed.row_bytes)
+                flat[: len(step_indices)] = data.bed.raw(variants[step_indices])
+                return raw
+
+            pending_read = reader.submit(read, steps[0])
+            previous = None
+            for step_number, step_indices in enumerate(steps):
+                raw = pending_read.result()
+                if step_number + 1 < len(steps):
+                    pending_read = reader.submit(read, steps[step_number + 1])
+                results = []
+                for g, device_group in enumerate(device_groups):
+                    raw_device = jax.device_put(raw, block_sharding)
+                    results.append(block_fn(raw_device, device_group))
+                if previous is not None:
+                    _store(outputs, groups, *previous)
+                previous = (step_indices, results)
+                progress.update(-(-len(step_indices) // block_size))
+            _store(outputs, groups, *previous)
+        progress.close()
+        reader.shutdown()
+        outputs.flush()
+        compute_seconds = time.time() - compute_start
+        n_tests = len(variants) * len(pheno_names)
+        log.info("association: %d variant-phenotype tests in %.2f s (%.3g tests/s)", n_tests, compute_seconds,
+                 n_tests / max(compute_seconds, 1e-9))
+
+        # A1 orientation: flip BETA (and T) and the frequency where A1 is REF.
+        sign = np.where(a1_is_ref, -1.0, 1.0).astype(np.float32)
+        for row in range(outputs.beta.shape[0]):
+            outputs.beta[row] *= sign
+        for row in range(outputs.a1_freq.shape[0]):
+            outputs.a1_freq[row] = np.where(a1_is_ref, 1 - outputs.a1_freq[row], outputs.a1_freq[row])
+        outputs.flush()
+
+        bim = data.bim.iloc[variants]
+        variant_table = pd.DataFrame({
+            "#CHROM": bim.chrom.to_numpy(), "POS": bim.pos.to_numpy(), "ID": bim.id.to_numpy(),
+            "REF": bim.ref.to_numpy(), "ALT": bim.alt.to_numpy(),
+            "A1": np.where(a1_is_ref, bim.ref.to_numpy(), bim.alt.to_numpy()),
+        })
+        variant_table.to_csv(compact_tmp / "variants.tsv", sep="\t", index=False)
+        group_of = np.zeros(len(pheno_names), int)
+        for g, group in enumerate(groups):
+            group_of[group.columns] = g
+        meta = {"format_version": 1, "code_version": wm_jax.__version__, "phenotypes": pheno_names,
+                "group_of_phenotype": group_of.tolist(), "group_sizes": [len(g.samples) for g in groups],
+                "n_covariates": len(covar_names), "covariates": covar_names, "n_variants": int(len(variants)),
+                "bfile": str(bfile), "options": asdict(options)}
+        (compact_tmp / "meta.json").write_text(json.dumps(meta, indent=2))
+
+        _write_hits(files.path(Path(f"{out}.hits.tsv")), variant_table, outputs, pheno_names, group_of)
+        _write_multivariate(files.path(Path(f"{out}.multivariate.tsv")), variant_table, outputs, groups, pheno_names)
+        if options.format == "plink2":
+            write_start = time.time()
+            for j, name in enumerate(tqdm(pheno_names, desc="write .glm.linear", unit="pheno", mininterval=1.0)):
+                suffix = ".glm.linear.gz" if options.gzip else ".glm.linear"
+                write_glm_linear(files.path(Path(f"{out}.{name}{suffix}")), variant_table, outputs, j, group_of[j], options.gzip)
+            log.info("wrote %d .glm.linear files in %.2f s", len(pheno_names), time.time() - write_start)
+        log.info("total %.2f s", time.time() - start)
+        log.removeHandler(handler)
+        handler.close()
+        files.commit()
+    except BaseException:
+        log.removeHandler(handler)
+        handler.close()
+        files.discard()
+        raise
+    return out
+
+
+def _store(outputs: _Outputs, groups: list[PhenotypeGroup], step_indices: np.ndarray, results) -> None:
+    """Copy one step's device results into the output columns at the variants' positions."""
+    n = len(step_indices)
+    where = slice(step_indices[0], step_indices[0] + n) if step_indices[-1] - step_indices[0] == n - 1 else step_indices
+    for g, result in enumerate(results):
+        columns = np.asarray(groups[g].columns)
+        per_phenotype = lambda x: np.asarray(x).reshape(-1, len(columns))[:n].T  # noqa: E731
+        per_variant = lambda x: np.asarray(x).reshape(-1)[:n]  # noqa: E731
+        for target, value in ((outputs.beta, result.beta), (outputs.se, result.se), (outputs.log10_p, result.neg_log10_p)):
+            if isinstance(where, slice):
+                target[columns, where] = per_phenotype(value)
+            else:
+                target[np.ix_(columns, where)] = per_phenotype(value)
+        outputs.obs_ct[g, where] = per_variant(result.obs_ct)
+        outputs.a1_freq[g, where] = per_variant(result.alt_freq)
+        outputs.reason[g, where] = per_variant(result.reason)
+        outputs.omnibus[g, where] = per_variant(result.omnibus_chi2)
+
+
+def _format_column(values: np.ndarray, fmt: str = "%.6g") -> np.ndarray:
+    out = np.char.mod(fmt, values).astype(object)
+    out[~np.isfinite(values)] = "NA"
+    return out
+
+
+def write_glm_linear(path: Path, variants: pd.DataFrame, outputs: _Outputs, j: int, group: int, compress: bool) -> None:
+    """One phenotype's results with PLINK 2 `--glm` column names (plus LOG10_P)."""
+    beta = outputs.beta[j].astype(np.float64)
+    se = outputs.se[j].astype(np.float64)
+    log10_p = outputs.log10_p[j].astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        t = beta / se
+        p = np.power(10.0, -log10_p)
+    reason = outputs.reason[group]
+    frame = variants.assign(
+        TEST="ADD", A1_FREQ=outputs.a1_freq[group], OBS_CT=outputs.obs_ct[group],
+        BETA=beta, SE=se, T_STAT=t, P=p, LOG10_P=log10_p,
+        ERRCODE=np.where(reason == 0, ".", pd.Series(reason).map(REASON_NAMES).fillna(".").to_numpy()),
+    )
+    opener = (lambda f: gzip.open(f, "wt", compresslevel=1)) if compress else (lambda f: open(f, "w"))
+    with opener(path) as handle:
+        frame.to_csv(handle, sep="\t", index=False, na_rep="NA", float_format="%.6g")
+
+
+def _write_hits(path: Path, variants: pd.DataFrame, outputs: _Outputs, names: list[str], group_of: np.ndarray) -> None:
+    rows = []
+    for j, name in enumerate(names):
+        hit = np.flatnonzero(np.nan_to_num(np.asarray(outputs.log10_p[j])) > GENOME_WIDE)
+        if len(hit):
+            g = group_of[j]
+            rows.append(variants.iloc[hit].assign(PHENO=name, A1_FREQ=outputs.a1_freq[g][hit], OBS_CT=outputs.obs_ct[g][hit],
+                                                  BETA=outputs.beta[j][hit], SE=outputs.se[j][hit],
+                                                  LOG10_P=outputs.log10_p[j][hit]))
+    columns = [*variants.columns, "PHENO", "A1_FREQ", "OBS_CT", "BETA", "SE", "LOG10_P"]
+    table = pd.concat(rows) if rows else pd.DataFrame(columns=columns)
+    table.to_csv(path, sep="\t", index=False, float_format="%.6g")
+    log.info("%d variant-phenotype pairs at P < 5e-8 -> %s", len(table), path.name.split(".partial")[0].lstrip("."))
+
+
+def _write_multivariate(path: Path, variants: pd.DataFrame, outputs: _Outputs, groups: list[PhenotypeGroup],
+                        names: list[str]) -> None:
+    frames = []
+    for g, group in enumerate(groups):
+        lp = np.asarray(outputs.log10_p[group.columns])
+        best = np.nan_to_num(lp, nan=-1).argmax(axis=0)
+        p = len(group.columns)
+        frames.append(variants.assign(
+            GROUP=g, N_PHENO=p, OBS_CT=outputs.obs_ct[g], OMNIBUS_CHI2=outputs.omnibus[g],
+            OMNIBUS_LOG10_P=chi2_neg_log10_sf(outputs.omnibus[g], p),
+            MIN_P_PHENO=np.array(names)[np.array(group.columns)[best]],
+            MIN_P_LOG10_P=lp[best, np.arange(lp.shape[1])],
+        ))
+    pd.concat(frames).to_csv(path, sep="\t", index=False, float_format="%.6g", na_rep="NA")
