@@ -5,7 +5,7 @@ import pytest
 
 from wm_jax.cli import build_parser, main
 
-SUBCOMMANDS = ["simulate", "prepare"]
+SUBCOMMANDS = ["simulate", "prepare", "gwas"]
 
 
 def _run(*args):

@@ -63,6 +63,24 @@ def decode_block(raw: jax.Array, n_samples: int) -> jax.Array:
     return values.reshape(raw.shape[0], -1)[:, :n_samples]
 
 
+def solve_spd(a: jax.Array, rhs: jax.Array) -> jax.Array:
+    """Solve a batch of small symmetric positive definite systems a x = rhs by Gauss-Jordan.
+
+    k (the number of covariates) is small and static, so the elimination is unrolled into k
+    broadcast steps of plain array ops. This avoids the batched LAPACK-style custom calls of
+    `cholesky`/`cho_solve`, which are slow for tiny matrices on accelerators and were seen to
+    deadlock XLA:CPU when several fake devices run concurrently. No pivoting is needed for SPD a.
+    """
+    k = a.shape[-1]
+    augmented = jnp.concatenate([a, rhs], axis=-1)
+    for i in range(k):
+        pivot_row = augmented[:, i, :] / augmented[:, i, i][:, None]
+        factors = augmented[:, :, i].at[:, i].set(0.0)
+        augmented = augmented - factors[:, :, None] * pivot_row[:, None, :]
+        augmented = augmented.at[:, i, :].set(pivot_row)
+    return augmented[:, :, k:]
+
+
 def associate_block(raw: jax.Array, group: GroupInputs, *, n_samples: int, max_missing: int) -> BlockResult:
     """Exact OLS statistics for one block of variants and all phenotypes of a group."""
     dosage = decode_block(raw, n_samples)[:, group.sample_index]  # (B, n)
@@ -84,10 +102,8 @@ def associate_block(raw: jax.Array, group: GroupInputs, *, n_samples: int, max_m
     y_m = group.residuals[missing_index]  # (B, L, P)
     a = jnp.eye(k, dtype=centred.dtype) - jnp.einsum("blk,blj->bkj", q_m, q_m)
     c_y = -jnp.einsum("blk,blp->bkp", q_m, y_m)
-    chol = jnp.linalg.cholesky(a)
-    cho_solve = jax.vmap(lambda factor, rhs: jax.scipy.linalg.cho_solve((factor, True), rhs))
-    a_inv_c_y = cho_solve(chol, c_y)
-    a_inv_qg = cho_solve(chol, qg[:, :, None])[..., 0]
+    solved = solve_spd(a, jnp.concatenate([c_y, qg[:, :, None]], axis=2))
+    a_inv_c_y, a_inv_qg = solved[:, :, :-1], solved[:, :, -1]
 
     num = gy - jnp.einsum("bk,bkp->bp", qg, a_inv_c_y)
     gg = gtg - jnp.einsum("bk,bk->b", qg, a_inv_qg)

@@ -183,6 +183,9 @@ def run_gwas(bfile: str, pheno: str, covar: str, out: str, options: GwasOptions 
     handler = logging.FileHandler(files.path(log_path), mode="w")
     handler.setFormatter(logging.Formatter("%(message)s"))
     log.addHandler(handler)
+    previous_level = log.level
+    if log.getEffectiveLevel() > logging.INFO:
+        log.setLevel(logging.INFO)  # the .log file always holds the INFO record
     try:
         log.info("wm-jax %s gwas --bfile %s --pheno %s --covar %s --out %s", wm_jax.__version__, bfile, pheno, covar, out)
         log.info("options: %s", json.dumps({k: v for k, v in asdict(options).items() if v is not None}))
@@ -311,14 +314,15 @@ def run_gwas(bfile: str, pheno: str, covar: str, out: str, options: GwasOptions 
                 write_glm_linear(files.path(Path(f"{out}.{name}{suffix}")), variant_table, outputs, j, group_of[j], options.gzip)
             log.info("wrote %d .glm.linear files in %.2f s", len(pheno_names), time.time() - write_start)
         log.info("total %.2f s", time.time() - start)
-        log.removeHandler(handler)
         handler.close()
         files.commit()
     except BaseException:
-        log.removeHandler(handler)
         handler.close()
         files.discard()
         raise
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(previous_level)
     return out
 
 

@@ -1,0 +1,122 @@
+"""`wm-jax gwas` end to end: against plink2 --glm on the simulated cohort, outputs, bad input."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import plink2_or_skip
+from wm_jax.errors import InputError
+from wm_jax.gwas.qc import hwe_exact_p
+from wm_jax.gwas.run import GwasOptions, run_gwas
+
+
+@pytest.fixture(scope="module")
+def phenotypes(tiny_cohort, tmp_path_factory):
+    covariates = pd.read_csv(tiny_cohort / "covariates.tsv", sep="\t")
+    rng = np.random.default_rng(7)
+    table = covariates[["FID", "IID"]].copy()
+    for j in range(4):
+        table[f"UDIP{j + 1}"] = rng.standard_normal(len(table)) + 0.3 * covariates.age / 10
+    table.loc[3:8, "UDIP3"] = np.nan  # a second missingness pattern
+    table.loc[10:11, "UDIP4"] = np.nan  # a third
+    path = tmp_path_factory.mktemp("pheno") / "pheno.tsv"
+    table.to_csv(path, sep="\t", index=False, na_rep="NA")
+    return path
+
+
+@pytest.mark.plink2
+def test_gwas_equals_plink2_glm(tiny_cohort, phenotypes, tmp_path):
+    plink2 = plink2_or_skip()
+    bfile, covar = tiny_cohort / "genotypes", tiny_cohort / "covariates.tsv"
+    run_gwas(str(bfile), str(phenotypes), str(covar), str(tmp_path / "ours"), GwasOptions(format="plink2", block_size=1024))
+    subprocess.run([plink2, "--bfile", str(bfile), "--pheno", str(phenotypes), "--covar", str(covar),
+                    "--glm", "hide-covar", "--out", str(tmp_path / "ref")], check=True, capture_output=True)
+    for name in ["UDIP1", "UDIP2", "UDIP3", "UDIP4"]:
+        ours = pd.read_csv(tmp_path / f"ours.{name}.glm.linear", sep="\t")
+        ref = pd.read_csv(tmp_path / f"ref.{name}.glm.linear", sep="\t")
+        assert list(ours.columns[:6]) == ["#CHROM", "POS", "ID", "REF", "ALT", "A1"]
+        np.testing.assert_array_equal(ours.ID, ref.ID)
+        np.testing.assert_array_equal(ours.A1, ref.A1)
+        np.testing.assert_array_equal(ours.OBS_CT, ref.OBS_CT)
+        np.testing.assert_array_equal(ours.BETA.isna(), ref.BETA.isna())
+        ok = ref.BETA.notna()
+        assert ok.sum() > 0.99 * len(ref)
+        # Targets: |dBETA| <= 1e-3 SE; |d(-log10 P)| <= max(1e-3, 1e-4 * (-log10 P)). plink2 prints 6 digits.
+        np.testing.assert_array_less(np.abs(ours.BETA[ok] - ref.BETA[ok]), 1e-3 * ref.SE[ok] + 1e-6 * np.abs(ref.BETA[ok]))
+        ref_log10p = -np.log10(ref.P[ok])
+        np.testing.assert_array_less(np.abs(ours.LOG10_P[ok] - ref_log10p), np.maximum(1e-3, 1e-4 * ref_log10p))
+
+
+def test_compact_output_and_multivariate(tiny_cohort, phenotypes, tmp_path):
+    prefix = run_gwas(str(tiny_cohort / "genotypes"), str(phenotypes), str(tiny_cohort / "covariates.tsv"),
+                      str(tmp_path / "run"), GwasOptions(pheno_names="UDIP1-UDIP2", maf=0.05, block_size=512))
+    compact = tmp_path / "run.gwas"
+    beta = np.load(compact / "beta.npy")
+    variants = pd.read_csv(compact / "variants.tsv", sep="\t")
+    assert beta.shape == (2, len(variants))
+    log_text = (tmp_path / "run.log").read_text()
+    assert "--maf 0.05:" in log_text and "variants removed" in log_text
+    multivariate = pd.read_csv(tmp_path / "run.multivariate.tsv", sep="\t")
+    assert len(multivariate) == len(variants) and set(multivariate.N_PHENO) == {2}
+    # Omnibus chi2 = z' R^-1 z with R the correlation of the residualised phenotypes.
+    z = beta / np.load(compact / "se.npy")
+    chi2 = multivariate.OMNIBUS_CHI2.to_numpy()
+    finite = np.isfinite(chi2)
+    assert finite.mean() > 0.99
+    assert np.all(chi2[finite] > 0) and np.corrcoef(chi2[finite], (z ** 2).sum(0)[finite])[0, 1] > 0.95
+    assert prefix == tmp_path / "run"
+    assert not list(tmp_path.glob(".*partial*"))
+
+
+def test_hwe_exact_against_enumeration():
+    from scipy.stats import hypergeom  # noqa: F401 - the exact distribution is enumerated directly below
+    from math import lgamma, exp
+
+    def reference(het, hom1, hom2):
+        n = het + hom1 + hom2
+        rare = 2 * min(hom1, hom2) + het
+        def prob(h):
+            homr = (rare - h) // 2
+            homc = n - h - homr
+            return exp(lgamma(n + 1) - lgamma(homr + 1) - lgamma(h + 1) - lgamma(homc + 1) + h * np.log(2)
+                       + lgamma(rare + 1) + lgamma(2 * n - rare + 1) - lgamma(2 * n + 1))
+        probs = {h: prob(h) for h in range(rare % 2, rare + 1, 2)}
+        return sum(p for p in probs.values() if p <= probs[het] * (1 + 1e-8))
+
+    cases = [(10, 40, 50), (0, 30, 70), (50, 25, 25), (3, 1, 96), (20, 0, 80)]
+    got = hwe_exact_p(*map(np.array, zip(*cases)))
+    np.testing.assert_allclose(got, [reference(*c) for c in cases], rtol=1e-9)
+
+
+def _error(tmp_path, tiny_cohort, pheno, covar=None, **options):
+    with pytest.raises(InputError) as info:
+        run_gwas(str(tiny_cohort / "genotypes"), str(pheno), str(covar or tiny_cohort / "covariates.tsv"),
+                 str(tmp_path / "bad"), GwasOptions(**options))
+    assert not list(tmp_path.glob("bad*")) and not list(tmp_path.glob(".bad*"))
+    return str(info.value)
+
+
+def test_bad_inputs(tiny_cohort, phenotypes, tmp_path):
+    table = pd.read_csv(phenotypes, sep="\t")
+    constant = table.assign(UDIP2=1.0)
+    constant.to_csv(tmp_path / "constant.tsv", sep="\t", index=False)
+    assert "phenotype UDIP2 is constant" in _error(tmp_path, tiny_cohort, tmp_path / "constant.tsv")
+    assert "no phenotype column named 'UDIP9'" in _error(tmp_path, tiny_cohort, phenotypes, pheno_names="UDIP9")
+    covariates = pd.read_csv(tiny_cohort / "covariates.tsv", sep="\t")
+    covariates.assign(age2=2 * covariates.age).to_csv(tmp_path / "collinear.tsv", sep="\t", index=False)
+    message = _error(tmp_path, tiny_cohort, phenotypes, covar=tmp_path / "collinear.tsv")
+    assert "collinear.tsv: covariate age2 is constant or collinear" in message
+    assert "no variant is left after the filters" in _error(tmp_path, tiny_cohort, phenotypes, maf=0.6)
+    table.assign(FID="other", IID="x" + table.IID).to_csv(tmp_path / "strangers.tsv", sep="\t", index=False)
+    assert "no sample matches" in _error(tmp_path, tiny_cohort, tmp_path / "strangers.tsv")
+
+
+def test_cli_gwas_help_and_error(tiny_cohort, tmp_path):
+    result = subprocess.run([sys.executable, "-m", "wm_jax.cli", "gwas", "--bfile", str(tiny_cohort / "genotypes"),
+                             "--pheno", str(tmp_path / "none.tsv"), "--covar", str(tiny_cohort / "covariates.tsv"),
+                             "--out", str(tmp_path / "o")], capture_output=True, text=True)
+    assert result.returncode == 2 and "none.tsv: table not found" in result.stderr
+    assert not list(tmp_path.glob("o*"))
