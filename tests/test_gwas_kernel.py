@@ -6,7 +6,7 @@ import pytest
 from scipy import stats
 
 from wm_jax.data.plink import encode_alt_dosages
-from wm_jax.gwas.kernel import REASON_CONSTANT, make_block_fn
+from wm_jax.gwas.kernel import REASON_CONSTANT, make_block_fn, missing_call_index
 from wm_jax.gwas.run import PhenotypeGroup, _covariate_basis, _device_group
 
 
@@ -36,19 +36,21 @@ def _reference_ols(g, covariates, y):
     return beta, se, -np.log10(2 * stats.t.sf(abs(beta / se), df)), keep.sum()
 
 
-def _run_kernel(dosage, covariates, phenotypes, block_size=64, n_devices=1, max_missing=64):
+def _run_kernel(dosage, covariates, phenotypes, block_size=64, n_devices=1, max_missing=None, block_fn=None):
     n_samples = dosage.shape[1]
     basis = _covariate_basis(covariates, [f"c{j}" for j in range(covariates.shape[1])], "covar.tsv")
     group = PhenotypeGroup(list(range(phenotypes.shape[1])), np.arange(n_samples), basis,
                            phenotypes - basis @ (basis.T @ phenotypes))
     mesh = jax.make_mesh((n_devices,), ("blocks",), axis_types=(jax.sharding.AxisType.Auto,),
                          devices=jax.devices()[:n_devices])
-    device_group = _device_group(group, mesh)
+    device_group = _device_group(group, n_samples, mesh)
     raw = np.zeros((n_devices * block_size, (n_samples + 3) // 4), np.uint8)
     raw[: len(dosage)] = encode_alt_dosages(dosage)
-    block_fn = make_block_fn(n_samples, max_missing)
+    missing = missing_call_index(raw, n_samples, max_missing or n_samples)
+    block_fn = block_fn or make_block_fn(n_samples)
     sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("blocks"))
-    result = block_fn(jax.device_put(raw.reshape(n_devices, block_size, -1), sharding), device_group)
+    (result,) = block_fn(jax.device_put(raw.reshape(n_devices, block_size, -1), sharding),
+                         jax.device_put(missing.reshape(n_devices, block_size, -1), sharding), (device_group,))
     flat = lambda x: np.asarray(x).reshape(n_devices * block_size, *np.shape(x)[2:])[: len(dosage)]  # noqa: E731
     return jax.tree.map(flat, result), block_fn
 
@@ -71,6 +73,18 @@ def test_kernel_matches_float64_least_squares(seed):
     np.testing.assert_allclose(result.alt_freq[2:], np.nanmean(dosage[2:], axis=1) / 2, rtol=1e-5)
 
 
+def test_missing_call_index_matches_numpy():
+    rng = np.random.default_rng(8)
+    dosage = rng.integers(0, 3, (30, 37)).astype(float)
+    dosage[rng.random(dosage.shape) < 0.1] = np.nan
+    raw = encode_alt_dosages(dosage)
+    index = missing_call_index(raw, 37, 12)
+    for j in range(30):
+        expected = np.flatnonzero(np.isnan(dosage[j]))
+        np.testing.assert_array_equal(index[j, : len(expected)], expected)
+        assert (index[j, len(expected):] == 37).all()
+
+
 def test_exact_path_for_variants_with_many_missing_calls():
     dosage, covariates, phenotypes = _problem(3, missing_rate=0.3)
     result, _ = _run_kernel(dosage, covariates, phenotypes, max_missing=dosage.shape[1])
@@ -82,11 +96,11 @@ def test_exact_path_for_variants_with_many_missing_calls():
 def test_padded_last_block_and_compile_once():
     dosage, covariates, phenotypes = _problem(4, n_variants=40)
     first, block_fn = _run_kernel(dosage, covariates, phenotypes, block_size=64)
-    # Same shapes again (a different, shorter block): no new compilation.
-    before = block_fn._cache_size()
-    second, _ = _run_kernel(dosage[:7], covariates, phenotypes, block_size=64)
+    assert block_fn._cache_size() == 1
+    # Another block of the same fixed shape (fewer real variants, more padding): no new compilation.
+    second, _ = _run_kernel(dosage[:7], covariates, phenotypes, block_size=64, block_fn=block_fn)
     np.testing.assert_array_equal(second.beta, first.beta[:7])
-    assert before == 1
+    assert block_fn._cache_size() == 1
 
 
 def test_four_devices_equal_one_device():

@@ -25,6 +25,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from wm_jax.gwas.pvalues import neg_log10_p
 
@@ -34,11 +35,15 @@ REASON_CONSTANT = 2  # monomorphic, or genotype collinear with the covariates
 
 
 class GroupInputs(NamedTuple):
-    """Device arrays describing one phenotype group."""
+    """Device arrays describing one phenotype group, laid out over all N .fam samples.
 
-    sample_index: jax.Array  # (n,) int32, positions of the group's samples in the .fam
-    basis: jax.Array  # (n + 1, k) orthonormal covariate basis, last row zero
-    residuals: jax.Array  # (n + 1, P) residualised phenotypes, last row zero
+    Rows of samples outside the group are zero, and so is the extra row N that padded
+    missing-call indices point to; a group then needs no gather of genotype columns.
+    """
+
+    in_group: jax.Array  # (N + 1,) 1.0 for the group's samples, else 0
+    basis: jax.Array  # (N + 1, k) orthonormal covariate basis on the group's samples
+    residuals: jax.Array  # (N + 1, P) residualised phenotypes
     residual_ss: jax.Array  # (P,) Yr'Yr
     omnibus_precision: jax.Array  # (P, P) inverse correlation of the residualised phenotypes
 
@@ -55,11 +60,15 @@ class BlockResult(NamedTuple):
 
 
 def decode_block(raw: jax.Array, n_samples: int) -> jax.Array:
-    """Raw .bed bytes (B, ceil(N/4)) -> ALT dosages (B, N) float32 with NaN for missing."""
+    """Raw .bed bytes (B, ceil(N/4)) -> ALT dosages (B, N) float32, missing calls as 0.
+
+    Missing calls are located separately (`missing_call_index`), so the dosage matrix needs no
+    NaN handling and goes straight into the matmul.
+    """
     shifts = jnp.arange(0, 8, 2, dtype=jnp.uint8)
     codes = ((raw[:, :, None] >> shifts) & jnp.uint8(3)).astype(jnp.float32)
-    # code 0 -> 2, 2 -> 1, 3 -> 0 (arithmetic rather than a table gather); code 1 -> missing.
-    values = jnp.where(codes == 1.0, jnp.nan, 2.0 - codes + (codes >= 2.0))
+    # code 0 -> 2, 1 (missing) -> 0, 2 -> 1, 3 -> 0, by arithmetic rather than a table gather.
+    values = jnp.where(codes == 1.0, 0.0, 2.0 - codes + (codes >= 2.0))
     return values.reshape(raw.shape[0], -1)[:, :n_samples]
 
 
@@ -81,26 +90,33 @@ def solve_spd(a: jax.Array, rhs: jax.Array) -> jax.Array:
     return augmented[:, :, k:]
 
 
-def associate_block(raw: jax.Array, group: GroupInputs, *, n_samples: int, max_missing: int) -> BlockResult:
-    """Exact OLS statistics for one block of variants and all phenotypes of a group."""
-    dosage = decode_block(raw, n_samples)[:, group.sample_index]  # (B, n)
-    n = group.sample_index.shape[0]
+def associate_block(dosage: jax.Array, missing_index: jax.Array, group: GroupInputs) -> BlockResult:
+    """Exact OLS statistics for one block of variants and all phenotypes of a group.
+
+    dosage: (B, N) ALT dosages of every .fam sample, missing calls as 0 (decoded once per block).
+    missing_index: (B, L) .fam positions of each variant's missing calls, padded with N.
+    With g the dosage, m the group's observed calls and mu their mean, G0 = (g - mu) m, and
+    G0'X = g'X - mu (1'X - sum over missing X) for X = [Q | Yr]: one matmul plus gathered rows.
+    """
     k = group.basis.shape[1]
-    missing = jnp.isnan(dosage)
-    obs_ct = n - missing.sum(axis=1, dtype=jnp.int32)
-    observed_sum = jnp.where(missing, 0.0, dosage).sum(axis=1)
-    mean = observed_sum / jnp.maximum(obs_ct, 1)
-    centred = jnp.where(missing, 0.0, dosage - mean[:, None])
-
-    basis, residuals = group.basis[:n], group.residuals[:n]
-    projections = centred @ jnp.concatenate([basis, residuals], axis=1)  # one matmul: (B, k + P)
-    qg, gy = projections[:, :k], projections[:, k:]
-    gtg = jnp.sum(centred * centred, axis=1)
-
-    missing_index = jax.vmap(lambda row: jnp.nonzero(row, size=max_missing, fill_value=n)[0])(missing)
-    q_m = group.basis[missing_index]  # (B, L, k); index n is the zero row
+    n_group = jnp.sum(group.in_group)
+    q_m = group.basis[missing_index]  # (B, L, k); rows outside the group and row N are zero
     y_m = group.residuals[missing_index]  # (B, L, P)
-    a = jnp.eye(k, dtype=centred.dtype) - jnp.einsum("blk,blj->bkj", q_m, q_m)
+    missing_in_group = group.in_group[missing_index].sum(axis=1)
+    obs = n_group - missing_in_group
+
+    n = dosage.shape[1]
+    design = jnp.concatenate([group.basis[:n], group.residuals[:n], group.in_group[:n, None]], axis=1)
+    projections = dosage @ design  # one matmul: (B, k + P + 1)
+    sum_sq = jnp.sum(dosage * dosage * group.in_group[None, :n], axis=1)  # a fused reduction, not a matvec
+    mean = projections[:, -1] / jnp.maximum(obs, 1.0)
+    column_sums = design[:, :-1].sum(axis=0)
+    observed_sums = column_sums[None, :] - jnp.concatenate([q_m.sum(axis=1), y_m.sum(axis=1)], axis=1)
+    centred_projections = projections[:, :-1] - mean[:, None] * observed_sums
+    qg, gy = centred_projections[:, :k], centred_projections[:, k:]
+    gtg = jnp.maximum(sum_sq - obs * mean * mean, 0.0)
+
+    a = jnp.eye(k, dtype=dosage.dtype) - jnp.einsum("blk,blj->bkj", q_m, q_m)
     c_y = -jnp.einsum("blk,blp->bkp", q_m, y_m)
     solved = solve_spd(a, jnp.concatenate([c_y, qg[:, :, None]], axis=2))
     a_inv_c_y, a_inv_qg = solved[:, :, :-1], solved[:, :, -1]
@@ -108,7 +124,7 @@ def associate_block(raw: jax.Array, group: GroupInputs, *, n_samples: int, max_m
     num = gy - jnp.einsum("bk,bkp->bp", qg, a_inv_c_y)
     gg = gtg - jnp.einsum("bk,bk->b", qg, a_inv_qg)
     yy = group.residual_ss[None, :] - jnp.einsum("blp,blp->bp", y_m, y_m) - jnp.einsum("bkp,bkp->bp", c_y, a_inv_c_y)
-    df = (obs_ct - k - 1).astype(centred.dtype)
+    df = obs - k - 1
 
     constant = gg <= 1e-6 * jnp.maximum(gtg, 1e-30) + 1e-12
     few = df < 1
@@ -124,16 +140,45 @@ def associate_block(raw: jax.Array, group: GroupInputs, *, n_samples: int, max_m
     log10p = neg_log10_p(t, jnp.maximum(df, 1.0)[:, None])
     omnibus = jnp.einsum("bp,pq,bq->b", jnp.nan_to_num(t), group.omnibus_precision, jnp.nan_to_num(t))
     omnibus = jnp.where(ok[:, 0], omnibus, nan)
-    alt_freq = jnp.where(obs_ct > 0, mean / 2, nan)
-    return BlockResult(beta, se, t, log10p, obs_ct, alt_freq, reason, omnibus)
+    alt_freq = jnp.where(obs > 0, mean / 2, nan)
+    return BlockResult(beta, se, t, log10p, obs.astype(jnp.int32), alt_freq, reason, omnibus)
 
 
-def make_block_fn(n_samples: int, max_missing: int):
-    """A jitted function of (raw blocks (D, B, bytes), group) -> BlockResult with a leading D axis.
+def associate_groups(raw: jax.Array, missing_index: jax.Array, groups: tuple, *, n_samples: int) -> tuple:
+    """Decode one block once and run every phenotype group on it."""
+    dosage = decode_block(raw, n_samples)
+    return tuple(associate_block(dosage, missing_index, group) for group in groups)
+
+
+def make_block_fn(n_samples: int):
+    """A jitted function of (raw blocks (D, B, bytes), missing-call indices (D, B, L), groups)
+    -> one BlockResult per group, each with a leading D axis.
 
     The leading axis holds one block per device; sharding it over a mesh runs the blocks in
     parallel, and with D = 1 it is the single-device path. (The raw bytes are not donated: no
     output has their shape, so XLA could not reuse the buffer.)
     """
-    fn = functools.partial(associate_block, n_samples=n_samples, max_missing=max_missing)
-    return jax.jit(jax.vmap(fn, in_axes=(0, None)))
+    fn = functools.partial(associate_groups, n_samples=n_samples)
+    return jax.jit(jax.vmap(fn, in_axes=(0, 0, None)))
+
+
+_BYTE_HAS_MISSING = np.array([any(((b >> s) & 3) == 1 for s in (0, 2, 4, 6)) for b in range(256)])
+
+
+def missing_call_index(raw: np.ndarray, n_samples: int, width: int) -> np.ndarray:
+    """(B, width) sample positions of each variant's missing calls, padded with n_samples.
+
+    Computed on the host from the same raw bytes (missing calls are rare, so this touches little
+    beyond one table lookup per byte); the same index serves every phenotype group.
+    """
+    rows, byte_cols = np.nonzero(_BYTE_HAS_MISSING[raw])
+    codes = (raw[rows, byte_cols][:, None] >> np.array([0, 2, 4, 6], np.uint8)) & 3
+    samples = byte_cols[:, None] * 4 + np.arange(4)
+    hit = (codes == 1) & (samples < n_samples)
+    rows, samples = np.broadcast_to(rows[:, None], hit.shape)[hit], samples[hit]
+    rank = np.arange(len(rows)) - np.searchsorted(rows, rows)
+    if len(rank) and rank.max() >= width:
+        raise ValueError(f"a variant has more than {width} missing calls in this block")
+    index = np.full((raw.shape[0], width), n_samples, np.int32)
+    index[rows, rank] = samples
+    return index

@@ -15,7 +15,6 @@ Output under PREFIX (all written under temporary names and published together):
 from __future__ import annotations
 
 import concurrent.futures
-import gzip
 import json
 import logging
 import os
@@ -32,11 +31,23 @@ from wm_jax.data.plink import PlinkDataset
 from wm_jax.data.tables import align_to_samples, expand_names, read_table, select_columns
 from wm_jax.errors import AtomicFiles, InputError, input_error
 from wm_jax.gwas import qc
+from wm_jax.gwas.text import write_tsv
 
 log = logging.getLogger("wm_jax")
 
 GENOME_WIDE = -np.log10(5e-8)
 REASON_NAMES = {1: "TOO_FEW_OBS", 2: "CONST_OR_COLLINEAR_GENOTYPE"}
+
+
+class _ElapsedFormatter(logging.Formatter):
+    """Log lines prefixed with seconds since the run started, as a timeline of where time goes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.start = time.time()
+
+    def format(self, record: logging.LogRecord) -> str:
+        return f"[{record.created - self.start:7.2f}s] {record.getMessage()}"
 
 
 @dataclass
@@ -118,7 +129,8 @@ def _select_variants(data: PlinkDataset, chromosomes: str | None) -> np.ndarray:
     return selected
 
 
-def _device_group(group: PhenotypeGroup, mesh):
+def _device_group(group: PhenotypeGroup, n_samples: int, mesh):
+    """The group's arrays in the kernel's layout (all N samples plus a zero row), replicated."""
     import jax
     import jax.numpy as jnp
     from jax.sharding import NamedSharding, PartitionSpec
@@ -126,13 +138,16 @@ def _device_group(group: PhenotypeGroup, mesh):
     from wm_jax.gwas.kernel import GroupInputs
 
     k, p = group.basis.shape[1], group.residuals.shape[1]
-    basis = np.vstack([group.basis, np.zeros((1, k))]).astype(np.float32)
-    residuals = np.vstack([group.residuals, np.zeros((1, p))]).astype(np.float32)
+    in_group = np.zeros(n_samples + 1, np.float32)
+    in_group[group.samples] = 1.0
+    basis = np.zeros((n_samples + 1, k), np.float32)
+    basis[group.samples] = group.basis
+    residuals = np.zeros((n_samples + 1, p), np.float32)
+    residuals[group.samples] = group.residuals
     corr = np.atleast_2d(np.corrcoef(group.residuals, rowvar=False)) if p > 1 else np.ones((1, 1))
     precision = np.linalg.pinv(corr).astype(np.float32)
     replicated = NamedSharding(mesh, PartitionSpec())
-    arrays = GroupInputs(group.samples.astype(np.int32), basis, residuals,
-                         (group.residuals ** 2).sum(0).astype(np.float32), precision)
+    arrays = GroupInputs(in_group, basis, residuals, (group.residuals ** 2).sum(0).astype(np.float32), precision)
     return GroupInputs(*(jax.device_put(jnp.asarray(a), replicated) for a in arrays))
 
 
@@ -174,14 +189,14 @@ def run_gwas(bfile: str, pheno: str, covar: str, out: str, options: GwasOptions 
     """Run the association study; returns the output prefix."""
     import jax
 
-    from wm_jax.gwas.kernel import make_block_fn
+    from wm_jax.gwas.kernel import make_block_fn, missing_call_index
 
     start = time.time()
     out = Path(out)
     log_path = Path(f"{out}.log")
     files = AtomicFiles()
     handler = logging.FileHandler(files.path(log_path), mode="w")
-    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.setFormatter(_ElapsedFormatter())
     log.addHandler(handler)
     previous_level = log.level
     if log.getEffectiveLevel() > logging.INFO:
@@ -235,7 +250,7 @@ def run_gwas(bfile: str, pheno: str, covar: str, out: str, options: GwasOptions 
         from jax.sharding import NamedSharding, PartitionSpec
 
         block_sharding = NamedSharding(mesh, PartitionSpec("blocks"))
-        device_groups = [_device_group(g, mesh) for g in groups]
+        device_groups = tuple(_device_group(g, data.n_samples, mesh) for g in groups)
         compact_dir = Path(f"{out}.gwas")
         compact_tmp = files.path(compact_dir)
         outputs = _Outputs(compact_tmp, len(variants), len(pheno_names), len(groups))
@@ -244,30 +259,31 @@ def run_gwas(bfile: str, pheno: str, covar: str, out: str, options: GwasOptions 
         n_blocks_total = sum(-(-len(idx) // bs) for idx, bs, _ in passes)
         progress = tqdm(total=n_blocks_total, desc="association", unit="block", mininterval=1.0)
         compute_start = time.time()
+        block_fn = make_block_fn(data.n_samples)
         for indices, block_size, max_missing in passes:
             if len(indices) == 0:
                 continue
-            cap = max_missing if max_missing is not None else max(len(g.samples) for g in groups)
-            block_fn = make_block_fn(data.n_samples, int(cap))
+            # Room for the most missing calls of any variant in this pass (a power of two, so few shapes).
+            width = 1 << int(max(1, missing_all[indices].max())).bit_length()
+            if max_missing is not None:
+                width = min(width, max_missing)
             per_step = block_size * n_devices
             steps = [indices[s: s + per_step] for s in range(0, len(indices), per_step)]
 
-            def read(step_indices):
-                raw = np.zeros((n_devices, block_size, data.bed.row_bytes), np.uint8)
-                flat = raw.reshape(-1, data.bed.row_bytes)
-                flat[: len(step_indices)] = data.bed.raw(variants[step_indices])
-                return raw
+            def read(step_indices, block_size=block_size, width=width):
+                raw = np.zeros((n_devices * block_size, data.bed.row_bytes), np.uint8)
+                raw[: len(step_indices)] = data.bed.raw(variants[step_indices])
+                missing = missing_call_index(raw, data.n_samples, width).reshape(n_devices, block_size, width)
+                return raw.reshape(n_devices, block_size, -1), missing
 
             pending_read = reader.submit(read, steps[0])
             previous = None
             for step_number, step_indices in enumerate(steps):
-                raw = pending_read.result()
+                raw, missing = pending_read.result()
                 if step_number + 1 < len(steps):
                     pending_read = reader.submit(read, steps[step_number + 1])
-                results = []
-                for g, device_group in enumerate(device_groups):
-                    raw_device = jax.device_put(raw, block_sharding)
-                    results.append(block_fn(raw_device, device_group))
+                results = block_fn(jax.device_put(raw, block_sharding), jax.device_put(missing, block_sharding),
+                                   device_groups)
                 if previous is not None:
                     _store(outputs, groups, *previous)
                 previous = (step_indices, results)
@@ -309,9 +325,11 @@ def run_gwas(bfile: str, pheno: str, covar: str, out: str, options: GwasOptions 
         _write_multivariate(files.path(Path(f"{out}.multivariate.tsv")), variant_table, outputs, groups, pheno_names)
         if options.format == "plink2":
             write_start = time.time()
+            prefix = variant_prefix(variant_table)
             for j, name in enumerate(tqdm(pheno_names, desc="write .glm.linear", unit="pheno", mininterval=1.0)):
                 suffix = ".glm.linear.gz" if options.gzip else ".glm.linear"
-                write_glm_linear(files.path(Path(f"{out}.{name}{suffix}")), variant_table, outputs, j, group_of[j], options.gzip)
+                write_glm_linear(files.path(Path(f"{out}.{name}{suffix}")), variant_table, outputs, j, group_of[j],
+                                 options.gzip, prefix)
             log.info("wrote %d .glm.linear files in %.2f s", len(pheno_names), time.time() - write_start)
         log.info("total %.2f s", time.time() - start)
         handler.close()
@@ -345,29 +363,30 @@ def _store(outputs: _Outputs, groups: list[PhenotypeGroup], step_indices: np.nda
         outputs.omnibus[g, where] = per_variant(result.omnibus_chi2)
 
 
-def _format_column(values: np.ndarray, fmt: str = "%.6g") -> np.ndarray:
-    out = np.char.mod(fmt, values).astype(object)
-    out[~np.isfinite(values)] = "NA"
-    return out
-
-
-def write_glm_linear(path: Path, variants: pd.DataFrame, outputs: _Outputs, j: int, group: int, compress: bool) -> None:
-    """One phenotype's results with PLINK 2 `--glm` column names (plus LOG10_P)."""
+def write_glm_linear(path: Path, variants: pd.DataFrame, outputs: _Outputs, j: int, group: int, compress: bool,
+                     prefix: np.ndarray | None = None) -> None:
+    """One phenotype's results with PLINK 2 `--glm` column names (plus LOG10_P and ERRCODE)."""
     beta = outputs.beta[j].astype(np.float64)
     se = outputs.se[j].astype(np.float64)
     log10_p = outputs.log10_p[j].astype(np.float64)
-    with np.errstate(invalid="ignore", divide="ignore"):
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         t = beta / se
         p = np.power(10.0, -log10_p)
     reason = outputs.reason[group]
-    frame = variants.assign(
-        TEST="ADD", A1_FREQ=outputs.a1_freq[group], OBS_CT=outputs.obs_ct[group],
-        BETA=beta, SE=se, T_STAT=t, P=p, LOG10_P=log10_p,
-        ERRCODE=np.where(reason == 0, ".", pd.Series(reason).map(REASON_NAMES).fillna(".").to_numpy()),
-    )
-    opener = (lambda f: gzip.open(f, "wt", compresslevel=1)) if compress else (lambda f: open(f, "w"))
-    with opener(path) as handle:
-        frame.to_csv(handle, sep="\t", index=False, na_rep="NA", float_format="%.6g")
+    errcode = np.array(["."] + [REASON_NAMES.get(r, ".") for r in range(1, 8)], dtype=object)[np.clip(reason, 0, 7)]
+    if prefix is None:
+        prefix = variant_prefix(variants)
+    write_tsv(path, {"#CHROM\tPOS\tID\tREF\tALT\tA1\tTEST": prefix, "A1_FREQ": outputs.a1_freq[group],
+                     "OBS_CT": outputs.obs_ct[group], "BETA": beta, "SE": se, "T_STAT": t, "P": p,
+                     "LOG10_P": log10_p, "ERRCODE": errcode}, compress=compress)
+
+
+def variant_prefix(variants: pd.DataFrame) -> np.ndarray:
+    """The shared leading columns of every .glm.linear row, joined once."""
+    joined = variants["#CHROM"].astype(str)
+    for column in ("POS", "ID", "REF", "ALT", "A1"):
+        joined = joined + "\t" + variants[column].astype(str)
+    return (joined + "\tADD").to_numpy(object)
 
 
 def _write_hits(path: Path, variants: pd.DataFrame, outputs: _Outputs, names: list[str], group_of: np.ndarray) -> None:
@@ -381,7 +400,7 @@ def _write_hits(path: Path, variants: pd.DataFrame, outputs: _Outputs, names: li
                                                   LOG10_P=outputs.log10_p[j][hit]))
     columns = [*variants.columns, "PHENO", "A1_FREQ", "OBS_CT", "BETA", "SE", "LOG10_P"]
     table = pd.concat(rows) if rows else pd.DataFrame(columns=columns)
-    table.to_csv(path, sep="\t", index=False, float_format="%.6g")
+    write_tsv(path, {c: table[c].to_numpy() for c in columns})
     log.info("%d variant-phenotype pairs at P < 5e-8 -> %s", len(table), path.name.split(".partial")[0].lstrip("."))
 
 
@@ -398,4 +417,5 @@ def _write_multivariate(path: Path, variants: pd.DataFrame, outputs: _Outputs, g
             MIN_P_PHENO=np.array(names)[np.array(group.columns)[best]],
             MIN_P_LOG10_P=lp[best, np.arange(lp.shape[1])],
         ))
-    pd.concat(frames).to_csv(path, sep="\t", index=False, float_format="%.6g", na_rep="NA")
+    table = pd.concat(frames)
+    write_tsv(path, {c: table[c].to_numpy() for c in table.columns})

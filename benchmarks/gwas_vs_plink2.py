@@ -1,0 +1,180 @@
+"""wm-jax gwas against plink2 --glm on the same simulated cohort, side by side in one run.
+
+    python benchmarks/gwas_vs_plink2.py [--phenotypes 1,16,128] [--n-subjects 5003]
+
+Writes benchmarks/results/gwas_vs_plink2.md (and .json): wall time and peak RSS of each whole
+process, variant-phenotype tests per second, the speed ratio, the kernel's GFLOP/s against this
+machine's measured float32 GEMM rate, and accuracy over all variants.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def timed_rss(command: list[str], env: dict | None = None) -> tuple[float, float, str]:
+    """As `timed`, with the peak RSS read from os.wait4's resource usage."""
+    start = time.perf_counter()
+    err_path = Path(f"/tmp/wm_jax_bench_{os.getpid()}.err")
+    with open(err_path, "w") as err:
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=err, env={**os.environ, **(env or {})})
+        _, status, usage = os.wait4(process.pid, 0)
+    seconds = time.perf_counter() - start
+    stderr = err_path.read_text()
+    err_path.unlink()
+    if status != 0:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{stderr[-2000:]}")
+    return seconds, usage.ru_maxrss / 1024, stderr
+
+
+def markdown_table(frame: pd.DataFrame) -> str:
+    lines = ["| " + " | ".join(map(str, frame.columns)) + " |", "|" + "---|" * len(frame.columns)]
+    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+def gemm_gflops() -> float:
+    """float32 GEMM rate of this machine through XLA (best of 5, 2048^3)."""
+    import jax
+    import jax.numpy as jnp
+
+    n = 2048
+    a = jnp.ones((n, n), jnp.float32)
+    f = jax.jit(lambda x, y: x @ y)
+    f(a, a).block_until_ready()
+    best = min(_time(lambda: f(a, a).block_until_ready()) for _ in range(5))
+    return 2 * n**3 / best / 1e9
+
+
+def _time(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def make_phenotypes(cohort: Path, p: int, n_missing_patterns: int, out: Path, seed: int) -> None:
+    covariates = pd.read_csv(cohort / "covariates.tsv", sep="\t")
+    rng = np.random.default_rng(seed)
+    table = covariates[["FID", "IID"]].copy()
+    values = rng.standard_normal((len(table), p)) + 0.05 * (covariates.age.to_numpy()[:, None] - 64)
+    for j in range(min(n_missing_patterns, p)):
+        values[rng.random(len(table)) < 0.01, p - 1 - j] = np.nan
+    for j in range(p):
+        table[f"UDIP{j + 1}"] = values[:, j]
+    table.to_csv(out, sep="\t", index=False, na_rep="NA", float_format="%.6g")
+
+
+def accuracy(ours_prefix: Path, plink_prefix: Path, names: list[str]) -> dict:
+    compact = Path(f"{ours_prefix}.gwas")
+    beta = np.load(compact / "beta.npy", mmap_mode="r")
+    se = np.load(compact / "se.npy", mmap_mode="r")
+    log10p = np.load(compact / "log10_p.npy", mmap_mode="r")
+    obs = np.load(compact / "obs_ct.npy", mmap_mode="r")
+    meta = json.loads((compact / "meta.json").read_text())
+    variants = pd.read_csv(compact / "variants.tsv", sep="\t")
+    worst_beta, worst_p, mismatched, compared = 0.0, 0.0, 0, 0
+    for j, name in enumerate(names):
+        ref = pd.read_csv(f"{plink_prefix}.{name}.glm.linear", sep="\t", usecols=["ID", "A1", "OBS_CT", "BETA", "SE", "P"])
+        assert (ref.ID.to_numpy() == variants.ID.to_numpy()).all()
+        g = meta["group_of_phenotype"][j]
+        mismatched += int((ref.A1.to_numpy() != variants.A1.to_numpy()).sum() + (ref.OBS_CT.to_numpy() != obs[g]).sum())
+        ok = ref.BETA.notna().to_numpy() & (ref.P.to_numpy() > 0)
+        compared += int(ok.sum())
+        worst_beta = max(worst_beta, float(np.max(np.abs(beta[j][ok] - ref.BETA.to_numpy()[ok]) / ref.SE.to_numpy()[ok])))
+        ref_lp = -np.log10(ref.P.to_numpy()[ok])
+        worst_p = max(worst_p, float(np.max(np.abs(log10p[j][ok] - ref_lp) / np.maximum(1e-3, 1e-4 * ref_lp))))
+    return {"max_dbeta_over_se": worst_beta, "max_dlog10p_over_tolerance": worst_p,
+            "a1_or_obs_mismatches": mismatched, "tests_compared": compared}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--phenotypes", default="1,16,128")
+    parser.add_argument("--n-subjects", type=int, default=5003)
+    parser.add_argument("--workdir", default=str(REPO / "benchmarks" / "work"))
+    parser.add_argument("--cohort", help="an existing `wm-jax simulate` directory")
+    parser.add_argument("--block-size", type=int, default=2048)
+    args = parser.parse_args()
+    work = Path(args.workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    cohort = Path(args.cohort) if args.cohort else work / "cohort"
+    if not cohort.exists():
+        subprocess.run([sys.executable, "-m", "wm_jax.cli", "simulate", "--out", str(cohort), "--n-subjects",
+                        str(args.n_subjects), "--config.shape=(16,20,16)", "--config.genotypes.n_chromosomes=8",
+                        "--config.genotypes.chromosome_length=4.5e6"], check=True)
+    plink2 = shutil.which("plink2")
+    if plink2 is None:
+        sys.exit("plink2 not found: apt-get install plink2 libopenblas0-pthread")
+    n_variants = sum(1 for _ in open(cohort / "genotypes.bim"))
+    n_samples = sum(1 for _ in open(cohort / "genotypes.fam"))
+    n_covariates = len(open(cohort / "covariates.tsv").readline().split("\t")) - 2
+    gemm = gemm_gflops()
+    rows = []
+    for p in [int(x) for x in args.phenotypes.split(",")]:
+        n_na = 0 if p == 1 else (2 if p <= 16 else 4)
+        pheno = work / f"pheno_{p}.tsv"
+        make_phenotypes(cohort, p, n_na, pheno, seed=p)
+        names = [f"UDIP{j + 1}" for j in range(p)]
+        plink_prefix, ours_prefix = work / f"plink2_{p}", work / f"wmjax_{p}"
+        plink_seconds, plink_rss, _ = timed_rss(
+            [plink2, "--bfile", str(cohort / "genotypes"), "--pheno", str(pheno), "--covar", str(cohort / "covariates.tsv"),
+             "--glm", "hide-covar", "--threads", "2", "--out", str(plink_prefix)], env={"OPENBLAS_NUM_THREADS": "1"})
+        for old in work.glob(f"wmjax_{p}*"):
+            shutil.rmtree(old) if old.is_dir() else old.unlink()
+        ours_seconds, ours_rss, stderr = timed_rss(
+            [sys.executable, "-m", "wm_jax.cli", "gwas", "--bfile", str(cohort / "genotypes"), "--pheno", str(pheno),
+             "--covar", str(cohort / "covariates.tsv"), "--out", str(ours_prefix), "--block-size", str(args.block_size)])
+        log_text = Path(f"{ours_prefix}.log").read_text()
+        kernel_seconds = float(re.search(r"association: \d+ variant-phenotype tests in ([\d.]+) s", log_text).group(1))
+        groups = int(re.search(r"(\d+) phenotype group", log_text).group(1))
+        k = n_covariates + 1
+        flops = 2.0 * n_samples * n_variants * (p + k * groups + groups)
+        row = {
+            "phenotypes": p, "missingness_groups": groups, "variants": n_variants, "samples": n_samples,
+            "plink2_s": round(plink_seconds, 2), "wmjax_s": round(ours_seconds, 2),
+            "speedup": round(plink_seconds / ours_seconds, 2),
+            "plink2_rss_mib": round(plink_rss), "wmjax_rss_mib": round(ours_rss),
+            "wmjax_tests_per_s": round(n_variants * p / ours_seconds),
+            "kernel_s": kernel_seconds, "kernel_gflops": round(flops / kernel_seconds / 1e9, 1),
+            "kernel_fraction_of_gemm": round(flops / kernel_seconds / 1e9 / gemm, 3),
+            **accuracy(ours_prefix, plink_prefix, names),
+        }
+        if p == max(int(x) for x in args.phenotypes.split(",")):
+            text_seconds, _, _ = timed_rss(
+                [sys.executable, "-m", "wm_jax.cli", "gwas", "--bfile", str(cohort / "genotypes"), "--pheno", str(pheno),
+                 "--covar", str(cohort / "covariates.tsv"), "--out", str(work / f"text_{p}"), "--format", "plink2",
+                 "--block-size", str(args.block_size)])
+            row["wmjax_plink2_format_s"] = round(text_seconds, 2)
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    result = {"command": "python benchmarks/gwas_vs_plink2.py " + " ".join(sys.argv[1:]),
+              "machine": f"{platform.machine()}, {os.cpu_count()} cores", "gemm_float32_gflops": round(gemm, 1),
+              "plink2": subprocess.run([plink2, "--version"], capture_output=True, text=True).stdout.strip(),
+              "date": time.strftime("%Y-%m-%d"), "rows": rows}
+    out = REPO / "benchmarks" / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "gwas_vs_plink2.json").write_text(json.dumps(result, indent=2))
+    table = pd.DataFrame(rows)
+    (out / "gwas_vs_plink2.md").write_text(
+        f"# wm-jax gwas vs plink2 --glm\n\n`{result['command']}` on {result['machine']}, {result['date']}; "
+        f"{result['plink2']}; float32 GEMM {result['gemm_float32_gflops']} GFLOP/s.\n\n"
+        + markdown_table(table) + "\n")
+    print(table.to_string(index=False))
+
+
+if __name__ == "__main__":
+    main()
