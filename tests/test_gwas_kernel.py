@@ -49,10 +49,8 @@ def _run_kernel(dosage, covariates, phenotypes, block_size=64, n_devices=1, max_
     missing = missing_call_index(raw, n_samples, max_missing or n_samples)
     block_fn = block_fn or make_block_fn(n_samples)
     sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("blocks"))
-    (result,) = block_fn(jax.device_put(raw.reshape(n_devices, block_size, -1), sharding),
-                         jax.device_put(missing.reshape(n_devices, block_size, -1), sharding), (device_group,))
-    flat = lambda x: np.asarray(x).reshape(n_devices * block_size, *np.shape(x)[2:])[: len(dosage)]  # noqa: E731
-    return jax.tree.map(flat, result), block_fn
+    (result,) = block_fn(jax.device_put(raw, sharding), jax.device_put(missing, sharding), (device_group,))
+    return jax.tree.map(lambda x: np.asarray(x)[: len(dosage)], result), block_fn
 
 
 @pytest.mark.parametrize("seed", [0, 1])

@@ -151,15 +151,15 @@ def associate_groups(raw: jax.Array, missing_index: jax.Array, groups: tuple, *,
 
 
 def make_block_fn(n_samples: int):
-    """A jitted function of (raw blocks (D, B, bytes), missing-call indices (D, B, L), groups)
-    -> one BlockResult per group, each with a leading D axis.
+    """A jitted function of (raw bytes (D*B, bytes), missing-call indices (D*B, L), groups) -> one
+    BlockResult per group.
 
-    The leading axis holds one block per device; sharding it over a mesh runs the blocks in
-    parallel, and with D = 1 it is the single-device path. (The raw bytes are not donated: no
-    output has their shape, so XLA could not reuse the buffer.)
+    Every operation is row-wise over variants, so sharding the leading axis over a mesh of D
+    devices splits the step into D independent blocks with no communication; the group arrays are
+    replicated. (A vmap over a separate device axis was measured 2.4x slower on XLA:CPU.) The raw
+    bytes are not donated: no output has their shape, so XLA could not reuse the buffer.
     """
-    fn = functools.partial(associate_groups, n_samples=n_samples)
-    return jax.jit(jax.vmap(fn, in_axes=(0, 0, None)))
+    return jax.jit(functools.partial(associate_groups, n_samples=n_samples))
 
 
 _BYTE_HAS_MISSING = np.array([any(((b >> s) & 3) == 1 for s in (0, 2, 4, 6)) for b in range(256)])

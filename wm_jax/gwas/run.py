@@ -273,8 +273,7 @@ def run_gwas(bfile: str, pheno: str, covar: str, out: str, options: GwasOptions 
             def read(step_indices, block_size=block_size, width=width):
                 raw = np.zeros((n_devices * block_size, data.bed.row_bytes), np.uint8)
                 raw[: len(step_indices)] = data.bed.raw(variants[step_indices])
-                missing = missing_call_index(raw, data.n_samples, width).reshape(n_devices, block_size, width)
-                return raw.reshape(n_devices, block_size, -1), missing
+                return raw, missing_call_index(raw, data.n_samples, width)
 
             pending_read = reader.submit(read, steps[0])
             previous = None
