@@ -73,8 +73,7 @@ def make_phenotypes(cohort: Path, p: int, n_missing_patterns: int, out: Path, se
     values = rng.standard_normal((len(table), p)) + 0.05 * (covariates.age.to_numpy()[:, None] - 64)
     for j in range(min(n_missing_patterns, p)):
         values[rng.random(len(table)) < 0.01, p - 1 - j] = np.nan
-    for j in range(p):
-        table[f"UDIP{j + 1}"] = values[:, j]
+    table = pd.concat([table, pd.DataFrame(values, columns=[f"UDIP{j + 1}" for j in range(p)])], axis=1)
     table.to_csv(out, sep="\t", index=False, na_rep="NA", float_format="%.6g")
 
 

@@ -48,6 +48,19 @@ def cmd_prepare(args, overrides) -> None:
     prepare_store(args.subjects, args.out, prep, overwrite=args.overwrite)
 
 
+def cmd_roi(args, overrides) -> None:
+    from wm_jax.data.store import VolumeStore
+    from wm_jax.errors import atomic_path
+    from wm_jax.roi import pattern_means, tract_means
+
+    store = VolumeStore.open(args.store)
+    frame = (pattern_means(store, args.truth, args.atlas) if args.truth
+             else tract_means(store, args.atlas, args.labels))
+    with atomic_path(args.out) as tmp:
+        frame.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
+    log.info("roi: %d subjects x %d regions -> %s", len(frame), frame.shape[1] - 2, args.out)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="wm-jax", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -71,6 +84,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", choices=["float32", "float16"], default="float32")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(run=cmd_prepare, accepts_overrides=False)
+
+    p = sub.add_parser("roi", help="ROI-FA phenotypes: mean normalised FA per atlas tract (or per planted region)")
+    p.add_argument("--store", required=True, help="volume store from `wm-jax prepare`")
+    p.add_argument("--atlas", required=True, help="label image on the FA maps' grid")
+    p.add_argument("--labels", help="table label tract (required without --truth)")
+    p.add_argument("--truth", help="a simulated cohort's truth.tsv: one region per planted effect instead")
+    p.add_argument("--out", required=True, help="phenotype table FID IID ...")
+    p.set_defaults(run=cmd_roi, accepts_overrides=False)
 
     _add_later_stages(sub)
     return parser
