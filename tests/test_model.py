@@ -1,0 +1,95 @@
+"""The autoencoder: shapes (demo size, and paper size without allocating), hand-written ops against
+XLA's generic ones, the masked loss against NumPy, and one step on 4 devices against one."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+from wm_jax.model.autoencoder import Autoencoder, AutoencoderConfig, TransposedConv2x, masked_mse, max_pool_2x
+from wm_jax.train.step import data_mesh, replicate, shard_batch, train_step
+
+SMALL = AutoencoderConfig(input_shape=(13, 18, 11), channels=(4, 8, 8), latent_dim=6)
+
+
+def test_shapes_small_and_paper():
+    model = Autoencoder(SMALL, rngs=nnx.Rngs(0))
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((2, 13, 18, 11)), jnp.float32)
+    assert model.encode(x).shape == (2, 6)
+    assert model(x).shape == (2, 13, 18, 11)
+    paper = AutoencoderConfig()  # 1x182x218x182, channels 16-32-64-128-256, 128 UDIPs
+    abstract = nnx.eval_shape(lambda: Autoencoder(paper, rngs=nnx.Rngs(0)))
+    graph, state = nnx.split(abstract)
+    out = jax.eval_shape(lambda s, v: nnx.merge(graph, s).encode(v), state,
+                         jax.ShapeDtypeStruct((1, 182, 218, 182), jnp.float32))
+    assert out.shape == (1, 128)
+    assert abstract.bottleneck_shape == (12, 14, 12, 256)
+    n_params = sum(p.size for p in jax.tree.leaves(nnx.state(abstract, nnx.Param)))
+    assert 130e6 < n_params < 140e6  # the two linear layers hold 2 x 128 x 516,096 of them
+
+
+def test_transposed_conv_matches_lax():
+    layer = TransposedConv2x(3, 5, rngs=nnx.Rngs(1))
+    x = jnp.asarray(np.random.default_rng(1).standard_normal((2, 4, 5, 3, 3)), jnp.float32)
+    ours = layer(x)
+    # lax.conv_transpose correlates with the kernel as given; ours (as PyTorch's ConvTranspose3d)
+    # places W[i, j, l] at offset (i, j, l), which is the spatially flipped kernel.
+    flipped = layer.kernel[...][::-1, ::-1, ::-1]
+    reference = jax.lax.conv_transpose(x, flipped, strides=(2, 2, 2), padding="VALID",
+                                       dimension_numbers=("NDHWC", "DHWIO", "NDHWC")) + layer.bias[...]
+    np.testing.assert_allclose(ours, reference, rtol=1e-5, atol=1e-5)
+
+
+def test_max_pool_matches_reduce_window_with_odd_sizes():
+    x = jnp.asarray(np.random.default_rng(2).standard_normal((2, 5, 6, 3, 2)), jnp.float32)
+    reference = jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, 2, 2, 2, 1), (1, 2, 2, 2, 1),
+                                      [(0, 0), (0, 1), (0, 0), (0, 1), (0, 0)])
+    np.testing.assert_array_equal(max_pool_2x(x), reference)
+
+
+def test_masked_mse_matches_numpy():
+    rng = np.random.default_rng(3)
+    a, b = rng.standard_normal((2, 3, 4, 5, 6))
+    mask = rng.random((4, 5, 6)) > 0.5
+    weights = np.array([1.0, 1.0, 0.0])
+    expected = np.mean([((a[i] - b[i]) ** 2)[mask].mean() for i in range(2)])
+    got = masked_mse(jnp.asarray(a), jnp.asarray(b), jnp.asarray(mask, jnp.float32), jnp.asarray(weights))
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
+
+
+def _one_step(n_devices):
+    mesh = data_mesh(n_devices)
+    model = Autoencoder(SMALL, rngs=nnx.Rngs(0))
+    # SGD, not Adam: Adam's first step is lr * sign(gradient), which turns float rounding noise in
+    # the (truly zero) gradients of conv biases before BatchNorm into +-lr differences.
+    optimizer = nnx.Optimizer(model, optax.sgd(0.1), wrt=nnx.Param)
+    state = replicate(mesh, nnx.state((model, optimizer)))
+    nnx.update((model, optimizer), state)
+    rng = np.random.default_rng(4)
+    volumes = rng.standard_normal((4, 13, 18, 11)).astype(np.float32)
+    mask = jnp.asarray(rng.random((13, 18, 11)) > 0.3, jnp.float32)
+    volumes, weights = shard_batch(mesh, volumes, np.ones(4, np.float32))
+    loss = train_step(model, optimizer, volumes, weights, replicate(mesh, mask))
+    return float(loss), jax.tree.map(np.asarray, nnx.state(model, nnx.Param))
+
+
+def test_train_step_on_four_devices_equals_one():
+    assert jax.device_count() >= 4
+    loss_1, params_1 = _one_step(1)
+    loss_4, params_4 = _one_step(4)
+    assert abs(loss_1 - loss_4) <= 1e-5 * abs(loss_1)
+    for a, b in zip(jax.tree.leaves(params_1), jax.tree.leaves(params_4)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_training_lowers_the_loss():
+    model = Autoencoder(SMALL, rngs=nnx.Rngs(0))
+    optimizer = nnx.Optimizer(model, optax.adam(3e-3), wrt=nnx.Param)
+    rng = np.random.default_rng(5)
+    volumes = jnp.asarray(rng.standard_normal((4, 13, 18, 11)), jnp.float32)
+    mask = jnp.ones((13, 18, 11))
+    weights = jnp.ones(4)
+    losses = [float(train_step(model, optimizer, volumes, weights, mask)) for _ in range(15)]
+    assert losses[-1] < 0.8 * losses[0]

@@ -1,0 +1,1 @@
+"""Training the UDIP autoencoder: data-parallel steps over a device mesh."""
