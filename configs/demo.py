@@ -1,0 +1,25 @@
+"""UDIP autoencoder at demo size (48x56x48) on CPU: same code as the paper's, smaller channels.
+
+    wm-jax train --config configs/demo.py --store STORE --workdir runs/demo [--config.epochs=3]
+"""
+
+import ml_collections
+
+
+def get_config():
+    c = ml_collections.ConfigDict()
+    c.model = ml_collections.ConfigDict()
+    c.model.input_shape = (48, 56, 48)
+    c.model.channels = (8, 16, 32, 64)
+    c.model.latent_dim = 32
+    c.model.compute_dtype = "float32"
+    c.seed = 0
+    c.batch_size = 8
+    c.epochs = 3
+    c.learning_rate = 1e-3
+    c.schedule = "cosine"  # or "plateau" (the paper's reduce-on-plateau)
+    c.val_fraction = 0.1
+    c.log_every = 10
+    c.keep = 3
+    c.max_subjects = 0  # 0 = every subject in the store
+    return c

@@ -1,0 +1,19 @@
+"""The paper's UDIP-FA model: 1x182x218x182 input, channels 16-32-64-128-256, 128 UDIPs, Adam,
+reduce-on-plateau, up to 100 epochs.
+
+    wm-jax train --config configs/udip_fa.py --store STORE --workdir runs/udip_fa
+"""
+
+from configs.demo import get_config as demo_config
+
+
+def get_config():
+    c = demo_config()
+    c.model.input_shape = (182, 218, 182)
+    c.model.channels = (16, 32, 64, 128, 256)
+    c.model.latent_dim = 128
+    c.batch_size = 8
+    c.epochs = 100
+    c.learning_rate = 3e-4
+    c.schedule = "plateau"
+    return c

@@ -1,0 +1,32 @@
+"""`wm-jax train` and `wm-jax embed` argument parsing."""
+
+from __future__ import annotations
+
+
+def register(sub) -> None:
+    p = sub.add_parser("train", help="train the UDIP autoencoder (resumes from the workdir's latest checkpoint)")
+    p.add_argument("--config", default="demo", help="configs/<name>.py or a config file; fields via --config.KEY=VALUE")
+    p.add_argument("--workdir", required=True, help="checkpoints and metrics.jsonl go here")
+    p.add_argument("--store", required=True, help="volume store from `wm-jax prepare`")
+    p.set_defaults(run=run_train, accepts_overrides=True)
+
+    p = sub.add_parser("embed", help="write the UDIP table of every subject in a store")
+    p.add_argument("--workdir", required=True)
+    p.add_argument("--store", required=True)
+    p.add_argument("--out", required=True, help="UDIP table FID IID UDIP1.. (+ a .manifest.json beside it)")
+    p.add_argument("--step", default="latest", help="checkpoint step, 'latest' or 'best'")
+    p.set_defaults(run=run_embed, accepts_overrides=False)
+
+
+def run_train(args, overrides) -> None:
+    from wm_jax.config import apply_overrides, load_config
+    from wm_jax.train.loop import train_and_evaluate
+
+    config = apply_overrides(load_config(args.config), overrides)
+    train_and_evaluate(config, args.workdir, args.store)
+
+
+def run_embed(args, overrides) -> None:
+    from wm_jax.train.loop import embed
+
+    embed(args.workdir, args.store, args.out, args.step)

@@ -1,0 +1,239 @@
+"""`train_and_evaluate(config, workdir, store)`: the training run, resumable, and `embed`.
+
+The run checkpoints {model, optimizer, step, iterator position} at the end of every epoch and
+when it is asked to stop (SIGTERM, Ctrl-C); started again on the same workdir it resumes from the
+latest checkpoint without being asked. Data order is a permutation drawn from (seed, epoch), so a
+resumed run sees the same batches as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import queue
+import signal
+import threading
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pandas as pd
+from flax import nnx
+from tqdm.auto import tqdm
+
+import wm_jax
+from wm_jax import checkpoint
+from wm_jax.data.store import VolumeStore
+from wm_jax.errors import InputError, atomic_path, input_error
+from wm_jax.model.autoencoder import Autoencoder, AutoencoderConfig
+from wm_jax.train.step import batch_weights, data_mesh, embed_step, eval_step, replicate, shard_batch, train_step
+
+log = logging.getLogger("wm_jax")
+
+
+def model_config(config) -> AutoencoderConfig:
+    m = config.model
+    return AutoencoderConfig(input_shape=tuple(m.input_shape), channels=tuple(m.channels),
+                             latent_dim=int(m.latent_dim), compute_dtype=m.compute_dtype)
+
+
+def config_hash(config) -> str:
+    return hashlib.sha256(config.to_json(sort_keys=True).encode()).hexdigest()[:16]
+
+
+def split_subjects(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Deterministic train/validation split by subject."""
+    order = np.random.default_rng([seed, 7]).permutation(n)
+    n_val = max(1, int(round(val_fraction * n))) if n > 1 else 0
+    return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+
+def _transform(config, steps_per_epoch: int) -> optax.GradientTransformation:
+    if config.schedule == "cosine":
+        schedule = optax.cosine_decay_schedule(config.learning_rate, max(1, config.epochs * steps_per_epoch))
+        return optax.adam(schedule)
+    if config.schedule == "plateau":
+        return optax.chain(optax.adam(config.learning_rate),
+                           optax.contrib.reduce_on_plateau(patience=max(1, steps_per_epoch), factor=0.5))
+    raise InputError(f"--config.schedule={config.schedule}: expected cosine or plateau")
+
+
+class _Prefetcher:
+    """Reads batches of volumes from the store's memory map in a background thread."""
+
+    def __init__(self, volumes, batches: list[np.ndarray], batch_size: int, depth: int = 2) -> None:
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._thread = threading.Thread(target=self._run, args=(volumes, batches, batch_size), daemon=True)
+        self._thread.start()
+
+    def _run(self, volumes, batches, batch_size) -> None:
+        for rows in batches:
+            batch = np.zeros((batch_size, *volumes.shape[1:]), np.float32)
+            batch[: len(rows)] = volumes[np.sort(rows)]
+            self._queue.put((batch, len(rows)))
+        self._queue.put(None)
+
+    def __iter__(self):
+        while (item := self._queue.get()) is not None:
+            yield item
+
+
+def _epoch_batches(train_rows: np.ndarray, batch_size: int, seed: int, epoch: int) -> list[np.ndarray]:
+    order = np.random.default_rng([seed, epoch]).permutation(train_rows)
+    return [order[i: i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def _open_store(store_path, mcfg: AutoencoderConfig) -> VolumeStore:
+    store = VolumeStore.open(store_path)
+    if tuple(store.volumes.shape[1:]) != tuple(mcfg.input_shape):
+        raise input_error(store_path, f"volumes are {tuple(store.volumes.shape[1:])} but the config's model expects "
+                                      f"{tuple(mcfg.input_shape)} (set --config.model.input_shape or prepare with --crop/--downsample)")
+    return store
+
+
+def _build(config, mcfg, mesh, steps_per_epoch):
+    model = Autoencoder(mcfg, rngs=nnx.Rngs(config.seed))
+    optimizer = nnx.Optimizer(model, _transform(config, steps_per_epoch), wrt=nnx.Param)
+    nnx.update((model, optimizer), replicate(mesh, nnx.state((model, optimizer))))
+    return model, optimizer
+
+
+def train_and_evaluate(config, workdir: str, store_path: str, stop_after_steps: int | None = None) -> dict:
+    """Train (or resume) the autoencoder; returns the last metrics. ``stop_after_steps`` simulates a kill."""
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    mcfg = model_config(config)
+    store = _open_store(store_path, mcfg)
+    n_subjects = len(store) if not config.max_subjects else min(len(store), config.max_subjects)
+    train_rows, val_rows = split_subjects(n_subjects, config.val_fraction, config.seed)
+    log.info("train: %d subjects for training, %d for validation (store %s)", len(train_rows), len(val_rows), store_path)
+    mesh = data_mesh()
+    batch_size = config.batch_size
+    if batch_size % mesh.size:
+        raise InputError(f"--config.batch_size={batch_size}: must be a multiple of the {mesh.size} devices")
+    steps_per_epoch = -(-len(train_rows) // batch_size)
+    model, optimizer = _build(config, mcfg, mesh, steps_per_epoch)
+    mask = replicate(mesh, jnp.asarray(store.mask, jnp.float32))
+    manager = checkpoint.checkpoint_manager(workdir, keep=config.keep)
+    record = {"format_version": checkpoint.CHECKPOINT_FORMAT_VERSION, "code_version": wm_jax.__version__,
+              "config": json.loads(config.to_json()), "config_hash": config_hash(config),
+              "store": str(Path(store_path).resolve()), "epoch": 0, "batch_in_epoch": 0, "step": 0}
+    if manager.latest_step() is not None:
+        state, record = checkpoint.restore(manager, manager.latest_step(), nnx.state((model, optimizer)))
+        nnx.update((model, optimizer), state)
+        log.info("train: resumed from step %d (epoch %d, batch %d)", record["step"], record["epoch"], record["batch_in_epoch"])
+    stop = {"requested": False}
+    previous_handlers = {s: signal.signal(s, lambda *_: stop.update(requested=True)) for s in (signal.SIGTERM, signal.SIGINT)} \
+        if threading.current_thread() is threading.main_thread() else {}
+    metrics_path = workdir / "metrics.jsonl"
+    step, last = record["step"], {}
+    try:
+        for epoch in range(record["epoch"], config.epochs):
+            batches = _epoch_batches(train_rows, batch_size, config.seed, epoch)[record["batch_in_epoch"]:]
+            skip = record["batch_in_epoch"]
+            record["batch_in_epoch"] = 0
+            progress = tqdm(total=len(batches), desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch", mininterval=1.0)
+            start, pending = time.time(), None
+            for i, (volumes, n_real) in enumerate(_Prefetcher(store.volumes, batches, batch_size)):
+                volumes_d, weights_d = shard_batch(mesh, volumes, np.asarray(batch_weights(n_real, batch_size)))
+                loss = train_step(model, optimizer, volumes_d, weights_d, mask)
+                step += 1
+                progress.update()
+                if step % config.log_every == 0:
+                    if pending is not None:  # read the loss one logging interval late: no stall
+                        _append(metrics_path, {"step": pending[0], "train_loss": float(pending[1])})
+                    pending = (step, loss)
+                    progress.set_postfix(vol_s=f"{(i + 1) * batch_size / (time.time() - start):.1f}")
+                if stop["requested"] or (stop_after_steps is not None and step >= stop_after_steps):
+                    record.update(epoch=epoch, batch_in_epoch=skip + i + 1, step=step)
+                    checkpoint.save(manager, step, nnx.state((model, optimizer)), record)
+                    log.info("train: stopped at step %d; checkpoint saved, rerun to resume", step)
+                    progress.close()
+                    return {"step": step, "stopped": True}
+            progress.close()
+            val_loss = _validate(model, store, val_rows, batch_size, mesh, mask)
+            last = {"step": step, "epoch": epoch + 1, "train_loss": float(loss), "val_loss": val_loss,
+                    "seconds": time.time() - start}
+            _append(metrics_path, last)
+            log.info("epoch %d: train loss %.4f, validation loss %.4f", epoch + 1, last["train_loss"], val_loss)
+            record.update(epoch=epoch + 1, batch_in_epoch=0, step=step)
+            checkpoint.save(manager, step, nnx.state((model, optimizer)), record, metrics={"val_loss": val_loss})
+    finally:
+        for s, handler in previous_handlers.items():
+            signal.signal(s, handler)
+        manager.wait_until_finished()
+    return last
+
+
+def _append(path: Path, row: dict) -> None:
+    with open(path, "a") as handle:
+        handle.write(json.dumps(row) + "\n")
+
+
+def _validate(model, store, rows, batch_size, mesh, mask) -> float:
+    if len(rows) == 0:
+        return float("nan")
+    total, count = 0.0, 0
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start: start + batch_size]
+        batch = np.zeros((batch_size, *store.volumes.shape[1:]), np.float32)
+        batch[: len(chunk)] = store.volumes[chunk]
+        volumes_d, weights_d = shard_batch(mesh, batch, np.asarray(batch_weights(len(chunk), batch_size)))
+        model.eval()
+        total += float(eval_step(model, volumes_d, weights_d, mask)) * len(chunk)
+        model.train()
+        count += len(chunk)
+    return total / count
+
+
+def embed(workdir: str, store_path: str, out: str, step: str | int | None = None, batch_size: int = 8) -> Path:
+    """Write the UDIP table (FID IID UDIP1..) for every subject of the store, and its manifest."""
+    workdir = Path(workdir)
+    manager = checkpoint.checkpoint_manager(workdir)
+    if manager.latest_step() is None:
+        raise input_error(workdir, "no checkpoint found (train first with `wm-jax train`)")
+    chosen = manager.best_step() if step == "best" else manager.latest_step() if step in (None, "latest") else int(step)
+    if chosen not in manager.all_steps():
+        raise input_error(workdir, f"no checkpoint at step {step} (have {sorted(manager.all_steps())})")
+    record = manager.restore(chosen, args=checkpoint.ocp.args.Composite(record=checkpoint.ocp.args.JsonRestore()))["record"]
+    import ml_collections
+
+    config = ml_collections.ConfigDict(record["config"])
+    mcfg = model_config(config)
+    store = _open_store(store_path, mcfg)
+    mesh = data_mesh()
+    model, optimizer = _build(config, mcfg, mesh, 1)
+    state, _ = checkpoint.restore(manager, chosen, nnx.state((model, optimizer)))
+    nnx.update((model, optimizer), state)
+    model.eval()
+    mask = jnp.asarray(store.mask, jnp.float32)
+    batch_size = max(batch_size, mesh.size) // mesh.size * mesh.size
+    codes, errors = [], []
+    for start in tqdm(range(0, len(store), batch_size), desc="embed", unit="batch", mininterval=1.0):
+        rows = np.arange(start, min(start + batch_size, len(store)))
+        batch = np.zeros((batch_size, *store.volumes.shape[1:]), np.float32)
+        batch[: len(rows)] = store.volumes[rows]
+        (volumes_d,) = shard_batch(mesh, batch)
+        latent = embed_step(model, volumes_d)
+        recon = model.decode(latent)
+        per_volume = ((np.asarray(recon) - batch) ** 2 * np.asarray(mask)).sum(axis=(1, 2, 3)) / float(mask.sum())
+        codes.append(np.asarray(latent)[: len(rows)])
+        errors.append(per_volume[: len(rows)])
+    codes = np.concatenate(codes)
+    table = pd.DataFrame(codes, columns=[f"UDIP{j + 1}" for j in range(codes.shape[1])])
+    table.insert(0, "IID", store.index.IID.to_numpy())
+    table.insert(0, "FID", store.index.FID.to_numpy())
+    table["reconstruction_mse"] = np.concatenate(errors)
+    out = Path(out)
+    with atomic_path(out) as tmp:
+        table.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
+    manifest = {"checkpoint_step": int(chosen), "workdir": str(workdir.resolve()), "config_hash": record["config_hash"],
+                "store": str(Path(store_path).resolve()), "n_subjects": len(table), "code_version": wm_jax.__version__}
+    with atomic_path(out.with_suffix(out.suffix + ".manifest.json")) as tmp:
+        tmp.write_text(json.dumps(manifest, indent=2))
+    log.info("embed: %d subjects x %d UDIPs from checkpoint step %d -> %s", len(table), codes.shape[1], chosen, out)
+    return out
