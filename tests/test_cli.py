@@ -17,7 +17,8 @@ def test_help_for_each_subcommand(command, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main([command, "--help"])
     assert exit_info.value.code == 0
-    assert "--out" in capsys.readouterr().out
+    usage = capsys.readouterr().out
+    assert usage.startswith(f"usage: wm-jax {command}") and ("--out" in usage or "--workdir" in usage)
 
 
 def test_all_registered_subcommands_have_help():
