@@ -218,8 +218,7 @@ def embed(workdir: str, store_path: str, out: str, step: str | int | None = None
         batch = np.zeros((batch_size, *store.volumes.shape[1:]), np.float32)
         batch[: len(rows)] = store.volumes[rows]
         (volumes_d,) = shard_batch(mesh, batch)
-        latent = embed_step(model, volumes_d)
-        recon = model.decode(latent)
+        latent, recon = embed_step(model, volumes_d)
         per_volume = ((np.asarray(recon) - batch) ** 2 * np.asarray(mask)).sum(axis=(1, 2, 3)) / float(mask.sum())
         codes.append(np.asarray(latent)[: len(rows)])
         errors.append(per_volume[: len(rows)])

@@ -54,8 +54,10 @@ def eval_step(model: Autoencoder, volumes: jax.Array, weights: jax.Array, mask: 
 
 
 @nnx.jit
-def embed_step(model: Autoencoder, volumes: jax.Array) -> jax.Array:
-    return model.encode(volumes)
+def embed_step(model: Autoencoder, volumes: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """UDIPs and the reconstruction, in one compiled call."""
+    latent = model.encode(volumes)
+    return latent, model.decode(latent)
 
 
 def batch_weights(n_real: int, batch_size: int) -> jnp.ndarray:
