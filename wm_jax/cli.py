@@ -19,6 +19,7 @@ def _setup_logging(verbose: bool = False) -> None:
     root = logging.getLogger("wm_jax")
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    root.propagate = False  # libraries (absl via orbax) may configure the root logger too
 
 
 def cmd_simulate(args, overrides) -> None:
