@@ -80,7 +80,6 @@ def make_phenotypes(cohort: Path, p: int, n_missing_patterns: int, out: Path, se
 def accuracy(ours_prefix: Path, plink_prefix: Path, names: list[str]) -> dict:
     compact = Path(f"{ours_prefix}.gwas")
     beta = np.load(compact / "beta.npy", mmap_mode="r")
-    se = np.load(compact / "se.npy", mmap_mode="r")
     log10p = np.load(compact / "log10_p.npy", mmap_mode="r")
     obs = np.load(compact / "obs_ct.npy", mmap_mode="r")
     meta = json.loads((compact / "meta.json").read_text())

@@ -23,7 +23,6 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def flax_step_seconds(shape, channels, latent, batch, steps) -> float:
-    import jax
     import jax.numpy as jnp
     import optax
     from flax import nnx

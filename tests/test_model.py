@@ -5,7 +5,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import pytest
 from flax import nnx
 
 from wm_jax.model.autoencoder import Autoencoder, AutoencoderConfig, TransposedConv2x, masked_mse, max_pool_2x

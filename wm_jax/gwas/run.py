@@ -17,7 +17,6 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import logging
-import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path

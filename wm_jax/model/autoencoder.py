@@ -13,7 +13,7 @@ reshape-and-max (whose gradient is cheaper than `reduce_window`'s).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp

@@ -17,7 +17,6 @@ import threading
 import time
 from pathlib import Path
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
