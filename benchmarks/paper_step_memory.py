@@ -1,0 +1,69 @@
+"""Compiled memory of one training step of the paper-size model (1x182x218x182, channels
+16-32-64-128-256, 128 UDIPs) per device, for several batch sizes, without allocating anything.
+
+    python benchmarks/paper_step_memory.py [--batches 1,2,4,8]
+
+Uses `jit(step).lower(abstract inputs).compile().memory_analysis()` on this machine's backend
+(XLA:CPU here; rerun on the target GPU/TPU for its own figures). Writes
+benchmarks/results/paper_step_memory.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from wm_jax.model.autoencoder import Autoencoder, AutoencoderConfig, masked_mse
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batches", default="1,2,4,8")
+    args = parser.parse_args()
+    config = AutoencoderConfig()
+
+    def build():
+        model = Autoencoder(config, rngs=nnx.Rngs(0))
+        return model, nnx.Optimizer(model, optax.adam(3e-4), wrt=nnx.Param)
+
+    abstract = nnx.eval_shape(build)
+    graph, state = nnx.split(abstract)
+
+    def step(state, volumes, mask):
+        model, optimizer = nnx.merge(graph, state)
+        loss, grads = nnx.value_and_grad(lambda m: masked_mse(m(volumes), volumes, mask))(model)
+        optimizer.update(model, grads)
+        return nnx.state((model, optimizer)), loss
+
+    rows = []
+    for batch in [int(b) for b in args.batches.split(",")]:
+        start = time.perf_counter()
+        compiled = jax.jit(step, donate_argnums=(0,)).lower(
+            state, jax.ShapeDtypeStruct((batch, *config.input_shape), jnp.float32),
+            jax.ShapeDtypeStruct(config.input_shape, jnp.float32)).compile()
+        memory = compiled.memory_analysis()
+        gib = lambda x: round(x / 2**30, 2)  # noqa: E731
+        row = {"batch": batch, "arguments_gib": gib(memory.argument_size_in_bytes),
+               "outputs_gib": gib(memory.output_size_in_bytes), "temporaries_gib": gib(memory.temp_size_in_bytes),
+               "compile_s": round(time.perf_counter() - start, 1)}
+        rows.append(row)
+        print(row, flush=True)
+    lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
+    lines += ["| " + " | ".join(str(v) for v in r.values()) + " |" for r in rows]
+    out = REPO / "benchmarks" / "results" / "paper_step_memory.md"
+    out.write_text(f"# Paper-size training step: compiled memory per device ({jax.default_backend()})\n\n"
+                   f"`python benchmarks/paper_step_memory.py --batches {args.batches}`, {time.strftime('%Y-%m-%d')}. "
+                   "Parameters (137.7M) and Adam state are the arguments; donated, outputs alias them.\n\n"
+                   + "\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
