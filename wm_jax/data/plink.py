@@ -23,8 +23,9 @@ BED_MAGIC = bytes([0x6C, 0x1B, 0x01])
 
 # ALT dosage for each 2-bit code; NaN for missing.
 CODE_TO_ALT_DOSAGE = np.array([2.0, np.nan, 1.0, 0.0], dtype=np.float32)
-# For every byte value, the four ALT dosages it holds (low bits = first sample).
-BYTE_TO_ALT_DOSAGE = CODE_TO_ALT_DOSAGE[(np.arange(256)[:, None] >> (2 * np.arange(4))[None, :]) & 3]
+# For every byte value, the four 2-bit codes it holds (low bits = first sample), and their ALT dosages.
+BYTE_CODES = (np.arange(256)[:, None] >> (2 * np.arange(4))[None, :]) & 3
+BYTE_TO_ALT_DOSAGE = CODE_TO_ALT_DOSAGE[BYTE_CODES]
 
 
 def bytes_per_variant(n_samples: int) -> int:

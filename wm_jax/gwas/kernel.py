@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from wm_jax.data.plink import BYTE_CODES
 from wm_jax.gwas.pvalues import neg_log10_p
 
 REASON_OK = 0
@@ -162,7 +163,7 @@ def make_block_fn(n_samples: int):
     return jax.jit(functools.partial(associate_groups, n_samples=n_samples))
 
 
-_BYTE_HAS_MISSING = np.array([any(((b >> s) & 3) == 1 for s in (0, 2, 4, 6)) for b in range(256)])
+_BYTE_HAS_MISSING = (BYTE_CODES == 1).any(axis=1)
 
 
 def missing_call_index(raw: np.ndarray, n_samples: int, width: int) -> np.ndarray:

@@ -8,11 +8,13 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm.auto import tqdm
 
+from wm_jax.data.plink import BYTE_CODES
+
 log = logging.getLogger("wm_jax")
 
 # For each byte value, how many of its 4 samples carry each code (00, 01, 10, 11), packed into
 # one uint64 with 16 bits per code, so a single table lookup and one sum count all four codes.
-_CODE_COUNTS = np.stack([((np.arange(256)[:, None] >> (2 * np.arange(4))) & 3) == c for c in range(4)], axis=-1).sum(1)
+_CODE_COUNTS = np.stack([BYTE_CODES == c for c in range(4)], axis=-1).sum(axis=1)
 _PACKED_CODE_COUNTS = (_CODE_COUNTS.astype(np.uint64) << (16 * np.arange(4, dtype=np.uint64))).sum(axis=1, dtype=np.uint64)
 _BYTES_PER_SUM = 16383  # 4 samples per byte: at most 65,532 per 16-bit field, no overflow
 
@@ -27,11 +29,6 @@ class VariantCounts:
     @property
     def observed(self) -> np.ndarray:
         return self.hom_alt + self.het + self.hom_ref
-
-    @property
-    def alt_freq(self) -> np.ndarray:
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return (2 * self.hom_alt + self.het) / (2 * self.observed)
 
 
 def count_genotypes(bed, variant_indices: np.ndarray, chunk: int = 4096) -> VariantCounts:

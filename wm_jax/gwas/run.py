@@ -283,10 +283,10 @@ def run_gwas(bfile: str, pheno: str, covar: str, out: str, options: GwasOptions 
                 results = block_fn(jax.device_put(raw, block_sharding), jax.device_put(missing, block_sharding),
                                    device_groups)
                 if previous is not None:
-                    _store(outputs, groups, *previous)
+                    _store(outputs, groups, a1_is_ref, *previous)
                 previous = (step_indices, results)
                 progress.update(-(-len(step_indices) // block_size))
-            _store(outputs, groups, *previous)
+            _store(outputs, groups, a1_is_ref, *previous)
         progress.close()
         reader.shutdown()
         outputs.flush()
@@ -295,13 +295,6 @@ def run_gwas(bfile: str, pheno: str, covar: str, out: str, options: GwasOptions 
         log.info("association: %d variant-phenotype tests in %.2f s (%.3g tests/s)", n_tests, compute_seconds,
                  n_tests / max(compute_seconds, 1e-9))
 
-        # A1 orientation: flip BETA (and T) and the frequency where A1 is REF.
-        sign = np.where(a1_is_ref, -1.0, 1.0).astype(np.float32)
-        for row in range(outputs.beta.shape[0]):
-            outputs.beta[row] *= sign
-        for row in range(outputs.a1_freq.shape[0]):
-            outputs.a1_freq[row] = np.where(a1_is_ref, 1 - outputs.a1_freq[row], outputs.a1_freq[row])
-        outputs.flush()
 
         bim = data.bim.iloc[variants]
         variant_table = pd.DataFrame({
@@ -342,21 +335,27 @@ def run_gwas(bfile: str, pheno: str, covar: str, out: str, options: GwasOptions 
     return out
 
 
-def _store(outputs: _Outputs, groups: list[PhenotypeGroup], step_indices: np.ndarray, results) -> None:
-    """Copy one step's device results into the output columns at the variants' positions."""
+def _store(outputs: _Outputs, groups: list[PhenotypeGroup], a1_is_ref: np.ndarray, step_indices: np.ndarray,
+           results) -> None:
+    """Copy one step's device results into the output columns at the variants' positions, oriented
+    to A1: the kernel counts ALT, so BETA and the frequency flip where A1 is REF."""
     n = len(step_indices)
+    flip = a1_is_ref[step_indices]
     where = slice(step_indices[0], step_indices[0] + n) if step_indices[-1] - step_indices[0] == n - 1 else step_indices
     for g, result in enumerate(results):
         columns = np.asarray(groups[g].columns)
         per_phenotype = lambda x: np.asarray(x).reshape(-1, len(columns))[:n].T  # noqa: E731
         per_variant = lambda x: np.asarray(x).reshape(-1)[:n]  # noqa: E731
-        for target, value in ((outputs.beta, result.beta), (outputs.se, result.se), (outputs.log10_p, result.neg_log10_p)):
+        beta = per_phenotype(result.beta) * np.where(flip, -1.0, 1.0).astype(np.float32)
+        for target, value in ((outputs.beta, beta), (outputs.se, per_phenotype(result.se)),
+                              (outputs.log10_p, per_phenotype(result.neg_log10_p))):
             if isinstance(where, slice):
-                target[columns, where] = per_phenotype(value)
+                target[columns, where] = value
             else:
-                target[np.ix_(columns, where)] = per_phenotype(value)
+                target[np.ix_(columns, where)] = value
         outputs.obs_ct[g, where] = per_variant(result.obs_ct)
-        outputs.a1_freq[g, where] = per_variant(result.alt_freq)
+        alt_freq = per_variant(result.alt_freq)
+        outputs.a1_freq[g, where] = np.where(flip, 1 - alt_freq, alt_freq)
         outputs.reason[g, where] = per_variant(result.reason)
         outputs.omnibus[g, where] = per_variant(result.omnibus_chi2)
 

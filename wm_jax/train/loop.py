@@ -177,15 +177,15 @@ def _validate(model, store, rows, batch_size, mesh, mask) -> float:
     if len(rows) == 0:
         return float("nan")
     total, count = 0.0, 0
+    model.eval()  # BatchNorm uses its running statistics
     for start in range(0, len(rows), batch_size):
         chunk = rows[start: start + batch_size]
         batch = np.zeros((batch_size, *store.volumes.shape[1:]), np.float32)
         batch[: len(chunk)] = store.volumes[chunk]
         volumes_d, weights_d = shard_batch(mesh, batch, np.asarray(batch_weights(len(chunk), batch_size)))
-        model.eval()
         total += float(eval_step(model, volumes_d, weights_d, mask)) * len(chunk)
-        model.train()
         count += len(chunk)
+    model.train()
     return total / count
 
 
