@@ -19,6 +19,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from wm_jax.model.conv import Conv3dK3
+
 
 @dataclass(frozen=True)
 class AutoencoderConfig:
@@ -29,6 +31,7 @@ class AutoencoderConfig:
     negative_slope: float = 0.01
     compute_dtype: str = "float32"  # "bfloat16": convolutions in bf16, parameters in float32
     batch_norm_momentum: float = 0.9
+    conv_formulation: str = "auto"  # "shifted" (fast on XLA:CPU), "library" (lax.conv), "auto" by backend
 
     def level_shapes(self) -> list[tuple[int, int, int]]:
         """Spatial shape at each block (before its pool); pools round odd sizes up."""
@@ -72,8 +75,8 @@ class ConvBlock(nnx.Module):
     def __init__(self, in_features: int, out_features: int, config: AutoencoderConfig, *, rngs: nnx.Rngs):
         dtype = jnp.dtype(config.compute_dtype)
         self.convs = nnx.List([
-            nnx.Conv(in_features if i == 0 else out_features, out_features, kernel_size=(3, 3, 3), padding="SAME",
-                     dtype=dtype, rngs=rngs) for i in range(config.convs_per_block)])
+            Conv3dK3(in_features if i == 0 else out_features, out_features, dtype=dtype,
+                     formulation=config.conv_formulation, rngs=rngs) for i in range(config.convs_per_block)])
         self.norms = nnx.List([
             nnx.BatchNorm(out_features, momentum=config.batch_norm_momentum, dtype=jnp.float32, rngs=rngs)
             for _ in range(config.convs_per_block)])

@@ -37,7 +37,8 @@ log = logging.getLogger("wm_jax")
 def model_config(config) -> AutoencoderConfig:
     m = config.model
     return AutoencoderConfig(input_shape=tuple(m.input_shape), channels=tuple(m.channels),
-                             latent_dim=int(m.latent_dim), compute_dtype=m.compute_dtype)
+                             latent_dim=int(m.latent_dim), compute_dtype=m.compute_dtype,
+                             conv_formulation=m.get("conv_formulation", "auto"))
 
 
 def config_hash(config) -> str:
