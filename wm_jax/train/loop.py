@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import queue
 import signal
 import threading
@@ -190,8 +191,10 @@ def _validate(model, store, rows, batch_size, mesh, mask) -> float:
     return total / count
 
 
-def embed(workdir: str, store_path: str, out: str, step: str | int | None = None, batch_size: int = 8) -> Path:
-    """Write the UDIP table (FID IID UDIP1..) for every subject of the store, and its manifest."""
+def load_model(workdir: str | os.PathLike, step: str | int | None = None):
+    """The trained model (eval mode) of a workdir's checkpoint: step "best", "latest"/None, or a number.
+
+    Returns (model, config, record, step)."""
     workdir = Path(workdir)
     manager = checkpoint.checkpoint_manager(workdir)
     if manager.latest_step() is None:
@@ -204,12 +207,19 @@ def embed(workdir: str, store_path: str, out: str, step: str | int | None = None
 
     config = ml_collections.ConfigDict(record["config"])
     mcfg = model_config(config)
-    store = _open_store(store_path, mcfg)
-    mesh = data_mesh()
-    model, optimizer = _build(config, mcfg, mesh, 1)
+    model, optimizer = _build(config, mcfg, data_mesh(), 1)
     state, _ = checkpoint.restore(manager, chosen, nnx.state((model, optimizer)))
     nnx.update((model, optimizer), state)
     model.eval()
+    return model, config, record, int(chosen)
+
+
+def embed(workdir: str, store_path: str, out: str, step: str | int | None = None, batch_size: int = 8) -> Path:
+    """Write the UDIP table (FID IID UDIP1..) for every subject of the store, and its manifest."""
+    workdir = Path(workdir)
+    model, config, record, chosen = load_model(workdir, step)
+    store = _open_store(store_path, model.config)
+    mesh = data_mesh()
     mask = jnp.asarray(store.mask, jnp.float32)
     batch_size = max(batch_size, mesh.size) // mesh.size * mesh.size
     codes, errors = [], []

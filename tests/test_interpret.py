@@ -1,0 +1,86 @@
+"""PerDI: paired t against NumPy, enrichment p against the exact hypergeometric tail, and a hand-made
+decoder whose dimensions move known tracts."""
+
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from wm_jax.interpret import PerdiOptions, paired_t_maps, perdi, tract_enrichment
+
+SHAPE = (10, 12, 10)
+
+
+def _atlas():
+    atlas = np.zeros(SHAPE, np.int32)
+    atlas[1:4, 2:10, 2:8] = 1
+    atlas[5:9, 1:5, 1:9] = 2
+    atlas[5:9, 7:11, 3:7] = 3
+    labels = pd.DataFrame({"label": [1, 2, 3], "tract": ["alpha", "beta", "gamma"]})
+    return atlas, labels
+
+
+def _decoder(atlas, moved_by):
+    """Dimension d changes the voxels of tract moved_by[d], nonlinearly (so differences vary by subject)."""
+    masks = jnp.asarray(np.stack([(atlas == label) for label in moved_by]), jnp.float32)
+    background = jnp.asarray(np.random.default_rng(5).standard_normal(SHAPE), jnp.float32) * 0.1
+
+    def decode(z):
+        return background[None] + jnp.einsum("nd,dxyz->nxyz", jnp.tanh(z), masks) + 0.05 * jnp.sin(z[:, :1, None, None] * 3)
+
+    return decode
+
+
+def test_paired_t_matches_numpy_float64():
+    atlas, _ = _atlas()
+    decode = _decoder(atlas, [2, 3, 1])
+    codes = np.random.default_rng(0).standard_normal((23, 3)).astype(np.float32)
+    step = codes.std(axis=0, ddof=1)
+    t = paired_t_maps(decode, codes, step, PerdiOptions(dims_per_chunk=2, subjects_per_chunk=5))
+    base = np.asarray(decode(jnp.asarray(codes)), np.float64)
+    for d in range(3):
+        moved = codes.copy()
+        moved[:, d] += step[d]
+        diff = np.asarray(decode(jnp.asarray(moved)), np.float64) - base
+        expected = stats.ttest_1samp(diff, 0.0, axis=0).statistic
+        constant = diff.std(axis=0) < 1e-7  # voxels the dimension does not move: t = 0 by definition
+        np.testing.assert_allclose(t[d][~constant], expected[~constant], rtol=2e-3, atol=2e-3)
+        assert np.all(t[d][constant] == 0)
+
+
+def test_enrichment_p_follows_the_exact_hypergeometric_tail():
+    rng = np.random.default_rng(1)
+    atlas, labels = _atlas()
+    mask = np.ones(SHAPE, bool)
+    score = rng.random(SHAPE) + 0.8 * (atlas == 2)
+    table = tract_enrichment(score, mask, atlas, labels, 0.05, 20000, np.random.default_rng(2))
+    n_top = int(round(0.05 * mask.sum()))
+    for row in table.itertuples():
+        in_tract = int((atlas == row.label).sum())
+        exact = stats.hypergeom.sf(row.n_top - 1, mask.sum(), in_tract, n_top)
+        assert abs(row.p_perm - exact) < 4 * np.sqrt(max(exact, 1e-4) / 20000) + 1e-4, (row, exact)
+    assert table.iloc[0].tract == "beta" and table.iloc[0].p_perm < 1e-3
+
+
+def test_hand_made_decoder_ranks_its_tracts_first():
+    atlas, labels = _atlas()
+    moved_by = [3, 1, 2]
+    decode = _decoder(atlas, moved_by)
+    codes = np.random.default_rng(0).standard_normal((40, 3)).astype(np.float32)
+    mask = atlas > 0
+    mask[0] = True  # some background inside the mask
+    maps, enrichment = perdi(decode, codes, mask, atlas, labels, voxel_mm=np.array([2.0, 2.0, 2.0]),
+                             options=PerdiOptions(fwhm_mm=3.0, top_fraction=0.05, n_permutations=2000))
+    assert maps.shape == (3, *SHAPE)
+    assert np.all(maps[:, ~mask] == 0)
+    for d, label in enumerate(moved_by):
+        first = enrichment[(enrichment.dimension == d + 1) & (enrichment["rank"] == 1)].iloc[0]
+        assert first.label == label, enrichment[enrichment.dimension == d + 1]
+        assert first.p_perm < 0.01
+
+
+def test_too_few_subjects_is_an_error():
+    atlas, _ = _atlas()
+    with pytest.raises(ValueError, match="at least 3"):
+        paired_t_maps(_decoder(atlas, [1]), np.zeros((2, 1), np.float32), np.ones(1, np.float32))
