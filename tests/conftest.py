@@ -13,13 +13,13 @@ import pytest  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 
 
-def plink2_or_skip() -> str:
-    """The plink2 binary; skipped where it is absent, but a failure under CI (which installs it)."""
-    binary = shutil.which("plink2")
+def plink2_or_skip(name: str = "plink2") -> str:
+    """The plink2 (or plink1.9) binary; skipped where it is absent, but a failure under CI (which installs it)."""
+    binary = shutil.which(name)
     if binary is None:
         if os.environ.get("CI") or os.environ.get("WM_JAX_REQUIRE_PLINK2"):
-            pytest.fail("plink2 is required here (CI installs it) but is not on PATH")
-        pytest.skip("plink2 not installed")
+            pytest.fail(f"{name} is required here (CI installs it) but is not on PATH")
+        pytest.skip(f"{name} not installed")
     return binary
 
 

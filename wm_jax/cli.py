@@ -99,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_later_stages(sub) -> None:
     """Stages defined in their own modules register their parsers here."""
-    for module_name in ("wm_jax.gwas.cli", "wm_jax.train.cli", "wm_jax.pipeline.cli"):
+    for module_name in ("wm_jax.gwas.cli", "wm_jax.train.cli", "wm_jax.reporting.cli", "wm_jax.pipeline.cli"):
         try:
             module = __import__(module_name, fromlist=["register"])
         except ModuleNotFoundError as err:

@@ -1,0 +1,192 @@
+"""`wm-jax report`: lambda GC, clumped loci merged across phenotypes (and the multivariate test),
+Manhattan and QQ plots, replication, truth scoring, one Markdown page and a JSON summary."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from wm_jax.errors import atomic_dir, input_error
+from wm_jax.reporting import plots
+from wm_jax.reporting.stats import (ClumpOptions, clump, genomic_control, merge_loci, replication,
+                                    score_against_truth)
+
+log = logging.getLogger("wm_jax")
+
+OMNIBUS = "OMNIBUS"
+
+
+class GwasResult:
+    """A `wm-jax gwas` compact output (PREFIX.gwas/), memory-mapped."""
+
+    def __init__(self, prefix: str | os.PathLike) -> None:
+        from wm_jax.gwas.run import chi2_neg_log10_sf
+
+        self.prefix = Path(prefix)
+        directory = Path(f"{prefix}.gwas")
+        if not (directory / "meta.json").is_file():
+            raise input_error(directory, "not a `wm-jax gwas` output (expected meta.json, variants.tsv, *.npy)")
+        self.meta = json.loads((directory / "meta.json").read_text())
+        self.variants = pd.read_csv(directory / "variants.tsv", sep="\t", dtype={"#CHROM": str, "ID": str})
+        self.phenotypes: list[str] = list(self.meta["phenotypes"])
+        self.beta = np.load(directory / "beta.npy", mmap_mode="r")
+        self.log10_p = np.load(directory / "log10_p.npy", mmap_mode="r")
+        if self.log10_p.shape != (len(self.phenotypes), len(self.variants)):
+            raise input_error(directory / "log10_p.npy", f"shape {self.log10_p.shape}, expected "
+                                                         f"({len(self.phenotypes)}, {len(self.variants)}) from meta.json and variants.tsv")
+        omnibus = np.load(directory / "omnibus_chi2.npy")
+        group_of = np.asarray(self.meta["group_of_phenotype"])
+        # the multivariate test of the largest group (all phenotypes when none has missing values)
+        self.omnibus_group = int(np.bincount(group_of).argmax())
+        self.omnibus_df = int((group_of == self.omnibus_group).sum())
+        self.omnibus_log10_p = chi2_neg_log10_sf(omnibus[self.omnibus_group].astype(np.float64), self.omnibus_df)
+
+    def phenotype_index(self, name: str) -> int:
+        return self.phenotypes.index(name)
+
+    def series(self, name: str) -> np.ndarray:
+        return self.omnibus_log10_p if name == OMNIBUS else np.asarray(self.log10_p[self.phenotype_index(name)], np.float64)
+
+
+def _bim_rows(result: GwasResult, data, bfile: str) -> np.ndarray:
+    """For each GWAS variant, its row in the .bim (an error when the variant sets differ)."""
+    bim_row = pd.Series(np.arange(len(data.bim)), index=data.bim.id.to_numpy())
+    bim_row = bim_row[~bim_row.index.duplicated()]
+    missing = ~result.variants["ID"].isin(bim_row.index)
+    if missing.any():
+        raise input_error(f"{bfile}.bim", f"{int(missing.sum())} of the GWAS's {len(missing)} variants (e.g. "
+                                          f"{result.variants['ID'][missing].iloc[0]}) are not in it: the GWAS ran on another variant set")
+    return bim_row[result.variants["ID"]].to_numpy()
+
+
+def build_report(gwas: str, bfile: str, out: str, replication_gwas: str | None = None, truth: str | None = None,
+                 options: ClumpOptions = ClumpOptions()) -> dict:
+    """Write the report directory; returns the summary also written to report.json."""
+    from wm_jax.data.plink import PlinkDataset
+
+    result = GwasResult(gwas)
+    data = PlinkDataset(bfile)
+    rows = _bim_rows(result, data, bfile)
+    rep = None
+    if replication_gwas is not None:
+        rep = GwasResult(replication_gwas)
+        shared = set(rep.variants["ID"]) & set(result.variants["ID"])
+        if not shared:
+            raise input_error(f"{replication_gwas}.gwas", f"no variant in common with the discovery GWAS {gwas}")
+        if not set(rep.phenotypes) & set(result.phenotypes):
+            raise input_error(f"{replication_gwas}.gwas", f"no phenotype in common with the discovery GWAS {gwas}")
+        log.info("report: replication GWAS shares %d of %d variants and %d of %d phenotypes", len(shared),
+                 len(result.variants), len(set(rep.phenotypes) & set(result.phenotypes)), len(result.phenotypes))
+    truth_table = None
+    if truth is not None:
+        if not Path(truth).is_file():
+            raise input_error(truth, "truth table not found")
+        truth_table = pd.read_csv(truth, sep="\t", dtype={"chrom": str})
+
+    lambdas = {name: genomic_control(result.log10_p[j]) for j, name in enumerate(result.phenotypes)}
+    omnibus_lambda = genomic_control(result.omnibus_log10_p, df=result.omnibus_df)
+
+    def dosages(indices):
+        return data.bed.dosages(rows[np.asarray(indices)]).astype(np.float64)
+
+    clumps = {}
+    names = [*result.phenotypes, OMNIBUS]
+    for name in tqdm(names, desc="clump", unit="pheno", mininterval=1.0):
+        clumps[name] = clump(result.variants, result.series(name), dosages, options)
+    n_index = sum(len(c) for c in clumps.values())
+    loci = merge_loci(clumps, result.variants, options.kb)
+    log.info("report: %d index variants at P <= %g over %d phenotypes + the omnibus test -> %d loci",
+             n_index, options.p1, len(result.phenotypes), len(loci))
+
+    replication_table = None
+    if rep is not None:
+        leads = pd.DataFrame({"phenotype": loci.lead_phenotype,
+                              "index": [int(np.flatnonzero(result.variants["ID"].to_numpy() == v)[0]) for v in loci.lead_id]})
+        per_pheno = leads[leads.phenotype != OMNIBUS]
+        replication_table = replication(per_pheno, result, rep, n_leads=len(leads))
+        omnibus_rows = []
+        threshold = -np.log10(0.05 / max(1, len(leads)))
+        rep_index = pd.Series(np.arange(len(rep.variants)), index=rep.variants["ID"].to_numpy())
+        for lead in leads[leads.phenotype == OMNIBUS].itertuples():
+            variant_id = result.variants["ID"].iloc[lead.index]
+            rep_lp = float(rep.omnibus_log10_p[rep_index[variant_id]]) if variant_id in rep_index.index else np.nan
+            omnibus_rows.append({"phenotype": OMNIBUS, "ID": variant_id, "A1": result.variants["A1"].iloc[lead.index],
+                                 "discovery_beta": np.nan, "discovery_log10_p": float(result.omnibus_log10_p[lead.index]),
+                                 "replication_beta": np.nan, "replication_log10_p": rep_lp,
+                                 "replicated": bool(rep_lp >= threshold)})
+        if omnibus_rows:
+            omnibus_table = pd.DataFrame(omnibus_rows, columns=replication_table.columns)
+            replication_table = (omnibus_table if replication_table.empty
+                                 else pd.concat([replication_table, omnibus_table], ignore_index=True))
+        log.info("report: %d of %d lead variants replicate (P <= 0.05/%d, same sign)",
+                 int(replication_table.replicated.sum()), len(replication_table), max(1, len(leads)))
+
+    scoring = score_against_truth(loci, truth_table, options.kb) if truth_table is not None else None
+    lambda_values = np.array(list(lambdas.values()))
+    summary = {
+        "gwas": str(gwas), "bfile": str(bfile), "replication": replication_gwas, "clump": asdict(options),
+        "n_variants": int(len(result.variants)), "n_phenotypes": len(result.phenotypes),
+        "lambda_median": float(np.median(lambda_values)), "lambda_min": float(lambda_values.min()),
+        "lambda_max": float(lambda_values.max()), "omnibus_lambda": omnibus_lambda, "omnibus_df": result.omnibus_df,
+        "lambda": lambdas, "n_index_variants": int(n_index), "n_loci": int(len(loci)),
+        "n_leads": None if replication_table is None else int(len(replication_table)),
+        "n_replicated": None if replication_table is None else int(replication_table.replicated.sum()),
+    }
+    if scoring is not None:
+        summary.update(scoring)
+
+    with atomic_dir(out, overwrite=True) as tmp:
+        loci.to_csv(tmp / "loci.tsv", sep="\t", index=False, float_format="%.4g")
+        pd.DataFrame({"phenotype": list(lambdas), "lambda_gc": list(lambdas.values())}).to_csv(
+            tmp / "lambda.tsv", sep="\t", index=False, float_format="%.5g")
+        if replication_table is not None:
+            replication_table.to_csv(tmp / "replication.tsv", sep="\t", index=False, float_format="%.5g")
+        min_lp = np.nanmax(np.where(np.isfinite(result.log10_p), result.log10_p, np.nan), axis=0)
+        plots.manhattan(tmp / "manhattan.png", result.variants,
+                        [(f"min P over {len(result.phenotypes)} phenotypes", min_lp, len(result.phenotypes)),
+                         (f"multivariate omnibus test ({result.omnibus_df} df)", result.omnibus_log10_p, 1)])
+        pooled = np.asarray(result.log10_p, np.float64).ravel()
+        plots.qq(tmp / "qq.png", [(f"all {len(result.phenotypes)} phenotypes", pooled, summary["lambda_median"]),
+                                  ("omnibus", result.omnibus_log10_p, omnibus_lambda)])
+        (tmp / "report.json").write_text(json.dumps(summary, indent=2, default=float))
+        (tmp / "report.md").write_text(_markdown(summary, loci, replication_table))
+    log.info("report: %d loci, lambda median %.3f -> %s", len(loci), summary["lambda_median"], out)
+    return summary
+
+
+def _markdown(summary: dict, loci: pd.DataFrame, replication_table: pd.DataFrame | None) -> str:
+    lines = [f"# GWAS report: {summary['gwas']}", "",
+             f"{summary['n_variants']:,} variants x {summary['n_phenotypes']} phenotypes; genomic control lambda "
+             f"median {summary['lambda_median']:.3f} (range {summary['lambda_min']:.3f}-{summary['lambda_max']:.3f}), "
+             f"omnibus ({summary['omnibus_df']} df) {summary['omnibus_lambda']:.3f}.", "",
+             f"Clumping (P1 {summary['clump']['p1']:g}, P2 {summary['clump']['p2']:g}, r2 {summary['clump']['r2']:g}, "
+             f"{summary['clump']['kb']:g} kb): {summary['n_index_variants']} index variants, "
+             f"**{summary['n_loci']} loci** after merging across phenotypes.", "",
+             "![Manhattan](manhattan.png)", "", "![QQ](qq.png)", "", "## Loci", ""]
+    lines += _table(loci) if len(loci) else ["(none)"]
+    if replication_table is not None:
+        lines += ["", "## Replication", "",
+                  f"{summary['n_replicated']} of {summary['n_leads']} lead variants replicate "
+                  f"(P <= 0.05 / {summary['n_leads']}, same sign).", ""]
+        lines += _table(replication_table) if len(replication_table) else ["(no leads)"]
+    if "n_planted" in summary:
+        lines += ["", "## Against the simulation's truth", "",
+                  f"{summary['n_planted_recovered']} of {summary['n_planted']} planted causal variants lie in a locus; "
+                  f"{summary['n_false_loci']} loci hold no planted variant."]
+    lines += ["", "Files: `loci.tsv`, `lambda.tsv`, `replication.tsv`, `report.json`."]
+    return "\n".join(lines) + "\n"
+
+
+def _table(frame: pd.DataFrame) -> list[str]:
+    def cell(v):
+        return f"{v:.4g}" if isinstance(v, (float, np.floating)) else str(v)
+
+    return (["| " + " | ".join(frame.columns) + " |", "|" + "---|" * len(frame.columns)]
+            + ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)])

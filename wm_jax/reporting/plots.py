@@ -1,0 +1,84 @@
+"""Manhattan and QQ plots (matplotlib, PNG). Points with P > 0.01 are thinned (seeded) so that a
+10M-variant plot stays fast; every point above that is drawn."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+GENOME_WIDE = 5e-8
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _thin(lp: np.ndarray, keep_fraction: float, rng: np.random.Generator) -> np.ndarray:
+    keep = (lp > 2) | (rng.random(len(lp)) < keep_fraction)
+    return np.flatnonzero(keep & np.isfinite(lp))
+
+
+def manhattan(path: Path, variants: pd.DataFrame, panels: list[tuple[str, np.ndarray, int]], seed: int = 0) -> None:
+    """One panel per (title, -log10 P per variant, tests per variant); lines at 5e-8 and, for a
+    panel of several tests per variant (min P over phenotypes), at the Bonferroni 5e-8 / tests."""
+    plt = _pyplot()
+    rng = np.random.default_rng(seed)
+    chrom = variants["#CHROM"].astype(str).to_numpy()
+    pos = variants["POS"].to_numpy(np.float64)
+    order = list(dict.fromkeys(chrom))
+    offsets, ticks, start = {}, [], 0.0
+    for c in order:
+        span = pos[chrom == c]
+        offsets[c] = start - span.min()
+        ticks.append(start + (span.max() - span.min()) / 2)
+        start += span.max() - span.min() + 0.02 * (pos.max() - pos.min() + 1)
+    x = pos + np.array([offsets[c] for c in chrom])
+    colour = np.array([order.index(c) % 2 for c in chrom])
+    keep_fraction = min(1.0, 200_000 / max(1, len(x)))
+    fig, axes = plt.subplots(len(panels), 1, figsize=(11, 3.2 * len(panels)), squeeze=False)
+    for ax, (title, lp, n_tests) in zip(axes[:, 0], panels):
+        idx = _thin(np.asarray(lp, np.float64), keep_fraction, rng)
+        ax.scatter(x[idx], lp[idx], c=np.where(colour[idx] == 0, "#1f4e79", "#7aa6c2"), s=3, linewidths=0)
+        ax.axhline(-np.log10(GENOME_WIDE), color="grey", lw=0.8, ls="--", label="5e-8")
+        if n_tests > 1:
+            ax.axhline(-np.log10(GENOME_WIDE / n_tests), color="firebrick", lw=0.8, ls="--", label=f"5e-8 / {n_tests}")
+        ax.set_xticks(ticks, order)
+        ax.set_ylabel("-log10 P")
+        ax.set_title(title, fontsize=10)
+        ax.legend(loc="upper right", fontsize=8)
+    axes[-1, 0].set_xlabel("chromosome")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def qq(path: Path, series: list[tuple[str, np.ndarray, float]]) -> None:
+    """Observed against expected -log10 P; series of (label, -log10 P, lambda GC)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(4.8, 4.8))
+    top = 1.0
+    for label, lp, lam in series:
+        lp = np.sort(np.asarray(lp, np.float64)[np.isfinite(lp)])[::-1]
+        n = len(lp)
+        if n == 0:
+            continue
+        expected = -np.log10((np.arange(1, n + 1) - 0.5) / n)
+        # every point of the upper tail, log-spaced ranks below
+        ranks = np.unique(np.concatenate([np.arange(min(n, 2000)), np.geomspace(1, n, 3000).astype(int) - 1]))
+        ax.scatter(expected[ranks], lp[ranks], s=4, linewidths=0, label=f"{label} (lambda {lam:.3f})")
+        top = max(top, expected[0], lp[0])
+    ax.plot([0, top], [0, top], color="grey", lw=0.8)
+    ax.set_xlabel("expected -log10 P")
+    ax.set_ylabel("observed -log10 P")
+    ax.set_title("QQ", fontsize=10)
+    ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
