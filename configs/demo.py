@@ -22,4 +22,5 @@ def get_config():
     c.log_every = 10
     c.keep = 3
     c.max_subjects = 0  # 0 = every subject in the store
+    c.grad_accum_steps = 1  # k > 1: average k batches' gradients per update (effective batch k x batch_size)
     return c

@@ -126,3 +126,62 @@ def test_model_formulations_agree():
         config = AutoencoderConfig(input_shape=shape, channels=(2, 4), latent_dim=3, conv_formulation=formulation)
         outputs.append(np.asarray(Autoencoder(config, rngs=nnx.Rngs(0))(volumes)))
     np.testing.assert_allclose(outputs[0], outputs[1], atol=1e-4)
+
+
+def test_gradient_accumulation_equals_one_large_batch():
+    """Two accumulated batches of 2 give the update of one batch of 4 (BatchNorm in eval mode, so each
+    volume's loss does not depend on its batch-mates)."""
+    import ml_collections
+
+    from wm_jax.train.loop import _transform
+
+    config = ml_collections.ConfigDict({"schedule": "cosine", "learning_rate": 1e-2, "epochs": 1, "grad_accum_steps": 2})
+    volumes = jnp.asarray(np.random.default_rng(6).standard_normal((4, 13, 18, 11)), jnp.float32)
+    mask, ones = jnp.ones((13, 18, 11)), jnp.ones(2)
+
+    def trained(accumulate):
+        model = Autoencoder(SMALL, rngs=nnx.Rngs(0))
+        model.eval()
+        if accumulate:
+            optimizer = nnx.Optimizer(model, _transform(config, 10), wrt=nnx.Param)
+            train_step(model, optimizer, volumes[:2], ones, mask)
+            untouched = jax.tree.leaves(nnx.state(model, nnx.Param))
+            train_step(model, optimizer, volumes[2:], ones, mask)
+        else:
+            single = ml_collections.ConfigDict({**config.to_dict(), "grad_accum_steps": 1})
+            optimizer = nnx.Optimizer(model, _transform(single, 5), wrt=nnx.Param)  # same schedule: 5 updates
+            train_step(model, optimizer, volumes, jnp.ones(4), mask)
+            untouched = None
+        return jax.tree.leaves(nnx.state(model, nnx.Param)), untouched
+
+    accumulated, after_first = trained(True)
+    single, _ = trained(False)
+    initial = jax.tree.leaves(nnx.state(Autoencoder(SMALL, rngs=nnx.Rngs(0)), nnx.Param))
+    for a, b in zip(after_first, initial):  # no update after the first of the two batches
+        np.testing.assert_array_equal(a, b)
+    changed = 0
+    for a, b, c in zip(accumulated, single, initial):
+        # Adam divides by sqrt(v): float rounding in the summed gradient moves a few entries by ~1e-6 (lr 1e-2)
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+        changed += int(not np.allclose(a, c))
+    assert changed > 0
+
+
+def test_bfloat16_compute_keeps_float32_parameters_and_tracks_float32():
+    volumes = jnp.asarray(np.random.default_rng(7).standard_normal((2, 13, 18, 11)), jnp.float32)
+    outputs = {}
+    for dtype in ("float32", "bfloat16"):
+        config = AutoencoderConfig(input_shape=(13, 18, 11), channels=(4, 8, 8), latent_dim=6, compute_dtype=dtype)
+        model = Autoencoder(config, rngs=nnx.Rngs(0))
+        assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(nnx.state(model, nnx.Param)))
+        outputs[dtype] = np.asarray(model(volumes))
+        optimizer = nnx.Optimizer(model, optax.adam(1e-3), wrt=nnx.Param)
+        loss = train_step(model, optimizer, volumes, jnp.ones(2), jnp.ones((13, 18, 11)))
+        assert np.isfinite(float(loss))
+        assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(nnx.state(model, nnx.Param)))
+    assert outputs["bfloat16"].dtype == np.float32
+    # bf16 keeps 8 mantissa bits (relative rounding 2^-8 = 0.4%), compounded over ~10 layers and
+    # amplified by BatchNorm over a batch of 2; measured here: mean 2.4%, max 24% of the output's SD.
+    # A broken bf16 path (wrong casts, lost bias) gives errors of the order of the SD itself.
+    error = np.abs(outputs["bfloat16"] - outputs["float32"]) / outputs["float32"].std()
+    assert error.mean() < 0.05 and error.max() < 0.5

@@ -148,7 +148,7 @@ def build_report(gwas: str, bfile: str, out: str, replication_gwas: str | None =
             tmp / "lambda.tsv", sep="\t", index=False, float_format="%.5g")
         if replication_table is not None:
             replication_table.to_csv(tmp / "replication.tsv", sep="\t", index=False, float_format="%.5g")
-        min_lp = np.nanmax(np.where(np.isfinite(result.log10_p), result.log10_p, np.nan), axis=0)
+        min_lp = np.fmax.reduce(np.asarray(result.log10_p, np.float64), axis=0)  # NaN only where all are
         plots.manhattan(tmp / "manhattan.png", result.variants,
                         [(f"min P over {len(result.phenotypes)} phenotypes", min_lp, len(result.phenotypes)),
                          (f"multivariate omnibus test ({result.omnibus_df} df)", result.omnibus_log10_p, 1)])

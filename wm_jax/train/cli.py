@@ -15,6 +15,8 @@ def register(sub) -> None:
     p.add_argument("--store", required=True)
     p.add_argument("--out", required=True, help="UDIP table FID IID UDIP1.. (+ a .manifest.json beside it)")
     p.add_argument("--step", default="latest", help="checkpoint step, 'latest' or 'best'")
+    p.add_argument("--batch-size", type=int, default=32,
+                   help="volumes per forward pass, rounded to the device count (lower it for full-size volumes)")
     p.set_defaults(run=run_embed, accepts_overrides=False)
 
 
@@ -29,4 +31,4 @@ def run_train(args, overrides) -> None:
 def run_embed(args, overrides) -> None:
     from wm_jax.train.loop import embed
 
-    embed(args.workdir, args.store, args.out, args.step)
+    embed(args.workdir, args.store, args.out, args.step, args.batch_size)

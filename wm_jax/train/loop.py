@@ -54,13 +54,21 @@ def split_subjects(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, 
 
 
 def _transform(config, steps_per_epoch: int) -> optax.GradientTransformation:
+    """Adam with the configured schedule; with ``grad_accum_steps`` k > 1 the gradients of k
+    consecutive batches are averaged before each update (optax.MultiSteps), so the schedule counts updates."""
+    k = int(config.get("grad_accum_steps", 1))
+    if k < 1:
+        raise InputError(f"--config.grad_accum_steps={k}: expected 1 or more")
+    updates_per_epoch = max(1, steps_per_epoch // k)
     if config.schedule == "cosine":
-        schedule = optax.cosine_decay_schedule(config.learning_rate, max(1, config.epochs * steps_per_epoch))
-        return optax.adam(schedule)
-    if config.schedule == "plateau":
-        return optax.chain(optax.adam(config.learning_rate),
-                           optax.contrib.reduce_on_plateau(patience=max(1, steps_per_epoch), factor=0.5))
-    raise InputError(f"--config.schedule={config.schedule}: expected cosine or plateau")
+        schedule = optax.cosine_decay_schedule(config.learning_rate, max(1, config.epochs * updates_per_epoch))
+        transform = optax.adam(schedule)
+    elif config.schedule == "plateau":
+        transform = optax.chain(optax.adam(config.learning_rate),
+                                optax.contrib.reduce_on_plateau(patience=max(1, updates_per_epoch), factor=0.5))
+    else:
+        raise InputError(f"--config.schedule={config.schedule}: expected cosine or plateau")
+    return optax.MultiSteps(transform, every_k_schedule=k) if k > 1 else transform
 
 
 class _Prefetcher:
@@ -214,7 +222,7 @@ def load_model(workdir: str | os.PathLike, step: str | int | None = None):
     return model, config, record, int(chosen)
 
 
-def embed(workdir: str, store_path: str, out: str, step: str | int | None = None, batch_size: int = 8) -> Path:
+def embed(workdir: str, store_path: str, out: str, step: str | int | None = None, batch_size: int = 32) -> Path:
     """Write the UDIP table (FID IID UDIP1..) for every subject of the store, and its manifest."""
     workdir = Path(workdir)
     model, config, record, chosen = load_model(workdir, step)

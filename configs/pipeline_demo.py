@@ -1,0 +1,49 @@
+"""`wm-jax demo`: the whole UDIP-FA pipeline on a simulated cohort, a few minutes on 2 CPU cores.
+
+    wm-jax demo --out demo_run [--config.train.epochs=2] [--config.sim.n_subjects=3000]
+
+Volumes are 24x28x24 (the demo preset's phantom at half resolution) because XLA:CPU's 3D
+convolutions are the bottleneck on a CPU (benchmarks/results/train_speed_attempts.md); the
+same pipeline runs the paper's sizes with `configs/pipeline_paper.py`-style overrides.
+"""
+
+import ml_collections
+
+from configs.demo import get_config as train_config
+from configs.sim_demo import get_config as sim_config
+
+
+def get_config():
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    c.sim = sim_config()
+    c.sim.shape = (24, 28, 24)
+    c.sim.n_subjects = 2000
+    c.sim.effects.h2_per_variant = 0.3  # of the planted region's non-genetic variation: visible at N ~ 900
+
+    c.split = ml_collections.ConfigDict()
+    c.split.train_fraction = 0.3  # the encoder learns from these subjects only, as in the paper
+    c.split.replication_fraction = 1 / 3  # of the held-out subjects; the rest are the discovery cohort
+
+    c.train = train_config()
+    c.train.model.input_shape = (24, 28, 24)
+    c.train.model.channels = (8, 16, 32)
+    c.train.model.latent_dim = 32
+    c.train.batch_size = 16
+    c.train.epochs = 1
+    c.train.log_every = 5
+
+    c.gwas = ml_collections.ConfigDict()
+    c.gwas.maf = 0.01
+    c.gwas.block_size = 2048
+
+    c.report = ml_collections.ConfigDict()
+    c.report.clump_p1 = 5e-8
+    c.report.clump_p2 = 1e-4
+    c.report.clump_r2 = 0.1
+    c.report.clump_kb = 250
+
+    c.interpret = ml_collections.ConfigDict()
+    c.interpret.n_subjects = 40  # decoding dominates on CPU: (32 dims + 1) x 40 subjects decoded
+    c.interpret.n_permutations = 2000
+    return c
