@@ -128,12 +128,8 @@ def _select_variants(data: PlinkDataset, chromosomes: str | None) -> np.ndarray:
     return selected
 
 
-def _device_group(group: PhenotypeGroup, n_samples: int, mesh):
-    """The group's arrays in the kernel's layout (all N samples plus a zero row), replicated."""
-    import jax
-    import jax.numpy as jnp
-    from jax.sharding import NamedSharding, PartitionSpec
-
+def _group_arrays(group: PhenotypeGroup, n_samples: int):
+    """The group's arrays in the kernel's layout (all N samples plus a zero row), on the host."""
     from wm_jax.gwas.kernel import GroupInputs
 
     k, p = group.basis.shape[1], group.residuals.shape[1]
@@ -145,9 +141,30 @@ def _device_group(group: PhenotypeGroup, n_samples: int, mesh):
     residuals[group.samples] = group.residuals
     corr = np.atleast_2d(np.corrcoef(group.residuals, rowvar=False)) if p > 1 else np.ones((1, 1))
     precision = np.linalg.pinv(corr).astype(np.float32)
+    return GroupInputs(in_group, basis, residuals, (group.residuals ** 2).sum(0).astype(np.float32), precision)
+
+
+def stack_groups(groups: list[PhenotypeGroup]) -> list[list[int]]:
+    """Groups with the same number of phenotypes share one stack (one compiled kernel): the usual
+    case of one complete group plus many small groups of phenotypes with their own NA pattern
+    costs two kernels, not one per pattern."""
+    stacks: dict[int, list[int]] = {}
+    for g, group in enumerate(groups):
+        stacks.setdefault(len(group.columns), []).append(g)
+    return list(stacks.values())
+
+
+def _device_stack(groups: list[PhenotypeGroup], members: list[int], n_samples: int, mesh):
+    """The stacked GroupInputs (leading group axis) of ``members``, replicated over the mesh."""
+    import jax
+    import jax.numpy as jnp
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    from wm_jax.gwas.kernel import GroupInputs
+
+    per_group = [_group_arrays(groups[g], n_samples) for g in members]
     replicated = NamedSharding(mesh, PartitionSpec())
-    arrays = GroupInputs(in_group, basis, residuals, (group.residuals ** 2).sum(0).astype(np.float32), precision)
-    return GroupInputs(*(jax.device_put(jnp.asarray(a), replicated) for a in arrays))
+    return GroupInputs(*(jax.device_put(jnp.asarray(np.stack(field)), replicated) for field in zip(*per_group)))
 
 
 def chi2_neg_log10_sf(statistic: np.ndarray, df: int) -> np.ndarray:
@@ -249,7 +266,9 @@ def run_gwas(bfile: str, pheno: str, covar: str, out: str, options: GwasOptions 
         from jax.sharding import NamedSharding, PartitionSpec
 
         block_sharding = NamedSharding(mesh, PartitionSpec("blocks"))
-        device_groups = tuple(_device_group(g, data.n_samples, mesh) for g in groups)
+        stacks = stack_groups(groups)
+        device_stacks = tuple(_device_stack(groups, members, data.n_samples, mesh) for members in stacks)
+        log.info("%d phenotype group(s) in %d compiled stack(s)", len(groups), len(stacks))
         compact_dir = Path(f"{out}.gwas")
         compact_tmp = files.path(compact_dir)
         outputs = _Outputs(compact_tmp, len(variants), len(pheno_names), len(groups))
@@ -281,12 +300,12 @@ def run_gwas(bfile: str, pheno: str, covar: str, out: str, options: GwasOptions 
                 if step_number + 1 < len(steps):
                     pending_read = reader.submit(read, steps[step_number + 1])
                 results = block_fn(jax.device_put(raw, block_sharding), jax.device_put(missing, block_sharding),
-                                   device_groups)
+                                   device_stacks)
                 if previous is not None:
-                    _store(outputs, groups, a1_is_ref, *previous)
+                    _store(outputs, groups, stacks, a1_is_ref, *previous)
                 previous = (step_indices, results)
                 progress.update(-(-len(step_indices) // block_size))
-            _store(outputs, groups, a1_is_ref, *previous)
+            _store(outputs, groups, stacks, a1_is_ref, *previous)
         progress.close()
         reader.shutdown()
         outputs.flush()
@@ -335,29 +354,31 @@ def run_gwas(bfile: str, pheno: str, covar: str, out: str, options: GwasOptions 
     return out
 
 
-def _store(outputs: _Outputs, groups: list[PhenotypeGroup], a1_is_ref: np.ndarray, step_indices: np.ndarray,
-           results) -> None:
+def _store(outputs: _Outputs, groups: list[PhenotypeGroup], stacks: list[list[int]], a1_is_ref: np.ndarray,
+           step_indices: np.ndarray, results) -> None:
     """Copy one step's device results into the output columns at the variants' positions, oriented
     to A1: the kernel counts ALT, so BETA and the frequency flip where A1 is REF."""
     n = len(step_indices)
     flip = a1_is_ref[step_indices]
+    sign = np.where(flip, -1.0, 1.0).astype(np.float32)
     where = slice(step_indices[0], step_indices[0] + n) if step_indices[-1] - step_indices[0] == n - 1 else step_indices
-    for g, result in enumerate(results):
-        columns = np.asarray(groups[g].columns)
-        per_phenotype = lambda x: np.asarray(x).reshape(-1, len(columns))[:n].T  # noqa: E731
-        per_variant = lambda x: np.asarray(x).reshape(-1)[:n]  # noqa: E731
-        beta = per_phenotype(result.beta) * np.where(flip, -1.0, 1.0).astype(np.float32)
-        for target, value in ((outputs.beta, beta), (outputs.se, per_phenotype(result.se)),
-                              (outputs.log10_p, per_phenotype(result.neg_log10_p))):
-            if isinstance(where, slice):
-                target[columns, where] = value
-            else:
-                target[np.ix_(columns, where)] = value
-        outputs.obs_ct[g, where] = per_variant(result.obs_ct)
-        alt_freq = per_variant(result.alt_freq)
-        outputs.a1_freq[g, where] = np.where(flip, 1 - alt_freq, alt_freq)
-        outputs.reason[g, where] = per_variant(result.reason)
-        outputs.omnibus[g, where] = per_variant(result.omnibus_chi2)
+    for members, stacked in zip(stacks, results):
+        host = type(stacked)(*(np.asarray(x) for x in stacked))  # one transfer per stack
+        for i, g in enumerate(members):
+            columns = np.asarray(groups[g].columns)
+            per_phenotype = lambda x: x[i].reshape(-1, len(columns))[:n].T  # noqa: E731
+            per_variant = lambda x: x[i].reshape(-1)[:n]  # noqa: E731
+            for target, value in ((outputs.beta, per_phenotype(host.beta) * sign), (outputs.se, per_phenotype(host.se)),
+                                  (outputs.log10_p, per_phenotype(host.neg_log10_p))):
+                if isinstance(where, slice):
+                    target[columns, where] = value
+                else:
+                    target[np.ix_(columns, where)] = value
+            outputs.obs_ct[g, where] = per_variant(host.obs_ct)
+            alt_freq = per_variant(host.alt_freq)
+            outputs.a1_freq[g, where] = np.where(flip, 1 - alt_freq, alt_freq)
+            outputs.reason[g, where] = per_variant(host.reason)
+            outputs.omnibus[g, where] = per_variant(host.omnibus_chi2)
 
 
 def write_glm_linear(path: Path, variants: pd.DataFrame, outputs: _Outputs, j: int, group: int, compress: bool,
