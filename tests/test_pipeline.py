@@ -83,3 +83,23 @@ def test_rerun_skips_finished_stages_and_resumes_after_a_failure(demo_run, monke
     pipeline.demo(config, str(out))
     ran = [r.getMessage().split()[1] for r in caplog.records if r.getMessage().endswith("running")]
     assert ran == ["report"]
+
+
+def test_interpret_rejects_a_udip_table_of_other_subjects(demo_run, tmp_path, capsys):
+    import pandas as pd
+
+    from wm_jax.cli import main
+
+    out, _ = demo_run
+    table = pd.read_csv(out / "udip.tsv", sep="\t")
+    table["IID"] = "stranger_" + table["IID"].astype(str)
+    table["FID"] = table["IID"]
+    strangers = tmp_path / "udip.tsv"
+    table.to_csv(strangers, sep="\t", index=False)
+    code = main(["interpret", "--workdir", str(out / "encoder"), "--udip", str(strangers), "--store",
+                 str(out / "store_heldout"), "--atlas", str(out / "cohort" / "atlas.nii.gz"), "--labels",
+                 str(out / "cohort" / "atlas_labels.tsv"), "--out", str(tmp_path / "perdi")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "wm-jax interpret: error:" in err and f"none of its {len(table)} subjects is in the store" in err
+    assert not (tmp_path / "perdi").exists()
