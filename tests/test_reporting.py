@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 from scipy import stats
 
-from tests.conftest import plink2_or_skip
+from conftest import plink2_or_skip
 from wm_jax.errors import InputError
 from wm_jax.gwas.run import GwasOptions, run_gwas
 from wm_jax.reporting import ClumpOptions, GwasResult, build_report
