@@ -62,7 +62,6 @@ def paired_t_maps(decode: Callable, codes: np.ndarray, step: np.ndarray, options
         diff = (moved - base[None]) * valid.reshape(1, ks, *([1] * (base.ndim - 1)))
         return diff.sum(axis=1), (diff * diff).sum(axis=1)
 
-    total = total_sq = None
     dim_chunks = [np.arange(s, s + kd) % n_dims for s in range(0, n_dims, kd)]  # the last chunk wraps; trimmed below
     subject_chunks = [np.arange(s, min(s + ks, n)) for s in range(0, n, ks)]
     sums = {}
