@@ -23,4 +23,5 @@ def get_config():
     c.keep = 3
     c.max_subjects = 0  # 0 = every subject in the store
     c.grad_accum_steps = 1  # k > 1: average k batches' gradients per update (effective batch k x batch_size)
+    c.tensorboard = False  # True: TensorBoard scalars in WORKDIR/tensorboard/ beside metrics.jsonl
     return c

@@ -14,6 +14,7 @@ def get_config():
     c.model.latent_dim = 128
     c.batch_size = 8
     c.grad_accum_steps = 1  # k > 1: average k batches' gradients per update (effective batch k x batch_size)
+    c.tensorboard = False  # True: TensorBoard scalars in WORKDIR/tensorboard/ beside metrics.jsonl
     c.epochs = 100
     c.learning_rate = 3e-4
     c.schedule = "plateau"

@@ -138,7 +138,7 @@ def train_and_evaluate(config, workdir: str, store_path: str, stop_after_steps: 
     stop = {"requested": False}
     previous_handlers = {s: signal.signal(s, lambda *_: stop.update(requested=True)) for s in (signal.SIGTERM, signal.SIGINT)} \
         if threading.current_thread() is threading.main_thread() else {}
-    metrics_path = workdir / "metrics.jsonl"
+    metrics = _Metrics(workdir, tensorboard=bool(config.get("tensorboard", False)))
     step, last = record["step"], {}
     try:
         for epoch in range(record["epoch"], config.epochs):
@@ -154,7 +154,7 @@ def train_and_evaluate(config, workdir: str, store_path: str, stop_after_steps: 
                 progress.update()
                 if step % config.log_every == 0:
                     if pending is not None:  # read the loss one logging interval late: no stall
-                        _append(metrics_path, {"step": pending[0], "train_loss": float(pending[1])})
+                        metrics.write({"step": pending[0], "train_loss": float(pending[1])})
                     pending = (step, loss)
                     progress.set_postfix(vol_s=f"{(i + 1) * batch_size / (time.time() - start):.1f}")
                 if stop["requested"] or (stop_after_steps is not None and step >= stop_after_steps):
@@ -167,20 +167,40 @@ def train_and_evaluate(config, workdir: str, store_path: str, stop_after_steps: 
             val_loss = _validate(model, store, val_rows, batch_size, mesh, mask)
             last = {"step": step, "epoch": epoch + 1, "train_loss": float(loss), "val_loss": val_loss,
                     "seconds": time.time() - start}
-            _append(metrics_path, last)
+            metrics.write(last)
             log.info("epoch %d: train loss %.4f, validation loss %.4f", epoch + 1, last["train_loss"], val_loss)
             record.update(epoch=epoch + 1, batch_in_epoch=0, step=step)
             checkpoint.save(manager, step, nnx.state((model, optimizer)), record, metrics={"val_loss": val_loss})
     finally:
         for s, handler in previous_handlers.items():
             signal.signal(s, handler)
+        metrics.close()
         manager.wait_until_finished()
     return last
 
 
-def _append(path: Path, row: dict) -> None:
-    with open(path, "a") as handle:
-        handle.write(json.dumps(row) + "\n")
+class _Metrics:
+    """JSON lines in ``workdir/metrics.jsonl``, and TensorBoard scalars in ``workdir/tensorboard/``
+    when asked (`--config.tensorboard=True`): every number of a row but its step and epoch."""
+
+    def __init__(self, workdir: Path, tensorboard: bool) -> None:
+        from wm_jax.train.tensorboard import EventWriter
+
+        self.path = workdir / "metrics.jsonl"
+        self.events = EventWriter(workdir / "tensorboard") if tensorboard else None
+
+    def write(self, row: dict) -> None:
+        with open(self.path, "a") as handle:
+            handle.write(json.dumps(row) + "\n")
+        if self.events is not None:
+            for key, value in row.items():
+                if key not in ("step", "epoch") and isinstance(value, (int, float)):
+                    self.events.scalar(f"train/{key}", value, row["step"])
+            self.events.flush()
+
+    def close(self) -> None:
+        if self.events is not None:
+            self.events.close()
 
 
 def _validate(model, store, rows, batch_size, mesh, mask) -> float:
