@@ -98,11 +98,9 @@ def split_subjects(subjects: pd.DataFrame, train_fraction: float, replication_fr
     return pd.DataFrame({"FID": subjects.FID.to_numpy(), "IID": subjects.IID.to_numpy(), "SET": sets})
 
 
-def _subset_table(source: Path, split: pd.DataFrame, which: str, out: Path) -> None:
-    table = pd.read_csv(source, sep="\t", dtype={"FID": str, "IID": str})
-    keep = set(split.IID[split.SET == which].astype(str))
-    with atomic_path(out) as tmp:
-        table[table.IID.astype(str).isin(keep)].to_csv(tmp, sep="\t", index=False, float_format="%.6g")
+def _rows_of(table: pd.DataFrame, split: pd.DataFrame, which: str) -> pd.DataFrame:
+    """The rows of ``table`` whose IID is in set ``which`` of the split."""
+    return table[table.IID.astype(str).isin(set(split.IID[split.SET == which].astype(str)))]
 
 
 def demo(config, out: str) -> dict:
@@ -125,17 +123,14 @@ def demo(config, out: str) -> dict:
 
     def split():
         subjects = pd.read_csv(cohort / "subjects.tsv", sep="\t", dtype={"FID": str, "IID": str})
-        subjects["fa_path"] = [str((cohort / p).resolve()) for p in subjects.fa_path]  # the subsets live elsewhere
-        with atomic_path(d / "subjects_all.tsv") as tmp:
-            subjects.to_csv(tmp, sep="\t", index=False)
+        subjects["fa_path"] = [str((cohort / p).resolve()) for p in subjects.fa_path]  # the tables live elsewhere
         table = split_subjects(subjects, config.split.train_fraction, config.split.replication_fraction, seed)
         with atomic_path(d / "split.tsv") as tmp:
             table.to_csv(tmp, sep="\t", index=False)
-        for which in ("train", "discovery", "replication"):
-            _subset_table(d / "subjects_all.tsv", table, which, d / f"subjects_{which}.tsv")
-        held_out = subjects[~subjects.IID.isin(table.IID[table.SET == "train"])]
-        with atomic_path(d / "subjects_heldout.tsv") as tmp:
-            held_out.to_csv(tmp, sep="\t", index=False)
+        is_train = (table.SET == "train").to_numpy()  # split_subjects keeps the subjects' row order
+        for name, rows in (("subjects_train.tsv", subjects[is_train]), ("subjects_heldout.tsv", subjects[~is_train])):
+            with atomic_path(d / name) as tmp:
+                rows.to_csv(tmp, sep="\t", index=False)
         counts = table.SET.value_counts().to_dict()
         log.info("split: %d subjects -> %d train, %d discovery, %d replication", len(table), counts.get("train", 0),
                  counts.get("discovery", 0), counts.get("replication", 0))
@@ -167,11 +162,12 @@ def demo(config, out: str) -> dict:
         (d / "gwas").mkdir(exist_ok=True)
         tests = {}
         for kind, source in phenotype_sets.items():
-            columns = pd.read_csv(d / source, sep="\t", nrows=0).columns
-            names = ",".join(c for c in columns if c.startswith(("UDIP", "FA_")))
+            phenotypes = pd.read_csv(d / source, sep="\t", dtype={"FID": str, "IID": str})
+            names = ",".join(c for c in phenotypes.columns if c.startswith(("UDIP", "FA_")))
             for which in ("discovery", "replication"):
                 pheno = d / "gwas" / f"{kind}_{which}.pheno.tsv"
-                _subset_table(d / source, table, which, pheno)
+                with atomic_path(pheno) as tmp:
+                    _rows_of(phenotypes, table, which).to_csv(tmp, sep="\t", index=False, float_format="%.6g")
                 run_gwas(str(cohort / "genotypes"), str(pheno), str(cohort / "covariates.tsv"),
                          str(d / "gwas" / f"{kind}_{which}"), dataclasses.replace(options, pheno_names=names))
                 meta = json.loads((d / "gwas" / f"{kind}_{which}.gwas" / "meta.json").read_text())
