@@ -15,13 +15,10 @@ from tqdm.auto import tqdm
 
 from wm_jax.errors import atomic_dir, input_error
 from wm_jax.reporting import plots
-from wm_jax.reporting.stats import (ClumpOptions, clump, genomic_control, merge_loci, replication,
+from wm_jax.reporting.stats import (OMNIBUS, ClumpOptions, clump, genomic_control, merge_loci, replication,
                                     score_against_truth)
 
 log = logging.getLogger("wm_jax")
-
-OMNIBUS = "OMNIBUS"
-
 
 class GwasResult:
     """A `wm-jax gwas` compact output (PREFIX.gwas/), memory-mapped."""
@@ -109,22 +106,9 @@ def build_report(gwas: str, bfile: str, out: str, replication_gwas: str | None =
     if rep is not None:
         leads = pd.DataFrame({"phenotype": loci.lead_phenotype,
                               "index": [int(np.flatnonzero(result.variants["ID"].to_numpy() == v)[0]) for v in loci.lead_id]})
-        per_pheno = leads[leads.phenotype != OMNIBUS]
-        replication_table = replication(per_pheno, result, rep, n_leads=len(leads))
-        omnibus_rows = []
-        threshold = -np.log10(0.05 / max(1, len(leads)))
-        rep_index = pd.Series(np.arange(len(rep.variants)), index=rep.variants["ID"].to_numpy())
-        for lead in leads[leads.phenotype == OMNIBUS].itertuples():
-            variant_id = result.variants["ID"].iloc[lead.index]
-            rep_lp = float(rep.omnibus_log10_p[rep_index[variant_id]]) if variant_id in rep_index.index else np.nan
-            omnibus_rows.append({"phenotype": OMNIBUS, "ID": variant_id, "A1": result.variants["A1"].iloc[lead.index],
-                                 "discovery_beta": np.nan, "discovery_log10_p": float(result.omnibus_log10_p[lead.index]),
-                                 "replication_beta": np.nan, "replication_log10_p": rep_lp,
-                                 "replicated": bool(rep_lp >= threshold)})
-        if omnibus_rows:
-            omnibus_table = pd.DataFrame(omnibus_rows, columns=replication_table.columns)
-            replication_table = (omnibus_table if replication_table.empty
-                                 else pd.concat([replication_table, omnibus_table], ignore_index=True))
+        # per-phenotype leads first, then those of the omnibus test
+        leads = leads.sort_values("phenotype", key=lambda name: name == OMNIBUS, kind="stable")
+        replication_table = replication(leads, result, rep)
         log.info("report: %d of %d lead variants replicate (P <= 0.05/%d, same sign)",
                  int(replication_table.replicated.sum()), len(replication_table), max(1, len(leads)))
 

@@ -134,27 +134,38 @@ def merge_loci(clumps: dict[str, pd.DataFrame], variants: pd.DataFrame, kb: floa
     return pd.DataFrame(rows, columns=columns)
 
 
+OMNIBUS = "OMNIBUS"  # the phenotype name of the multivariate test's leads
+
+
 def replication(leads: pd.DataFrame, discovery, replicate, n_leads: int | None = None) -> pd.DataFrame:
     """Each (lead variant, phenotype) of the discovery looked up in the replication GWAS: same
     phenotype, same variant ID, BETA turned to the discovery's A1. Replicates: P <= 0.05 / n_leads
-    (default: the rows of ``leads``) and the same sign. ``discovery``/``replicate`` are `GwasResult`s."""
+    (default: the rows of ``leads``) and the same sign; a lead of the omnibus test (phenotype
+    OMNIBUS, no BETA) on P alone. ``discovery``/``replicate`` are `GwasResult`s."""
     rep_row = pd.Series(np.arange(len(replicate.variants)), index=replicate.variants["ID"].to_numpy())
     out = []
     threshold = -np.log10(0.05 / max(1, len(leads) if n_leads is None else n_leads))
+
+    def beta_and_log10_p(result, name, i):
+        if name == OMNIBUS:
+            return np.nan, float(result.omnibus_log10_p[i])
+        j = result.phenotype_index(name)
+        return float(result.beta[j, i]), float(result.log10_p[j, i])
+
     for lead in leads.itertuples():
-        j_d, i_d = discovery.phenotype_index(lead.phenotype), int(lead.index)
+        i_d = int(lead.index)
+        beta, log10_p = beta_and_log10_p(discovery, lead.phenotype, i_d)
         row = {"phenotype": lead.phenotype, "ID": discovery.variants["ID"].iloc[i_d],
-               "A1": discovery.variants["A1"].iloc[i_d], "discovery_beta": float(discovery.beta[j_d, i_d]),
-               "discovery_log10_p": float(discovery.log10_p[j_d, i_d]), "replication_beta": np.nan,
-               "replication_log10_p": np.nan, "replicated": False}
+               "A1": discovery.variants["A1"].iloc[i_d], "discovery_beta": beta, "discovery_log10_p": log10_p,
+               "replication_beta": np.nan, "replication_log10_p": np.nan, "replicated": False}
         variant_id = row["ID"]
-        if variant_id in rep_row.index and lead.phenotype in replicate.phenotypes:
-            i_r, j_r = int(rep_row[variant_id]), replicate.phenotype_index(lead.phenotype)
+        if variant_id in rep_row.index and (lead.phenotype == OMNIBUS or lead.phenotype in replicate.phenotypes):
+            i_r = int(rep_row[variant_id])
+            beta_r, row["replication_log10_p"] = beta_and_log10_p(replicate, lead.phenotype, i_r)
             flip = -1.0 if replicate.variants["A1"].iloc[i_r] != row["A1"] else 1.0
-            row["replication_beta"] = flip * float(replicate.beta[j_r, i_r])
-            row["replication_log10_p"] = float(replicate.log10_p[j_r, i_r])
-            row["replicated"] = bool(row["replication_log10_p"] >= threshold
-                                     and np.sign(row["replication_beta"]) == np.sign(row["discovery_beta"]))
+            row["replication_beta"] = flip * beta_r
+            same_sign = lead.phenotype == OMNIBUS or np.sign(row["replication_beta"]) == np.sign(row["discovery_beta"])
+            row["replicated"] = bool(row["replication_log10_p"] >= threshold and same_sign)
         out.append(row)
     return pd.DataFrame(out, columns=["phenotype", "ID", "A1", "discovery_beta", "discovery_log10_p",
                                       "replication_beta", "replication_log10_p", "replicated"])
