@@ -177,11 +177,10 @@ def interpret(workdir: str | os.PathLike, udip: str | os.PathLike, out: str | os
         raise input_error(udip, f"{len(columns)} UDIP columns but the checkpoint's model has {model.config.latent_dim}")
     volume_store = _open_store(store, model.config)
     present = np.isin(table.iid.astype(str), volume_store.index.IID.astype(str).to_numpy())
-    ids = table.iid
     if not present.any():
-        raise input_error(udip, f"none of its {len(ids)} subjects is in the store {store}")
+        raise input_error(udip, f"none of its {len(present)} subjects is in the store {store}")
     codes = table.values[present][:, [table.columns.index(c) for c in columns]][: options.n_subjects].astype(np.float32)
-    log.info("interpret: %d of %d UDIP rows are in the store; PerDI over the first %d", int(present.sum()), len(ids), len(codes))
+    log.info("interpret: %d of %d UDIP rows are in the store; PerDI over the first %d", int(present.sum()), len(present), len(codes))
     cohort_dir = Path(volume_store.record.get("subjects_table", ".")).parent  # the simulator writes the atlas there
     atlas = atlas or str(cohort_dir / "atlas.nii.gz")
     labels = labels or str(cohort_dir / "atlas_labels.tsv")
