@@ -31,22 +31,6 @@ def genomic_control(log10_p: np.ndarray, df: int = 1) -> float:
     return float(stats.chi2.isf(10.0 ** -median_lp, df) / stats.chi2.ppf(0.5, df))
 
 
-def r_squared(index: np.ndarray, others: np.ndarray) -> np.ndarray:
-    """Squared Pearson correlation of allele counts between one variant (samples,) and others
-    (variants, samples), over the samples called in both (as PLINK 1.9's unphased r^2)."""
-    ok = np.isfinite(others) & np.isfinite(index)[None]
-    n = ok.sum(axis=1)
-    x = np.where(ok, index[None], 0.0)
-    y = np.where(ok, others, 0.0)
-    sx, sy = x.sum(axis=1), y.sum(axis=1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        cov = (x * y).sum(axis=1) - sx * sy / n
-        vx = (x * x).sum(axis=1) - sx**2 / n
-        vy = (y * y).sum(axis=1) - sy**2 / n
-        r2 = cov**2 / (vx * vy)
-    return np.nan_to_num(r2, nan=0.0)
-
-
 def r_squared_haplotype(index: np.ndarray, others: np.ndarray, iterations: int = 200) -> np.ndarray:
     """r^2 from maximum-likelihood two-locus haplotype frequencies (EM over the double
     heterozygotes, whose phase is unknown), as PLINK 1.9 computes it for --clump; samples called at
