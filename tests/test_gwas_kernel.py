@@ -7,7 +7,7 @@ from scipy import stats
 
 from wm_jax.data.plink import encode_alt_dosages
 from wm_jax.gwas.kernel import REASON_CONSTANT, make_block_fn, missing_call_index
-from wm_jax.gwas.run import PhenotypeGroup, _covariate_basis, _device_stack
+from wm_jax.gwas.run import build_groups, device_inputs, kernel_inputs
 
 
 def _problem(seed, n=203, n_variants=50, k=4, p=5, missing_rate=0.05):
@@ -37,38 +37,40 @@ def _reference_ols(g, covariates, y):
 
 
 def _run_kernel(dosage, covariates, phenotypes, block_size=64, n_devices=1, max_missing=None, block_fn=None):
+    """The kernel on one step of ``n_devices * block_size`` variant slots; returns the results of
+    the real variants with phenotype columns (and groups) in kernel order, the grouping, the function."""
     n_samples = dosage.shape[1]
-    basis = _covariate_basis(covariates, [f"c{j}" for j in range(covariates.shape[1])], "covar.tsv")
-    group = PhenotypeGroup(list(range(phenotypes.shape[1])), np.arange(n_samples), basis,
-                           phenotypes - basis @ (basis.T @ phenotypes))
+    grouped = build_groups(phenotypes, covariates, [f"y{j}" for j in range(phenotypes.shape[1])],
+                           [f"c{j}" for j in range(covariates.shape[1])], "pheno.tsv", "covar.tsv")
     mesh = jax.make_mesh((n_devices,), ("blocks",), axis_types=(jax.sharding.AxisType.Auto,),
                          devices=jax.devices()[:n_devices])
-    device_stack = _device_stack([group], [0], n_samples, mesh)
     raw = np.zeros((n_devices * block_size, (n_samples + 3) // 4), np.uint8)
     raw[: len(dosage)] = encode_alt_dosages(dosage)
+    inputs = device_inputs(kernel_inputs(grouped, 4 * raw.shape[1]), mesh)
     missing = missing_call_index(raw, n_samples, max_missing or n_samples)
-    block_fn = block_fn or make_block_fn(n_samples)
+    block_fn = block_fn or make_block_fn(grouped.layout)
     sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("blocks"))
-    (result,) = block_fn(jax.device_put(raw, sharding), jax.device_put(missing, sharding), (device_stack,))
-    return jax.tree.map(lambda x: np.asarray(x)[0, : len(dosage)], result), block_fn
+    result = block_fn(jax.device_put(raw, sharding), jax.device_put(missing, sharding), inputs)
+    return jax.tree.map(lambda x: np.asarray(x)[: len(dosage)], result), grouped, block_fn
 
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_kernel_matches_float64_least_squares(seed):
     dosage, covariates, phenotypes = _problem(seed)
-    result, _ = _run_kernel(dosage, covariates, phenotypes)
-    assert result.reason[0] == REASON_CONSTANT and np.isnan(result.beta[0]).all()
-    assert result.reason[1] != 0 and np.isnan(result.beta[1]).all()
+    result, grouped, _ = _run_kernel(dosage, covariates, phenotypes)
+    assert grouped.layout == ((1, phenotypes.shape[1]),)
+    assert result.reason[0, 0] == REASON_CONSTANT and np.isnan(result.beta[0]).all()
+    assert result.reason[1, 0] != 0 and np.isnan(result.beta[1]).all()
     for j in range(2, len(dosage)):
         for p in range(phenotypes.shape[1]):
             beta, se, log10p, obs = _reference_ols(dosage[j], covariates, phenotypes[:, p])
-            assert result.obs_ct[j] == obs
+            assert result.obs_ct[j, 0] == obs
             # float32 kernel vs float64 reference: BETA within 1e-3 SE, -log10 P within 1e-3 or 1e-4 relative
             assert abs(result.beta[j, p] - beta) <= 1e-3 * se
             assert abs(result.se[j, p] - se) <= 1e-4 * se
             assert abs(result.neg_log10_p[j, p] - log10p) <= max(1e-3, 1e-4 * log10p)
     assert result.neg_log10_p[3, 0] > 8  # the planted effect
-    np.testing.assert_allclose(result.alt_freq[2:], np.nanmean(dosage[2:], axis=1) / 2, rtol=1e-5)
+    np.testing.assert_allclose(result.alt_freq[2:, 0], np.nanmean(dosage[2:], axis=1) / 2, rtol=1e-5)
 
 
 def test_missing_call_index_matches_numpy():
@@ -80,23 +82,23 @@ def test_missing_call_index_matches_numpy():
     for j in range(30):
         expected = np.flatnonzero(np.isnan(dosage[j]))
         np.testing.assert_array_equal(index[j, : len(expected)], expected)
-        assert (index[j, len(expected):] == 37).all()
+        assert (index[j, len(expected):] == 4 * raw.shape[1]).all()  # the kernel's zero row
 
 
 def test_exact_path_for_variants_with_many_missing_calls():
     dosage, covariates, phenotypes = _problem(3, missing_rate=0.3)
-    result, _ = _run_kernel(dosage, covariates, phenotypes, max_missing=dosage.shape[1])
+    result, _, _ = _run_kernel(dosage, covariates, phenotypes, max_missing=dosage.shape[1])
     for j in (2, 10, 30):
         beta, se, log10p, obs = _reference_ols(dosage[j], covariates, phenotypes[:, 1])
-        assert result.obs_ct[j] == obs and abs(result.beta[j, 1] - beta) <= 1e-3 * se
+        assert result.obs_ct[j, 0] == obs and abs(result.beta[j, 1] - beta) <= 1e-3 * se
 
 
 def test_padded_last_block_and_compile_once():
     dosage, covariates, phenotypes = _problem(4, n_variants=40)
-    first, block_fn = _run_kernel(dosage, covariates, phenotypes, block_size=64)
+    first, _, block_fn = _run_kernel(dosage, covariates, phenotypes, block_size=64)
     assert block_fn._cache_size() == 1
     # Another block of the same fixed shape (fewer real variants, more padding): no new compilation.
-    second, _ = _run_kernel(dosage[:7], covariates, phenotypes, block_size=64, block_fn=block_fn)
+    second, _, _ = _run_kernel(dosage[:7], covariates, phenotypes, block_size=64, block_fn=block_fn)
     np.testing.assert_array_equal(second.beta, first.beta[:7])
     assert block_fn._cache_size() == 1
 
@@ -104,37 +106,35 @@ def test_padded_last_block_and_compile_once():
 def test_four_devices_equal_one_device():
     assert jax.device_count() >= 4
     dosage, covariates, phenotypes = _problem(5, n_variants=100)
-    one, _ = _run_kernel(dosage, covariates, phenotypes, block_size=128, n_devices=1)
-    four, _ = _run_kernel(dosage, covariates, phenotypes, block_size=32, n_devices=4)  # 4 x 32 slots, sharded
+    one, _, _ = _run_kernel(dosage, covariates, phenotypes, block_size=128, n_devices=1)
+    four, _, _ = _run_kernel(dosage, covariates, phenotypes, block_size=32, n_devices=4)  # 4 x 32 slots, sharded
     for a, b in zip(one, four):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6, equal_nan=True)
 
 
-def test_stacked_groups_each_match_float64_least_squares():
-    """Phenotypes with their own NA patterns run as one stack of groups (one compiled kernel, mapped
-    over groups in chunks); each group's statistics equal OLS on its own samples."""
-    dosage, covariates, phenotypes = _problem(5, p=7)
+@pytest.mark.parametrize("n_devices", [1, 4])
+def test_phenotypes_with_their_own_na_match_float64_least_squares(n_devices):
+    """Phenotypes missing different samples (groups of 3, 1 and 1, plus one with the same pattern
+    as another, and samples lacking a covariate) share one matmul; each phenotype's statistics equal
+    OLS over the samples that have its value, every covariate and a call, including variants whose
+    missing calls fall on samples the phenotype lacks."""
+    dosage, covariates, phenotypes = _problem(6, p=7, missing_rate=0.08)
     n_samples = dosage.shape[1]
-    rng = np.random.default_rng(9)
-    groups = []
-    for j in range(phenotypes.shape[1]):  # every phenotype misses a different set of samples
-        samples = np.sort(rng.choice(n_samples, n_samples - 10 - j, replace=False))
-        basis = _covariate_basis(covariates[samples], ["a", "b", "c"], "covar.tsv")
-        y = phenotypes[samples][:, [j]]
-        groups.append(PhenotypeGroup([j], samples, basis, y - basis @ (basis.T @ y)))
-    mesh = jax.make_mesh((1,), ("blocks",), axis_types=(jax.sharding.AxisType.Auto,), devices=jax.devices()[:1])
-    stack = _device_stack(groups, list(range(len(groups))), n_samples, mesh)
-    raw = np.zeros((64, (n_samples + 3) // 4), np.uint8)
-    raw[: len(dosage)] = encode_alt_dosages(dosage)
-    missing = missing_call_index(raw, n_samples, n_samples)
-    (result,) = make_block_fn(n_samples, chunk=3)(raw, missing, (stack,))  # 7 groups: chunks of 3, 3, 1
-    result = jax.tree.map(np.asarray, result)
-    assert result.beta.shape == (7, 64, 1)
-    for j, group in enumerate(groups):
+    rng = np.random.default_rng(10)
+    covariates[rng.choice(n_samples, 4, replace=False), 1] = np.nan
+    phenotypes[rng.random(n_samples) < 0.15, 3] = np.nan
+    phenotypes[rng.random(n_samples) < 0.3, 4] = np.nan
+    phenotypes[:, 5] = np.where(np.isnan(phenotypes[:, 4]), np.nan, phenotypes[:, 5])  # same pattern as 4
+    phenotypes[: n_samples // 2, 6] = np.nan  # half the samples
+    result, grouped, _ = _run_kernel(dosage, covariates, phenotypes, block_size=64 // n_devices, n_devices=n_devices)
+    assert grouped.layout == ((1, 3), (2, 1), (1, 2))  # groups of one size together, in order first seen
+    has_covariates = ~np.isnan(covariates).any(axis=1)
+    for column, p in enumerate(grouped.column_order):
+        group = next(g for g, members in enumerate(grouped.groups) if p in members.columns)
         for v in range(2, len(dosage)):
-            g = np.full(n_samples, np.nan)
-            g[group.samples] = dosage[v, group.samples]
-            beta, se, log10p, obs = _reference_ols(g, covariates, phenotypes[:, j])
-            assert result.obs_ct[j, v] == obs
-            assert abs(result.beta[j, v, 0] - beta) <= 1e-3 * se
-            assert abs(result.neg_log10_p[j, v, 0] - log10p) <= max(1e-3, 1e-4 * log10p)
+            g = np.where(np.isnan(phenotypes[:, p]) | ~has_covariates, np.nan, dosage[v])
+            beta, se, log10p, obs = _reference_ols(g, np.nan_to_num(covariates), np.nan_to_num(phenotypes[:, p]))
+            assert result.obs_ct[v, group] == obs
+            assert abs(result.beta[v, column] - beta) <= 1e-3 * se
+            assert abs(result.se[v, column] - se) <= 1e-4 * se
+            assert abs(result.neg_log10_p[v, column] - log10p) <= max(1e-3, 1e-4 * log10p)

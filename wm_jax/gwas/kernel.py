@@ -1,21 +1,26 @@
 """The association kernel: exact per-variant OLS for many phenotypes from raw .bed bytes.
 
-For one phenotype group (phenotypes sharing one set of samples S), with Q an orthonormal basis of
-the covariates on S and Yr the residualised phenotypes, a block of B variants is processed as
-(see DESIGN.md, "The GWAS kernel"):
+Notation (see DESIGN.md, "The GWAS kernel"). S is the set of analysed samples (every covariate and
+at least one phenotype), Q an orthonormal basis of [1, covariates] on S. Phenotypes are grouped by
+missingness pattern: group g is observed on S_g = S minus U_g, and its phenotypes are residualised
+on the covariates over S_g (host, float64), so they are zero outside S_g. For a variant j with
+missing calls M_j, group g's statistics are OLS over O = S_g minus M_j. With Q restricted to O as the
+covariate basis (not orthonormal there, so its Gram matrix enters):
 
-    G0        genotypes centred on the observed calls, missing calls set to 0
-    [Qg | GY] = G0 [Q | Yr]                      one dense matmul for all phenotypes
-    per variant j with missing samples M_j:      A = I - Q_M'Q_M,  c_y = -Q_M'Yr_M
-    num  = GY - Qg' A^-1 c_y
-    gg   = G0'G0 - Qg' A^-1 Qg
-    yy   = Yr'Yr - Yr_M'Yr_M - c_y' A^-1 c_y
-    beta = num / gg, RSS = yy - beta num, df = n_obs - k - 1, SE = sqrt(RSS / df / gg)
+    A     = Q_O'Q_O = (I - Q_U'Q_U) - Q_M'Q_M                     k x k, per variant and group
+    qg    = Q_O'g0,  g0 the dosage centred over O, zero elsewhere
+    gg    = g0'g0 - qg' A^-1 qg
+    num_p = g0'y_p + (Q_M A^-1 qg)' y_p,M                         (y_p is already orthogonal to Q on S_g)
+    yy_p  = y_p'y_p - y_p,M'y_p,M - c_p' A^-1 c_p,   c_p = Q_M'y_p,M
+    beta  = num / gg,  RSS = yy - beta num,  df = |O| - k - 1,  SE = sqrt(RSS / df / gg)
 
-This is ordinary least squares on the samples observed for each variant, as `plink2 --glm`.
-The missing samples of each variant are gathered by index (at most `max_missing` per variant; a
-zero row stands for "none"), so a variant without missing calls costs nothing extra and all shapes
-are fixed: the kernel compiles once per group and block size.
+Every sum over S_g or O is a sum over S (one matmul of the decoded block with [Q | 1 | Y] for all
+phenotypes at once) minus the excluded samples: U_g, gathered as columns of the decoded block, and
+M_j, gathered as rows of [Q | 1 | Y]. So the matmul does not grow with the number of missingness
+patterns; each pattern adds a gather of |U_g| columns and one k x k inversion per variant.
+This is ordinary least squares on the samples observed for each variant and phenotype, as
+`plink2 --glm`. All shapes are fixed (missing-call and excluded-sample indices padded with a row
+of zeros), so the kernel compiles once per run.
 """
 
 from __future__ import annotations
@@ -35,158 +40,166 @@ REASON_FEW_OBS = 1  # too few observations for the model (df < 1)
 REASON_CONSTANT = 2  # monomorphic, or genotype collinear with the covariates
 
 
-class GroupInputs(NamedTuple):
-    """Device arrays describing one phenotype group, laid out over all N .fam samples.
+class AssociationInputs(NamedTuple):
+    """Device arrays describing every phenotype group (replicated on the mesh), built on the host by
+    `wm_jax.gwas.run.kernel_inputs`. R = 4 * (bytes per .bed row) + 1: one row per sample slot of a
+    decoded block plus a final zero row that padded indices point to.
 
-    Rows of samples outside the group are zero, and so is the extra row N that padded
-    missing-call indices point to; a group then needs no gather of genotype columns.
-    """
+    Phenotype columns are ordered group by group, and groups stack by stack (see `Layout`)."""
 
-    in_group: jax.Array  # (N + 1,) 1.0 for the group's samples, else 0
-    basis: jax.Array  # (N + 1, k) orthonormal covariate basis on the group's samples
-    residuals: jax.Array  # (N + 1, P) residualised phenotypes
-    residual_ss: jax.Array  # (P,) Yr'Yr
-    omnibus_precision: jax.Array  # (P, P) inverse correlation of the residualised phenotypes
+    design: jax.Array  # (R, k + 1 + P) [Q | 1 | Y] on S; zero outside S (Y: outside its group)
+    in_group: jax.Array  # (G, R) 1.0 on each group's samples
+    excluded_index: jax.Array  # (G, U) sample slots of S outside each group, padded with R - 1
+    excluded_basis: jax.Array  # (G, U, k) Q at those samples (zero at padding)
+    base_gram: jax.Array  # (G, k, k) I - Q_U'Q_U: the Gram matrix of Q over S_g
+    group_size: jax.Array  # (G,) |S_g|
+    group_basis_sum: jax.Array  # (G, k) sum of Q over S_g
+    residual_sum: jax.Array  # (P,) sum of y over its group (0 up to rounding: the intercept is in Q)
+    residual_ss: jax.Array  # (P,) y'y
+    omnibus_precision: tuple  # per stack: (G_s, P_s, P_s) inverse correlation of each group's phenotypes
+
+
+# Static: per stack, (number of groups, phenotypes per group). Groups of equal size share a stack,
+# whose per-phenotype work is one batched einsum.
+Layout = tuple[tuple[int, int], ...]
 
 
 class BlockResult(NamedTuple):
     beta: jax.Array  # (B, P) per ALT allele
     se: jax.Array  # (B, P)
-    t: jax.Array  # (B, P)
     neg_log10_p: jax.Array  # (B, P)
-    obs_ct: jax.Array  # (B,) int32
-    alt_freq: jax.Array  # (B,) among the observed samples of the group
-    reason: jax.Array  # (B,) int32
-    omnibus_chi2: jax.Array  # (B,) z' R^-1 z over the group's phenotypes
+    obs_ct: jax.Array  # (B, G) int32
+    alt_freq: jax.Array  # (B, G) among the observed samples of the group
+    reason: jax.Array  # (B, G) int32
+    omnibus_chi2: jax.Array  # (B, G) z' R^-1 z over the group's phenotypes
 
 
-def decode_block(raw: jax.Array, n_samples: int) -> jax.Array:
-    """Raw .bed bytes (B, ceil(N/4)) -> ALT dosages (B, N) float32, missing calls as 0.
+def decode_block(raw: jax.Array) -> jax.Array:
+    """Raw .bed bytes (B, W) -> ALT dosages (B, 4 W) float32, missing calls as 0.
 
-    Missing calls are located separately (`missing_call_index`), so the dosage matrix needs no
-    NaN handling and goes straight into the matmul.
+    The 2-bit code (b1 b0) maps to 2 (00), 0 (01, missing), 1 (10), 0 (11): (1 - b0)(2 - b1).
+    The slots past the last sample decode to 2; the design rows there are zero. Missing calls are
+    located separately (`missing_call_index`), so the dosage goes straight into the matmul.
     """
-    shifts = jnp.arange(0, 8, 2, dtype=jnp.uint8)
-    codes = ((raw[:, :, None] >> shifts) & jnp.uint8(3)).astype(jnp.float32)
-    # code 0 -> 2, 1 (missing) -> 0, 2 -> 1, 3 -> 0, by arithmetic rather than a table gather.
-    values = jnp.where(codes == 1.0, 0.0, 2.0 - codes + (codes >= 2.0))
-    return values.reshape(raw.shape[0], -1)[:, :n_samples]
+    codes = raw[:, :, None] >> jnp.arange(0, 8, 2, dtype=jnp.uint8)
+    b0 = (codes & 1).astype(jnp.float32)
+    b1 = ((codes >> 1) & 1).astype(jnp.float32)
+    return ((1.0 - b0) * (2.0 - b1)).reshape(raw.shape[0], -1)
 
 
-def solve_spd(a: jax.Array, rhs: jax.Array) -> jax.Array:
-    """Solve a batch of small symmetric positive definite systems a x = rhs by Gauss-Jordan.
+def invert_spd(a: jax.Array) -> jax.Array:
+    """Inverse of a batch of small symmetric positive definite matrices (..., k, k), Gauss-Jordan.
 
     k (the number of covariates) is small and static, so the elimination is unrolled into k
-    broadcast steps of plain array ops. This avoids the batched LAPACK-style custom calls of
-    `cholesky`/`cho_solve`, which are slow for tiny matrices on accelerators and were seen to
-    deadlock XLA:CPU when several fake devices run concurrently. No pivoting is needed for SPD a.
+    broadcast steps of plain array ops. This avoids the batched LAPACK custom calls, which were
+    seen to deadlock XLA:CPU when two or more (fake) devices run concurrently. No pivoting is
+    needed for SPD a.
     """
     k = a.shape[-1]
-    augmented = jnp.concatenate([a, rhs], axis=-1)
+    flat = a.reshape(-1, k, k)
+    augmented = jnp.concatenate([flat, jnp.broadcast_to(jnp.eye(k, dtype=a.dtype), flat.shape)], axis=-1)
     for i in range(k):
         pivot_row = augmented[:, i, :] / augmented[:, i, i][:, None]
         factors = augmented[:, :, i].at[:, i].set(0.0)
         augmented = augmented - factors[:, :, None] * pivot_row[:, None, :]
         augmented = augmented.at[:, i, :].set(pivot_row)
-    return augmented[:, :, k:]
+    return augmented[:, :, k:].reshape(a.shape)
 
 
-def associate_block(dosage: jax.Array, missing_index: jax.Array, group: GroupInputs) -> BlockResult:
-    """Exact OLS statistics for one block of variants and all phenotypes of a group.
+def associate_block(raw: jax.Array, missing_index: jax.Array, inputs: AssociationInputs, layout: Layout) -> BlockResult:
+    """Exact OLS statistics of one block of variants for every phenotype.
 
-    dosage: (B, N) ALT dosages of every .fam sample, missing calls as 0 (decoded once per block).
-    missing_index: (B, L) .fam positions of each variant's missing calls, padded with N.
-    With g the dosage, m the group's observed calls and mu their mean, G0 = (g - mu) m, and
-    G0'X = g'X - mu (1'X - sum over missing X) for X = [Q | Yr]: one matmul plus gathered rows.
+    raw: (B, W) .bed bytes; missing_index: (B, L) sample slots of each variant's missing calls,
+    padded with R - 1 (the zero row).
     """
-    k = group.basis.shape[1]
-    n_group = jnp.sum(group.in_group)
-    q_m = group.basis[missing_index]  # (B, L, k); rows outside the group and row N are zero
-    y_m = group.residuals[missing_index]  # (B, L, P)
-    missing_in_group = group.in_group[missing_index].sum(axis=1)
-    obs = n_group - missing_in_group
+    k = inputs.base_gram.shape[-1]
+    dosage = decode_block(raw)  # (B, R - 1)
+    design = inputs.design[: dosage.shape[1]]
+    projections = dosage @ design  # the one big matmul: (B, k + 1 + P)
+    proj_q, proj_1, proj_y = projections[:, :k], projections[:, k], projections[:, k + 1:]
+    sum_sq = jnp.sum(dosage * dosage * design[:, k], axis=1)  # over S, one fused pass
 
-    n = dosage.shape[1]
-    design = jnp.concatenate([group.basis[:n], group.residuals[:n], group.in_group[:n, None]], axis=1)
-    projections = dosage @ design  # one matmul: (B, k + P + 1)
-    sum_sq = jnp.sum(dosage * dosage * group.in_group[None, :n], axis=1)  # a fused reduction, not a matvec
-    mean = projections[:, -1] / jnp.maximum(obs, 1.0)
-    column_sums = design[:, :-1].sum(axis=0)
-    observed_sums = column_sums[None, :] - jnp.concatenate([q_m.sum(axis=1), y_m.sum(axis=1)], axis=1)
-    centred_projections = projections[:, :-1] - mean[:, None] * observed_sums
-    qg, gy = centred_projections[:, :k], centred_projections[:, k:]
-    gtg = jnp.maximum(sum_sq - obs * mean * mean, 0.0)
+    # Samples of S that each group excludes (its phenotypes' NA): columns of the block.
+    excluded = jnp.take(dosage, inputs.excluded_index, axis=1, mode="fill", fill_value=0.0)  # (B, G, U)
+    proj_q = proj_q[:, None, :] - jnp.einsum("bgu,guk->bgk", excluded, inputs.excluded_basis)
+    group_sum = proj_1[:, None] - excluded.sum(axis=2)
+    group_sum_sq = sum_sq[:, None] - (excluded * excluded).sum(axis=2)
 
-    a = jnp.eye(k, dtype=dosage.dtype) - jnp.einsum("blk,blj->bkj", q_m, q_m)
-    c_y = -jnp.einsum("blk,blp->bkp", q_m, y_m)
-    solved = solve_spd(a, jnp.concatenate([c_y, qg[:, :, None]], axis=2))
-    a_inv_c_y, a_inv_qg = solved[:, :, :-1], solved[:, :, -1]
-
-    num = gy - jnp.einsum("bk,bkp->bp", qg, a_inv_c_y)
-    gg = gtg - jnp.einsum("bk,bk->b", qg, a_inv_qg)
-    yy = group.residual_ss[None, :] - jnp.einsum("blp,blp->bp", y_m, y_m) - jnp.einsum("bkp,bkp->bp", c_y, a_inv_c_y)
+    # Missing calls of each variant: rows of the design (zero rows outside S and for padding).
+    rows = inputs.design[missing_index]  # (B, L, k + 1 + P)
+    q_m, y_m = rows[:, :, :k], rows[:, :, k + 1:]
+    in_m = jnp.moveaxis(inputs.in_group[:, missing_index], 0, 1)  # (B, G, L)
+    obs = inputs.group_size[None, :] - in_m.sum(axis=2)  # (B, G)
+    mean = group_sum / jnp.maximum(obs, 1.0)
+    qg = proj_q - mean[:, :, None] * (inputs.group_basis_sum[None] - jnp.einsum("bgl,blk->bgk", in_m, q_m))
+    gtg = jnp.maximum(group_sum_sq - obs * mean * mean, 0.0)
+    masked_q_m = in_m[:, :, :, None] * q_m[:, None]  # (B, G, L, k)
+    gram_inverse = invert_spd(inputs.base_gram[None] - jnp.einsum("bglk,blj->bgkj", masked_q_m, q_m))
+    a_inv_qg = jnp.einsum("bgkj,bgj->bgk", gram_inverse, qg)
+    gg = gtg - jnp.sum(qg * a_inv_qg, axis=2)  # (B, G)
+    weights = jnp.einsum("blk,bgk->bgl", q_m, a_inv_qg)  # Q_M A^-1 qg
+    c = jnp.einsum("blk,blp->bkp", q_m, y_m)  # (B, k, P)
+    y_m_sum, y_m_ss = y_m.sum(axis=1), (y_m * y_m).sum(axis=1)
     df = obs - k - 1
-
-    constant = gg <= 1e-6 * jnp.maximum(gtg, 1e-30) + 1e-12
     few = df < 1
+    constant = gg <= 1e-6 * jnp.maximum(gtg, 1e-30) + 1e-12
     reason = jnp.where(few, REASON_FEW_OBS, jnp.where(constant, REASON_CONSTANT, REASON_OK)).astype(jnp.int32)
-    ok = (reason == REASON_OK)[:, None]
-    safe_gg = jnp.where(ok[:, 0], gg, 1.0)[:, None]
-    beta = num / safe_gg
-    rss = jnp.maximum(yy - beta * num, 0.0)
-    se = jnp.sqrt(rss / jnp.maximum(df, 1.0)[:, None] / safe_gg)
-    t = beta / se
-    nan = jnp.float32(jnp.nan)
-    beta, se, t = (jnp.where(ok, x, nan) for x in (beta, se, t))
-    log10p = neg_log10_p(t, jnp.maximum(df, 1.0)[:, None])
-    omnibus = jnp.einsum("bp,pq,bq->b", jnp.nan_to_num(t), group.omnibus_precision, jnp.nan_to_num(t))
-    omnibus = jnp.where(ok[:, 0], omnibus, nan)
-    alt_freq = jnp.where(obs > 0, mean / 2, nan)
-    return BlockResult(beta, se, t, log10p, obs.astype(jnp.int32), alt_freq, reason, omnibus)
+    ok = reason == REASON_OK
+    safe_gg = jnp.where(ok, gg, 1.0)
+    safe_df = jnp.maximum(df, 1.0)
+
+    n_variants = raw.shape[0]
+    per_phenotype, omnibus = [], []
+    g0 = p0 = 0
+    for n_groups, n_pheno in layout:
+        g1, p1 = g0 + n_groups, p0 + n_groups * n_pheno
+        by_group = lambda x: x[..., p0:p1].reshape(*x.shape[:-1], n_groups, n_pheno)  # noqa: E731
+        y_s = by_group(y_m)  # (B, L, G_s, P_s)
+        num = (by_group(proj_y) - mean[:, g0:g1, None] * (by_group(inputs.residual_sum) - by_group(y_m_sum))
+               + jnp.einsum("bgl,blgp->bgp", weights[:, g0:g1], y_s))
+        c_s = by_group(c)  # (B, k, G_s, P_s)
+        quad = jnp.einsum("bgkj,bkgp,bjgp->bgp", gram_inverse[:, g0:g1], c_s, c_s)
+        yy = by_group(inputs.residual_ss) - by_group(y_m_ss) - quad
+        ok_s = ok[:, g0:g1, None]
+        beta = num / safe_gg[:, g0:g1, None]
+        rss = jnp.maximum(yy - beta * num, 0.0)
+        se = jnp.sqrt(rss / safe_df[:, g0:g1, None] / safe_gg[:, g0:g1, None])
+        t = beta / se
+        nan = jnp.float32(jnp.nan)
+        beta, se, t = (jnp.where(ok_s, x, nan) for x in (beta, se, t))
+        log10p = neg_log10_p(t, safe_df[:, g0:g1, None])
+        t0 = jnp.nan_to_num(t)
+        omnibus.append(jnp.einsum("bgp,gpq,bgq->bg", t0, inputs.omnibus_precision[len(omnibus)], t0))
+        per_phenotype.append([x.reshape(n_variants, -1) for x in (beta, se, log10p)])
+        g0, p0 = g1, p1
+    beta, se, log10p = (jnp.concatenate(parts, axis=1) for parts in zip(*per_phenotype))
+    omnibus = jnp.where(ok, jnp.concatenate(omnibus, axis=1), jnp.nan)
+    alt_freq = jnp.where(obs > 0, mean / 2, jnp.nan)
+    return BlockResult(beta, se, log10p, obs.astype(jnp.int32), alt_freq, reason, omnibus)
 
 
-def associate_stacked(dosage: jax.Array, missing_index: jax.Array, stacked: GroupInputs, chunk: int) -> BlockResult:
-    """Every group of a stack (GroupInputs with a leading group axis, groups of equal phenotype
-    count) on one decoded block: one compiled kernel however many groups, mapped over the groups
-    ``chunk`` at a time (vmapped within a chunk, sequential across chunks, which bounds the
-    gathered missing-call arrays' memory; 4 was the fastest of 4, 8 and 32 here, one
-    run each on 32 distinct-NA phenotypes)."""
-    n_groups = stacked.in_group.shape[0]
-    if n_groups == 1:
-        return jax.tree.map(lambda x: x[None], associate_block(dosage, missing_index,
-                                                               jax.tree.map(lambda x: x[0], stacked)))
-    return jax.lax.map(lambda group: associate_block(dosage, missing_index, group), stacked,
-                       batch_size=min(chunk, n_groups))
-
-
-def associate_groups(raw: jax.Array, missing_index: jax.Array, stacks: tuple, *, n_samples: int, chunk: int) -> tuple:
-    """Decode one block once and run every stack of phenotype groups on it; one BlockResult
-    (leading group axis) per stack."""
-    dosage = decode_block(raw, n_samples)
-    return tuple(associate_stacked(dosage, missing_index, stack, chunk) for stack in stacks)
-
-
-def make_block_fn(n_samples: int, chunk: int = 4):
-    """A jitted function of (raw bytes (D*B, bytes), missing-call indices (D*B, L), stacks of
-    groups) -> one BlockResult (leading group axis) per stack.
+def make_block_fn(layout: Layout):
+    """A jitted function of (raw bytes (D*B, W), missing-call indices (D*B, L), inputs) -> BlockResult.
 
     Every operation is row-wise over variants, so sharding the leading axis over a mesh of D
-    devices splits the step into D independent blocks with no communication; the group arrays are
+    devices splits the step into D independent blocks with no communication; the inputs are
     replicated. (A vmap over a separate device axis was measured 2.4x slower on XLA:CPU.) The raw
     bytes are not donated: no output has their shape, so XLA could not reuse the buffer.
     """
-    return jax.jit(functools.partial(associate_groups, n_samples=n_samples, chunk=chunk))
+    return jax.jit(functools.partial(associate_block, layout=layout))
 
 
 _BYTE_HAS_MISSING = (BYTE_CODES == 1).any(axis=1)
 
 
-def missing_call_index(raw: np.ndarray, n_samples: int, width: int) -> np.ndarray:
-    """(B, width) sample positions of each variant's missing calls, padded with n_samples.
+def missing_call_index(raw: np.ndarray, n_samples: int, width: int, pad: int | None = None) -> np.ndarray:
+    """(B, width) sample positions of each variant's missing calls, padded with ``pad``
+    (default: the zero row 4 * raw.shape[1] of the kernel's design).
 
     Computed on the host from the same raw bytes (missing calls are rare, so this touches little
     beyond one table lookup per byte); the same index serves every phenotype group.
     """
+    pad = 4 * raw.shape[1] if pad is None else pad
     rows, byte_cols = np.nonzero(_BYTE_HAS_MISSING[raw])
     codes = (raw[rows, byte_cols][:, None] >> np.array([0, 2, 4, 6], np.uint8)) & 3
     samples = byte_cols[:, None] * 4 + np.arange(4)
@@ -195,6 +208,6 @@ def missing_call_index(raw: np.ndarray, n_samples: int, width: int) -> np.ndarra
     rank = np.arange(len(rows)) - np.searchsorted(rows, rows)
     if len(rank) and rank.max() >= width:
         raise ValueError(f"a variant has more than {width} missing calls in this block")
-    index = np.full((raw.shape[0], width), n_samples, np.int32)
+    index = np.full((raw.shape[0], width), pad, np.int32)
     index[rows, rank] = samples
     return index

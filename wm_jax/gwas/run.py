@@ -69,8 +69,28 @@ class GwasOptions:
 class PhenotypeGroup:
     columns: list[int]  # indices into the phenotype list
     samples: np.ndarray  # positions in the .fam
-    basis: np.ndarray  # (n, k) float64
-    residuals: np.ndarray  # (n, P)
+    residuals: np.ndarray  # (n, P) float64, residualised on the covariates over these samples
+
+
+@dataclass
+class GroupedPhenotypes:
+    """The analysed samples S (every covariate, at least one phenotype), an orthonormal basis of
+    [1, covariates] on S, and the phenotype groups ordered so that groups with the same number of
+    phenotypes are contiguous: each such stack is one batched einsum in the kernel (`layout`)."""
+
+    samples: np.ndarray
+    basis: np.ndarray  # (len(samples), k) float64
+    groups: list[PhenotypeGroup]
+
+    @property
+    def layout(self) -> tuple[tuple[int, int], ...]:
+        sizes = [len(g.columns) for g in self.groups]
+        return tuple((sizes.count(size), size) for size in dict.fromkeys(sizes))
+
+    @property
+    def column_order(self) -> np.ndarray:
+        """The phenotype index of each kernel column."""
+        return np.concatenate([g.columns for g in self.groups])
 
 
 def _covariate_basis(covariates: np.ndarray, names: list[str], path) -> np.ndarray:
@@ -89,7 +109,7 @@ def _covariate_basis(covariates: np.ndarray, names: list[str], path) -> np.ndarr
 
 
 def build_groups(phenotypes: np.ndarray, covariates: np.ndarray, pheno_names: list[str], covar_names: list[str],
-                 pheno_path, covar_path) -> list[PhenotypeGroup]:
+                 pheno_path, covar_path) -> GroupedPhenotypes:
     has_covariates = ~np.isnan(covariates).any(axis=1)
     log.info("%d of %d genotyped samples have every covariate", int(has_covariates.sum()), len(has_covariates))
     observed = ~np.isnan(phenotypes) & has_covariates[:, None]
@@ -107,10 +127,57 @@ def build_groups(phenotypes: np.ndarray, covariates: np.ndarray, pheno_names: li
         for j, column in enumerate(columns):
             if np.sqrt(np.mean(residuals[:, j] ** 2)) <= 1e-10 * max(np.std(y[:, j]), 1e-300) or np.ptp(y[:, j]) == 0:
                 raise input_error(pheno_path, f"phenotype {pheno_names[column]} is constant (or fully explained by the covariates)")
-        groups.append(PhenotypeGroup(columns, samples, basis, residuals))
+        groups.append(PhenotypeGroup(columns, samples, residuals))
     sizes = ", ".join(f"{len(g.columns)} phenotypes x {len(g.samples)} samples" for g in groups[:5])
     log.info("%d phenotype group(s) by missingness pattern: %s%s", len(groups), sizes, " ..." if len(groups) > 5 else "")
-    return groups
+    first_of_size = {size: i for i, size in reversed(list(enumerate(len(g.columns) for g in groups)))}
+    groups.sort(key=lambda g: first_of_size[len(g.columns)])  # stable: groups of one size contiguous
+    analysed = np.flatnonzero(observed.any(axis=1))
+    return GroupedPhenotypes(analysed, _covariate_basis(covariates[analysed], covar_names, covar_path), groups)
+
+
+def kernel_inputs(grouped: GroupedPhenotypes, n_slots: int):
+    """The kernel's AssociationInputs on the host (float32), for blocks of ``n_slots`` sample slots
+    (4 per .bed byte); row n_slots is the zero row that padded indices point to."""
+    from wm_jax.gwas.kernel import AssociationInputs
+
+    basis, groups = grouped.basis, grouped.groups
+    k, n_rows = basis.shape[1], n_slots + 1
+    n_pheno = sum(len(g.columns) for g in groups)
+    design = np.zeros((n_rows, k + 1 + n_pheno))
+    design[grouped.samples, :k] = basis
+    design[grouped.samples, k] = 1.0
+    in_group = np.zeros((len(groups), n_rows), np.float32)
+    width = max(len(grouped.samples) - len(g.samples) for g in groups)
+    excluded_index = np.full((len(groups), width), n_slots, np.int32)
+    column = k + 1
+    for g, group in enumerate(groups):
+        design[group.samples, column: column + len(group.columns)] = group.residuals
+        column += len(group.columns)
+        in_group[g, group.samples] = 1.0
+        excluded = np.setdiff1d(grouped.samples, group.samples)
+        excluded_index[g, : len(excluded)] = excluded
+    excluded_basis = design[excluded_index, :k]
+    residuals = design[:, k + 1:]
+    precision, g0 = [], 0
+    for n_groups, size in grouped.layout:
+        precision.append(np.stack([_omnibus_precision(g.residuals) for g in groups[g0: g0 + n_groups]]).astype(np.float32))
+        g0 += n_groups
+    f32 = lambda x: np.asarray(x, np.float32)  # noqa: E731
+    return AssociationInputs(
+        design=f32(design), in_group=in_group, excluded_index=excluded_index, excluded_basis=f32(excluded_basis),
+        base_gram=f32(np.eye(k) - np.einsum("guk,guj->gkj", excluded_basis, excluded_basis)),
+        group_size=f32([len(g.samples) for g in groups]),
+        group_basis_sum=f32([design[g.samples, :k].sum(axis=0) for g in groups]),
+        residual_sum=f32(residuals.sum(axis=0)), residual_ss=f32((residuals ** 2).sum(axis=0)),
+        omnibus_precision=tuple(precision))
+
+
+def _omnibus_precision(residuals: np.ndarray) -> np.ndarray:
+    """Inverse correlation of a group's residualised phenotypes (pseudo-inverse if singular)."""
+    if residuals.shape[1] == 1:
+        return np.ones((1, 1))
+    return np.linalg.pinv(np.corrcoef(residuals, rowvar=False))
 
 
 def _select_variants(data: PlinkDataset, chromosomes: str | None) -> np.ndarray:
@@ -128,43 +195,12 @@ def _select_variants(data: PlinkDataset, chromosomes: str | None) -> np.ndarray:
     return selected
 
 
-def _group_arrays(group: PhenotypeGroup, n_samples: int):
-    """The group's arrays in the kernel's layout (all N samples plus a zero row), on the host."""
-    from wm_jax.gwas.kernel import GroupInputs
-
-    k, p = group.basis.shape[1], group.residuals.shape[1]
-    in_group = np.zeros(n_samples + 1, np.float32)
-    in_group[group.samples] = 1.0
-    basis = np.zeros((n_samples + 1, k), np.float32)
-    basis[group.samples] = group.basis
-    residuals = np.zeros((n_samples + 1, p), np.float32)
-    residuals[group.samples] = group.residuals
-    corr = np.atleast_2d(np.corrcoef(group.residuals, rowvar=False)) if p > 1 else np.ones((1, 1))
-    precision = np.linalg.pinv(corr).astype(np.float32)
-    return GroupInputs(in_group, basis, residuals, (group.residuals ** 2).sum(0).astype(np.float32), precision)
-
-
-def stack_groups(groups: list[PhenotypeGroup]) -> list[list[int]]:
-    """Groups with the same number of phenotypes share one stack (one compiled kernel): the usual
-    case of one complete group plus many small groups of phenotypes with their own NA pattern
-    costs two kernels, not one per pattern."""
-    stacks: dict[int, list[int]] = {}
-    for g, group in enumerate(groups):
-        stacks.setdefault(len(group.columns), []).append(g)
-    return list(stacks.values())
-
-
-def _device_stack(groups: list[PhenotypeGroup], members: list[int], n_samples: int, mesh):
-    """The stacked GroupInputs (leading group axis) of ``members``, replicated over the mesh."""
+def device_inputs(inputs, mesh):
+    """The kernel inputs replicated over the mesh."""
     import jax
-    import jax.numpy as jnp
     from jax.sharding import NamedSharding, PartitionSpec
 
-    from wm_jax.gwas.kernel import GroupInputs
-
-    per_group = [_group_arrays(groups[g], n_samples) for g in members]
-    replicated = NamedSharding(mesh, PartitionSpec())
-    return GroupInputs(*(jax.device_put(jnp.asarray(np.stack(field)), replicated) for field in zip(*per_group)))
+    return jax.device_put(inputs, NamedSharding(mesh, PartitionSpec()))
 
 
 def chi2_neg_log10_sf(statistic: np.ndarray, df: int) -> np.ndarray:
@@ -233,7 +269,8 @@ def run_gwas(bfile: str, pheno: str, covar: str, out: str, options: GwasOptions 
         covar_cols = select_columns(covar_table, expand_names(options.covar_names, covar_table.columns), "covariate")
         covar_names = [covar_table.columns[j] for j in covar_cols]
         covariates = align_to_samples(covar_table, fam_fid, fam_iid)[:, covar_cols]
-        groups = build_groups(phenotypes, covariates, pheno_names, covar_names, pheno_table.path, covar_table.path)
+        grouped = build_groups(phenotypes, covariates, pheno_names, covar_names, pheno_table.path, covar_table.path)
+        groups = grouped.groups
 
         variants = _select_variants(data, options.chromosomes)
         counts = qc.count_genotypes(data.bed, variants)
@@ -256,7 +293,7 @@ def run_gwas(bfile: str, pheno: str, covar: str, out: str, options: GwasOptions 
         if many_missing.any():
             log.info("%d variants have more than %d missing calls: exact path over all samples",
                      int(many_missing.sum()), options.max_missing)
-            passes.append((np.flatnonzero(many_missing), min(options.block_size, 128), None))
+            passes.append((np.flatnonzero(many_missing), None, None))
 
         a1_is_ref = np.zeros(len(variants), bool) if options.a1_alt else alt_is_major
 
@@ -266,18 +303,19 @@ def run_gwas(bfile: str, pheno: str, covar: str, out: str, options: GwasOptions 
         from jax.sharding import NamedSharding, PartitionSpec
 
         block_sharding = NamedSharding(mesh, PartitionSpec("blocks"))
-        stacks = stack_groups(groups)
-        device_stacks = tuple(_device_stack(groups, members, data.n_samples, mesh) for members in stacks)
-        log.info("%d phenotype group(s) in %d compiled stack(s)", len(groups), len(stacks))
+        n_slots = 4 * data.bed.row_bytes
+        inputs = device_inputs(kernel_inputs(grouped, n_slots), mesh)
+        column_order = grouped.column_order
+        log.info("%d phenotype group(s) in %d stack(s) of equal size, one compiled kernel", len(groups),
+                 len(grouped.layout))
         compact_dir = Path(f"{out}.gwas")
         compact_tmp = files.path(compact_dir)
         outputs = _Outputs(compact_tmp, len(variants), len(pheno_names), len(groups))
 
         reader = concurrent.futures.ThreadPoolExecutor(max_workers=1)
-        n_blocks_total = sum(-(-len(idx) // bs) for idx, bs, _ in passes)
-        progress = tqdm(total=n_blocks_total, desc="association", unit="block", mininterval=1.0)
+        progress = tqdm(total=len(variants), desc="association", unit="variant", unit_scale=True, mininterval=1.0)
         compute_start = time.time()
-        block_fn = make_block_fn(data.n_samples)
+        block_fn = make_block_fn(grouped.layout)
         for indices, block_size, max_missing in passes:
             if len(indices) == 0:
                 continue
@@ -285,6 +323,9 @@ def run_gwas(bfile: str, pheno: str, covar: str, out: str, options: GwasOptions 
             width = 1 << int(max(1, missing_all[indices].max())).bit_length()
             if max_missing is not None:
                 width = min(width, max_missing)
+            if block_size is None:  # many missing calls: keep the (B, L, G + P) gathers near 2^25 values
+                per_variant = width * (len(groups) * grouped.basis.shape[1] + len(pheno_names))
+                block_size = int(np.clip(1 << max(0, (2**25 // per_variant).bit_length() - 1), 8, options.block_size))
             per_step = block_size * n_devices
             steps = [indices[s: s + per_step] for s in range(0, len(indices), per_step)]
 
@@ -299,13 +340,12 @@ def run_gwas(bfile: str, pheno: str, covar: str, out: str, options: GwasOptions 
                 raw, missing = pending_read.result()
                 if step_number + 1 < len(steps):
                     pending_read = reader.submit(read, steps[step_number + 1])
-                results = block_fn(jax.device_put(raw, block_sharding), jax.device_put(missing, block_sharding),
-                                   device_stacks)
+                results = block_fn(jax.device_put(raw, block_sharding), jax.device_put(missing, block_sharding), inputs)
                 if previous is not None:
-                    _store(outputs, groups, stacks, a1_is_ref, *previous)
+                    _store(outputs, column_order, a1_is_ref, *previous)
                 previous = (step_indices, results)
-                progress.update(-(-len(step_indices) // block_size))
-            _store(outputs, groups, stacks, a1_is_ref, *previous)
+                progress.update(len(step_indices))
+            _store(outputs, column_order, a1_is_ref, *previous)
         progress.close()
         reader.shutdown()
         outputs.flush()
@@ -354,31 +394,26 @@ def run_gwas(bfile: str, pheno: str, covar: str, out: str, options: GwasOptions 
     return out
 
 
-def _store(outputs: _Outputs, groups: list[PhenotypeGroup], stacks: list[list[int]], a1_is_ref: np.ndarray,
-           step_indices: np.ndarray, results) -> None:
+def _store(outputs: _Outputs, column_order: np.ndarray, a1_is_ref: np.ndarray, step_indices: np.ndarray,
+           results) -> None:
     """Copy one step's device results into the output columns at the variants' positions, oriented
-    to A1: the kernel counts ALT, so BETA and the frequency flip where A1 is REF."""
+    to A1: the kernel counts ALT, so BETA and the frequency flip where A1 is REF. Kernel column c
+    is phenotype column_order[c]; groups are numbered in kernel order."""
     n = len(step_indices)
     flip = a1_is_ref[step_indices]
-    sign = np.where(flip, -1.0, 1.0).astype(np.float32)
+    host = type(results)(*(np.asarray(x)[:n] for x in results))  # one transfer per array
     where = slice(step_indices[0], step_indices[0] + n) if step_indices[-1] - step_indices[0] == n - 1 else step_indices
-    for members, stacked in zip(stacks, results):
-        host = type(stacked)(*(np.asarray(x) for x in stacked))  # one transfer per stack
-        for i, g in enumerate(members):
-            columns = np.asarray(groups[g].columns)
-            per_phenotype = lambda x: x[i].reshape(-1, len(columns))[:n].T  # noqa: E731
-            per_variant = lambda x: x[i].reshape(-1)[:n]  # noqa: E731
-            for target, value in ((outputs.beta, per_phenotype(host.beta) * sign), (outputs.se, per_phenotype(host.se)),
-                                  (outputs.log10_p, per_phenotype(host.neg_log10_p))):
-                if isinstance(where, slice):
-                    target[columns, where] = value
-                else:
-                    target[np.ix_(columns, where)] = value
-            outputs.obs_ct[g, where] = per_variant(host.obs_ct)
-            alt_freq = per_variant(host.alt_freq)
-            outputs.a1_freq[g, where] = np.where(flip, 1 - alt_freq, alt_freq)
-            outputs.reason[g, where] = per_variant(host.reason)
-            outputs.omnibus[g, where] = per_variant(host.omnibus_chi2)
+    rows = slice(None) if (column_order == np.arange(len(column_order))).all() else column_order
+    sign = np.where(flip, -1.0, 1.0).astype(np.float32)[:, None]
+    for target, value in ((outputs.beta, host.beta * sign), (outputs.se, host.se), (outputs.log10_p, host.neg_log10_p)):
+        if isinstance(where, slice) or isinstance(rows, slice):
+            target[rows, where] = value.T
+        else:
+            target[np.ix_(rows, where)] = value.T
+    outputs.obs_ct[:, where] = host.obs_ct.T
+    outputs.a1_freq[:, where] = np.where(flip[:, None], 1 - host.alt_freq, host.alt_freq).T
+    outputs.reason[:, where] = host.reason.T
+    outputs.omnibus[:, where] = host.omnibus_chi2.T
 
 
 def write_glm_linear(path: Path, variants: pd.DataFrame, outputs: _Outputs, j: int, group: int, compress: bool,
