@@ -105,7 +105,7 @@ def main() -> None:
     parser.add_argument("--n-subjects", type=int, default=5003)
     parser.add_argument("--workdir", default=str(REPO / "benchmarks" / "work"))
     parser.add_argument("--cohort", help="an existing `wm-jax simulate` directory")
-    parser.add_argument("--block-size", type=int, default=2048)
+    parser.add_argument("--block-size", type=int, default=512)
     args = parser.parse_args()
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)

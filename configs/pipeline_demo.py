@@ -36,7 +36,7 @@ def get_config():
 
     c.gwas = ml_collections.ConfigDict()
     c.gwas.maf = 0.01
-    c.gwas.block_size = 2048
+    c.gwas.block_size = 512
 
     c.report = ml_collections.ConfigDict()
     c.report.clump_p1 = 5e-8

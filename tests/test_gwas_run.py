@@ -69,6 +69,11 @@ def test_compact_output_and_multivariate(tiny_cohort, phenotypes, tmp_path):
     assert np.all(chi2[finite] > 0) and np.corrcoef(chi2[finite], (z ** 2).sum(0)[finite])[0, 1] > 0.95
     assert prefix == tmp_path / "run"
     assert not list(tmp_path.glob(".*partial*"))
+    # A rerun to the same prefix replaces the outputs, the compact directory included (as PLINK does).
+    run_gwas(str(tiny_cohort / "genotypes"), str(phenotypes), str(tiny_cohort / "covariates.tsv"),
+             str(tmp_path / "run"), GwasOptions(pheno_names="UDIP2", maf=0.05, block_size=512))
+    np.testing.assert_allclose(np.load(compact / "beta.npy"), beta[1:], rtol=1e-4, atol=1e-6)  # float32 rounding
+    assert not list(tmp_path.glob(".*partial*"))
 
 
 def test_hwe_exact_against_enumeration():

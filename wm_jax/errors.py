@@ -86,8 +86,16 @@ class AtomicFiles:
         return tmp
 
     def commit(self) -> None:
+        """Publish every file; an existing output of the same name is replaced (a directory too:
+        it is renamed aside first, since a rename cannot replace a non-empty directory)."""
         for final, tmp in self._pending.items():
-            os.replace(tmp, final)
+            if final.is_dir() and not final.is_symlink():
+                old = _temporary_sibling(final)
+                os.replace(final, old)
+                os.replace(tmp, final)
+                shutil.rmtree(old)
+            else:
+                os.replace(tmp, final)
         self._pending.clear()
 
     def discard(self) -> None:

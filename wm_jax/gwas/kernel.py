@@ -42,14 +42,18 @@ REASON_CONSTANT = 2  # monomorphic, or genotype collinear with the covariates
 
 class AssociationInputs(NamedTuple):
     """Device arrays describing every phenotype group (replicated on the mesh), built on the host by
-    `wm_jax.gwas.run.kernel_inputs`. R = 4 * (bytes per .bed row) + 1: one row per sample slot of a
-    decoded block plus a final zero row that padded indices point to.
+    `wm_jax.gwas.run.kernel_inputs`. R = 4 * (bytes per .bed row): one row per sample slot of a
+    decoded block. Padded indices are R, out of bounds: gathers fill them with zeros.
 
-    Phenotype columns are ordered group by group, and groups stack by stack (see `Layout`)."""
+    Phenotype columns are ordered group by group, and groups stack by stack (see `Layout`). The
+    basis and residuals are stored again apart from the design so that the gathers of missing-call
+    rows read them without slicing (a copy per step) the design."""
 
     design: jax.Array  # (R, k + 1 + P) [Q | 1 | Y] on S; zero outside S (Y: outside its group)
+    basis: jax.Array  # (R, k) Q
+    residuals: tuple  # per stack: (R, G_s * P_s) its phenotypes' Y
     in_group: jax.Array  # (G, R) 1.0 on each group's samples
-    excluded_index: jax.Array  # (G, U) sample slots of S outside each group, padded with R - 1
+    excluded_index: jax.Array  # (G, U) sample slots of S outside each group, padded with R
     excluded_basis: jax.Array  # (G, U, k) Q at those samples (zero at padding)
     base_gram: jax.Array  # (G, k, k) I - Q_U'Q_U: the Gram matrix of Q over S_g
     group_size: jax.Array  # (G,) |S_g|
@@ -88,36 +92,38 @@ def decode_block(raw: jax.Array) -> jax.Array:
 
 
 def invert_spd(a: jax.Array) -> jax.Array:
-    """Inverse of a batch of small symmetric positive definite matrices (..., k, k), Gauss-Jordan.
+    """Inverse of a batch of small symmetric positive definite matrices (..., k, k), Gauss-Jordan
+    in place (the inverse overwrites the matrix column by column, no augmented identity).
 
     k (the number of covariates) is small and static, so the elimination is unrolled into k
-    broadcast steps of plain array ops. This avoids the batched LAPACK custom calls, which were
+    broadcast steps of plain array ops, each one fused select. This avoids the batched LAPACK custom calls, which were
     seen to deadlock XLA:CPU when two or more (fake) devices run concurrently. No pivoting is
     needed for SPD a.
     """
     k = a.shape[-1]
     flat = a.reshape(-1, k, k)
-    augmented = jnp.concatenate([flat, jnp.broadcast_to(jnp.eye(k, dtype=a.dtype), flat.shape)], axis=-1)
+    row_id, col_id = jnp.arange(k)[None, :, None], jnp.arange(k)[None, None, :]
     for i in range(k):
-        pivot_row = augmented[:, i, :] / augmented[:, i, i][:, None]
-        factors = augmented[:, :, i].at[:, i].set(0.0)
-        augmented = augmented - factors[:, :, None] * pivot_row[:, None, :]
-        augmented = augmented.at[:, i, :].set(pivot_row)
-    return augmented[:, :, k:].reshape(a.shape)
+        inverse_pivot = 1.0 / flat[:, i, i][:, None, None]
+        pivot_row = flat[:, i, :][:, None, :] * inverse_pivot
+        column = flat[:, :, i][:, :, None]
+        flat = jnp.where(row_id == i, jnp.where(col_id == i, inverse_pivot, pivot_row),
+                         jnp.where(col_id == i, -column * inverse_pivot, flat - column * pivot_row))
+    return flat.reshape(a.shape)
 
 
 def associate_block(raw: jax.Array, missing_index: jax.Array, inputs: AssociationInputs, layout: Layout) -> BlockResult:
     """Exact OLS statistics of one block of variants for every phenotype.
 
     raw: (B, W) .bed bytes; missing_index: (B, L) sample slots of each variant's missing calls,
-    padded with R - 1 (the zero row).
+    padded with R (out of bounds: gathered as zeros).
     """
     k = inputs.base_gram.shape[-1]
-    dosage = decode_block(raw)  # (B, R - 1)
-    design = inputs.design[: dosage.shape[1]]
-    projections = dosage @ design  # the one big matmul: (B, k + 1 + P)
+    dosage = decode_block(raw)  # (B, R)
+    projections = dosage @ inputs.design  # the one big matmul: (B, k + 1 + P)
     proj_q, proj_1, proj_y = projections[:, :k], projections[:, k], projections[:, k + 1:]
-    sum_sq = jnp.sum(dosage * dosage * design[:, k], axis=1)  # over S, one fused pass
+    sum_sq = jnp.sum(dosage * dosage * inputs.design[:, k], axis=1)  # over S, one fused pass
+    rows_of = lambda table, index: jnp.take(table, index, axis=0, mode="fill", fill_value=0.0)  # noqa: E731
 
     # Samples of S that each group excludes (its phenotypes' NA): columns of the block.
     excluded = jnp.take(dosage, inputs.excluded_index, axis=1, mode="fill", fill_value=0.0)  # (B, G, U)
@@ -125,10 +131,9 @@ def associate_block(raw: jax.Array, missing_index: jax.Array, inputs: Associatio
     group_sum = proj_1[:, None] - excluded.sum(axis=2)
     group_sum_sq = sum_sq[:, None] - (excluded * excluded).sum(axis=2)
 
-    # Missing calls of each variant: rows of the design (zero rows outside S and for padding).
-    rows = inputs.design[missing_index]  # (B, L, k + 1 + P)
-    q_m, y_m = rows[:, :, :k], rows[:, :, k + 1:]
-    in_m = jnp.moveaxis(inputs.in_group[:, missing_index], 0, 1)  # (B, G, L)
+    # Missing calls of each variant: rows of Q and Y (zero outside S, outside a group and for padding).
+    q_m = rows_of(inputs.basis, missing_index)  # (B, L, k)
+    in_m = jnp.moveaxis(jnp.take(inputs.in_group, missing_index, axis=1, mode="fill", fill_value=0.0), 0, 1)  # (B, G, L)
     obs = inputs.group_size[None, :] - in_m.sum(axis=2)  # (B, G)
     mean = group_sum / jnp.maximum(obs, 1.0)
     qg = proj_q - mean[:, :, None] * (inputs.group_basis_sum[None] - jnp.einsum("bgl,blk->bgk", in_m, q_m))
@@ -138,8 +143,6 @@ def associate_block(raw: jax.Array, missing_index: jax.Array, inputs: Associatio
     a_inv_qg = jnp.einsum("bgkj,bgj->bgk", gram_inverse, qg)
     gg = gtg - jnp.sum(qg * a_inv_qg, axis=2)  # (B, G)
     weights = jnp.einsum("blk,bgk->bgl", q_m, a_inv_qg)  # Q_M A^-1 qg
-    c = jnp.einsum("blk,blp->bkp", q_m, y_m)  # (B, k, P)
-    y_m_sum, y_m_ss = y_m.sum(axis=1), (y_m * y_m).sum(axis=1)
     df = obs - k - 1
     few = df < 1
     constant = gg <= 1e-6 * jnp.maximum(gtg, 1e-30) + 1e-12
@@ -153,13 +156,15 @@ def associate_block(raw: jax.Array, missing_index: jax.Array, inputs: Associatio
     g0 = p0 = 0
     for n_groups, n_pheno in layout:
         g1, p1 = g0 + n_groups, p0 + n_groups * n_pheno
-        by_group = lambda x: x[..., p0:p1].reshape(*x.shape[:-1], n_groups, n_pheno)  # noqa: E731
-        y_s = by_group(y_m)  # (B, L, G_s, P_s)
-        num = (by_group(proj_y) - mean[:, g0:g1, None] * (by_group(inputs.residual_sum) - by_group(y_m_sum))
+        by_group = lambda x: x.reshape(*x.shape[:-1], n_groups, n_pheno)  # noqa: E731
+        y_m = rows_of(inputs.residuals[len(omnibus)], missing_index)  # (B, L, G_s * P_s)
+        y_s = by_group(y_m)
+        num = (by_group(proj_y[:, p0:p1]) - mean[:, g0:g1, None] * (by_group(inputs.residual_sum[p0:p1] - y_m.sum(axis=1)))
                + jnp.einsum("bgl,blgp->bgp", weights[:, g0:g1], y_s))
-        c_s = by_group(c)  # (B, k, G_s, P_s)
-        quad = jnp.einsum("bgkj,bkgp,bjgp->bgp", gram_inverse[:, g0:g1], c_s, c_s)
-        yy = by_group(inputs.residual_ss) - by_group(y_m_ss) - quad
+        c_s = by_group(jnp.einsum("blk,blp->bkp", q_m, y_m))  # Q_M'Y_M: (B, k, G_s, P_s)
+        a_inv_c = jnp.einsum("bgkj,bjgp->bgkp", gram_inverse[:, g0:g1], c_s)
+        quad = jnp.einsum("bgkp,bkgp->bgp", a_inv_c, c_s)
+        yy = by_group(inputs.residual_ss[p0:p1] - (y_m * y_m).sum(axis=1)) - quad
         ok_s = ok[:, g0:g1, None]
         beta = num / safe_gg[:, g0:g1, None]
         rss = jnp.maximum(yy - beta * num, 0.0)
@@ -194,7 +199,7 @@ _BYTE_HAS_MISSING = (BYTE_CODES == 1).any(axis=1)
 
 def missing_call_index(raw: np.ndarray, n_samples: int, width: int, pad: int | None = None) -> np.ndarray:
     """(B, width) sample positions of each variant's missing calls, padded with ``pad``
-    (default: the zero row 4 * raw.shape[1] of the kernel's design).
+    (default: 4 * raw.shape[1], one past the last sample slot, which the kernel gathers as zeros).
 
     Computed on the host from the same raw bytes (missing calls are rare, so this touches little
     beyond one table lookup per byte); the same index serves every phenotype group.
