@@ -43,16 +43,17 @@ REASON_CONSTANT = 2  # monomorphic, or genotype collinear with the covariates
 class AssociationInputs(NamedTuple):
     """Device arrays describing every phenotype group (replicated on the mesh), built on the host by
     `wm_jax.gwas.run.kernel_inputs`. R = 4 * (bytes per .bed row): one row per sample slot of a
-    decoded block. Padded indices are R, out of bounds: gathers fill them with zeros.
+    decoded block. Padded indices are R: the gathered tables have a zero row there.
 
     Phenotype columns are ordered group by group, and groups stack by stack (see `Layout`). The
     basis and residuals are stored again apart from the design so that the gathers of missing-call
     rows read them without slicing (a copy per step) the design."""
 
     design: jax.Array  # (R, k + 1 + P) [Q | 1 | Y] on S; zero outside S (Y: outside its group)
-    basis: jax.Array  # (R, k) Q
-    residuals: tuple  # per stack: (R, G_s * P_s) its phenotypes' Y
-    in_group: jax.Array  # (G, R) 1.0 on each group's samples
+    analysed_bits: jax.Array  # (R / 4,) uint8: per .bed byte, bit 2s set where sample slot 4 byte + s is in S
+    basis: jax.Array  # (R + 1, k) Q, then a zero row
+    residuals: tuple  # per stack: (R + 1, G_s * P_s) its phenotypes' Y, then a zero row
+    in_group: jax.Array  # (G, R + 1) 1.0 on each group's samples
     excluded_index: jax.Array  # (G, U) sample slots of S outside each group, padded with R
     excluded_basis: jax.Array  # (G, U, k) Q at those samples (zero at padding)
     base_gram: jax.Array  # (G, k, k) I - Q_U'Q_U: the Gram matrix of Q over S_g
@@ -122,8 +123,11 @@ def associate_block(raw: jax.Array, missing_index: jax.Array, inputs: Associatio
     dosage = decode_block(raw)  # (B, R)
     projections = dosage @ inputs.design  # the one big matmul: (B, k + 1 + P)
     proj_q, proj_1, proj_y = projections[:, :k], projections[:, k], projections[:, k + 1:]
-    sum_sq = jnp.sum(dosage * dosage * inputs.design[:, k], axis=1)  # over S, one fused pass
-    rows_of = lambda table, index: jnp.take(table, index, axis=0, mode="fill", fill_value=0.0)  # noqa: E731
+    # g^2 = 2 g - [het] for g in {0, 1, 2}: the sum of squares over S from the bytes, not another pass
+    # over the decoded block. Heterozygous codes are 10: bit 2s + 1 set and bit 2s clear.
+    het = jax.lax.population_count((raw >> 1) & ~raw & inputs.analysed_bits[None, :])
+    sum_sq = 2.0 * proj_1 - jnp.sum(het.astype(jnp.float32), axis=1)  # exact: counts < 2^24
+    rows_of = lambda table, index: table.at[index].get(mode="promise_in_bounds")  # noqa: E731
 
     # Samples of S that each group excludes (its phenotypes' NA): columns of the block.
     excluded = jnp.take(dosage, inputs.excluded_index, axis=1, mode="fill", fill_value=0.0)  # (B, G, U)
@@ -133,7 +137,7 @@ def associate_block(raw: jax.Array, missing_index: jax.Array, inputs: Associatio
 
     # Missing calls of each variant: rows of Q and Y (zero outside S, outside a group and for padding).
     q_m = rows_of(inputs.basis, missing_index)  # (B, L, k)
-    in_m = jnp.moveaxis(jnp.take(inputs.in_group, missing_index, axis=1, mode="fill", fill_value=0.0), 0, 1)  # (B, G, L)
+    in_m = jnp.moveaxis(inputs.in_group.at[:, missing_index].get(mode="promise_in_bounds"), 0, 1)  # (B, G, L)
     obs = inputs.group_size[None, :] - in_m.sum(axis=2)  # (B, G)
     mean = group_sum / jnp.maximum(obs, 1.0)
     qg = proj_q - mean[:, :, None] * (inputs.group_basis_sum[None] - jnp.einsum("bgl,blk->bgk", in_m, q_m))
@@ -163,7 +167,7 @@ def associate_block(raw: jax.Array, missing_index: jax.Array, inputs: Associatio
                + jnp.einsum("bgl,blgp->bgp", weights[:, g0:g1], y_s))
         c_s = by_group(jnp.einsum("blk,blp->bkp", q_m, y_m))  # Q_M'Y_M: (B, k, G_s, P_s)
         a_inv_c = jnp.einsum("bgkj,bjgp->bgkp", gram_inverse[:, g0:g1], c_s)
-        quad = jnp.einsum("bgkp,bkgp->bgp", a_inv_c, c_s)
+        quad = jnp.sum(a_inv_c * jnp.moveaxis(c_s, 1, 2), axis=2)  # c' A^-1 c: (B, G_s, P_s)
         yy = by_group(inputs.residual_ss[p0:p1] - (y_m * y_m).sum(axis=1)) - quad
         ok_s = ok[:, g0:g1, None]
         beta = num / safe_gg[:, g0:g1, None]

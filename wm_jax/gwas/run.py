@@ -147,7 +147,7 @@ def kernel_inputs(grouped: GroupedPhenotypes, n_slots: int):
     design = np.zeros((n_slots, k + 1 + n_pheno))
     design[grouped.samples, :k] = basis
     design[grouped.samples, k] = 1.0
-    in_group = np.zeros((len(groups), n_slots), np.float32)
+    in_group = np.zeros((len(groups), n_slots + 1), np.float32)
     width = max(len(grouped.samples) - len(g.samples) for g in groups)
     excluded_index = np.full((len(groups), width), n_slots, np.int32)
     column = k + 1
@@ -157,16 +157,21 @@ def kernel_inputs(grouped: GroupedPhenotypes, n_slots: int):
         in_group[g, group.samples] = 1.0
         excluded = np.setdiff1d(grouped.samples, group.samples)
         excluded_index[g, : len(excluded)] = excluded
-    excluded_basis = np.concatenate([design[:, :k], np.zeros((1, k))])[excluded_index]
+    with_zero_row = np.concatenate([design, np.zeros((1, design.shape[1]))])
+    excluded_basis = with_zero_row[excluded_index, :k]
     residuals = design[:, k + 1:]
+    in_analysed = np.zeros(n_slots, bool)
+    in_analysed[grouped.samples] = True
+    analysed_bits = (in_analysed.reshape(-1, 4) << np.arange(0, 8, 2)).sum(axis=1).astype(np.uint8)
     precision, stack_residuals, g0, p0 = [], [], 0, 0
     for n_groups, size in grouped.layout:
         precision.append(np.stack([_omnibus_precision(g.residuals) for g in groups[g0: g0 + n_groups]]).astype(np.float32))
-        stack_residuals.append(np.asarray(residuals[:, p0: p0 + n_groups * size], np.float32))
+        stack_residuals.append(np.asarray(with_zero_row[:, k + 1 + p0: k + 1 + p0 + n_groups * size], np.float32))
         g0, p0 = g0 + n_groups, p0 + n_groups * size
     f32 = lambda x: np.asarray(x, np.float32)  # noqa: E731
     return AssociationInputs(
-        design=f32(design), basis=f32(design[:, :k]), residuals=tuple(stack_residuals), in_group=in_group,
+        design=f32(design), analysed_bits=analysed_bits, basis=f32(with_zero_row[:, :k]),
+        residuals=tuple(stack_residuals), in_group=in_group,
         excluded_index=excluded_index, excluded_basis=f32(excluded_basis),
         base_gram=f32(np.eye(k) - np.einsum("guk,guj->gkj", excluded_basis, excluded_basis)),
         group_size=f32([len(g.samples) for g in groups]),
