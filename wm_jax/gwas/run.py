@@ -30,12 +30,12 @@ from wm_jax.data.plink import PlinkDataset
 from wm_jax.data.tables import align_to_samples, expand_names, read_table, select_columns
 from wm_jax.errors import AtomicFiles, InputError, input_error
 from wm_jax.gwas import qc
+from wm_jax.gwas.glm_text import write_glm_linear_files
 from wm_jax.gwas.text import write_tsv
 
 log = logging.getLogger("wm_jax")
 
 GENOME_WIDE = -np.log10(5e-8)
-REASON_NAMES = {1: "TOO_FEW_OBS", 2: "CONST_OR_COLLINEAR_GENOTYPE"}
 
 
 class _ElapsedFormatter(logging.Formatter):
@@ -382,11 +382,9 @@ def run_gwas(bfile: str, pheno: str, covar: str, out: str, options: GwasOptions 
         _write_multivariate(files.path(Path(f"{out}.multivariate.tsv")), variant_table, outputs, groups, pheno_names)
         if options.format == "plink2":
             write_start = time.time()
-            prefix = variant_prefix(variant_table)
-            for j, name in enumerate(tqdm(pheno_names, desc="write .glm.linear", unit="pheno", mininterval=1.0)):
-                suffix = ".glm.linear.gz" if options.gzip else ".glm.linear"
-                write_glm_linear(files.path(Path(f"{out}.{name}{suffix}")), variant_table, outputs, j, group_of[j],
-                                 options.gzip, prefix)
+            suffix = ".glm.linear.gz" if options.gzip else ".glm.linear"
+            tasks = [(str(files.path(Path(f"{out}.{name}{suffix}"))), j, int(group_of[j])) for j, name in enumerate(pheno_names)]
+            write_glm_linear_files(compact_tmp, tasks, options.gzip)
             log.info("wrote %d .glm.linear files in %.2f s", len(pheno_names), time.time() - write_start)
         log.info("total %.2f s", time.time() - start)
         handler.close()
@@ -421,32 +419,6 @@ def _store(outputs: _Outputs, column_order: np.ndarray, a1_is_ref: np.ndarray, s
     outputs.a1_freq[:, where] = np.where(flip[:, None], 1 - host.alt_freq, host.alt_freq).T
     outputs.reason[:, where] = host.reason.T
     outputs.omnibus[:, where] = host.omnibus_chi2.T
-
-
-def write_glm_linear(path: Path, variants: pd.DataFrame, outputs: _Outputs, j: int, group: int, compress: bool,
-                     prefix: np.ndarray | None = None) -> None:
-    """One phenotype's results with PLINK 2 `--glm` column names (plus LOG10_P and ERRCODE)."""
-    beta = outputs.beta[j].astype(np.float64)
-    se = outputs.se[j].astype(np.float64)
-    log10_p = outputs.log10_p[j].astype(np.float64)
-    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-        t = beta / se
-        p = np.power(10.0, -log10_p)
-    reason = outputs.reason[group]
-    errcode = np.array(["."] + [REASON_NAMES.get(r, ".") for r in range(1, 8)], dtype=object)[np.clip(reason, 0, 7)]
-    if prefix is None:
-        prefix = variant_prefix(variants)
-    write_tsv(path, {"#CHROM\tPOS\tID\tREF\tALT\tA1\tTEST": prefix, "A1_FREQ": outputs.a1_freq[group],
-                     "OBS_CT": outputs.obs_ct[group], "BETA": beta, "SE": se, "T_STAT": t, "P": p,
-                     "LOG10_P": log10_p, "ERRCODE": errcode}, compress=compress)
-
-
-def variant_prefix(variants: pd.DataFrame) -> np.ndarray:
-    """The shared leading columns of every .glm.linear row, joined once."""
-    joined = variants["#CHROM"].astype(str)
-    for column in ("POS", "ID", "REF", "ALT", "A1"):
-        joined = joined + "\t" + variants[column].astype(str)
-    return (joined + "\tADD").to_numpy(object)
 
 
 def _write_hits(path: Path, variants: pd.DataFrame, outputs: _Outputs, names: list[str], group_of: np.ndarray) -> None:
