@@ -212,11 +212,13 @@ def device_inputs(inputs, mesh):
 
 def chi2_neg_log10_sf(statistic: np.ndarray, df: int) -> np.ndarray:
     """-log10 of the chi-square upper tail, in float64, with a log-space asymptotic past underflow."""
-    from scipy import special, stats
+    from scipy import special
 
     statistic = np.asarray(statistic, np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
-        out = -stats.chi2.logsf(statistic, df) / np.log(10)
+        # The regularised upper incomplete gamma directly (scipy.stats' logsf wrapper cost 4x more).
+        out = -np.log(special.gammaincc(df / 2.0, np.maximum(statistic, 0.0) / 2.0)) / np.log(10)
+        out[np.isnan(statistic)] = np.nan
         deep = ~np.isfinite(out) & np.isfinite(statistic)
         if deep.any():
             a, x = df / 2.0, statistic[deep] / 2.0
