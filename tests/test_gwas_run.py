@@ -52,27 +52,41 @@ def test_gwas_equals_plink2_glm(tiny_cohort, phenotypes, tmp_path):
 
 def test_compact_output_and_multivariate(tiny_cohort, phenotypes, tmp_path):
     prefix = run_gwas(str(tiny_cohort / "genotypes"), str(phenotypes), str(tiny_cohort / "covariates.tsv"),
-                      str(tmp_path / "run"), GwasOptions(pheno_names="UDIP1-UDIP2", maf=0.05, block_size=512))
+                      str(tmp_path / "run"), GwasOptions(maf=0.05, block_size=512))
     compact = tmp_path / "run.gwas"
     beta = np.load(compact / "beta.npy")
     variants = pd.read_csv(compact / "variants.tsv", sep="\t")
-    assert beta.shape == (2, len(variants))
+    assert beta.shape == (4, len(variants))
     log_text = (tmp_path / "run.log").read_text()
     assert "--maf 0.05:" in log_text and "variants removed" in log_text
     multivariate = pd.read_csv(tmp_path / "run.multivariate.tsv", sep="\t")
-    assert len(multivariate) == len(variants) and set(multivariate.N_PHENO) == {2}
-    # Omnibus chi2 = z' R^-1 z with R the correlation of the residualised phenotypes.
-    z = beta / np.load(compact / "se.npy")
+    assert len(multivariate) == len(variants) and set(multivariate.N_PHENO) == {4}
+    # Omnibus chi2 = t' R^-1 t across all 4 phenotypes (three missingness patterns), R the correlation
+    # of the phenotypes residualised on the covariates (NumPy least squares, each on its own
+    # samples), pairwise over the samples that have both.
+    table = pd.read_csv(phenotypes, sep="\t")
+    covariates = pd.read_csv(tiny_cohort / "covariates.tsv", sep="\t").iloc[:, 2:].to_numpy()
+    design = np.column_stack([np.ones(len(covariates)), covariates])
+    residuals = np.full((len(table), 4), np.nan)
+    for j in range(4):
+        y = table[f"UDIP{j + 1}"].to_numpy()
+        keep = ~np.isnan(y)
+        residuals[keep, j] = y[keep] - design[keep] @ np.linalg.lstsq(design[keep], y[keep], rcond=None)[0]
+    correlation = pd.DataFrame(residuals).corr().to_numpy()  # pairwise complete, centred: means are 0 here
+    t = beta / np.load(compact / "se.npy")
+    expected = np.einsum("pv,pq,qv->v", t, np.linalg.inv(correlation), t)
     chi2 = multivariate.OMNIBUS_CHI2.to_numpy()
     finite = np.isfinite(chi2)
     assert finite.mean() > 0.99
-    assert np.all(chi2[finite] > 0) and np.corrcoef(chi2[finite], (z ** 2).sum(0)[finite])[0, 1] > 0.95
+    np.testing.assert_allclose(chi2[finite], expected[finite], rtol=2e-3, atol=1e-4)
+    best = np.nanargmax(np.load(compact / "log10_p.npy"), axis=0)
+    np.testing.assert_array_equal(multivariate.MIN_P_PHENO, np.array([f"UDIP{j + 1}" for j in range(4)])[best])
     assert prefix == tmp_path / "run"
     assert not list(tmp_path.glob(".*partial*"))
     # A rerun to the same prefix replaces the outputs, the compact directory included (as PLINK does).
     run_gwas(str(tiny_cohort / "genotypes"), str(phenotypes), str(tiny_cohort / "covariates.tsv"),
              str(tmp_path / "run"), GwasOptions(pheno_names="UDIP2", maf=0.05, block_size=512))
-    np.testing.assert_allclose(np.load(compact / "beta.npy"), beta[1:], rtol=1e-4, atol=1e-6)  # float32 rounding
+    np.testing.assert_allclose(np.load(compact / "beta.npy"), beta[1:2], rtol=1e-4, atol=1e-6)  # float32 rounding
     assert not list(tmp_path.glob(".*partial*"))
 
 

@@ -61,7 +61,7 @@ class AssociationInputs(NamedTuple):
     group_basis_sum: jax.Array  # (G, k) sum of Q over S_g
     residual_sum: jax.Array  # (P,) sum of y over its group (0 up to rounding: the intercept is in Q)
     residual_ss: jax.Array  # (P,) y'y
-    omnibus_precision: tuple  # per stack: (G_s, P_s, P_s) inverse correlation of each group's phenotypes
+    omnibus_precision: jax.Array  # (P, P) inverse correlation of the residualised phenotypes (pairwise)
 
 
 # Static: per stack, (number of groups, phenotypes per group). Groups of equal size share a stack,
@@ -76,7 +76,7 @@ class BlockResult(NamedTuple):
     obs_ct: jax.Array  # (B, G) int32
     alt_freq: jax.Array  # (B, G) among the observed samples of the group
     reason: jax.Array  # (B, G) int32
-    omnibus_chi2: jax.Array  # (B, G) z' R^-1 z over the group's phenotypes
+    omnibus_chi2: jax.Array  # (B,) t' R^-1 t over every phenotype (NaN where any group has no test)
 
 
 def decode_block(raw: jax.Array) -> jax.Array:
@@ -156,12 +156,12 @@ def associate_block(raw: jax.Array, missing_index: jax.Array, inputs: Associatio
     safe_df = jnp.maximum(df, 1.0)
 
     n_variants = raw.shape[0]
-    per_phenotype, omnibus = [], []
+    per_phenotype = []
     g0 = p0 = 0
     for n_groups, n_pheno in layout:
         g1, p1 = g0 + n_groups, p0 + n_groups * n_pheno
         by_group = lambda x: x.reshape(*x.shape[:-1], n_groups, n_pheno)  # noqa: E731
-        y_m = rows_of(inputs.residuals[len(omnibus)], missing_index)  # (B, L, G_s * P_s)
+        y_m = rows_of(inputs.residuals[len(per_phenotype)], missing_index)  # (B, L, G_s * P_s)
         y_s = by_group(y_m)
         num = (by_group(proj_y[:, p0:p1]) - mean[:, g0:g1, None] * (by_group(inputs.residual_sum[p0:p1] - y_m.sum(axis=1)))
                + jnp.einsum("bgl,blgp->bgp", weights[:, g0:g1], y_s))
@@ -177,12 +177,12 @@ def associate_block(raw: jax.Array, missing_index: jax.Array, inputs: Associatio
         nan = jnp.float32(jnp.nan)
         beta, se, t = (jnp.where(ok_s, x, nan) for x in (beta, se, t))
         log10p = neg_log10_p(t, safe_df[:, g0:g1, None])
-        t0 = jnp.nan_to_num(t)
-        omnibus.append(jnp.einsum("bgp,gpq,bgq->bg", t0, inputs.omnibus_precision[len(omnibus)], t0))
-        per_phenotype.append([x.reshape(n_variants, -1) for x in (beta, se, log10p)])
+        per_phenotype.append([x.reshape(n_variants, -1) for x in (beta, se, log10p, t)])
         g0, p0 = g1, p1
-    beta, se, log10p = (jnp.concatenate(parts, axis=1) for parts in zip(*per_phenotype))
-    omnibus = jnp.where(ok, jnp.concatenate(omnibus, axis=1), jnp.nan)
+    beta, se, log10p, t = (jnp.concatenate(parts, axis=1) for parts in zip(*per_phenotype))
+    # The multivariate test across every phenotype, as JAGWAS forms it from summary statistics.
+    t0 = jnp.nan_to_num(t)
+    omnibus = jnp.where(ok.all(axis=1), jnp.einsum("bp,pq,bq->b", t0, inputs.omnibus_precision, t0), jnp.nan)
     alt_freq = jnp.where(obs > 0, mean / 2, jnp.nan)
     return BlockResult(beta, se, log10p, obs.astype(jnp.int32), alt_freq, reason, omnibus)
 

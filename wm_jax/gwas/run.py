@@ -8,7 +8,7 @@ Output under PREFIX (all written under temporary names and published together):
       meta.json           phenotype names, their groups, sample counts, options
   PREFIX.<PHENO>.glm.linear   with --format plink2 (PLINK 2 columns, plus LOG10_P)
   PREFIX.hits.tsv         every variant-phenotype pair with P < 5e-8
-  PREFIX.multivariate.tsv omnibus chi-square across the phenotypes of each group, and min-P
+  PREFIX.multivariate.tsv omnibus chi-square across every phenotype, and min-P
   PREFIX.log              what was loaded, filtered, grouped and how long it took
 """
 
@@ -160,14 +160,14 @@ def kernel_inputs(grouped: GroupedPhenotypes, n_slots: int):
     with_zero_row = np.concatenate([design, np.zeros((1, design.shape[1]))])
     excluded_basis = with_zero_row[excluded_index, :k]
     residuals = design[:, k + 1:]
+    observed = np.repeat(in_group[:, :n_slots].T, [len(g.columns) for g in groups], axis=1)  # (slots, P)
     in_analysed = np.zeros(n_slots, bool)
     in_analysed[grouped.samples] = True
     analysed_bits = (in_analysed.reshape(-1, 4) << np.arange(0, 8, 2)).sum(axis=1).astype(np.uint8)
-    precision, stack_residuals, g0, p0 = [], [], 0, 0
+    stack_residuals, p0 = [], 0
     for n_groups, size in grouped.layout:
-        precision.append(np.stack([_omnibus_precision(g.residuals) for g in groups[g0: g0 + n_groups]]).astype(np.float32))
         stack_residuals.append(np.asarray(with_zero_row[:, k + 1 + p0: k + 1 + p0 + n_groups * size], np.float32))
-        g0, p0 = g0 + n_groups, p0 + n_groups * size
+        p0 += n_groups * size
     f32 = lambda x: np.asarray(x, np.float32)  # noqa: E731
     return AssociationInputs(
         design=f32(design), analysed_bits=analysed_bits, basis=f32(with_zero_row[:, :k]),
@@ -177,14 +177,16 @@ def kernel_inputs(grouped: GroupedPhenotypes, n_slots: int):
         group_size=f32([len(g.samples) for g in groups]),
         group_basis_sum=f32([design[g.samples, :k].sum(axis=0) for g in groups]),
         residual_sum=f32(residuals.sum(axis=0)), residual_ss=f32((residuals ** 2).sum(axis=0)),
-        omnibus_precision=tuple(precision))
+        omnibus_precision=f32(np.linalg.pinv(omnibus_correlation(residuals, observed))))
 
 
-def _omnibus_precision(residuals: np.ndarray) -> np.ndarray:
-    """Inverse correlation of a group's residualised phenotypes (pseudo-inverse if singular)."""
-    if residuals.shape[1] == 1:
-        return np.ones((1, 1))
-    return np.linalg.pinv(np.corrcoef(residuals, rowvar=False))
+def omnibus_correlation(residuals: np.ndarray, observed: np.ndarray) -> np.ndarray:
+    """Correlation of residualised phenotypes (samples x P, zero where a phenotype is missing), each
+    pair over the samples that have both: R of the omnibus test t' R^-1 t (JAGWAS's, from the
+    phenotypes rather than from null summary statistics)."""
+    cross = residuals.T @ residuals
+    squares = (residuals ** 2).T @ observed  # [p, q]: sum of y_p^2 over the samples that have q
+    return cross / np.sqrt(squares * squares.T)
 
 
 def _select_variants(data: PlinkDataset, chromosomes: str | None) -> np.ndarray:
@@ -239,7 +241,7 @@ class _Outputs:
         self.obs_ct = make("obs_ct", (n_groups, n_variants), np.int32)
         self.a1_freq = make("a1_freq", (n_groups, n_variants), np.float32)
         self.reason = make("reason", (n_groups, n_variants), np.int8)
-        self.omnibus = make("omnibus_chi2", (n_groups, n_variants), np.float32)
+        self.omnibus = make("omnibus_chi2", (n_variants,), np.float32)
 
     def flush(self) -> None:
         for array in (self.beta, self.se, self.log10_p, self.obs_ct, self.a1_freq, self.reason, self.omnibus):
@@ -384,14 +386,14 @@ def run_gwas(bfile: str, pheno: str, covar: str, out: str, options: GwasOptions 
         group_of = np.zeros(len(pheno_names), int)
         for g, group in enumerate(groups):
             group_of[group.columns] = g
-        meta = {"format_version": 1, "code_version": wm_jax.__version__, "phenotypes": pheno_names,
+        meta = {"format_version": 2, "code_version": wm_jax.__version__, "phenotypes": pheno_names,
                 "group_of_phenotype": group_of.tolist(), "group_sizes": [len(g.samples) for g in groups],
                 "n_covariates": len(covar_names), "covariates": covar_names, "n_variants": int(len(variants)),
                 "bfile": str(bfile), "options": asdict(options)}
         (compact_tmp / "meta.json").write_text(json.dumps(meta, indent=2))
 
         _write_hits(files.path(Path(f"{out}.hits.tsv")), variant_table, outputs, pheno_names, group_of)
-        _write_multivariate(files.path(Path(f"{out}.multivariate.tsv")), variant_table, outputs, groups, pheno_names)
+        _write_multivariate(files.path(Path(f"{out}.multivariate.tsv")), variant_table, outputs, pheno_names)
         if options.format == "plink2":
             write_start = time.time()
             suffix = ".glm.linear.gz" if options.gzip else ".glm.linear"
@@ -430,7 +432,7 @@ def _store(outputs: _Outputs, column_order: np.ndarray, a1_is_ref: np.ndarray, s
     outputs.obs_ct[:, where] = host.obs_ct.T
     outputs.a1_freq[:, where] = np.where(flip[:, None], 1 - host.alt_freq, host.alt_freq).T
     outputs.reason[:, where] = host.reason.T
-    outputs.omnibus[:, where] = host.omnibus_chi2.T
+    outputs.omnibus[where] = host.omnibus_chi2
 
 
 def _write_hits(path: Path, variants: pd.DataFrame, outputs: _Outputs, names: list[str], group_of: np.ndarray) -> None:
@@ -448,18 +450,16 @@ def _write_hits(path: Path, variants: pd.DataFrame, outputs: _Outputs, names: li
     log.info("%d variant-phenotype pairs at P < 5e-8 -> %s", len(table), path.name.split(".partial")[0].lstrip("."))
 
 
-def _write_multivariate(path: Path, variants: pd.DataFrame, outputs: _Outputs, groups: list[PhenotypeGroup],
-                        names: list[str]) -> None:
-    frames = []
-    for g, group in enumerate(groups):
-        lp = np.asarray(outputs.log10_p[group.columns])
-        best = np.nan_to_num(lp, nan=-1).argmax(axis=0)
-        p = len(group.columns)
-        frames.append(variants.assign(
-            GROUP=g, N_PHENO=p, OBS_CT=outputs.obs_ct[g], OMNIBUS_CHI2=outputs.omnibus[g],
-            OMNIBUS_LOG10_P=chi2_neg_log10_sf(outputs.omnibus[g], p),
-            MIN_P_PHENO=np.array(names)[np.array(group.columns)[best]],
-            MIN_P_LOG10_P=lp[best, np.arange(lp.shape[1])],
-        ))
-    table = pd.concat(frames)
-    write_tsv(path, {c: table[c].to_numpy() for c in table.columns})
+def _write_multivariate(path: Path, variants: pd.DataFrame, outputs: _Outputs, names: list[str],
+                        chunk: int = 1 << 18) -> None:
+    """One row per variant: the omnibus test across every phenotype and the min-P phenotype."""
+    best = np.empty(len(variants), np.int64)
+    for start in range(0, len(variants), chunk):  # (P, chunk) at a time: memory flat in M
+        lp = np.nan_to_num(np.asarray(outputs.log10_p[:, start: start + chunk]), nan=-1.0)
+        best[start: start + chunk] = lp.argmax(axis=0)
+    min_p = outputs.log10_p[best, np.arange(len(variants))]
+    columns = {c: variants[c].to_numpy() for c in variants.columns}
+    columns.update(N_PHENO=np.full(len(variants), len(names)), OMNIBUS_CHI2=np.asarray(outputs.omnibus),
+                   OMNIBUS_LOG10_P=chi2_neg_log10_sf(outputs.omnibus, len(names)),
+                   MIN_P_PHENO=np.asarray(names, dtype=object)[best], MIN_P_LOG10_P=min_p)
+    write_tsv(path, columns)

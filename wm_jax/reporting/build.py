@@ -31,6 +31,9 @@ class GwasResult:
         if not (directory / "meta.json").is_file():
             raise input_error(directory, "not a `wm-jax gwas` output (expected meta.json, variants.tsv, *.npy)")
         self.meta = json.loads((directory / "meta.json").read_text())
+        if self.meta.get("format_version") != 2:
+            raise input_error(directory / "meta.json", f"format version {self.meta.get('format_version')}, expected 2 "
+                                                       "(written by an older wm-jax gwas: rerun it)")
         self.variants = pd.read_csv(directory / "variants.tsv", sep="\t", dtype={"#CHROM": str, "ID": str})
         self.phenotypes: list[str] = list(self.meta["phenotypes"])
         self.beta = np.load(directory / "beta.npy", mmap_mode="r")
@@ -38,12 +41,10 @@ class GwasResult:
         if self.log10_p.shape != (len(self.phenotypes), len(self.variants)):
             raise input_error(directory / "log10_p.npy", f"shape {self.log10_p.shape}, expected "
                                                          f"({len(self.phenotypes)}, {len(self.variants)}) from meta.json and variants.tsv")
+        # the multivariate test across every phenotype (one statistic per variant)
         omnibus = np.load(directory / "omnibus_chi2.npy")
-        group_of = np.asarray(self.meta["group_of_phenotype"])
-        # the multivariate test of the largest group (all phenotypes when none has missing values)
-        self.omnibus_group = int(np.bincount(group_of).argmax())
-        self.omnibus_df = int((group_of == self.omnibus_group).sum())
-        self.omnibus_log10_p = chi2_neg_log10_sf(omnibus[self.omnibus_group].astype(np.float64), self.omnibus_df)
+        self.omnibus_df = len(self.meta["phenotypes"])
+        self.omnibus_log10_p = chi2_neg_log10_sf(omnibus.astype(np.float64), self.omnibus_df)
 
     def phenotype_index(self, name: str) -> int:
         return self.phenotypes.index(name)
