@@ -75,10 +75,10 @@ def test_kernel_matches_float64_least_squares(seed):
 
 def test_missing_call_index_matches_numpy():
     rng = np.random.default_rng(8)
-    dosage = rng.integers(0, 3, (30, 37)).astype(float)
+    dosage = rng.integers(0, 3, (30, 301)).astype(float)  # 76 bytes: 9 full 64-bit words and a partial one
     dosage[rng.random(dosage.shape) < 0.1] = np.nan
     raw = encode_alt_dosages(dosage)
-    index = missing_call_index(raw, 37, 12)
+    index = missing_call_index(raw, 301, 64)
     for j in range(30):
         expected = np.flatnonzero(np.isnan(dosage[j]))
         np.testing.assert_array_equal(index[j, : len(expected)], expected)
