@@ -139,3 +139,30 @@ def test_cli_gwas_help_and_error(tiny_cohort, tmp_path):
                              "--out", str(tmp_path / "o")], capture_output=True, text=True)
     assert result.returncode == 2 and "none.tsv: table not found" in result.stderr
     assert not list(tmp_path.glob("o*"))
+
+
+def test_hits_and_min_p_phenotype(tiny_cohort, tmp_path):
+    """PREFIX.hits.tsv holds exactly the phenotype-variant pairs at P < 5e-8 (by phenotype, then
+    variant), with their compact-format values; MIN_P_PHENO is the phenotype of largest -log10 P."""
+    from wm_jax.data.plink import PlinkDataset
+
+    data = PlinkDataset(tiny_cohort / "genotypes")
+    dosage = np.nan_to_num(data.bed.dosages(np.array([100, 2000, 5000])), nan=1.0)
+    rng = np.random.default_rng(3)
+    y = 0.3 * rng.standard_normal((data.n_samples, 3)) + dosage.T
+    y[rng.random(data.n_samples) < 0.05, 2] = np.nan
+    pheno = tmp_path / "planted.tsv"
+    pd.DataFrame({"FID": data.fam.fid, "IID": data.fam.iid, "A": y[:, 0], "B": y[:, 1], "C": y[:, 2]}).to_csv(
+        pheno, sep="\t", index=False, na_rep="NA")
+    run_gwas(str(tiny_cohort / "genotypes"), str(pheno), str(tiny_cohort / "covariates.tsv"), str(tmp_path / "run"))
+    log10_p = np.load(tmp_path / "run.gwas" / "log10_p.npy")
+    beta = np.load(tmp_path / "run.gwas" / "beta.npy")
+    variants = pd.read_csv(tmp_path / "run.gwas" / "variants.tsv", sep="\t")
+    expected = np.argwhere(np.nan_to_num(log10_p) > -np.log10(5e-8))
+    hits = pd.read_csv(tmp_path / "run.hits.tsv", sep="\t")
+    assert len(expected) >= 3 and len(hits) == len(expected)
+    np.testing.assert_array_equal(hits.PHENO, np.array(["A", "B", "C"])[expected[:, 0]])
+    np.testing.assert_array_equal(hits.ID, variants.ID.to_numpy()[expected[:, 1]])
+    np.testing.assert_allclose(hits.BETA, beta[expected[:, 0], expected[:, 1]], rtol=1e-5)
+    multivariate = pd.read_csv(tmp_path / "run.multivariate.tsv", sep="\t")
+    np.testing.assert_array_equal(multivariate.MIN_P_PHENO, np.array(["A", "B", "C"])[np.nanargmax(log10_p, axis=0)])

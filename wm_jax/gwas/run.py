@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import mmap
 import logging
 import time
 from dataclasses import asdict, dataclass
@@ -247,6 +248,32 @@ class _Outputs:
         for array in (self.beta, self.se, self.log10_p, self.obs_ct, self.a1_freq, self.reason, self.omnibus):
             array.flush()
 
+    def release(self) -> None:
+        """Write the results so far to disk and drop their pages from this process (they stay in the
+        page cache), so that its memory does not grow with the number of variants."""
+        self.flush()
+        for array in (self.beta, self.se, self.log10_p, self.obs_ct, self.a1_freq, self.reason, self.omnibus):
+            if hasattr(mmap, "MADV_DONTNEED") and isinstance(getattr(array, "_mmap", None), mmap.mmap):
+                array._mmap.madvise(mmap.MADV_DONTNEED)
+
+
+def _scan_results(outputs: _Outputs, chunk: int = 1 << 16):
+    """One pass over -log10 P, (P, chunk) at a time: the phenotype-variant pairs at P < 5e-8, and
+    per variant the phenotype of smallest P and its -log10 P."""
+    n_variants = outputs.log10_p.shape[1]
+    hit_pheno, hit_variant = [], []
+    best, min_p = np.empty(n_variants, np.int64), np.empty(n_variants, np.float32)
+    for start in range(0, n_variants, chunk):
+        lp = np.nan_to_num(np.asarray(outputs.log10_p[:, start: start + chunk]), nan=-1.0)
+        pheno, variant = np.nonzero(lp > GENOME_WIDE)
+        hit_pheno.append(pheno)
+        hit_variant.append(variant + start)
+        best[start: start + chunk] = lp.argmax(axis=0)
+        min_p[start: start + chunk] = lp[best[start: start + chunk], np.arange(lp.shape[1])]
+        outputs.release()
+    order = np.lexsort((np.concatenate(hit_variant), np.concatenate(hit_pheno)))  # by phenotype, then variant
+    return np.concatenate(hit_pheno)[order], np.concatenate(hit_variant)[order], best, np.where(min_p < 0, np.nan, min_p)
+
 
 def run_gwas(bfile: str, pheno: str, covar: str, out: str, options: GwasOptions = GwasOptions()) -> Path:
     """Run the association study; returns the output prefix."""
@@ -364,6 +391,8 @@ def run_gwas(bfile: str, pheno: str, covar: str, out: str, options: GwasOptions 
                 results = step_fn(jax.device_put(raw, block_sharding), jax.device_put(missing, block_sharding), inputs)
                 if previous is not None:
                     _store(outputs, column_order, a1_is_ref, *previous)
+                if step_number % 64 == 63:
+                    outputs.release()
                 previous = (step_indices, results)
                 progress.update(len(step_indices))
             _store(outputs, column_order, a1_is_ref, *previous)
@@ -392,8 +421,9 @@ def run_gwas(bfile: str, pheno: str, covar: str, out: str, options: GwasOptions 
                 "bfile": str(bfile), "options": asdict(options)}
         (compact_tmp / "meta.json").write_text(json.dumps(meta, indent=2))
 
-        _write_hits(files.path(Path(f"{out}.hits.tsv")), variant_table, outputs, pheno_names, group_of)
-        _write_multivariate(files.path(Path(f"{out}.multivariate.tsv")), variant_table, outputs, pheno_names)
+        hit_pheno, hit_variant, best, min_p = _scan_results(outputs)
+        _write_hits(files.path(Path(f"{out}.hits.tsv")), variant_table, outputs, pheno_names, group_of, hit_pheno, hit_variant)
+        _write_multivariate(files.path(Path(f"{out}.multivariate.tsv")), variant_table, outputs, pheno_names, best, min_p)
         if options.format == "plink2":
             write_start = time.time()
             suffix = ".glm.linear.gz" if options.gzip else ".glm.linear"
@@ -435,29 +465,20 @@ def _store(outputs: _Outputs, column_order: np.ndarray, a1_is_ref: np.ndarray, s
     outputs.omnibus[where] = host.omnibus_chi2
 
 
-def _write_hits(path: Path, variants: pd.DataFrame, outputs: _Outputs, names: list[str], group_of: np.ndarray) -> None:
-    rows = []
-    for j, name in enumerate(names):
-        hit = np.flatnonzero(np.nan_to_num(np.asarray(outputs.log10_p[j])) > GENOME_WIDE)
-        if len(hit):
-            g = group_of[j]
-            rows.append(variants.iloc[hit].assign(PHENO=name, A1_FREQ=outputs.a1_freq[g][hit], OBS_CT=outputs.obs_ct[g][hit],
-                                                  BETA=outputs.beta[j][hit], SE=outputs.se[j][hit],
-                                                  LOG10_P=outputs.log10_p[j][hit]))
-    columns = [*variants.columns, "PHENO", "A1_FREQ", "OBS_CT", "BETA", "SE", "LOG10_P"]
-    table = pd.concat(rows) if rows else pd.DataFrame(columns=columns)
-    write_tsv(path, {c: table[c].to_numpy() for c in columns})
-    log.info("%d variant-phenotype pairs at P < 5e-8 -> %s", len(table), path.name.split(".partial")[0].lstrip("."))
+def _write_hits(path: Path, variants: pd.DataFrame, outputs: _Outputs, names: list[str], group_of: np.ndarray,
+                hit_pheno: np.ndarray, hit_variant: np.ndarray) -> None:
+    columns = {c: variants[c].to_numpy()[hit_variant] for c in variants.columns}
+    groups = group_of[hit_pheno]
+    columns.update(PHENO=np.asarray(names, dtype=object)[hit_pheno], A1_FREQ=outputs.a1_freq[groups, hit_variant],
+                   OBS_CT=outputs.obs_ct[groups, hit_variant], BETA=outputs.beta[hit_pheno, hit_variant],
+                   SE=outputs.se[hit_pheno, hit_variant], LOG10_P=outputs.log10_p[hit_pheno, hit_variant])
+    write_tsv(path, columns)
+    log.info("%d variant-phenotype pairs at P < 5e-8 -> %s", len(hit_pheno), path.name.split(".partial")[0].lstrip("."))
 
 
-def _write_multivariate(path: Path, variants: pd.DataFrame, outputs: _Outputs, names: list[str],
-                        chunk: int = 1 << 18) -> None:
+def _write_multivariate(path: Path, variants: pd.DataFrame, outputs: _Outputs, names: list[str], best: np.ndarray,
+                        min_p: np.ndarray) -> None:
     """One row per variant: the omnibus test across every phenotype and the min-P phenotype."""
-    best = np.empty(len(variants), np.int64)
-    for start in range(0, len(variants), chunk):  # (P, chunk) at a time: memory flat in M
-        lp = np.nan_to_num(np.asarray(outputs.log10_p[:, start: start + chunk]), nan=-1.0)
-        best[start: start + chunk] = lp.argmax(axis=0)
-    min_p = outputs.log10_p[best, np.arange(len(variants))]
     columns = {c: variants[c].to_numpy() for c in variants.columns}
     columns.update(N_PHENO=np.full(len(variants), len(names)), OMNIBUS_CHI2=np.asarray(outputs.omnibus),
                    OMNIBUS_LOG10_P=chi2_neg_log10_sf(outputs.omnibus, len(names)),
