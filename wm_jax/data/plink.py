@@ -8,6 +8,7 @@ Codes (2 bits): 00 = two copies of the .bim 5th-column allele (ALT), 01 = missin
 from __future__ import annotations
 
 import logging
+import mmap
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -131,6 +132,13 @@ class BedReader:
     def raw(self, variant_indices: np.ndarray | slice) -> np.ndarray:
         """Raw bytes (len(indices), ceil(N/4)) of the given variants."""
         return np.asarray(self._body[variant_indices])
+
+    def release(self) -> None:
+        """Drop the pages read so far from this process (the page cache keeps them): streaming a
+        .bed of any size then holds only the blocks in flight."""
+        mapping = getattr(self._body, "_mmap", None)
+        if hasattr(mmap, "MADV_DONTNEED") and isinstance(mapping, mmap.mmap):
+            mapping.madvise(mmap.MADV_DONTNEED)
 
     def raw_block(self, variant_indices: np.ndarray, block_size: int) -> np.ndarray:
         """Raw bytes of up to ``block_size`` variants, zero-padded to exactly ``block_size`` rows."""

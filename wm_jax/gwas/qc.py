@@ -43,6 +43,7 @@ def count_genotypes(bed, variant_indices: np.ndarray, chunk: int = 4096) -> Vari
             total = packed[:, lo: lo + _BYTES_PER_SUM].sum(axis=1, dtype=np.uint64)
             for code in range(4):
                 counts[start: start + chunk, code] += ((total >> np.uint64(16 * code)) & np.uint64(0xFFFF)).astype(np.int64)
+        bed.release()
     counts[:, 0] -= padding
     return VariantCounts(counts[:, 0], counts[:, 2], counts[:, 3], counts[:, 1])
 

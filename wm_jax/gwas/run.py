@@ -393,6 +393,7 @@ def run_gwas(bfile: str, pheno: str, covar: str, out: str, options: GwasOptions 
                     _store(outputs, column_order, a1_is_ref, *previous)
                 if step_number % 64 == 63:
                     outputs.release()
+                    data.bed.release()
                 previous = (step_indices, results)
                 progress.update(len(step_indices))
             _store(outputs, column_order, a1_is_ref, *previous)
