@@ -32,3 +32,16 @@ def tiny_cohort(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("cohort") / "tiny"
     simulate_cohort(load_config("tiny", prefix="sim_"), out)
     return out
+
+
+@pytest.fixture(autouse=True)
+def _restore_wm_jax_logger():
+    """A test that runs `wm_jax.cli.main` in-process gives the package logger a handler on the
+    captured stderr and stops its propagation; put both back so later tests' caplog sees records."""
+    import logging
+
+    logger = logging.getLogger("wm_jax")
+    handlers, propagate, level = list(logger.handlers), logger.propagate, logger.level
+    yield
+    logger.handlers[:], logger.propagate = handlers, propagate
+    logger.setLevel(level)
