@@ -1,41 +1,68 @@
 """Peak memory of `wm-jax gwas` as the number of variants grows (streaming: it should stay flat).
 
-    python benchmarks/gwas_memory.py --cohort COHORT [--phenotypes 128] [--chr 1,1-2,1-4,1-8]
+    python benchmarks/gwas_memory.py --cohort COHORT [--phenotypes 128] [--chr 1,1-2,1-4,1-8] [--repeat R]
 
 Runs the same job on growing chromosome sets of one cohort (`--chr`), one whole process each, and
 writes benchmarks/results/gwas_memory.md (and .json): variants, wall time and peak RSS. The
 compact results are memory-mapped files written block by block, so the pages the kernel has
 written count towards RSS until the kernel evicts them; the table also shows the size of those
-result files, to tell them from the process's own memory.
+result files, to tell them from the process's own memory. `--repeat R` first writes a cohort with
+the variants repeated R times (chromosomes renumbered 1..8R for a cohort of 8), for larger M.
+Every run loads the whole .bim, so that part of the memory is the same in all rows.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import re
+import shutil
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pandas as pd
 
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from gwas_vs_plink2 import REPO, make_phenotypes, markdown_table, timed_rss  # noqa: E402
+from gwas_vs_plink2 import make_phenotypes, timed_rss, write_result_table  # noqa: E402
+
+
+def repeat_variants(cohort: Path, times: int, out: Path) -> Path:
+    """A copy of the cohort (genotypes, covariates) whose variants repeat ``times`` times, each copy on
+    chromosomes shifted past the previous copy's."""
+    out.mkdir()
+    bim = pd.read_csv(cohort / "genotypes.bim", sep=r"\s+", header=None)
+    n_chromosomes = int(bim[0].max())
+    copies = []
+    for r in range(times):
+        copy = bim.copy()
+        copy[0] = copy[0] + n_chromosomes * r
+        copy[1] = copy[0].astype(str) + ":" + copy[3].astype(str)
+        copies.append(copy)
+    pd.concat(copies).to_csv(out / "genotypes.bim", sep="\t", header=False, index=False)
+    body = (cohort / "genotypes.bed").read_bytes()
+    with open(out / "genotypes.bed", "wb") as bed:
+        bed.write(body[:3])
+        for _ in range(times):
+            bed.write(body[3:])
+    shutil.copy(cohort / "genotypes.fam", out / "genotypes.fam")
+    shutil.copy(cohort / "covariates.tsv", out / "covariates.tsv")
+    return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cohort", required=True, help="a `wm-jax simulate` directory")
     parser.add_argument("--phenotypes", type=int, default=128)
-    parser.add_argument("--chr", default="1,1-2,1-4,1-8", help="chromosome sets, ';'- or ','-separated")
+    parser.add_argument("--chr", default="1,1-2,1-4,1-8", help="comma-separated chromosome sets")
+    parser.add_argument("--repeat", type=int, default=1, help="repeat the cohort's variants this many times")
     args = parser.parse_args()
     cohort = Path(args.cohort)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
+        if args.repeat > 1:
+            cohort = repeat_variants(cohort, args.repeat, tmp / "repeated")
         pheno = tmp / "pheno.tsv"
         make_phenotypes(cohort, args.phenotypes, 4, pheno, seed=args.phenotypes)
         for chromosomes in args.chr.split(","):
@@ -49,13 +76,7 @@ def main() -> None:
             rows.append({"chr": chromosomes, "variants": n_variants, "wall_s": round(seconds, 1),
                          "peak_rss_mib": round(rss), "result_files_mib": round(result_mib)})
             print(rows[-1], flush=True)
-    frame = pd.DataFrame(rows)
-    command = "python benchmarks/gwas_memory.py " + " ".join(sys.argv[1:])
-    text = (f"# Peak memory of wm-jax gwas against the number of variants\n\n`{command}` on {platform.machine()}, "
-            f"2 cores, {time.strftime('%Y-%m-%d')}; {args.phenotypes} phenotypes.\n\n" + markdown_table(frame) + "\n")
-    out = REPO / "benchmarks" / "results" / "gwas_memory"
-    out.with_suffix(".md").write_text(text)
-    out.with_suffix(".json").write_text(json.dumps({"command": command, "rows": rows}, indent=2))
+    text = write_result_table("gwas_memory", "Peak memory of wm-jax gwas against the number of variants", f"{args.phenotypes} phenotypes.", rows)
     print(text)
 
 

@@ -49,6 +49,17 @@ def markdown_table(frame: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def write_result_table(name: str, heading: str, description: str, rows: list[dict]) -> str:
+    """benchmarks/results/NAME.md (heading, the command that ran, description, table) and NAME.json."""
+    command = f"python benchmarks/{Path(sys.argv[0]).name} " + " ".join(sys.argv[1:])
+    text = (f"# {heading}\n\n`{command}` on {platform.machine()}, {os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}; "
+            f"{description}\n\n" + markdown_table(pd.DataFrame(rows)) + "\n")
+    out = REPO / "benchmarks" / "results" / name
+    out.with_suffix(".md").write_text(text)
+    out.with_suffix(".json").write_text(json.dumps({"command": command, "rows": rows}, indent=2))
+    return text
+
+
 def gemm_gflops() -> float:
     """float32 GEMM rate of this machine through XLA (best of 5, 2048^3)."""
     import jax
