@@ -50,3 +50,13 @@ def test_omnibus_chi2_tail_against_mpmath(df):
     for x, value in zip(statistics[:-1], ours[:-1]):
         expected = float(-mpmath.log10(mpmath.gammainc(mpmath.mpf(df) / 2, mpmath.mpf(x) / 2, regularized=True)))
         assert abs(value - expected) <= max(1e-9, 1e-6 * expected), (x, value, expected)
+
+
+def test_hill_only_path_equals_the_full_one_where_df_is_large():
+    """small_df=False (the kernel's choice when every test has >= SMALL_DF degrees of freedom)
+    compiles only Hill's transformation; it must give the same values there."""
+    from wm_jax.gwas.pvalues import SMALL_DF
+
+    t = jnp.asarray(np.repeat(np.linspace(-60, 60, 241)[:, None], 3, axis=1), jnp.float32)
+    df = jnp.asarray([SMALL_DF, 100.0, 5000.0], jnp.float32)[None, :]
+    np.testing.assert_array_equal(np.asarray(neg_log10_p(t, df, small_df=False)), np.asarray(neg_log10_p(t, df)))

@@ -112,11 +112,13 @@ def invert_spd(a: jax.Array) -> jax.Array:
     return flat.reshape(a.shape)
 
 
-def associate_block(raw: jax.Array, missing_index: jax.Array, inputs: AssociationInputs, layout: Layout) -> BlockResult:
+def associate_block(raw: jax.Array, missing_index: jax.Array, inputs: AssociationInputs, layout: Layout,
+                    small_df: bool = True) -> BlockResult:
     """Exact OLS statistics of one block of variants for every phenotype.
 
     raw: (B, W) .bed bytes; missing_index: (B, L) sample slots of each variant's missing calls,
-    padded with R (out of bounds: gathered as zeros).
+    padded with R (the zero row of the gathered tables). ``small_df=False`` promises that no test
+    has fewer than SMALL_DF degrees of freedom (see `neg_log10_p`).
     """
     k = inputs.base_gram.shape[-1]
     dosage = decode_block(raw)  # (B, R)
@@ -175,7 +177,7 @@ def associate_block(raw: jax.Array, missing_index: jax.Array, inputs: Associatio
         t = beta / se
         nan = jnp.float32(jnp.nan)
         beta, se, t = (jnp.where(ok_s, x, nan) for x in (beta, se, t))
-        log10p = neg_log10_p(t, safe_df[:, g0:g1, None])
+        log10p = neg_log10_p(t, safe_df[:, g0:g1, None], small_df)
         per_phenotype.append([x.reshape(n_variants, -1) for x in (beta, se, log10p, t)])
         g0, p0 = g1, p1
     beta, se, log10p, t = (jnp.concatenate(parts, axis=1) for parts in zip(*per_phenotype))
@@ -186,7 +188,7 @@ def associate_block(raw: jax.Array, missing_index: jax.Array, inputs: Associatio
     return BlockResult(beta, se, log10p, obs.astype(jnp.int32), alt_freq, reason, omnibus)
 
 
-def make_block_fn(layout: Layout):
+def make_block_fn(layout: Layout, small_df: bool = True):
     """A jitted function of (raw bytes (D*B, W), missing-call indices (D*B, L), inputs) -> BlockResult.
 
     Every operation is row-wise over variants, so sharding the leading axis over a mesh of D
@@ -194,7 +196,7 @@ def make_block_fn(layout: Layout):
     replicated. (A vmap over a separate device axis was measured 2.4x slower on XLA:CPU.) The raw
     bytes are not donated: no output has their shape, so XLA could not reuse the buffer.
     """
-    return jax.jit(functools.partial(associate_block, layout=layout))
+    return jax.jit(functools.partial(associate_block, layout=layout, small_df=small_df))
 
 
 _EVEN_BITS = np.uint64(0x5555555555555555)

