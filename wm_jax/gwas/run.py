@@ -249,9 +249,9 @@ class _Outputs:
             array.flush()
 
     def release(self) -> None:
-        """Write the results so far to disk and drop their pages from this process (they stay in the
-        page cache), so that its memory does not grow with the number of variants."""
-        self.flush()
+        """Drop the results' pages from this process, so that its memory does not grow with the
+        number of variants. The mappings are shared, so the written pages stay in the page cache
+        and reach the file without an msync here (`flush` at the end makes sure)."""
         for array in (self.beta, self.se, self.log10_p, self.obs_ct, self.a1_freq, self.reason, self.omnibus):
             if hasattr(mmap, "MADV_DONTNEED") and isinstance(getattr(array, "_mmap", None), mmap.mmap):
                 array._mmap.madvise(mmap.MADV_DONTNEED)
