@@ -96,9 +96,9 @@ def invert_spd(a: jax.Array) -> jax.Array:
     in place (the inverse overwrites the matrix column by column, no augmented identity).
 
     k (the number of covariates) is small and static, so the elimination is unrolled into k
-    broadcast steps of plain array ops, each one fused select. This avoids the batched LAPACK custom calls, which were
-    seen to deadlock XLA:CPU when two or more (fake) devices run concurrently. No pivoting is
-    needed for SPD a.
+    broadcast steps of plain array ops, each one fused select. This avoids the batched LAPACK
+    custom calls, which were seen to deadlock XLA:CPU when two or more (fake) devices run
+    concurrently. No pivoting is needed for SPD a.
     """
     k = a.shape[-1]
     flat = a.reshape(-1, k, k)
@@ -212,7 +212,7 @@ _EVEN_BITS = np.uint64(0x5555555555555555)
 
 def missing_call_index(raw: np.ndarray, n_samples: int, width: int, pad: int | None = None) -> np.ndarray:
     """(B, width) sample positions of each variant's missing calls, padded with ``pad``
-    (default: 4 * raw.shape[1], one past the last sample slot, which the kernel gathers as zeros).
+    (default: 4 * raw.shape[1], one past the last sample slot: the zero row of the kernel's tables).
 
     Computed on the host from the same raw bytes, 32 samples at a time: in 64-bit words, a missing
     call (code 01) is an even bit set whose odd neighbour is clear, x & ~(x >> 1) & 0x55..55 (the

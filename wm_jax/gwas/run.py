@@ -337,7 +337,7 @@ def run_gwas(bfile: str, pheno: str, covar: str, out: str, options: GwasOptions 
         a1_is_ref = np.zeros(len(variants), bool) if options.a1_alt else alt_is_major
 
         n_devices = jax.device_count()
-        # Blocks are independent, so the compiler partitions the vmapped kernel along this axis.
+        # Blocks are independent: the rows of a step are sharded over the devices, no communication.
         mesh = jax.make_mesh((n_devices,), ("blocks",), axis_types=(jax.sharding.AxisType.Auto,))
         from jax.sharding import NamedSharding, PartitionSpec
 
@@ -345,8 +345,8 @@ def run_gwas(bfile: str, pheno: str, covar: str, out: str, options: GwasOptions 
         n_slots = 4 * data.bed.row_bytes
         inputs = device_inputs(kernel_inputs(grouped, n_slots), mesh)
         column_order = grouped.column_order
-        log.info("%d phenotype group(s) in %d stack(s) of equal size, one compiled kernel", len(groups),
-                 len(grouped.layout))
+        log.info("%d phenotype group(s) in %d stack(s) of equal size; one matmul for all %d phenotypes",
+                 len(groups), len(grouped.layout), len(pheno_names))
         compact_dir = Path(f"{out}.gwas")
         compact_tmp = files.path(compact_dir)
         outputs = _Outputs(compact_tmp, len(variants), len(pheno_names), len(groups))
