@@ -56,6 +56,7 @@ class AssociationInputs(NamedTuple):
     excluded_index: jax.Array  # (G, U) sample slots of S outside each group, padded with R
     excluded_basis: jax.Array  # (G, U, k) Q at those samples (zero at padding)
     base_gram: jax.Array  # (G, k, k) I - Q_U'Q_U: the Gram matrix of Q over S_g
+    base_inverse: jax.Array  # (G, k, k) its inverse (host, float64): the answer for variants without missing calls
     group_size: jax.Array  # (G,) |S_g|
     group_basis_sum: jax.Array  # (G, k) sum of Q over S_g
     residual_sum: jax.Array  # (P,) sum of y over its group (0 up to rounding: the intercept is in Q)
@@ -152,7 +153,10 @@ def associate_block(raw: jax.Array, missing_index: jax.Array, inputs: Associatio
     qg = proj_q - mean[:, :, None] * (inputs.group_basis_sum[None] - jnp.einsum("bgl,blk->bgk", in_m, q_m))
     gtg = jnp.maximum(group_sum_sq - obs * mean * mean, 0.0)
     masked_q_m = in_m[:, :, :, None] * q_m[:, None]  # (B, G, L, k)
-    gram_inverse = invert_spd(inputs.base_gram[None] - jnp.einsum("bglk,blj->bgkj", masked_q_m, q_m))
+    if missing_index.shape[1] == 0:  # a pass of variants without missing calls: nothing to invert
+        gram_inverse = jnp.broadcast_to(inputs.base_inverse[None], (raw.shape[0], *inputs.base_inverse.shape))
+    else:
+        gram_inverse = invert_spd(inputs.base_gram[None] - jnp.einsum("bglk,blj->bgkj", masked_q_m, q_m))
     a_inv_qg = jnp.einsum("bgkj,bgj->bgk", gram_inverse, qg)
     gg = gtg - jnp.sum(qg * a_inv_qg, axis=2)  # (B, G)
     weights = jnp.einsum("blk,bgk->bgl", q_m, a_inv_qg)  # Q_M A^-1 qg

@@ -170,11 +170,12 @@ def kernel_inputs(grouped: GroupedPhenotypes, n_slots: int):
         stack_residuals.append(np.asarray(with_zero_row[:, k + 1 + p0: k + 1 + p0 + n_groups * size], np.float32))
         p0 += n_groups * size
     f32 = lambda x: np.asarray(x, np.float32)  # noqa: E731
+    base_gram = np.eye(k) - np.einsum("guk,guj->gkj", excluded_basis, excluded_basis)
     return AssociationInputs(
         design=f32(design), analysed_bits=analysed_bits, basis=f32(with_zero_row[:, :k]),
         residuals=tuple(stack_residuals), in_group=in_group,
         excluded_index=excluded_index, excluded_basis=f32(excluded_basis),
-        base_gram=f32(np.eye(k) - np.einsum("guk,guj->gkj", excluded_basis, excluded_basis)),
+        base_gram=f32(base_gram), base_inverse=f32(np.linalg.inv(base_gram)),
         group_size=f32([len(g.samples) for g in groups]),
         group_basis_sum=f32([design[g.samples, :k].sum(axis=0) for g in groups]),
         residual_sum=f32(residuals.sum(axis=0)), residual_ss=f32((residuals ** 2).sum(axis=0)),
@@ -326,9 +327,18 @@ def run_gwas(bfile: str, pheno: str, covar: str, out: str, options: GwasOptions 
         log.info("%d variants x %d phenotypes to test", len(variants), len(pheno_names))
 
         # Variants with more missing calls than the gathered correction holds go through a second
-        # kernel whose gather covers every sample (rare after --geno).
+        # kernel whose gather covers every sample (rare after --geno). Variants without any missing
+        # call need no per-variant Gram matrix at all; they get a pass of their own when they are
+        # common enough to repay its compilation (hard-called imputed data: all of them).
+        none_missing = missing_all == 0
+        if none_missing.sum() < len(variants) / 4:
+            none_missing[:] = False
         many_missing = missing_all > options.max_missing
-        passes = [(np.flatnonzero(~many_missing), options.block_size, options.max_missing)]
+        passes = [(np.flatnonzero(none_missing), options.block_size, 0),
+                  (np.flatnonzero(~none_missing & ~many_missing), options.block_size, options.max_missing)]
+        if none_missing.any():
+            log.info("%d variants have no missing call: a pass without the missing-call correction",
+                     int(none_missing.sum()))
         if many_missing.any():
             log.info("%d variants have more than %d missing calls: exact path over all samples",
                      int(many_missing.sum()), options.max_missing)
@@ -363,7 +373,7 @@ def run_gwas(bfile: str, pheno: str, covar: str, out: str, options: GwasOptions 
             fewest_df = min(len(g.samples) for g in groups) - int(missing_all[indices].max()) - grouped.basis.shape[1] - 1
             block_fn = make_block_fn(grouped.layout, small_df=fewest_df < SMALL_DF)
             # Room for the most missing calls of any variant in this pass (a power of two, so few shapes).
-            width = 1 << int(max(1, missing_all[indices].max())).bit_length()
+            width = 1 << int(max(1, missing_all[indices].max())).bit_length() if max_missing != 0 else 0
             if max_missing is not None:
                 width = min(width, max_missing)
             if block_size is None:  # many missing calls: keep the (B, L, G + P) gathers near 2^25 values
