@@ -166,3 +166,35 @@ def test_hits_and_min_p_phenotype(tiny_cohort, tmp_path):
     np.testing.assert_allclose(hits.BETA, beta[expected[:, 0], expected[:, 1]], rtol=1e-5)
     multivariate = pd.read_csv(tmp_path / "run.multivariate.tsv", sep="\t")
     np.testing.assert_array_equal(multivariate.MIN_P_PHENO, np.array(["A", "B", "C"])[np.nanargmax(log10_p, axis=0)])
+
+
+@pytest.mark.plink2
+@pytest.mark.parametrize("n_samples", [49, 50, 103, 104])
+def test_a1_on_exact_frequency_ties_as_plink2(tmp_path, n_samples):
+    """At an allele frequency of exactly 0.5 plink2 picks A1 by the float64 rounding of
+    count * (1 / (2 * observed)); variants with and without missing calls, several sample counts."""
+    from wm_jax.data.plink import encode_alt_dosages
+
+    plink2 = plink2_or_skip()
+    rng = np.random.default_rng(n_samples)
+    rows = []
+    for n_missing in (0, 1, 2, 3):
+        observed = n_samples - n_missing
+        hom = observed // 4
+        dosage = np.array([2.0] * hom + [0.0] * hom + [1.0] * (observed - 2 * hom) + [np.nan] * n_missing)
+        rows.append(dosage[rng.permutation(n_samples)])
+    rows.append(rng.binomial(2, 0.3, n_samples).astype(float))  # and a plain one
+    prefix = tmp_path / "ties"
+    (tmp_path / "ties.bed").write_bytes(bytes([0x6C, 0x1B, 0x01]) + encode_alt_dosages(np.array(rows)).tobytes())
+    (tmp_path / "ties.bim").write_text("".join(f"1\tv{i}\t0\t{i + 1}\tT\tG\n" for i in range(len(rows))))
+    ids = [f"s{i}" for i in range(n_samples)]
+    (tmp_path / "ties.fam").write_text("".join(f"{s}\t{s}\t0\t0\t0\t-9\n" for s in ids))
+    pd.DataFrame({"FID": ids, "IID": ids, "y": rng.standard_normal(n_samples)}).to_csv(tmp_path / "y.tsv", sep="\t", index=False)
+    pd.DataFrame({"FID": ids, "IID": ids, "c": rng.standard_normal(n_samples)}).to_csv(tmp_path / "c.tsv", sep="\t", index=False)
+    run_gwas(str(prefix), str(tmp_path / "y.tsv"), str(tmp_path / "c.tsv"), str(tmp_path / "ours"), GwasOptions(format="plink2"))
+    subprocess.run([plink2, "--bfile", str(prefix), "--pheno", str(tmp_path / "y.tsv"), "--covar", str(tmp_path / "c.tsv"),
+                    "--glm", "hide-covar", "--out", str(tmp_path / "ref")], check=True, capture_output=True)
+    ours = pd.read_csv(tmp_path / "ours.y.glm.linear", sep="\t")
+    ref = pd.read_csv(tmp_path / "ref.y.glm.linear", sep="\t")
+    np.testing.assert_array_equal(ours.A1, ref.A1)
+    np.testing.assert_allclose(ours.BETA, ref.BETA, rtol=1e-3, atol=1e-5)

@@ -316,10 +316,13 @@ def run_gwas(bfile: str, pheno: str, covar: str, out: str, options: GwasOptions 
         counts = qc.count_genotypes(data.bed, variants)
         keep = qc.apply_filters(counts, options.maf, options.mac, options.geno, options.hwe)
         alt_count = 2 * counts.hom_alt + counts.het
-        # A1 is the minor allele as PLINK 2 (2.00a3.5) chooses it. On an exact 0.5 tie it was seen
-        # to pick REF when the variant has no missing call and ALT otherwise; we do the same.
+        # A1 is the minor allele as PLINK 2 (2.00a3.5) chooses it: REF when its frequency, computed
+        # as count * (1 / (2 * observed)) in float64, is below 0.5. On an exact tie that product
+        # rounds either way depending on the count (e.g. below 0.5 for 49, 98, 103 or 107
+        # observed samples, not for 100 or 5003), and plink2 follows the rounding, as we do.
         ref_count = 2 * counts.observed - alt_count
-        alt_is_major = ((alt_count > ref_count) | ((alt_count == ref_count) & (counts.missing == 0)))[keep]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            alt_is_major = (ref_count * (1.0 / (2.0 * counts.observed)) < 0.5)[keep]
         variants = variants[keep]
         missing_all = counts.missing[keep]
         if len(variants) == 0:
