@@ -18,6 +18,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
 REASON_NAMES = {1: "TOO_FEW_OBS", 2: "CONST_OR_COLLINEAR_GENOTYPE"}
 HEADER = "#CHROM\tPOS\tID\tREF\tALT\tA1\tTEST\tA1_FREQ\tOBS_CT\tBETA\tSE\tT_STAT\tP\tLOG10_P\tERRCODE\n"
@@ -73,16 +74,20 @@ def write_files(compact_dir: Path, tasks: list[tuple[str, int, int]], compress: 
 
 
 def write_glm_linear_files(compact_dir: Path, tasks: list[tuple[str, int, int]], compress: bool,
-                           workers: int | None = None) -> None:
-    """Every task's `.glm.linear` file, split over ``workers`` processes (default: the usable cores),
-    each writing a contiguous share of the phenotypes (so a group's shared columns are formatted by
-    one worker when they can be)."""
+                           workers: int | None = None, parts_per_worker: int = 4) -> None:
+    """Every task's `.glm.linear` file, split over ``workers`` processes (default: the usable cores).
+    The phenotypes go out in contiguous shares, ``parts_per_worker`` per worker, so that the
+    progress bar moves while a group's shared columns are still formatted by few workers."""
     workers = max(1, min(workers or len(os.sched_getaffinity(0)), len(tasks)))
     tasks = sorted(tasks, key=lambda task: task[2])
-    parts = [[tasks[i] for i in part] for part in np.array_split(np.arange(len(tasks)), workers)]
+    n_parts = min(len(tasks), workers * parts_per_worker if workers > 1 else 1)
+    parts = [[tasks[i] for i in part] for part in np.array_split(np.arange(len(tasks)), n_parts)]
+    progress = tqdm(total=len(tasks), desc="write .glm.linear", unit="pheno", mininterval=1.0)
     if workers == 1:
-        write_files(compact_dir, tasks, compress)
-        return
-    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        for future in [pool.submit(write_files, compact_dir, part, compress) for part in parts]:
-            future.result()
+        progress.update(write_files(compact_dir, tasks, compress))
+    else:
+        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            for future in concurrent.futures.as_completed([pool.submit(write_files, compact_dir, part, compress)
+                                                           for part in parts]):
+                progress.update(future.result())
+    progress.close()
