@@ -39,6 +39,7 @@ def main() -> None:
 
     from wm_jax.data.plink import PlinkDataset
     from wm_jax.data.tables import align_to_samples, read_table
+    from wm_jax.gwas import qc
     from wm_jax.gwas.kernel import decode_block, make_block_fn, missing_call_index
     from wm_jax.gwas.run import build_groups, kernel_inputs
 
@@ -58,7 +59,8 @@ def main() -> None:
     grouped = build_groups(align_to_samples(pheno, fid, iid), align_to_samples(covar, fid, iid), pheno.columns,
                            covar.columns, pheno.path, covar.path)
     raw = np.asarray(data.bed.raw(np.arange(args.block_size)))
-    width = 1 << int(max(1, (missing_call_index(raw, data.n_samples, data.n_samples) < 4 * raw.shape[1]).sum(1).max())).bit_length()
+    most_missing = int(qc.count_genotypes(data.bed, np.arange(args.block_size)).missing.max())
+    width = 1 << max(1, most_missing).bit_length()  # as wm_jax.gwas.run sizes it
     missing = missing_call_index(raw, data.n_samples, width)
     inputs = jax.device_put(kernel_inputs(grouped, 4 * raw.shape[1]))
     raw_d, missing_d = jax.device_put(raw), jax.device_put(missing)

@@ -29,6 +29,15 @@ BYTE_CODES = (np.arange(256)[:, None] >> (2 * np.arange(4))[None, :]) & 3
 BYTE_TO_ALT_DOSAGE = CODE_TO_ALT_DOSAGE[BYTE_CODES]
 
 
+def release_pages(array: np.ndarray) -> None:
+    """Drop the resident pages of a memory-mapped array from this process (MADV_DONTNEED). The
+    mapping is shared, so the pages stay in the page cache and written ones still reach the file;
+    a later read maps them back. Does nothing for an array that is not a memory map."""
+    mapping = getattr(array, "_mmap", None)
+    if hasattr(mmap, "MADV_DONTNEED") and isinstance(mapping, mmap.mmap):
+        mapping.madvise(mmap.MADV_DONTNEED)
+
+
 def bytes_per_variant(n_samples: int) -> int:
     return (n_samples + 3) // 4
 
@@ -134,11 +143,9 @@ class BedReader:
         return np.asarray(self._body[variant_indices])
 
     def release(self) -> None:
-        """Drop the pages read so far from this process (the page cache keeps them): streaming a
-        .bed of any size then holds only the blocks in flight."""
-        mapping = getattr(self._body, "_mmap", None)
-        if hasattr(mmap, "MADV_DONTNEED") and isinstance(mapping, mmap.mmap):
-            mapping.madvise(mmap.MADV_DONTNEED)
+        """Drop the pages read so far from this process: streaming a .bed of any size then holds
+        only the blocks in flight."""
+        release_pages(self._body)
 
     def raw_block(self, variant_indices: np.ndarray, block_size: int) -> np.ndarray:
         """Raw bytes of up to ``block_size`` variants, zero-padded to exactly ``block_size`` rows."""

@@ -20,7 +20,7 @@ M_j, gathered as rows of [Q | 1 | Y]. So the matmul does not grow with the numbe
 patterns; each pattern adds a gather of |U_g| columns and one k x k inversion per variant.
 This is ordinary least squares on the samples observed for each variant and phenotype, as
 `plink2 --glm`. All shapes are fixed (missing-call and excluded-sample indices padded with a row
-of zeros), so the kernel compiles once per run.
+of zeros), so the kernel compiles once per pass (see `wm_jax.gwas.run`).
 """
 
 from __future__ import annotations
@@ -214,16 +214,15 @@ def make_block_fn(layout: Layout, small_df: bool = True):
 _EVEN_BITS = np.uint64(0x5555555555555555)
 
 
-def missing_call_index(raw: np.ndarray, n_samples: int, width: int, pad: int | None = None) -> np.ndarray:
-    """(B, width) sample positions of each variant's missing calls, padded with ``pad``
-    (default: 4 * raw.shape[1], one past the last sample slot: the zero row of the kernel's tables).
+def missing_call_index(raw: np.ndarray, n_samples: int, width: int) -> np.ndarray:
+    """(B, width) sample positions of each variant's missing calls, padded with 4 * raw.shape[1],
+    one past the last sample slot: the zero row of the kernel's tables.
 
     Computed on the host from the same raw bytes, 32 samples at a time: in 64-bit words, a missing
     call (code 01) is an even bit set whose odd neighbour is clear, x & ~(x >> 1) & 0x55..55 (the
     shift only moves odd bits into even-masked-out places). Missing calls are rare, so only the few
     flagged words are expanded. The same index serves every phenotype group.
     """
-    pad = 4 * raw.shape[1] if pad is None else pad
     n_variants, row_bytes = raw.shape
     words = np.zeros((n_variants, -(-row_bytes // 8) * 8), np.uint8)
     words[:, :row_bytes] = raw
@@ -238,6 +237,6 @@ def missing_call_index(raw: np.ndarray, n_samples: int, width: int, pad: int | N
     rank = np.arange(len(rows)) - np.searchsorted(rows, rows)
     if len(rank) and rank.max() >= width:
         raise ValueError(f"a variant has more than {width} missing calls in this block")
-    index = np.full((n_variants, width), pad, np.int32)
+    index = np.full((n_variants, width), 4 * row_bytes, np.int32)
     index[rows, rank] = samples
     return index

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
-import mmap
 import logging
 import time
 from dataclasses import asdict, dataclass
@@ -27,7 +26,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 import wm_jax
-from wm_jax.data.plink import PlinkDataset
+from wm_jax.data.plink import PlinkDataset, release_pages
 from wm_jax.data.tables import align_to_samples, expand_names, read_table, select_columns
 from wm_jax.errors import AtomicFiles, InputError, input_error
 from wm_jax.gwas import qc
@@ -59,7 +58,7 @@ class GwasOptions:
     geno: float | None = None
     hwe: float | None = None
     chromosomes: str | None = None
-    block_size: int = 512  # per device; 512 ran 1.8x faster per variant than 2048 on XLA:CPU (cache)
+    block_size: int = 512  # per device; see benchmarks/results/gwas_block_size.md
     format: str = "compact"
     gzip: bool = False
     a1_alt: bool = False  # count ALT always (PLINK 2 `omit-ref`); default: A1 = minor allele
@@ -139,7 +138,8 @@ def build_groups(phenotypes: np.ndarray, covariates: np.ndarray, pheno_names: li
 
 def kernel_inputs(grouped: GroupedPhenotypes, n_slots: int):
     """The kernel's AssociationInputs on the host (float32), for blocks of ``n_slots`` sample slots
-    (4 per .bed byte); index n_slots is the padding (out of bounds, gathered as zeros)."""
+    (4 per .bed byte); index n_slots is the padding: a zero row of the gathered tables, and out of
+    bounds (filled with zeros) for the columns of the decoded block."""
     from wm_jax.gwas.kernel import AssociationInputs
 
     basis, groups = grouped.basis, grouped.groups
@@ -251,11 +251,9 @@ class _Outputs:
 
     def release(self) -> None:
         """Drop the results' pages from this process, so that its memory does not grow with the
-        number of variants. The mappings are shared, so the written pages stay in the page cache
-        and reach the file without an msync here (`flush` at the end makes sure)."""
+        number of variants (`flush` at the end writes them all)."""
         for array in (self.beta, self.se, self.log10_p, self.obs_ct, self.a1_freq, self.reason, self.omnibus):
-            if hasattr(mmap, "MADV_DONTNEED") and isinstance(getattr(array, "_mmap", None), mmap.mmap):
-                array._mmap.madvise(mmap.MADV_DONTNEED)
+            release_pages(array)
 
 
 def _scan_results(outputs: _Outputs, chunk: int = 1 << 16):
@@ -376,8 +374,8 @@ def run_gwas(bfile: str, pheno: str, covar: str, out: str, options: GwasOptions 
             fewest_df = min(len(g.samples) for g in groups) - int(missing_all[indices].max()) - grouped.basis.shape[1] - 1
             block_fn = make_block_fn(grouped.layout, small_df=fewest_df < SMALL_DF)
             # Room for the most missing calls of any variant in this pass (a power of two, so few shapes).
-            width = 1 << int(max(1, missing_all[indices].max())).bit_length() if max_missing != 0 else 0
-            if max_missing is not None:
+            width = 1 << int(max(1, missing_all[indices].max())).bit_length()
+            if max_missing is not None:  # 0 for the pass of variants without missing calls
                 width = min(width, max_missing)
             if block_size is None:  # many missing calls: keep the (B, L, G + P) gathers near 2^25 values
                 per_variant = width * (len(groups) * grouped.basis.shape[1] + len(pheno_names))
