@@ -19,8 +19,6 @@ def get_config():
     c.sim = sim_config()
     c.sim.shape = (24, 28, 24)
     c.sim.n_subjects = 2000
-    c.sim.effects.h2_per_variant = 0.3  # of the planted region's non-genetic variation: visible at N ~ 900
-    c.sim.effects.pattern_width = 0.35  # wider than the preset's 0.15: patterns of several voxels at 24x28x24
 
     c.split = ml_collections.ConfigDict()
     c.split.train_fraction = 0.3  # the encoder learns from these subjects only, as in the paper

@@ -29,20 +29,55 @@ def base_config() -> ml_collections.ConfigDict:
     c.variation.age_max = 80.0
     c.variation.global_age_slope = -0.01  # FA per decade, all white matter
     c.variation.sex_effect = 0.008  # FA, male minus female, in the tracts
-    c.variation.tract_random_sd = 0.02  # subject-level, per tract, not genetic
     c.variation.site_weights = (0.5, 0.3, 0.2)
     c.variation.site_offsets = (0.0, 0.012, -0.008)
     c.variation.site_noise = (1.0, 1.2, 0.9)
     c.variation.deme_offsets = (0.0, 0.004, -0.004)
-    c.variation.head_size_sd = 0.02
-    c.variation.head_size_sex = 0.03
-    c.variation.deformation_voxels = 0.5
-    c.variation.noise_sd = 0.02
+    # Maps are registered to MNI space: what is left of head size and shape is the registration's
+    # residual, a scale of about 1% and a smooth displacement of about 1.5 mm.
+    c.variation.head_size_sd = 0.01
+    c.variation.head_size_sex = 0.01
+    c.variation.deformation_mm = 1.5
+    c.variation.noise_sd = 0.015
 
-    c.effects = ml_collections.ConfigDict()
-    c.effects.n_causal = 8
-    c.effects.h2_per_variant = 0.1
-    c.effects.min_causal_maf = 0.1
-    c.effects.pattern_width = 0.15  # in normalised coordinates (grid spans [-1, 1])
-    c.effects.tracts_round_robin = True
+    # The genetic architecture (wm_jax/simulate/genetics.py). Figures from UK Biobank studies of
+    # diffusion MRI: SNP h2 of tract-mean FA about 0.2-0.6, with strong genetic correlation across
+    # tracts (a general white-matter factor); UDIP-FA reports a mean UDIP SNP h2 of 0.51.
+    # Each factor: coefficient sd in FA units and its h2. The global factor's share of a tract's
+    # genetic variance sets the genetic correlation of two tract means:
+    # rg ~ global_sd^2 global_h2 / (global_sd^2 global_h2 + tract_sd^2 tract_h2) = 0.5 here.
+    c.factors = ml_collections.ConfigDict()
+    c.factors.global_sd = 0.02
+    c.factors.global_h2 = 0.5
+    c.factors.tract_sd = 0.03
+    c.factors.tract_h2 = 0.5
+    c.factors.n_cross = 4
+    c.factors.cross_sd = 0.05
+    c.factors.cross_h2 = 0.5
+    c.factors.cross_width = 0.18  # in normalised coordinates (the grid spans [-1, 1])
+    c.factors.n_contrast = 4
+    c.factors.contrast_sd = 0.06
+    c.factors.contrast_h2 = 0.5
+    c.factors.n_local = 4
+    c.factors.local_sd = 0.06
+    c.factors.local_h2 = 0.5
+    c.factors.local_width = 0.12
+    c.factors.sd_spread = 0.3
+
+    c.genetics = ml_collections.ConfigDict()
+    c.genetics.n_causal = 200  # small-effect causal variants per factor on the simulated chromosomes
+    c.genetics.min_causal_maf = 0.01
+    # Share of each factor's polygenic variance carried by the simulated chromosomes (a few Mb of
+    # a 3 Gb genome); the rest is drawn as a score of the genome that is not simulated. Keeps
+    # lambda GC near 1 at the demo's N, as it is for real IDPs at N ~ 1,000.
+    c.genetics.on_genome_share = 0.1
+
+    # Planted loci: per_kind loci of each kind, each on a factor of its kind, explaining `share` of
+    # that factor's variance. Real loci of imaging phenotypes explain 0.1-1% of a phenotype's
+    # variance; the demo's are about 10x larger so that its ~900 discovery subjects can find them.
+    c.loci = ml_collections.ConfigDict()
+    c.loci.kinds = ("local", "tract", "cross", "contrast")
+    c.loci.per_kind = 2
+    c.loci.share = 0.1
+    c.loci.min_maf = 0.1
     return c

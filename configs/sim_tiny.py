@@ -13,6 +13,7 @@ def get_config():
     c.genotypes.n_chromosomes = 2
     c.genotypes.chromosome_length = 1e6
     c.genotypes.missing_rate = 0.01
-    c.effects.n_causal = 4
+    c.loci.per_kind = 1
+    c.factors.n_cross = c.factors.n_contrast = c.factors.n_local = 2
     c.pc_max_variants = 5000
     return c

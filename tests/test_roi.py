@@ -3,7 +3,7 @@ import numpy as np
 import pandas as pd
 
 from wm_jax.data.store import VolumeStore, prepare_store
-from wm_jax.roi import pattern_means, tract_means
+from wm_jax.roi import oracle_phenotypes, tract_means
 
 
 def test_tract_means_equal_direct_computation(tiny_cohort, tmp_path):
@@ -16,6 +16,6 @@ def test_tract_means_equal_direct_computation(tiny_cohort, tmp_path):
         for label, tract in zip(labels.label, labels.tract):
             inside = (atlas == label) & store.mask
             np.testing.assert_allclose(frame[f"FA_{tract}"][row], store.volumes[row][inside].mean(), rtol=1e-5)
-    patterns = pattern_means(store, tiny_cohort / "truth.tsv", tiny_cohort / "atlas.nii.gz")
+    patterns = oracle_phenotypes(store, tiny_cohort / "truth.tsv")
     assert patterns.shape[1] == 2 + len(pd.read_csv(tiny_cohort / "truth.tsv", sep="\t"))
     assert np.isfinite(patterns.iloc[:, 2:].to_numpy()).all()

@@ -51,10 +51,10 @@ def cmd_prepare(args, overrides) -> None:
 def cmd_roi(args, overrides) -> None:
     from wm_jax.data.store import VolumeStore
     from wm_jax.errors import atomic_path
-    from wm_jax.roi import pattern_means, tract_means
+    from wm_jax.roi import oracle_phenotypes, tract_means
 
     store = VolumeStore.open(args.store)
-    frame = (pattern_means(store, args.truth, args.atlas) if args.truth
+    frame = (oracle_phenotypes(store, args.truth) if args.truth
              else tract_means(store, args.atlas, args.labels))
     with atomic_path(args.out) as tmp:
         frame.to_csv(tmp, sep="\t", index=False, float_format="%.6g")

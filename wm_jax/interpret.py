@@ -155,8 +155,11 @@ def montage(path: Path, volume: np.ndarray, background: np.ndarray, title: str) 
 
 def interpret(workdir: str | os.PathLike, udip: str | os.PathLike, out: str | os.PathLike, store: str | None = None,
               atlas: str | None = None, labels: str | None = None, step: str | int | None = "best",
-              options: PerdiOptions = PerdiOptions()) -> dict:
-    """`wm-jax interpret`: PerDI maps, montages and tract enrichment for every UDIP of a checkpoint."""
+              options: PerdiOptions = PerdiOptions(), truth: str | None = None, loci: str | None = None) -> dict:
+    """`wm-jax interpret`: PerDI maps, montages and tract enrichment for every UDIP of a checkpoint.
+
+    With a simulator's ``truth`` and the UDIP report's ``loci``, also how well the PerDI map of each
+    UDIP that found a planted locus matches that locus's pattern (`pattern_overlap`)."""
     from wm_jax.data.nifti import save_nifti
     from wm_jax.data.tables import read_table
     from wm_jax.roi import _atlas_on_store_grid
@@ -213,6 +216,8 @@ def interpret(workdir: str | os.PathLike, udip: str | os.PathLike, out: str | os
                    "options": asdict(options), "udip": str(udip), "store": str(store),
                    "top_tract": {f"UDIP{int(r.dimension)}": {"tract": r.tract, "enrichment": float(r.enrichment),
                                                               "p_perm": float(r.p_perm)} for r in top.itertuples()}}
+        if truth is not None and loci is not None:
+            summary["pattern_overlap"] = pattern_overlap(maps, mask, truth, loci, volume_store)
         (directory / "interpret.json").write_text(json.dumps(summary, indent=2))
         files.commit()
     except BaseException:
@@ -220,3 +225,37 @@ def interpret(workdir: str | os.PathLike, udip: str | os.PathLike, out: str | os
         raise
     log.info("interpret: %d PerDI maps -> %s", len(maps), out)
     return summary
+
+
+def pattern_overlap(maps: np.ndarray, mask: np.ndarray, truth: str | os.PathLike, loci: str | os.PathLike, store,
+                    kb: float = 250) -> list[dict]:
+    """For each planted locus that a UDIP found (inside a locus span widened by kb, as the report
+    scores it): the correlation, over the brain mask, of that UDIP's
+    PerDI |t| map with the locus's |pattern|, and that correlation's rank among all UDIPs' maps."""
+    from wm_jax.reporting.stats import OMNIBUS
+    from wm_jax.roi import _patterns_on_store_grid
+
+    truth_table = pd.read_csv(truth, sep="\t", dtype={"chrom": str})
+    loci_table = pd.read_csv(loci, sep="\t", dtype={"chrom": str})
+    patterns = _patterns_on_store_grid(store, Path(truth).with_name("patterns.nii.gz"))
+    flat_maps = maps[:, mask]
+    flat_maps = (flat_maps - flat_maps.mean(axis=1, keepdims=True)) / np.maximum(flat_maps.std(axis=1, keepdims=True), 1e-12)
+    rows = []
+    for k, planted in enumerate(truth_table.itertuples()):
+        hits = loci_table[(loci_table.chrom == str(planted.chrom)) & (loci_table.start - kb * 1000 <= planted.pos)
+                          & (loci_table.end + kb * 1000 >= planted.pos)]
+        udips = sorted({name for names in hits.phenotypes for name in str(names).split(",") if name != OMNIBUS},
+                       key=lambda name: int(name[4:]) if name[4:].isdigit() else 0)
+        if not udips:
+            continue
+        pattern = np.abs(patterns[k][mask])
+        pattern = (pattern - pattern.mean()) / max(pattern.std(), 1e-12)
+        correlation = flat_maps @ pattern / pattern.size  # one value per UDIP
+        order = np.argsort(-correlation)
+        for name in udips:
+            d = int(name[4:]) - 1
+            rows.append({"variant": planted.variant, "kind": planted.kind, "udip": name,
+                         "correlation": round(float(correlation[d]), 4),
+                         "rank_among_udips": int(np.flatnonzero(order == d)[0]) + 1,
+                         "best_udip": f"UDIP{order[0] + 1}", "best_correlation": round(float(correlation[order[0]]), 4)})
+    return rows

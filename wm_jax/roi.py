@@ -1,8 +1,8 @@
 """Region-of-interest FA phenotypes: the conventional baseline that UDIPs are compared with.
 
 `tract_means`: the mean of each atlas tract per subject (ROI-FA, as TBSS/JHU-atlas studies use).
-`pattern_means`: the mean over each planted effect's region of a simulated cohort (an oracle
-phenotype that checks the simulator and GWAS end to end).
+`oracle_phenotypes`: for a simulated cohort, each volume's coefficient on each planted locus's spatial
+pattern (the oracle phenotype: what a perfect atlas-free phenotype of that locus would measure).
 """
 
 from __future__ import annotations
@@ -56,18 +56,42 @@ def tract_means(store: VolumeStore, atlas_path, labels_path) -> pd.DataFrame:
     return frame
 
 
-def pattern_means(store: VolumeStore, truth_path, atlas_path) -> pd.DataFrame:
-    """For a simulated cohort: per causal variant, the mean FA over its planted region."""
+def _patterns_on_store_grid(store: VolumeStore, patterns_path) -> np.ndarray:
+    """(loci, X, Y, Z) planted patterns, cropped and subsampled as the store's volumes were."""
+    import nibabel as nib
+
+    if not os.path.isfile(patterns_path):
+        raise input_error(patterns_path, "planted patterns not found (written by `wm-jax simulate` beside truth.tsv)")
+    patterns = np.asarray(nib.load(str(patterns_path)).get_fdata(), np.float32)
+    patterns = np.moveaxis(patterns.reshape(*patterns.shape[:3], -1), -1, 0)
+    prep = store.record["preprocessing"]
+    if prep["crop"]:
+        patterns = patterns[(slice(None), *(slice(a, b) for a, b in prep["crop"]))]
+    factor = prep["downsample"]
+    if factor > 1:
+        patterns = patterns[:, factor // 2:: factor, factor // 2:: factor, factor // 2:: factor]
+    patterns = patterns[(slice(None), *(slice(0, s) for s in store.volumes.shape[1:]))]
+    if patterns.shape[1:] != store.volumes.shape[1:]:
+        raise input_error(patterns_path, f"pattern grid {patterns.shape[1:]} does not fit the store's {store.volumes.shape[1:]}")
+    return patterns
+
+
+def oracle_phenotypes(store: VolumeStore, truth_path) -> pd.DataFrame:
+    """For a simulated cohort, the oracle phenotypes: per planted locus, each volume's least-squares
+    coefficient on the locus's spatial pattern (patterns.nii.gz beside truth.tsv) over the brain
+    mask, (p . x) / (p . p). A signed pattern (a contrast) keeps its sign, where a region mean
+    would cancel it."""
     truth = pd.read_csv(truth_path, sep="\t")
-    atlas = _atlas_on_store_grid(store, atlas_path)
-    grid = np.indices(atlas.shape).astype(np.float32)
-    masks = []
-    for row in truth.itertuples():
-        centre = np.array([float(c) for c in row.pattern_centre_voxel.split(",")], np.float32)
-        distance = np.sqrt(((grid - centre[:, None, None, None]) ** 2).sum(axis=0))
-        masks.append((distance <= 1.5 * row.pattern_width_voxels) & (atlas > 0) & store.mask)
-    values = _region_means(store, np.stack(masks))
-    frame = pd.DataFrame(values, columns=[f"ROI_{v.replace(':', '_')}" for v in truth.variant])
+    patterns = _patterns_on_store_grid(store, os.path.join(os.path.dirname(os.fspath(truth_path)), "patterns.nii.gz"))
+    if len(patterns) != len(truth):
+        raise input_error(truth_path, f"{len(truth)} loci but patterns.nii.gz holds {len(patterns)} patterns")
+    weights = (patterns * store.mask).reshape(len(patterns), -1).astype(np.float32)
+    weights /= np.maximum((weights**2).sum(axis=1, keepdims=True), 1e-12)
+    out = np.empty((len(store), len(weights)), np.float64)
+    for start in range(0, len(store), 256):
+        block = np.asarray(store.volumes[start: start + 256], np.float32).reshape(-1, weights.shape[1])
+        out[start: start + 256] = block @ weights.T
+    frame = pd.DataFrame(out, columns=[f"ORACLE_{v.replace(':', '_')}" for v in truth.variant])
     frame.insert(0, "IID", store.index.IID.to_numpy())
     frame.insert(0, "FID", store.index.FID.to_numpy())
     return frame

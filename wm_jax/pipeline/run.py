@@ -1,7 +1,8 @@
 """The end-to-end UDIP-FA pipeline behind `wm-jax demo`, as stages tied together by a manifest.
 
-simulate -> split -> prepare (train / held-out stores) -> train -> embed -> roi -> gwas
-(UDIP and ROI-FA, discovery and replication) -> report (UDIP and ROI-FA) -> interpret -> summary.
+simulate -> split -> prepare (train / held-out stores) -> train -> embed -> baselines (ROI-FA, PCA,
+oracle) -> gwas (every phenotype set, discovery and replication) -> report (each set, scored against
+the simulator's truth) -> interpret (PerDI) -> summary with the verdict on the study's claim.
 
 `DIR/manifest.json` records for each finished stage its fingerprint (the stage's settings and the
 fingerprints of the stages it reads from), its outputs, its seconds and when it ended. A rerun
@@ -103,136 +104,197 @@ def _rows_of(table: pd.DataFrame, split: pd.DataFrame, which: str) -> pd.DataFra
     return table[table.IID.astype(str).isin(set(split.IID[split.SET == which].astype(str)))]
 
 
+# Phenotype sets compared in the demo: the table each GWAS reads and the prefix of its columns.
+PHENOTYPE_SETS = {"udip": ("udip.tsv", "UDIP"), "roi": ("roi_fa.tsv", "FA_"), "pca": ("pca.tsv", "IPC"),
+                  "oracle": ("oracle.tsv", "ORACLE_")}
+
+
+def _publish_table(frame: pd.DataFrame, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
+
+
+def stage_simulate(config, d: Path) -> dict:
+    from wm_jax.simulate.cohort import simulate_cohort
+
+    simulate_cohort(config.sim, d / "cohort", overwrite=True)
+    return {"n_subjects": int(config.sim.n_subjects), "shape": list(config.sim.shape)}
+
+
+def stage_split(config, d: Path) -> dict:
+    cohort = d / "cohort"
+    subjects = pd.read_csv(cohort / "subjects.tsv", sep="\t", dtype={"FID": str, "IID": str})
+    subjects["fa_path"] = [str((cohort / p).resolve()) for p in subjects.fa_path]  # the tables live elsewhere
+    table = split_subjects(subjects, config.split.train_fraction, config.split.replication_fraction, int(config.seed))
+    _publish_table(table, d / "split.tsv")
+    is_train = (table.SET == "train").to_numpy()  # split_subjects keeps the subjects' row order
+    _publish_table(subjects[is_train], d / "subjects_train.tsv")
+    _publish_table(subjects[~is_train], d / "subjects_heldout.tsv")
+    counts = table.SET.value_counts().to_dict()
+    log.info("split: %d subjects -> %d train, %d discovery, %d replication", len(table), counts.get("train", 0),
+             counts.get("discovery", 0), counts.get("replication", 0))
+    return {k: int(v) for k, v in counts.items()}
+
+
+def stage_prepare(config, d: Path) -> dict:
+    from wm_jax.data.store import Preprocessing, prepare_store
+
+    prepare_store(d / "subjects_train.tsv", d / "store_train", Preprocessing(), overwrite=True)
+    prepare_store(d / "subjects_heldout.tsv", d / "store_heldout", Preprocessing(), overwrite=True)
+    return {}
+
+
+def stage_train(config, d: Path) -> dict:
+    from wm_jax.train.loop import train_and_evaluate
+
+    summary = train_and_evaluate(config.train, str(d / "encoder"), str(d / "store_train"))
+    return {k: v for k, v in (summary or {}).items() if isinstance(v, (int, float, str))}
+
+
+def stage_embed(config, d: Path) -> dict:
+    from wm_jax.train.loop import embed
+
+    embed(str(d / "encoder"), str(d / "store_heldout"), str(d / "udip.tsv"), step="best")
+    mse = pd.read_csv(d / "udip.tsv", sep="\t", usecols=["reconstruction_mse"]).reconstruction_mse
+    return {"heldout_reconstruction_mse": float(mse.mean())}
+
+
+def stage_baselines(config, d: Path) -> dict:
+    """Tract means (ROI-FA), PCA with the encoder's latent size fit on the training store, and the
+    oracle phenotypes (each planted pattern's coefficient), all on the held-out subjects."""
+    from wm_jax.data.store import VolumeStore
+    from wm_jax.pca import fit_pca, pca_table
+    from wm_jax.roi import oracle_phenotypes, tract_means
+
+    cohort, heldout = d / "cohort", VolumeStore.open(d / "store_heldout")
+    _publish_table(tract_means(heldout, cohort / "atlas.nii.gz", cohort / "atlas_labels.tsv"), d / "roi_fa.tsv")
+    _publish_table(oracle_phenotypes(heldout, cohort / "truth.tsv"), d / "oracle.tsv")
+    pca = fit_pca(VolumeStore.open(d / "store_train"), int(config.train.model.latent_dim))
+    table = pca_table(pca, heldout)
+    _publish_table(table, d / "pca.tsv")
+    return {"pca_heldout_reconstruction_mse": float(table.reconstruction_mse.mean()),
+            "pca_components": int(pca.components.shape[0])}
+
+
+def stage_gwas(config, d: Path) -> dict:
+    from wm_jax.gwas.run import GwasOptions, run_gwas
+
+    split = pd.read_csv(d / "split.tsv", sep="\t", dtype={"FID": str, "IID": str})
+    options = GwasOptions(maf=float(config.gwas.maf), block_size=int(config.gwas.block_size))
+    (d / "gwas").mkdir(exist_ok=True)
+    tests = {}
+    for kind, (source, prefix) in PHENOTYPE_SETS.items():
+        phenotypes = pd.read_csv(d / source, sep="\t", dtype={"FID": str, "IID": str})
+        names = ",".join(c for c in phenotypes.columns if c.startswith(prefix))
+        for which in ("discovery", "replication"):
+            pheno = d / "gwas" / f"{kind}_{which}.pheno.tsv"
+            _publish_table(_rows_of(phenotypes, split, which), pheno)
+            run_gwas(str(d / "cohort" / "genotypes"), str(pheno), str(d / "cohort" / "covariates.tsv"),
+                     str(d / "gwas" / f"{kind}_{which}"), dataclasses.replace(options, pheno_names=names))
+            meta = json.loads((d / "gwas" / f"{kind}_{which}.gwas" / "meta.json").read_text())
+            tests[f"{kind}_{which}"] = {"variants": meta["n_variants"], "phenotypes": len(meta["phenotypes"])}
+    return tests
+
+
+def stage_report(config, d: Path) -> dict:
+    from wm_jax.reporting import ClumpOptions, build_report
+
+    r = config.report
+    options = ClumpOptions(p1=float(r.clump_p1), p2=float(r.clump_p2), r2=float(r.clump_r2), kb=float(r.clump_kb))
+    return {kind: build_report(str(d / "gwas" / f"{kind}_discovery"), str(d / "cohort" / "genotypes"),
+                               str(d / "report" / kind), replication_gwas=str(d / "gwas" / f"{kind}_replication"),
+                               truth=str(d / "cohort" / "truth.tsv"), options=options)
+            for kind in PHENOTYPE_SETS}
+
+
+def stage_interpret(config, d: Path) -> dict:
+    from wm_jax.interpret import PerdiOptions, interpret
+
+    options = PerdiOptions(n_subjects=int(config.interpret.n_subjects),
+                           n_permutations=int(config.interpret.n_permutations), seed=int(config.seed))
+    return interpret(str(d / "encoder"), str(d / "udip.tsv"), str(d / "interpret"), store=str(d / "store_heldout"),
+                     atlas=str(d / "cohort" / "atlas.nii.gz"), labels=str(d / "cohort" / "atlas_labels.tsv"),
+                     step="best", options=options, truth=str(d / "cohort" / "truth.tsv"),
+                     loci=str(d / "report" / "udip" / "loci.tsv"))
+
+
+def demo_stages(config, d: Path) -> list[Stage]:
+    """The pipeline as stages: name, settings, the stages it reads, its outputs, what runs it."""
+    def bound(function):
+        return lambda: function(config, d)
+
+    gwas_outputs = [f"gwas/{k}_{w}.gwas" for k in PHENOTYPE_SETS for w in ("discovery", "replication")]
+    return [
+        Stage("simulate", config.sim.to_dict(), [], ["cohort/genotypes.bed", "cohort/truth.tsv"], bound(stage_simulate)),
+        Stage("split", config.split.to_dict() | {"seed": int(config.seed)}, ["simulate"], ["split.tsv"], bound(stage_split)),
+        Stage("prepare", {}, ["split"], ["store_train", "store_heldout"], bound(stage_prepare)),
+        Stage("train", config.train.to_dict(), ["prepare"], ["encoder/checkpoints"], bound(stage_train)),
+        Stage("embed", {}, ["train"], ["udip.tsv"], bound(stage_embed)),
+        Stage("baselines", {"latent_dim": int(config.train.model.latent_dim)}, ["prepare"],
+              ["roi_fa.tsv", "pca.tsv", "oracle.tsv"], bound(stage_baselines)),
+        Stage("gwas", config.gwas.to_dict(), ["embed", "baselines"], gwas_outputs, bound(stage_gwas)),
+        Stage("report", config.report.to_dict(), ["gwas"], [f"report/{k}/report.json" for k in PHENOTYPE_SETS],
+              bound(stage_report)),
+        Stage("interpret", config.interpret.to_dict(), ["embed", "report"], ["interpret/interpret.json"],
+              bound(stage_interpret)),
+    ]
+
+
 def demo(config, out: str) -> dict:
     """Run (or resume) the whole pipeline into ``out``; returns the summary also written to summary.json."""
-    from wm_jax.data.store import Preprocessing, prepare_store
-    from wm_jax.gwas.run import GwasOptions, run_gwas
-    from wm_jax.interpret import PerdiOptions, interpret
-    from wm_jax.roi import tract_means
-    from wm_jax.simulate.cohort import simulate_cohort
-    from wm_jax.train.loop import embed, train_and_evaluate
-
     d = Path(out)
     d.mkdir(parents=True, exist_ok=True)
-    cohort = d / "cohort"
-    seed = int(config.seed)
-
-    def simulate():
-        simulate_cohort(config.sim, cohort, overwrite=True)
-        return {"n_subjects": int(config.sim.n_subjects), "shape": list(config.sim.shape)}
-
-    def split():
-        subjects = pd.read_csv(cohort / "subjects.tsv", sep="\t", dtype={"FID": str, "IID": str})
-        subjects["fa_path"] = [str((cohort / p).resolve()) for p in subjects.fa_path]  # the tables live elsewhere
-        table = split_subjects(subjects, config.split.train_fraction, config.split.replication_fraction, seed)
-        with atomic_path(d / "split.tsv") as tmp:
-            table.to_csv(tmp, sep="\t", index=False)
-        is_train = (table.SET == "train").to_numpy()  # split_subjects keeps the subjects' row order
-        for name, rows in (("subjects_train.tsv", subjects[is_train]), ("subjects_heldout.tsv", subjects[~is_train])):
-            with atomic_path(d / name) as tmp:
-                rows.to_csv(tmp, sep="\t", index=False)
-        counts = table.SET.value_counts().to_dict()
-        log.info("split: %d subjects -> %d train, %d discovery, %d replication", len(table), counts.get("train", 0),
-                 counts.get("discovery", 0), counts.get("replication", 0))
-        return {k: int(v) for k, v in counts.items()}
-
-    def prepare():
-        prepare_store(d / "subjects_train.tsv", d / "store_train", Preprocessing(), overwrite=True)
-        prepare_store(d / "subjects_heldout.tsv", d / "store_heldout", Preprocessing(), overwrite=True)
-
-    def train():
-        summary = train_and_evaluate(config.train, str(d / "encoder"), str(d / "store_train"))
-        return {k: v for k, v in (summary or {}).items() if isinstance(v, (int, float, str))}
-
-    def embed_stage():
-        embed(str(d / "encoder"), str(d / "store_heldout"), str(d / "udip.tsv"), step="best")
-
-    def roi():
-        from wm_jax.data.store import VolumeStore
-
-        frame = tract_means(VolumeStore.open(d / "store_heldout"), cohort / "atlas.nii.gz", cohort / "atlas_labels.tsv")
-        with atomic_path(d / "roi_fa.tsv") as tmp:
-            frame.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
-
-    phenotype_sets = {"udip": "udip.tsv", "roi": "roi_fa.tsv"}
-
-    def gwas():
-        table = pd.read_csv(d / "split.tsv", sep="\t", dtype={"FID": str, "IID": str})
-        options = GwasOptions(maf=float(config.gwas.maf), block_size=int(config.gwas.block_size))
-        (d / "gwas").mkdir(exist_ok=True)
-        tests = {}
-        for kind, source in phenotype_sets.items():
-            phenotypes = pd.read_csv(d / source, sep="\t", dtype={"FID": str, "IID": str})
-            names = ",".join(c for c in phenotypes.columns if c.startswith(("UDIP", "FA_")))
-            for which in ("discovery", "replication"):
-                pheno = d / "gwas" / f"{kind}_{which}.pheno.tsv"
-                with atomic_path(pheno) as tmp:
-                    _rows_of(phenotypes, table, which).to_csv(tmp, sep="\t", index=False, float_format="%.6g")
-                run_gwas(str(cohort / "genotypes"), str(pheno), str(cohort / "covariates.tsv"),
-                         str(d / "gwas" / f"{kind}_{which}"), dataclasses.replace(options, pheno_names=names))
-                meta = json.loads((d / "gwas" / f"{kind}_{which}.gwas" / "meta.json").read_text())
-                tests[f"{kind}_{which}"] = {"variants": meta["n_variants"], "phenotypes": len(meta["phenotypes"])}
-        return tests
-
-    def report():
-        from wm_jax.reporting import ClumpOptions, build_report
-
-        options = ClumpOptions(p1=float(config.report.clump_p1), p2=float(config.report.clump_p2),
-                               r2=float(config.report.clump_r2), kb=float(config.report.clump_kb))
-        results = {}
-        for kind in phenotype_sets:
-            results[kind] = build_report(str(d / "gwas" / f"{kind}_discovery"), str(cohort / "genotypes"),
-                                         str(d / "report" / kind), replication_gwas=str(d / "gwas" / f"{kind}_replication"),
-                                         truth=str(cohort / "truth.tsv"), options=options)
-        return results
-
-    def interpret_stage():
-        options = PerdiOptions(n_subjects=int(config.interpret.n_subjects),
-                               n_permutations=int(config.interpret.n_permutations), seed=seed)
-        return interpret(str(d / "encoder"), str(d / "udip.tsv"), str(d / "interpret"),
-                         store=str(d / "store_heldout"), atlas=str(cohort / "atlas.nii.gz"),
-                         labels=str(cohort / "atlas_labels.tsv"), step="best", options=options)
-
-    sim_settings = config.sim.to_dict()
-    stages = [
-        Stage("simulate", sim_settings, [], ["cohort/genotypes.bed", "cohort/truth.tsv"], simulate),
-        Stage("split", config.split.to_dict() | {"seed": seed}, ["simulate"], ["split.tsv"], split),
-        Stage("prepare", {}, ["split"], ["store_train", "store_heldout"], prepare),
-        Stage("train", config.train.to_dict(), ["prepare"], ["encoder/checkpoints"], train),
-        Stage("embed", {}, ["train"], ["udip.tsv"], embed_stage),
-        Stage("roi", {}, ["prepare"], ["roi_fa.tsv"], roi),
-        Stage("gwas", config.gwas.to_dict(), ["embed", "roi"],
-              [f"gwas/{k}_{w}.gwas" for k in phenotype_sets for w in ("discovery", "replication")], gwas),
-        Stage("report", config.report.to_dict(), ["gwas"], ["report/udip/report.json", "report/roi/report.json"], report),
-        Stage("interpret", config.interpret.to_dict(), ["embed"], ["interpret/interpret.json"], interpret_stage),
-    ]
-    record = run_stages(d, stages)
+    record = run_stages(d, demo_stages(config, d))
     summary = make_summary(d, record)
     with atomic_path(d / "summary.json") as tmp:
         tmp.write_text(json.dumps(summary, indent=2, default=str))
     return summary
 
 
+def _recall(report: dict) -> dict:
+    """Per kind of planted locus: planted, and found by any / single-phenotype / omnibus loci."""
+    return report.get("recall_by_kind", {})
+
+
+def verdict(reports: dict) -> dict:
+    """Does the study's claim hold here: UDIPs find planted loci that tract means miss, and find
+    at least half of them with no locus that holds no planted variant?"""
+    udip, roi = reports["udip"], reports["roi"]
+    udip_found = set(udip.get("planted_recovered", []))
+    roi_found = set(roi.get("planted_recovered", []))
+    missed_by_roi = sorted(udip_found - roi_found)
+    half = udip.get("n_planted_recovered", 0) * 2 >= udip.get("n_planted", 0) > 0
+    holds = bool(missed_by_roi) and half and udip.get("n_false_loci", 0) == 0
+    text = (f"UDIPs recover {len(udip_found)} of {udip.get('n_planted', 0)} planted loci "
+            f"({udip.get('n_false_loci', 0)} loci without a planted variant), ROI-FA {len(roi_found)}; "
+            f"{len(missed_by_roi)} found by UDIPs only: the study's claim "
+            + ("holds on this cohort" if holds else "does not hold on this cohort"))
+    return {"holds": holds, "udip_only": missed_by_roi, "text": text}
+
+
 def make_summary(d: Path, record: dict) -> dict:
     """The headline figures of a finished run, from the stages' results."""
     reports = record["report"]["result"]
-    train = record["train"]["result"]
     metrics = [json.loads(line) for line in (d / "encoder" / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    val = [m["val_loss"] for m in metrics if "val_loss" in m]
     interpret = record["interpret"]["result"]
-    comparison = {}
-    for kind, rep in reports.items():
-        comparison[kind] = {key: rep.get(key) for key in (
-            "n_phenotypes", "lambda_median", "lambda_min", "lambda_max", "omnibus_lambda", "n_loci", "n_leads",
-            "n_replicated", "n_planted", "n_planted_recovered", "n_false_loci")}
+    keys = ("n_phenotypes", "lambda_median", "lambda_min", "lambda_max", "omnibus_lambda", "n_loci", "n_leads",
+            "n_replicated", "n_planted", "n_planted_recovered", "n_false_loci")
+    comparison = {kind: {key: rep.get(key) for key in keys} | {"recall_by_kind": _recall(rep)}
+                  for kind, rep in reports.items()}
     return {
         "run_directory": str(d.resolve()),
         "seconds": {name: stage["seconds"] for name, stage in record.items()},
         "total_seconds": round(sum(stage["seconds"] for stage in record.values()), 1),
         "subjects": record["split"]["result"],
-        "encoder": {"validation_loss": val, "train": train},
+        "encoder": {"validation_loss": [m["val_loss"] for m in metrics if "val_loss" in m],
+                    "train": record["train"]["result"],
+                    "heldout_reconstruction_mse": record["embed"]["result"].get("heldout_reconstruction_mse"),
+                    "pca_heldout_reconstruction_mse": record["baselines"]["result"].get("pca_heldout_reconstruction_mse")},
         "udip_vs_roi_fa": comparison,
+        "recall_by_kind": {kind: _recall(rep) for kind, rep in reports.items()},
+        "verdict": verdict(reports),
         "perdi_top_tract": interpret.get("top_tract", {}),
+        "perdi_pattern_overlap": interpret.get("pattern_overlap", []),
         "files": {"udip_report": "report/udip/report.md", "roi_report": "report/roi/report.md",
                   "perdi_maps": "interpret/perdi_abs_t.nii.gz", "perdi_enrichment": "interpret/enrichment.tsv",
                   "manifest": "manifest.json"},
@@ -240,20 +302,31 @@ def make_summary(d: Path, record: dict) -> dict:
 
 
 def print_summary(summary: dict) -> str:
-    """The end-of-run text: timing, the encoder, and UDIPs against ROI-FA."""
+    """The end-of-run text: timing, the encoder against PCA, UDIPs against the baselines, the verdict."""
+    enc = summary["encoder"]
     lines = [f"wm-jax demo: {summary['run_directory']} ({summary['total_seconds']:.0f} s)",
              "  subjects: " + ", ".join(f"{k} {v}" for k, v in sorted(summary["subjects"].items())),
-             "  validation loss by epoch: " + ", ".join(f"{v:.4f}" for v in summary["encoder"]["validation_loss"])]
-    header = ["", "UDIP", "ROI-FA"]
-    rows = [("phenotypes", "n_phenotypes"), ("lambda GC (median)", "lambda_median"), ("loci (discovery)", "n_loci"),
-            ("leads replicated", "n_replicated"), ("planted variants", "n_planted"),
+             "  validation loss by epoch: " + ", ".join(f"{v:.4f}" for v in enc["validation_loss"]),
+             f"  held-out reconstruction MSE: encoder {enc['heldout_reconstruction_mse']:.4f}, "
+             f"PCA (same size, fit on the training store) {enc['pca_heldout_reconstruction_mse']:.4f}"]
+    kinds = list(summary["udip_vs_roi_fa"])
+    rows = [("phenotypes", "n_phenotypes"), ("lambda GC (median)", "lambda_median"), ("omnibus lambda", "omnibus_lambda"),
+            ("loci (discovery)", "n_loci"), ("leads replicated", "n_replicated"), ("planted loci", "n_planted"),
             ("planted recovered", "n_planted_recovered"), ("loci without a planted variant", "n_false_loci")]
     cmp = summary["udip_vs_roi_fa"]
-    lines.append("  " + f"{header[0]:32s}{header[1]:>10s}{header[2]:>10s}")
+    lines.append("  " + f"{'':32s}" + "".join(f"{k:>9s}" for k in kinds))
     for label, key in rows:
-        values = [cmp.get(kind, {}).get(key) for kind in ("udip", "roi")]
-        text = [("-" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)) for v in values]
-        lines.append("  " + f"{label:32s}{text[0]:>10s}{text[1]:>10s}")
-    lines.append("  reports: " + ", ".join(summary["files"][k] for k in ("udip_report", "roi_report")))
+        values = [cmp[kind].get(key) for kind in kinds]
+        lines.append("  " + f"{label:32s}" + "".join(
+            f"{('-' if v is None else f'{v:.3f}' if isinstance(v, float) else str(v)):>9s}" for v in values))
+    loci_kinds = sorted({k for kind in kinds for k in cmp[kind]["recall_by_kind"]})
+    for locus_kind in loci_kinds:
+        cells = []
+        for kind in kinds:
+            r = cmp[kind]["recall_by_kind"].get(locus_kind, {})
+            cells.append(f"{r.get('any', 0)}/{r.get('planted', 0)}")
+        lines.append("  " + f"{'recall, ' + locus_kind + ' loci':32s}" + "".join(f"{c:>9s}" for c in cells))
+    lines.append("  verdict: " + summary["verdict"]["text"])
+    lines.append("  reports: " + ", ".join(f"report/{k}/report.md" for k in kinds))
     lines.append("  summary: summary.json, manifest: manifest.json")
     return "\n".join(lines)

@@ -6,8 +6,9 @@ Output directory:
   atlas.nii.gz, atlas_labels.tsv   the tract atlas of the template
   subjects.tsv              FID IID fa_path age sex site
   covariates.tsv            FID IID age sex site_2.. PC1..PC10
-  truth.tsv                 the causal variants: tract, pattern centre and width, effect, h2
-  simulation.json           the configuration and code version that made it
+  truth.tsv                 the planted loci: variant, kind, factor, tract, effect, variance explained
+  patterns.nii.gz           4D: the spatial pattern of each planted locus (volume k = truth row k)
+  simulation.json           the configuration, code version and every factor's kind, h2 and variance
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from scipy.ndimage import map_coordinates
 from tqdm.auto import tqdm
 
 import wm_jax
@@ -28,7 +30,8 @@ from wm_jax.data.plink import encode_alt_dosages, write_bed
 from wm_jax.data.tables import write_table
 from wm_jax.errors import atomic_dir
 from wm_jax.simulate.genotypes import genetic_pcs, simulate_chromosome
-from wm_jax.simulate.phantom import TRACTS, build_phantom, normalised_coordinates
+from wm_jax.simulate.genetics import choose_loci, factor_coefficients, spatial_factors
+from wm_jax.simulate.phantom import TRACTS, build_phantom
 
 log = logging.getLogger("wm_jax")
 
@@ -55,146 +58,176 @@ def _linear_upsampler(n_out: int, n_coarse: int) -> np.ndarray:
     return weights
 
 
-def _smooth_displacement(shape, rng, amplitude_voxels: float, coarse: int = 4) -> np.ndarray:
-    """A smooth random displacement field (3, X, Y, Z): coarse Gaussian noise, linearly upsampled."""
-    field = rng.standard_normal((3, coarse, coarse, coarse)).astype(np.float32) * amplitude_voxels
+def _smooth_displacement(shape, rng, amplitude_voxels, coarse: int = 4) -> np.ndarray:
+    """A smooth random displacement field (3, X, Y, Z): coarse Gaussian noise, linearly upsampled;
+    ``amplitude_voxels`` is one sd or one per axis."""
+    field = rng.standard_normal((3, coarse, coarse, coarse)).astype(np.float32) * np.reshape(amplitude_voxels, (-1, 1, 1, 1))
     wx, wy, wz = (_linear_upsampler(s, coarse) for s in shape)
     return np.einsum("cijk,xi,yj,zk->cxyz", field, wx, wy, wz, optimize=True)
+
+
+def _write_genotypes(tmp: Path, config, rng: np.random.Generator):
+    """Coalescent genotypes with missing calls -> genotypes.bed/.bim/.fam.
+
+    Returns the true (variants, subjects) ALT dosages, the called ones (-1 missing), each
+    subject's deme and the .bim table."""
+    n, g = int(config.n_subjects), config.genotypes
+    chromosomes = [
+        simulate_chromosome(str(c + 1), n, g.chromosome_length, config.seed * 1000 + 17 * c + 1, g.demes,
+                            g.population_size, g.migration_rate, g.recombination_rate, g.mutation_rate, g.min_maf)
+        for c in tqdm(range(g.n_chromosomes), desc="genotypes", unit="chr")
+    ]
+    dosage = np.concatenate([c.dosages for c in chromosomes])
+    # simulate_chromosome puts n // demes (+1 for the first n % demes) individuals in each deme, in order.
+    deme = np.repeat(np.arange(g.demes), [len(x) for x in np.array_split(np.arange(n), g.demes)])
+    order = rng.permutation(n)  # msprime lists deme 0 first; shuffled, sample order carries no ancestry
+    dosage, deme = dosage[:, order], deme[order]
+    observed = rng.random(dosage.shape) >= g.missing_rate
+    called = np.where(observed, dosage, -1).astype(np.int8)
+    iid = subject_ids(n)
+    bim = pd.DataFrame({
+        "chrom": np.concatenate([[c.name] * len(c.positions) for c in chromosomes]),
+        "id": [f"{c.name}:{p}" for c in chromosomes for p in c.positions],
+        "cm": 0.0,
+        "pos": np.concatenate([c.positions for c in chromosomes]),
+        "alt": np.concatenate([c.alt for c in chromosomes]),
+        "ref": np.concatenate([c.ref for c in chromosomes]),
+    })
+    bim.to_csv(tmp / "genotypes.bim", sep="\t", header=False, index=False)
+    write_bed(tmp / "genotypes.bed", (encode_alt_dosages(called[i: i + 4096]) for i in range(0, len(bim), 4096)))
+    return dosage, called, deme, bim
+
+
+def subject_ids(n: int) -> np.ndarray:
+    return np.array([f"sub{i + 1:05d}" for i in range(n)])
+
+
+def _write_subjects(tmp: Path, config, called: np.ndarray, rng: np.random.Generator) -> pd.DataFrame:
+    """Age, sex, site and genetic PCs -> genotypes.fam, covariates.tsv, subjects.tsv."""
+    n, v = int(config.n_subjects), config.variation
+    iid = subject_ids(n)
+    sex = rng.integers(0, 2, n)  # 1 = male
+    fam = pd.DataFrame({"fid": iid, "iid": iid, "father": 0, "mother": 0, "sex": np.where(sex == 1, 1, 2), "phenotype": -9})
+    fam.to_csv(tmp / "genotypes.fam", sep=" ", header=False, index=False)
+    age = np.clip(rng.normal(v.age_mean, v.age_sd, n), v.age_min, v.age_max).round(1)
+    site = rng.choice(len(v.site_offsets), size=n, p=np.asarray(v.site_weights) / np.sum(v.site_weights))
+    pcs = genetic_pcs(called, config.n_pcs, config.pc_max_variants, config.seed + 5)
+    covariates = {"age": age, "sex": sex.astype(float)}
+    for s in range(1, len(v.site_offsets)):
+        covariates[f"site_{s + 1}"] = (site == s).astype(float)
+    for k in range(config.n_pcs):
+        covariates[f"PC{k + 1}"] = pcs[:, k]
+    write_table(tmp / "covariates.tsv", iid, iid, covariates)
+    subjects = pd.DataFrame({"FID": iid, "IID": iid, "fa_path": [f"fa/{i}.nii.gz" for i in iid], "age": age,
+                             "sex": sex, "site": site + 1})
+    subjects.to_csv(tmp / "subjects.tsv", sep="\t", index=False)
+    return subjects
+
+
+def _nuisance(subjects: pd.DataFrame, deme: np.ndarray, phantom, v, rng: np.random.Generator):
+    """Maps and per-subject coefficients of the non-genetic variation: a global offset by age,
+    site and ancestry; tract-specific age decline and sex difference."""
+    n = len(subjects)
+    decades = (subjects.age.to_numpy() - 60.0) / 10.0
+    sex = subjects.sex.to_numpy()
+    site = subjects.site.to_numpy() - 1
+    tract_slopes = np.array([t.age_slope for t in TRACTS])
+    tract_coef = decades[:, None] * tract_slopes[None, :] + v.sex_effect * (sex[:, None] - 0.5) * np.ones(len(TRACTS))
+    global_coef = (v.global_age_slope * decades + np.asarray(v.site_offsets)[site]
+                   + np.asarray(v.deme_offsets)[deme % len(v.deme_offsets)])
+    maps = np.concatenate([phantom.white_matter[None].astype(np.float32), phantom.tract_weight])
+    head_scale = 1 + v.head_size_sex * (sex - 0.5) + rng.normal(0, v.head_size_sd, n)
+    noise_scale = np.asarray(v.site_noise)[site] * v.noise_sd
+    return maps, np.concatenate([global_coef[:, None], tract_coef], axis=1), head_scale, noise_scale
+
+
+def _write_truth(tmp: Path, loci, factors, betas, freq, bim, pattern_share: np.ndarray, affine) -> pd.DataFrame:
+    """truth.tsv (one row per planted locus) and patterns.nii.gz (its spatial pattern, 4D)."""
+    rows = []
+    for j, locus in enumerate(loci):
+        factor = factors[locus.factor]
+        centre = np.array(np.unravel_index(np.abs(factor.pattern).argmax(), factor.pattern.shape))
+        p = freq[locus.variant]
+        rows.append({"variant": bim.id.iloc[locus.variant], "chrom": bim.chrom.iloc[locus.variant],
+                     "pos": int(bim.pos.iloc[locus.variant]), "alt": bim.alt.iloc[locus.variant],
+                     "alt_freq": round(float(p), 4), "kind": factor.kind, "factor": factor.name, "tract": factor.tract,
+                     "pattern": j, "pattern_peak_voxel": ",".join(str(int(c)) for c in centre),
+                     "beta_fa_per_alt": float(betas[j]), "factor_sd": factor.sd, "factor_h2": factor.h2,
+                     "var_explained": round(float(min(locus.share, factor.h2)), 6),
+                     "pattern_variance_share": round(float(pattern_share[locus.factor]), 6)})
+    truth = pd.DataFrame(rows)
+    truth.to_csv(tmp / "truth.tsv", sep="\t", index=False)
+    patterns = np.stack([factors[locus.factor].pattern for locus in loci], axis=-1) if loci else np.zeros((*factors[0].pattern.shape, 0))
+    save_nifti(tmp / "patterns.nii.gz", patterns, affine)
+    return truth
+
+
+def _write_fa_maps(tmp: Path, config, phantom, maps: np.ndarray, coefs: np.ndarray, head_scale, noise_scale, affine):
+    """One FA map per subject: the template plus coefficient-weighted maps, warped by head size and
+    a smooth deformation, with voxel noise. Returns the voxel-wise variance over subjects."""
+    shape = tuple(int(s) for s in config.shape)
+    iid = subject_ids(len(coefs))
+    (tmp / "fa").mkdir()
+    grid_index = np.indices(shape, dtype=np.float32)
+    centre_index = (np.asarray(shape, np.float32)[:, None, None, None] - 1) / 2
+    template, brain = phantom.fa, phantom.brain.astype(np.float32)
+    total, total2 = np.zeros(shape), np.zeros(shape)
+    deformation_voxels = config.variation.deformation_mm / (MNI_FOV_MM / np.asarray(shape))
+    # Compression runs in writer threads (zlib releases the GIL) while the next volume is made.
+    with ThreadPoolExecutor(max_workers=2) as writers:
+        pending = []
+        for i in tqdm(range(len(coefs)), desc="FA maps", unit="vol", mininterval=1.0):
+            subject_rng = np.random.default_rng([config.seed, i])
+            native = template + (coefs[i] @ maps).reshape(shape) * (template > 0)
+            sample_at = centre_index + (grid_index - centre_index) / head_scale[i]
+            sample_at += _smooth_displacement(shape, subject_rng, deformation_voxels)
+            warped = map_coordinates(native, sample_at, order=1, mode="constant", cval=0.0)
+            inside = map_coordinates(brain, sample_at, order=1, mode="constant", cval=0.0) >= 0.5
+            noisy = warped + subject_rng.normal(0, noise_scale[i], shape).astype(np.float32)
+            fa = np.where(inside, np.clip(noisy, 0.01, 0.98), 0.0).astype(np.float32)
+            total += fa
+            total2 += fa.astype(np.float64) ** 2
+            pending.append(writers.submit(save_nifti, tmp / "fa" / f"{iid[i]}.nii.gz", fa, affine))
+            if len(pending) > 8:
+                pending.pop(0).result()
+        for future in pending:
+            future.result()
+    n = len(coefs)
+    return total2 / n - (total / n) ** 2
 
 
 def simulate_cohort(config, out: str | os.PathLike, overwrite: bool = False) -> Path:
     """Simulate the cohort described by ``config`` (see configs/sim_*.py) into ``out``."""
     rng = np.random.default_rng(config.seed)
-    n = int(config.n_subjects)
     shape = tuple(int(s) for s in config.shape)
-    g = config.genotypes
     with atomic_dir(out, overwrite=overwrite) as tmp:
-        # Genotypes, one coalescent simulation per chromosome.
-        chromosomes = [
-            simulate_chromosome(str(c + 1), n, g.chromosome_length, config.seed * 1000 + 17 * c + 1, g.demes,
-                                g.population_size, g.migration_rate, g.recombination_rate, g.mutation_rate, g.min_maf)
-            for c in tqdm(range(g.n_chromosomes), desc="genotypes", unit="chr")
-        ]
-        dosage = np.concatenate([c.dosages for c in chromosomes])  # (M, N) true genotypes
-        n_variants = dosage.shape[0]
-        # simulate_chromosome puts n // demes (+1 for the first n % demes) individuals in each deme, in order.
-        deme = np.repeat(np.arange(g.demes), [len(x) for x in np.array_split(np.arange(n), g.demes)])
-        # msprime lists deme 0's individuals first; shuffle so that sample order carries no ancestry.
-        order = rng.permutation(n)
-        dosage, deme = dosage[:, order], deme[order]
-        observed = rng.random(dosage.shape) >= g.missing_rate
-        called = np.where(observed, dosage, -1).astype(np.int8)
-
-        iid = np.array([f"sub{i + 1:05d}" for i in range(n)])
-        bim = pd.DataFrame({
-            "chrom": np.concatenate([[c.name] * len(c.positions) for c in chromosomes]),
-            "id": [f"{c.name}:{p}" for c in chromosomes for p in c.positions],
-            "cm": 0.0,
-            "pos": np.concatenate([c.positions for c in chromosomes]),
-            "alt": np.concatenate([c.alt for c in chromosomes]),
-            "ref": np.concatenate([c.ref for c in chromosomes]),
-        })
-        sex = rng.integers(0, 2, n)  # 1 = male
-        fam = pd.DataFrame({"fid": iid, "iid": iid, "father": 0, "mother": 0, "sex": np.where(sex == 1, 1, 2), "phenotype": -9})
-        bim.to_csv(tmp / "genotypes.bim", sep="\t", header=False, index=False)
-        fam.to_csv(tmp / "genotypes.fam", sep=" ", header=False, index=False)
-        write_bed(tmp / "genotypes.bed", (encode_alt_dosages(called[i: i + 4096]) for i in range(0, n_variants, 4096)))
-
-        # Covariates.
-        v = config.variation
-        age = np.clip(rng.normal(v.age_mean, v.age_sd, n), v.age_min, v.age_max).round(1)
-        site = rng.choice(len(v.site_offsets), size=n, p=np.asarray(v.site_weights) / np.sum(v.site_weights))
-        pcs = genetic_pcs(called, config.n_pcs, config.pc_max_variants, config.seed + 5)
-        covariates = {"age": age, "sex": sex.astype(float)}
-        for s in range(1, len(v.site_offsets)):
-            covariates[f"site_{s + 1}"] = (site == s).astype(float)
-        for k in range(config.n_pcs):
-            covariates[f"PC{k + 1}"] = pcs[:, k]
-        write_table(tmp / "covariates.tsv", iid, iid, covariates)
-        pd.DataFrame({"FID": iid, "IID": iid, "fa_path": [f"fa/{i}.nii.gz" for i in iid], "age": age,
-                      "sex": sex, "site": site + 1}).to_csv(tmp / "subjects.tsv", sep="\t", index=False)
-
-        # Template and atlas.
+        dosage, called, deme, bim = _write_genotypes(tmp, config, rng)
+        subjects = _write_subjects(tmp, config, called, rng)
+        del called
         phantom = build_phantom(shape, seed=config.seed)
         affine = grid_affine(shape)
         save_nifti(tmp / "atlas.nii.gz", phantom.atlas.astype(np.float32), affine)
         pd.DataFrame({"label": np.arange(1, len(TRACTS) + 1), "tract": [t.name for t in TRACTS]}).to_csv(
             tmp / "atlas_labels.tsv", sep="\t", index=False)
 
-        # Causal variants: each changes FA in a spatially local part of one tract.
-        e = config.effects
         freq = dosage.mean(axis=1) / 2
-        maf = np.minimum(freq, 1 - freq)
-        candidates = np.flatnonzero(maf >= e.min_causal_maf)
-        segments = np.array_split(candidates, e.n_causal)  # spread the causal variants along the genome
-        causal = np.array([rng.choice(s) for s in segments if len(s)])
-        coords = normalised_coordinates(shape)
-        patterns, truth = [], []
-        for j, variant in enumerate(causal):
-            t = j % len(TRACTS) if e.tracts_round_robin else rng.integers(len(TRACTS))
-            tract = TRACTS[t]
-            points = np.asarray(tract.points)
-            k = rng.integers(1, len(points) - 1) if len(points) > 2 else 0
-            centre = points[k] + rng.uniform(-0.3, 0.3) * (points[k + 1] - points[k])
-            width = e.pattern_width
-            distance2 = ((coords - centre[:, None, None, None].astype(np.float32)) ** 2).sum(0)
-            pattern = phantom.tract_weight[t] * np.exp(-0.5 * distance2 / width**2)
-            patterns.append(pattern / pattern.max())
-            p = freq[variant]
-            beta = rng.choice([-1, 1]) * np.sqrt(e.h2_per_variant / (1 - e.h2_per_variant)) * v.tract_random_sd / np.sqrt(2 * p * (1 - p))
-            centre_voxel = (centre + 1) / 2 * (np.asarray(shape) - 1)
-            truth.append({"variant": bim.id.iloc[variant], "chrom": bim.chrom.iloc[variant], "pos": int(bim.pos.iloc[variant]),
-                          "alt": bim.alt.iloc[variant], "alt_freq": round(float(p), 4), "tract": tract.name,
-                          "pattern_centre_voxel": ",".join(f"{c:.1f}" for c in centre_voxel),
-                          "pattern_width_voxels": round(float(width / 2 * (shape[0] - 1)), 2),
-                          "beta_fa_per_alt": float(beta), "h2": e.h2_per_variant})
-        pd.DataFrame(truth).to_csv(tmp / "truth.tsv", sep="\t", index=False)
-        betas = np.array([row["beta_fa_per_alt"] for row in truth])
-
-        # Per-subject coefficients of each component map (all subjects at once).
-        n_tracts = len(TRACTS)
-        tract_slopes = np.array([t.age_slope for t in TRACTS])
-        decades = (age - 60.0) / 10.0
-        tract_coef = (decades[:, None] * tract_slopes[None, :] + v.sex_effect * (sex[:, None] - 0.5)
-                      + rng.normal(0, v.tract_random_sd, (n, n_tracts)))
-        genetic_coef = (dosage[causal].T - 2 * freq[causal][None, :]) * betas[None, :]
-        global_coef = (v.global_age_slope * decades + np.asarray(v.site_offsets)[site]
-                       + np.asarray(v.deme_offsets)[deme % len(v.deme_offsets)])
-        maps = np.concatenate([phantom.white_matter[None].astype(np.float32), phantom.tract_weight,
-                               np.stack(patterns) if patterns else np.zeros((0, *shape), np.float32)]).reshape(-1, int(np.prod(shape)))
-        coefs = np.concatenate([global_coef[:, None], tract_coef, genetic_coef], axis=1).astype(np.float32)
-        head_scale = 1 + v.head_size_sex * (sex - 0.5) + rng.normal(0, v.head_size_sd, n)
-        noise_scale = np.asarray(v.site_noise)[site] * v.noise_sd
-
-        (tmp / "fa").mkdir()
-        grid_index = np.indices(shape, dtype=np.float32)
-        centre_index = (np.asarray(shape, np.float32)[:, None, None, None] - 1) / 2
-        template = phantom.fa
-        brain = phantom.brain.astype(np.float32)
-        from scipy.ndimage import map_coordinates
-
-        # Compression runs in writer threads (zlib releases the GIL) while the next volume is made.
-        writers = ThreadPoolExecutor(max_workers=2)
-        pending = []
-        for i in tqdm(range(n), desc="FA maps", unit="vol", mininterval=1.0):
-            subject_rng = np.random.default_rng([config.seed, i])
-            native = template + (coefs[i] @ maps).reshape(shape) * (template > 0)
-            sample_at = centre_index + (grid_index - centre_index) / head_scale[i]
-            sample_at += _smooth_displacement(shape, subject_rng, v.deformation_voxels)
-            warped = map_coordinates(native, sample_at, order=1, mode="constant", cval=0.0)
-            inside = map_coordinates(brain, sample_at, order=1, mode="constant", cval=0.0) >= 0.5
-            noisy = warped + subject_rng.normal(0, noise_scale[i], shape).astype(np.float32)
-            fa = np.where(inside, np.clip(noisy, 0.01, 0.98), 0.0).astype(np.float32)
-            pending.append(writers.submit(save_nifti, tmp / "fa" / f"{iid[i]}.nii.gz", fa, affine))
-            if len(pending) > 8:
-                pending.pop(0).result()
-        for future in pending:
-            future.result()
-        writers.shutdown()
-
-        record = {"format_version": 1, "code_version": wm_jax.__version__, "config": config.to_dict(),
-                  "n_subjects": n, "n_variants": int(n_variants), "shape": list(shape), "n_causal": len(causal)}
+        factors = spatial_factors(phantom, config, rng)
+        loci = choose_loci(factors, np.minimum(freq, 1 - freq), config, rng)
+        factor_coefs, betas = factor_coefficients(factors, loci, dosage, freq, config, rng)
+        maps, nuisance_coefs, head_scale, noise_scale = _nuisance(subjects, deme, phantom, config.variation, rng)
+        maps = np.concatenate([maps, np.stack([f.pattern for f in factors])]).reshape(len(maps) + len(factors), -1)
+        coefs = np.concatenate([nuisance_coefs, factor_coefs], axis=1).astype(np.float32)
+        variance = _write_fa_maps(tmp, config, phantom, maps, coefs, head_scale, noise_scale, affine)
+        # Share of the image variance (summed over voxels) that each factor's pattern holds.
+        pattern_share = np.array([factor_coefs[:, i].var() * float((f.pattern**2).sum()) for i, f in enumerate(factors)])
+        pattern_share /= variance.sum()
+        _write_truth(tmp, loci, factors, betas, freq, bim, pattern_share, affine)
+        record = {"format_version": 2, "code_version": wm_jax.__version__, "config": config.to_dict(),
+                  "n_subjects": int(config.n_subjects), "n_variants": len(bim), "shape": list(shape), "n_causal": len(loci),
+                  "factors": [{"name": f.name, "kind": f.kind, "tract": f.tract, "sd": f.sd, "h2": f.h2,
+                               "h2_on_simulated_genome": f.h2 * config.genetics.on_genome_share,
+                               "variance_share": round(float(pattern_share[i]), 6)} for i, f in enumerate(factors)]}
         (tmp / "simulation.json").write_text(json.dumps(record, indent=2, default=str))
-    log.info("simulate: %d subjects, %d variants on %d chromosomes, %d causal -> %s",
-             n, n_variants, g.n_chromosomes, len(causal), out)
+    log.info("simulate: %d subjects, %d variants on %d chromosomes, %d factors, %d planted loci -> %s",
+             config.n_subjects, len(bim), config.genotypes.n_chromosomes, len(factors), len(loci), out)
     return Path(out)

@@ -1,0 +1,162 @@
+"""The simulator's genetic architecture: spatial genetic factors with a polygenic background, and
+large-effect planted loci acting on some of them.
+
+A subject's FA map is the template plus a sum of spatial patterns, each scaled by a per-subject
+coefficient. The patterns of the *factors* are
+
+- ``global``: all white matter (the general white-matter factor that makes tracts genetically
+  correlated);
+- ``tract``: one atlas tract (its weight map);
+- ``cross``: a smooth blob over parts of several tracts and the white matter between them, not
+  aligned with the atlas;
+- ``contrast``: a gradient along one tract with the mean of every atlas tract removed, so tract
+  means do not see it (for the corpus callosum, left against right);
+- ``local``: a small blob inside one tract.
+
+Each factor's coefficient is ``sd * (sqrt(h2) * genetic + sqrt(1 - h2) * environment)`` in FA
+units. Its genetic part is the planted locus acting on it (if any, a share ``locus_share`` of the
+factor's variance) plus a polygenic score: a share ``on_genome_share`` of the polygenic variance
+comes from ``n_causal`` small-effect variants of the simulated chromosomes, the rest from the
+genome that is not simulated (a few Mb stand for 3 Gb, so most causal variants lie elsewhere).
+Every planted locus acts on a factor, so loci move directions of heritable variation, as the
+loci of real imaging phenotypes do (they are genetically correlated with the polygenic background).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from wm_jax.simulate.phantom import TRACTS, Phantom, normalised_coordinates
+
+KINDS = ("local", "tract", "cross", "contrast")
+
+
+@dataclass
+class Factor:
+    name: str
+    kind: str  # global, tract, cross, contrast or local
+    pattern: np.ndarray  # (X, Y, Z) float32, max |pattern| = 1
+    sd: float  # FA units
+    h2: float  # of the factor's coefficient
+    tract: str = "-"  # the tract it lies in or centres on
+
+
+@dataclass
+class Locus:
+    variant: int  # row of the genotype matrix
+    factor: int  # index into the factor list
+    share: float  # of the factor's variance
+    sign: float
+
+
+def _normalised(pattern: np.ndarray) -> np.ndarray:
+    return (pattern / np.abs(pattern).max()).astype(np.float32)
+
+
+def _blob(coords: np.ndarray, centre: np.ndarray, width: float) -> np.ndarray:
+    distance2 = ((coords - centre[:, None, None, None].astype(np.float32)) ** 2).sum(0)
+    return np.exp(-0.5 * distance2 / width**2)
+
+
+def _point_on(tract_index: int, rng: np.random.Generator) -> np.ndarray:
+    points = np.asarray(TRACTS[tract_index].points)
+    k = rng.integers(0, len(points) - 1)
+    return points[k] + rng.uniform(0.2, 0.8) * (points[k + 1] - points[k])
+
+
+def _without_tract_means(pattern: np.ndarray, atlas: np.ndarray) -> np.ndarray:
+    """The pattern with its mean over every atlas label removed inside that label."""
+    out = pattern.copy()
+    for label in np.unique(atlas[atlas > 0]):
+        inside = atlas == label
+        out[inside] -= out[inside].mean()
+    return out
+
+
+def spatial_factors(phantom: Phantom, config, rng: np.random.Generator) -> list[Factor]:
+    """The factors of ``config.factors`` (see configs/sim_common.py) on the phantom's grid."""
+    f = config.factors
+    factors = _factor_patterns(phantom, f, rng)
+    # Factors of one kind differ in size: each sd is scaled by a draw from [1 - spread, 1 + spread].
+    for factor in factors:
+        factor.sd = float(factor.sd * rng.uniform(1 - f.sd_spread, 1 + f.sd_spread))
+    return factors
+
+
+def _factor_patterns(phantom: Phantom, f, rng: np.random.Generator) -> list[Factor]:
+    coords = normalised_coordinates(phantom.fa.shape)
+    white = phantom.white_matter.astype(np.float32)
+    factors = [Factor("global", "global", _normalised(white), f.global_sd, f.global_h2)]
+    factors += [Factor(f"tract_{t.name}", "tract", _normalised(phantom.tract_weight[i]), f.tract_sd, f.tract_h2, t.name)
+                for i, t in enumerate(TRACTS)]
+    for k in range(f.n_cross):
+        a, b = rng.choice(len(TRACTS), 2, replace=False)
+        centre = (_point_on(a, rng) + _point_on(b, rng)) / 2
+        pattern = _blob(coords, centre, f.cross_width) * phantom.brain
+        factors.append(Factor(f"cross{k + 1}", "cross", _normalised(pattern), f.cross_sd, f.cross_h2,
+                              f"{TRACTS[a].name}+{TRACTS[b].name}"))
+    for k, t in enumerate(rng.choice(len(TRACTS), f.n_contrast, replace=len(TRACTS) < f.n_contrast)):
+        gradient = phantom.tract_weight[t] * (phantom.tract_arc[t] - 0.5) * rng.choice([-1.0, 1.0])
+        pattern = _without_tract_means(gradient, phantom.atlas)
+        factors.append(Factor(f"contrast{k + 1}", "contrast", _normalised(pattern), f.contrast_sd, f.contrast_h2,
+                              TRACTS[t].name))
+    for k in range(f.n_local):
+        t = int(rng.integers(len(TRACTS)))
+        pattern = _blob(coords, _point_on(t, rng), f.local_width) * phantom.tract_weight[t]
+        factors.append(Factor(f"local{k + 1}", "local", _normalised(pattern), f.local_sd, f.local_h2, TRACTS[t].name))
+    return factors
+
+
+def choose_loci(factors: list[Factor], maf: np.ndarray, config, rng: np.random.Generator) -> list[Locus]:
+    """``config.loci.per_kind`` loci of each kind in ``config.loci.kinds``, each on its own factor of
+    that kind, at variants of MAF >= ``min_maf`` spread along the genome."""
+    loci_config = config.loci
+    chosen_factors = []
+    for kind in loci_config.kinds:
+        candidates = [i for i, factor in enumerate(factors) if factor.kind == kind]
+        if len(candidates) < loci_config.per_kind:
+            raise ValueError(f"loci.per_kind={loci_config.per_kind} but only {len(candidates)} {kind} factors")
+        chosen_factors += list(rng.choice(candidates, loci_config.per_kind, replace=False))
+    candidates = np.flatnonzero(maf >= loci_config.min_maf)
+    segments = np.array_split(candidates, len(chosen_factors))  # one locus per stretch of the genome
+    order = rng.permutation(len(chosen_factors))  # which kind lands where carries no pattern
+    return [Locus(int(rng.choice(segments[j])), int(chosen_factors[i]), float(loci_config.share), float(rng.choice([-1, 1])))
+            for j, i in enumerate(order)]
+
+
+def _standardised(values: np.ndarray) -> np.ndarray:
+    values = values - values.mean()
+    sd = values.std()
+    return values / sd if sd > 0 else values
+
+
+def factor_coefficients(factors: list[Factor], loci: list[Locus], dosage: np.ndarray, freq: np.ndarray,
+                        config, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(subjects, factors) coefficients in FA units, and each locus's effect per ALT allele.
+
+    ``dosage`` is (variants, subjects) true ALT dosage, ``freq`` the ALT frequency."""
+    g = config.genetics
+    n = dosage.shape[1]
+    eligible = np.flatnonzero(np.minimum(freq, 1 - freq) >= g.min_causal_maf)
+    coefficients = np.empty((n, len(factors)), np.float64)
+    betas = np.empty(len(loci))
+    locus_of = {locus.factor: (j, locus) for j, locus in enumerate(loci)}
+    for i, factor in enumerate(factors):
+        causal = rng.choice(eligible, min(g.n_causal, len(eligible)), replace=False)
+        genotypes = dosage[causal].astype(np.float32)
+        scaled = (genotypes - 2 * freq[causal, None]) / np.sqrt(2 * freq[causal, None] * (1 - freq[causal, None]))
+        on_genome = _standardised(rng.standard_normal(len(causal)).astype(np.float32) @ scaled)
+        polygenic = np.sqrt(g.on_genome_share) * on_genome + np.sqrt(1 - g.on_genome_share) * rng.standard_normal(n)
+        share = 0.0
+        locus_score = np.zeros(n)
+        if i in locus_of:
+            j, locus = locus_of[i]
+            p = freq[locus.variant]
+            share = min(locus.share, factor.h2)
+            locus_score = locus.sign * (dosage[locus.variant] - 2 * p) / np.sqrt(2 * p * (1 - p))
+            betas[j] = locus.sign * factor.sd * np.sqrt(share) / np.sqrt(2 * p * (1 - p))
+        genetic = np.sqrt(share) * locus_score + np.sqrt(factor.h2 - share) * polygenic
+        coefficients[:, i] = factor.sd * (genetic + np.sqrt(1 - factor.h2) * rng.standard_normal(n))
+    return coefficients, betas
