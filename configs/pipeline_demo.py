@@ -32,6 +32,9 @@ def get_config():
     c.train.epochs = 1
     c.train.log_every = 5
 
+    c.embed = ml_collections.ConfigDict()
+    c.embed.rotation = "varimax"  # whitened, varimax-rotated UDIPs (wm_jax/rotation.py); "none": raw codes
+
     c.gwas = ml_collections.ConfigDict()
     c.gwas.maf = 0.01
     c.gwas.block_size = 512

@@ -196,7 +196,7 @@ def interpret(workdir: str | os.PathLike, udip: str | os.PathLike, out: str | os
     affine = np.asarray(volume_store.grid.affine)
     voxel_mm = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
 
-    maps, enrichment = perdi(model.decode, codes, mask, atlas_grid, label_table, voxel_mm, options)
+    maps, enrichment = perdi(_udip_decoder(model, manifest_path), codes, mask, atlas_grid, label_table, voxel_mm, options)
 
     out = Path(out)
     files = AtomicFiles()
@@ -225,6 +225,21 @@ def interpret(workdir: str | os.PathLike, udip: str | os.PathLike, out: str | os
         raise
     log.info("interpret: %d PerDI maps -> %s", len(maps), out)
     return summary
+
+
+def _udip_decoder(model, manifest_path: Path) -> Callable:
+    """The decoder as a function of the UDIPs: through the manifest's latent map when `embed`
+    rotated the codes, the model's decoder itself otherwise."""
+    import jax.numpy as jnp
+
+    from wm_jax.rotation import LatentMap
+
+    record = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+    if not record.get("latent_map"):
+        return model.decode
+    latent_map = LatentMap.from_json(record["latent_map"])
+    mean, inverse = jnp.asarray(latent_map.mean, jnp.float32), jnp.asarray(latent_map.inverse, jnp.float32)
+    return lambda udips: model.decode(mean + udips @ inverse)
 
 
 def pattern_overlap(maps: np.ndarray, mask: np.ndarray, truth: str | os.PathLike, loci: str | os.PathLike, store,

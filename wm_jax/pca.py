@@ -35,23 +35,25 @@ class Pca:
         return out.reshape(len(scores), *self.mask.shape)
 
 
-def _chunks(store: VolumeStore, mask: np.ndarray, chunk: int):
+def _chunks(store: VolumeStore, rows: np.ndarray, mask: np.ndarray, chunk: int):
     flat = mask.ravel()
-    for start in range(0, len(store), chunk):
-        block = np.asarray(store.volumes[start: start + chunk], np.float64)
+    for start in range(0, len(rows), chunk):
+        block = np.asarray(store.volumes[np.sort(rows[start: start + chunk])], np.float64)
         yield start, block.reshape(len(block), -1)[:, flat]
 
 
-def fit_pca(store: VolumeStore, n_components: int, chunk: int = 256) -> Pca:
-    """PCA of the store's volumes over its mask, through the N x N Gram matrix of centred volumes."""
+def fit_pca(store: VolumeStore, n_components: int, rows: np.ndarray | None = None, chunk: int = 256) -> Pca:
+    """PCA of the store's volumes (``rows`` of it, default all) over its mask, through the N x N
+    Gram matrix of the centred volumes."""
     mask = np.asarray(store.mask, bool)
-    n = len(store)
+    rows = np.sort(np.arange(len(store)) if rows is None else np.asarray(rows))
+    n = len(rows)
     mean = np.zeros(int(mask.sum()))
-    for _, block in _chunks(store, mask, chunk):
+    for _, block in _chunks(store, rows, mask, chunk):
         mean += block.sum(axis=0)
     mean /= n
     gram = np.zeros((n, n))
-    blocks = [(start, block - mean) for start, block in _chunks(store, mask, chunk)]
+    blocks = [(start, block - mean) for start, block in _chunks(store, rows, mask, chunk)]
     for i, a in blocks:
         for j, b in blocks:
             gram[i: i + len(a), j: j + len(b)] = a @ b.T

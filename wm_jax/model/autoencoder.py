@@ -32,6 +32,11 @@ class AutoencoderConfig:
     compute_dtype: str = "float32"  # "bfloat16": convolutions in bf16, parameters in float32
     batch_norm_momentum: float = 0.9
     conv_formulation: str = "auto"  # "shifted" (fast on XLA:CPU), "library" (lax.conv), "auto" by backend
+    # True: a linear path beside the convolutions, latent = L_in (x - offset) + conv encoder(x) and
+    # reconstruction = offset + L_out z + conv decoder(z), started from PCA of the training volumes
+    # (`init_linear_path`) with the convolutional paths' last layers at zero, so training starts from
+    # PCA's reconstruction and the convolutions learn what a linear map cannot.
+    linear_path: bool = False
 
     def level_shapes(self) -> list[tuple[int, int, int]]:
         """Spatial shape at each block (before its pool); pools round odd sizes up."""
@@ -105,6 +110,22 @@ class Autoencoder(nnx.Module):
         self.decoder_blocks = nnx.List([ConvBlock(channels[i - 1], channels[i - 1], config, rngs=rngs)
                                         for i in range(len(channels) - 1, 0, -1)])
         self.output = nnx.Conv(channels[0], 1, kernel_size=(1, 1, 1), rngs=rngs)
+        if config.linear_path:
+            voxels = math.prod(config.input_shape)
+            self.offset = nnx.Param(jnp.zeros(tuple(config.input_shape)))
+            self.linear_in = nnx.Param(jnp.zeros((voxels, config.latent_dim)))
+            self.linear_out = nnx.Param(jnp.zeros((config.latent_dim, voxels)))
+            for layer in (self.to_latent, self.output):  # the model starts as its linear path alone
+                layer.kernel[...] = jnp.zeros_like(layer.kernel[...])
+
+    def init_linear_path(self, offset, components) -> None:
+        """Start the linear path from PCA: ``offset`` the mean volume (X, Y, Z), ``components`` (K, X, Y, Z)
+        orthonormal, K <= latent_dim (the rest stay 0)."""
+        k = components.shape[0]
+        flat = jnp.asarray(components, jnp.float32).reshape(k, -1)
+        self.offset[...] = jnp.asarray(offset, jnp.float32)
+        self.linear_in[...] = jnp.zeros_like(self.linear_in[...]).at[:, :k].set(flat.T)
+        self.linear_out[...] = jnp.zeros_like(self.linear_out[...]).at[:k].set(flat)
 
     def encode(self, volumes: jax.Array) -> jax.Array:
         """(N, X, Y, Z) normalised FA -> (N, latent_dim) UDIPs."""
@@ -113,7 +134,11 @@ class Autoencoder(nnx.Module):
             if i > 0:
                 x = max_pool_2x(x)
             x = block(x)
-        return self.to_latent(x.reshape(x.shape[0], -1))
+        latent = self.to_latent(x.reshape(x.shape[0], -1))
+        if self.config.linear_path:
+            centred = (volumes - self.offset[...]).reshape(volumes.shape[0], -1)
+            latent = latent + centred @ self.linear_in[...]
+        return latent
 
     def decode(self, latent: jax.Array) -> jax.Array:
         """(N, latent_dim) -> (N, X, Y, Z) reconstruction."""
@@ -123,7 +148,11 @@ class Autoencoder(nnx.Module):
             target = shapes[len(shapes) - 2 - level]
             x = up(x)[:, : target[0], : target[1], : target[2]]  # crop what the pools padded
             x = block(x)
-        return self.output(x)[..., 0].astype(jnp.float32)
+        out = self.output(x)[..., 0].astype(jnp.float32)
+        if self.config.linear_path:
+            linear = (latent @ self.linear_out[...]).reshape(out.shape)
+            out = out + self.offset[...] + linear
+        return out
 
     def __call__(self, volumes: jax.Array) -> jax.Array:
         return self.decode(self.encode(volumes))

@@ -154,7 +154,8 @@ def stage_train(config, d: Path) -> dict:
 def stage_embed(config, d: Path) -> dict:
     from wm_jax.train.loop import embed
 
-    embed(str(d / "encoder"), str(d / "store_heldout"), str(d / "udip.tsv"), step="best")
+    embed(str(d / "encoder"), str(d / "store_heldout"), str(d / "udip.tsv"), step="best",
+          rotation=str(config.embed.rotation))
     mse = pd.read_csv(d / "udip.tsv", sep="\t", usecols=["reconstruction_mse"]).reconstruction_mse
     return {"heldout_reconstruction_mse": float(mse.mean())}
 
@@ -229,7 +230,7 @@ def demo_stages(config, d: Path) -> list[Stage]:
         Stage("split", config.split.to_dict() | {"seed": int(config.seed)}, ["simulate"], ["split.tsv"], bound(stage_split)),
         Stage("prepare", {}, ["split"], ["store_train", "store_heldout"], bound(stage_prepare)),
         Stage("train", config.train.to_dict(), ["prepare"], ["encoder/checkpoints"], bound(stage_train)),
-        Stage("embed", {}, ["train"], ["udip.tsv"], bound(stage_embed)),
+        Stage("embed", config.embed.to_dict(), ["train"], ["udip.tsv"], bound(stage_embed)),
         Stage("baselines", {"latent_dim": int(config.train.model.latent_dim)}, ["prepare"],
               ["roi_fa.tsv", "pca.tsv", "oracle.tsv"], bound(stage_baselines)),
         Stage("gwas", config.gwas.to_dict(), ["embed", "baselines"], gwas_outputs, bound(stage_gwas)),

@@ -17,6 +17,9 @@ def register(sub) -> None:
     p.add_argument("--step", default="latest", help="checkpoint step, 'latest' or 'best'")
     p.add_argument("--batch-size", type=int, default=32,
                    help="volumes per forward pass, rounded to the device count (lower it for full-size volumes)")
+    p.add_argument("--rotation", choices=("none", "varimax"), default="none",
+                   help="none: the raw bottleneck (the paper's UDIPs); varimax: whitened and rotated so each UDIP "
+                        "moves a compact pattern (the map is kept in the manifest for `wm-jax interpret`)")
     p.set_defaults(run=run_embed, accepts_overrides=False)
 
 
@@ -31,4 +34,4 @@ def run_train(args, overrides) -> None:
 def run_embed(args, overrides) -> None:
     from wm_jax.train.loop import embed
 
-    embed(args.workdir, args.store, args.out, args.step, args.batch_size)
+    embed(args.workdir, args.store, args.out, args.step, args.batch_size, rotation=args.rotation)

@@ -39,7 +39,21 @@ def model_config(config) -> AutoencoderConfig:
     m = config.model
     return AutoencoderConfig(input_shape=tuple(m.input_shape), channels=tuple(m.channels),
                              latent_dim=int(m.latent_dim), compute_dtype=m.compute_dtype,
-                             conv_formulation=m.get("conv_formulation", "auto"))
+                             conv_formulation=m.get("conv_formulation", "auto"),
+                             linear_path=bool(m.get("linear_path", False)))
+
+
+def _init_linear_path_from_pca(model: Autoencoder, store: VolumeStore, train_rows: np.ndarray) -> None:
+    """Start the model's linear path from PCA of the training volumes (validation rows excluded)."""
+    from wm_jax.pca import fit_pca
+
+    start = time.time()
+    pca = fit_pca(store, model.config.latent_dim, rows=train_rows)
+    offset = pca.reconstruct(np.zeros((1, pca.components.shape[0]), np.float32))[0]
+    components = pca.reconstruct(np.eye(pca.components.shape[0], dtype=np.float32)) - offset
+    model.init_linear_path(offset, components)
+    log.info("train: linear path started from PCA of %d training volumes (%d components, %.1f s)",
+             len(train_rows), len(components), time.time() - start)
 
 
 def config_hash(config) -> str:
@@ -126,8 +140,11 @@ def train_and_evaluate(config, workdir: str, store_path: str, stop_after_steps: 
         raise InputError(f"--config.batch_size={batch_size}: must be a multiple of the {mesh.size} devices")
     steps_per_epoch = -(-len(train_rows) // batch_size)
     model, optimizer = _build(config, mcfg, mesh, steps_per_epoch)
-    mask = replicate(mesh, jnp.asarray(store.mask, jnp.float32))
     manager = checkpoint.checkpoint_manager(workdir, keep=config.keep)
+    if mcfg.linear_path and manager.latest_step() is None:
+        _init_linear_path_from_pca(model, store, train_rows)
+        nnx.update(model, replicate(mesh, nnx.state(model)))
+    mask = replicate(mesh, jnp.asarray(store.mask, jnp.float32))
     record = {"format_version": checkpoint.CHECKPOINT_FORMAT_VERSION, "code_version": wm_jax.__version__,
               "config": json.loads(config.to_json()), "config_hash": config_hash(config),
               "store": str(Path(store_path).resolve()), "epoch": 0, "batch_in_epoch": 0, "step": 0}
@@ -242,8 +259,22 @@ def load_model(workdir: str | os.PathLike, step: str | int | None = None):
     return model, config, record, int(chosen)
 
 
-def embed(workdir: str, store_path: str, out: str, step: str | int | None = None, batch_size: int = 32) -> Path:
-    """Write the UDIP table (FID IID UDIP1..) for every subject of the store, and its manifest."""
+def decoder_jacobian(model, code: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """(mask voxels, latent_dim): d reconstruction / d code at ``code``, inside the mask."""
+    import jax
+
+    jacobian = jax.jacfwd(lambda z: model.decode(z[None])[0])(jnp.asarray(code, jnp.float32))
+    return np.asarray(jacobian, np.float64)[np.asarray(mask, bool)]
+
+
+def embed(workdir: str, store_path: str, out: str, step: str | int | None = None, batch_size: int = 32,
+          rotation: str = "none") -> Path:
+    """Write the UDIP table (FID IID UDIP1..) for every subject of the store, and its manifest.
+
+    ``rotation="varimax"``: the codes whitened and varimax-rotated (`wm_jax.rotation`); the map is
+    recorded in the manifest (``latent_map``) for PerDI. ``"none"``: the raw bottleneck."""
+    if rotation not in ("none", "varimax"):
+        raise InputError(f"--rotation {rotation}: expected none or varimax")
     workdir = Path(workdir)
     model, config, record, chosen = load_model(workdir, step)
     store = _open_store(store_path, model.config)
@@ -261,6 +292,12 @@ def embed(workdir: str, store_path: str, out: str, step: str | int | None = None
         codes.append(np.asarray(latent)[: len(rows)])
         errors.append(per_volume[: len(rows)])
     codes = np.concatenate(codes)
+    latent_map = None
+    if rotation == "varimax":
+        from wm_jax.rotation import whitened_varimax
+
+        latent_map = whitened_varimax(codes.astype(np.float64), decoder_jacobian(model, codes.mean(axis=0), store.mask))
+        codes = latent_map.apply(codes)
     table = pd.DataFrame(codes, columns=[f"UDIP{j + 1}" for j in range(codes.shape[1])])
     table.insert(0, "IID", store.index.IID.to_numpy())
     table.insert(0, "FID", store.index.FID.to_numpy())
@@ -269,7 +306,8 @@ def embed(workdir: str, store_path: str, out: str, step: str | int | None = None
     with atomic_path(out) as tmp:
         table.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
     manifest = {"checkpoint_step": int(chosen), "workdir": str(workdir.resolve()), "config_hash": record["config_hash"],
-                "store": str(Path(store_path).resolve()), "n_subjects": len(table), "code_version": wm_jax.__version__}
+                "store": str(Path(store_path).resolve()), "n_subjects": len(table), "code_version": wm_jax.__version__,
+                "rotation": rotation, "latent_map": None if latent_map is None else latent_map.to_json()}
     with atomic_path(out.with_suffix(out.suffix + ".manifest.json")) as tmp:
         tmp.write_text(json.dumps(manifest, indent=2))
     log.info("embed: %d subjects x %d UDIPs from checkpoint step %d -> %s", len(table), codes.shape[1], chosen, out)
