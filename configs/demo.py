@@ -13,6 +13,8 @@ def get_config():
     c.model.channels = (8, 16, 32, 64)
     c.model.latent_dim = 32
     c.model.compute_dtype = "float32"
+    c.model.linear_path = False  # True: a linear path started from PCA of the training volumes
+    c.linear_path_lr_scale = 0.1  # the linear path learns at this fraction of the learning rate
     c.seed = 0
     c.batch_size = 8
     c.epochs = 3

@@ -3,6 +3,8 @@ skip-on-rerun and resume after a failure."""
 
 import json
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from wm_jax.config import load_config
@@ -39,19 +41,37 @@ def test_demo_writes_every_stage_and_a_summary(demo_run):
     subjects = summary["subjects"]
     assert sum(subjects.values()) == 360 and subjects["train"] == 108
     assert len(summary["encoder"]["validation_loss"]) == 1
-    for kind in ("udip", "roi"):
-        row = summary["udip_vs_roi_fa"][kind]
+    assert set(summary["udip_vs_roi_fa"]) == {"udip", "roi", "pca", "oracle"}
+    for kind, row in summary["udip_vs_roi_fa"].items():
         assert row["n_planted"] == 8
         assert 0 <= row["n_planted_recovered"] <= row["n_planted"]
         assert 0.5 < row["lambda_median"] < 2.0
+        recall = summary["recall_by_kind"][kind]
+        assert set(recall) == {"local", "tract", "cross", "contrast"}
+        assert sum(r["any"] for r in recall.values()) == row["n_planted_recovered"]
     assert summary["udip_vs_roi_fa"]["udip"]["n_phenotypes"] == 4
+    assert summary["udip_vs_roi_fa"]["pca"]["n_phenotypes"] == 4
     assert summary["udip_vs_roi_fa"]["roi"]["n_phenotypes"] == 11
+    assert summary["udip_vs_roi_fa"]["oracle"]["n_phenotypes"] == 8
+    assert isinstance(summary["verdict"]["holds"], bool) and "claim" in summary["verdict"]["text"]
+    encoder = summary["encoder"]
+    assert 0 < encoder["heldout_reconstruction_mse"] and 0 < encoder["pca_heldout_reconstruction_mse"]
+    udip = pd.read_csv(out / "udip.tsv", sep="\t")
+    assert encoder["heldout_reconstruction_mse"] == pytest.approx(udip.reconstruction_mse.mean())
+    # The rotated UDIPs are whitened over the held-out subjects.
+    np.testing.assert_allclose(np.cov(udip.filter(like="UDIP").to_numpy(), rowvar=False), np.eye(4), atol=1e-3)
+    truth = pd.read_csv(out / "cohort" / "truth.tsv", sep="\t")
+    assert {"chrom", "pos", "kind"} <= set(truth.columns)
+    for kind in ("udip", "roi"):
+        loci = pd.read_csv(out / "report" / kind / "loci.tsv", sep="\t")
+        assert {"chrom", "lead_pos", "start", "end"} <= set(loci.columns)
     for path in summary["files"].values():
         assert (out / path).exists(), path
     assert list((out / "report" / "udip").glob("*.png"))
     assert len(list((out / "interpret" / "montages").glob("UDIP*.png"))) == 4
     manifest = json.loads((out / "manifest.json").read_text())
-    assert set(manifest["stages"]) == {"simulate", "split", "prepare", "train", "embed", "roi", "gwas", "report", "interpret"}
+    assert set(manifest["stages"]) == {"simulate", "split", "prepare", "train", "embed", "baselines", "gwas", "report",
+                                       "interpret"}
 
 
 def test_rerun_skips_finished_stages_and_resumes_after_a_failure(demo_run, monkeypatch, caplog):

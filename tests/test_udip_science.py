@@ -127,13 +127,15 @@ def test_factor_coefficients_have_the_configured_variance_h2_and_locus_share():
     pattern = np.ones((2, 2, 2), np.float32)
     factors = [genetics.Factor("local1", "local", pattern, 0.05, h2), genetics.Factor("global", "global", pattern, 0.02, h2)]
     loci = [genetics.Locus(variant=7, factor=0, share=0.1, sign=-1.0)]
-    coefficients, betas = genetics.factor_coefficients(factors, loci, dosage, freq, config, rng)
+    coefficients, genetic_values, betas = genetics.factor_coefficients(factors, loci, dosage, freq, config, rng)
     np.testing.assert_allclose(coefficients.std(axis=0), [0.05, 0.02], rtol=0.03)
     g = dosage[7].astype(np.float64)
     slope = np.polyfit(g, coefficients[:, 0], 1)[0]
     r2 = np.corrcoef(g, coefficients[:, 0])[0, 1] ** 2
     assert abs(r2 - 0.1) < 0.015
     assert slope < 0 and abs(slope - betas[0]) < 0.1 * abs(betas[0])
+    # The genetic part holds h2 of each coefficient's variance.
+    np.testing.assert_allclose(genetic_values.var(axis=0) / coefficients.var(axis=0), h2, atol=0.03)
 
 
 def test_contrast_patterns_cancel_in_every_tract_and_factors_have_their_kinds():

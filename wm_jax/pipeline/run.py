@@ -327,6 +327,9 @@ def print_summary(summary: dict) -> str:
             r = cmp[kind]["recall_by_kind"].get(locus_kind, {})
             cells.append(f"{r.get('any', 0)}/{r.get('planted', 0)}")
         lines.append("  " + f"{'recall, ' + locus_kind + ' loci':32s}" + "".join(f"{c:>9s}" for c in cells))
+    for row in summary.get("perdi_pattern_overlap", []):
+        lines.append(f"  PerDI of {row['udip']} (found {row['variant']}, {row['kind']}): correlation with the planted "
+                     f"pattern {row['correlation']:.2f}, rank {row['rank_among_udips']} of the UDIPs")
     lines.append("  verdict: " + summary["verdict"]["text"])
     lines.append("  reports: " + ", ".join(f"report/{k}/report.md" for k in kinds))
     lines.append("  summary: summary.json, manifest: manifest.json")

@@ -8,6 +8,7 @@ Output directory:
   covariates.tsv            FID IID age sex site_2.. PC1..PC10
   truth.tsv                 the planted loci: variant, kind, factor, tract, effect, variance explained
   patterns.nii.gz           4D: the spatial pattern of each planted locus (volume k = truth row k)
+  genetic_values.tsv        FID IID and each factor's genetic value per subject (FA units)
   simulation.json           the configuration, code version and every factor's kind, h2 and variance
 """
 
@@ -213,7 +214,9 @@ def simulate_cohort(config, out: str | os.PathLike, overwrite: bool = False) -> 
         freq = dosage.mean(axis=1) / 2
         factors = spatial_factors(phantom, config, rng)
         loci = choose_loci(factors, np.minimum(freq, 1 - freq), config, rng)
-        factor_coefs, betas = factor_coefficients(factors, loci, dosage, freq, config, rng)
+        factor_coefs, genetic_values, betas = factor_coefficients(factors, loci, dosage, freq, config, rng)
+        iid = subject_ids(int(config.n_subjects))
+        write_table(tmp / "genetic_values.tsv", iid, iid, {f.name: genetic_values[:, i] for i, f in enumerate(factors)})
         maps, nuisance_coefs, head_scale, noise_scale = _nuisance(subjects, deme, phantom, config.variation, rng)
         maps = np.concatenate([maps, np.stack([f.pattern for f in factors])]).reshape(len(maps) + len(factors), -1)
         coefs = np.concatenate([nuisance_coefs, factor_coefs], axis=1).astype(np.float32)

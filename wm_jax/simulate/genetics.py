@@ -133,14 +133,16 @@ def _standardised(values: np.ndarray) -> np.ndarray:
 
 
 def factor_coefficients(factors: list[Factor], loci: list[Locus], dosage: np.ndarray, freq: np.ndarray,
-                        config, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """(subjects, factors) coefficients in FA units, and each locus's effect per ALT allele.
+                        config, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(subjects, factors) coefficients in FA units, their genetic parts (same units; the locus plus
+    the polygenic score), and each locus's effect per ALT allele.
 
     ``dosage`` is (variants, subjects) true ALT dosage, ``freq`` the ALT frequency."""
     g = config.genetics
     n = dosage.shape[1]
     eligible = np.flatnonzero(np.minimum(freq, 1 - freq) >= g.min_causal_maf)
     coefficients = np.empty((n, len(factors)), np.float64)
+    genetic_values = np.empty((n, len(factors)), np.float64)
     betas = np.empty(len(loci))
     locus_of = {locus.factor: (j, locus) for j, locus in enumerate(loci)}
     for i, factor in enumerate(factors):
@@ -159,4 +161,5 @@ def factor_coefficients(factors: list[Factor], loci: list[Locus], dosage: np.nda
             betas[j] = locus.sign * factor.sd * np.sqrt(share) / np.sqrt(2 * p * (1 - p))
         genetic = np.sqrt(share) * locus_score + np.sqrt(factor.h2 - share) * polygenic
         coefficients[:, i] = factor.sd * (genetic + np.sqrt(1 - factor.h2) * rng.standard_normal(n))
-    return coefficients, betas
+        genetic_values[:, i] = factor.sd * genetic
+    return coefficients, genetic_values, betas

@@ -18,6 +18,7 @@ import threading
 import time
 from pathlib import Path
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -67,21 +68,38 @@ def split_subjects(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, 
     return np.sort(order[n_val:]), np.sort(order[:n_val])
 
 
+LINEAR_PATH_PARAMETERS = ("offset", "linear_in", "linear_out")
+
+
+def _adam(config, updates_per_epoch: int, scale: float = 1.0) -> optax.GradientTransformation:
+    rate = config.learning_rate * scale
+    if config.schedule == "cosine":
+        return optax.adam(optax.cosine_decay_schedule(rate, max(1, config.epochs * updates_per_epoch)))
+    if config.schedule == "plateau":
+        return optax.chain(optax.adam(rate), optax.contrib.reduce_on_plateau(patience=max(1, updates_per_epoch), factor=0.5))
+    raise InputError(f"--config.schedule={config.schedule}: expected cosine or plateau")
+
+
+def _path_labels(params):
+    """"linear" for the parameters of the model's linear path, "conv" for the rest."""
+    def label(path, _):
+        return "linear" if any(getattr(key, "key", None) in LINEAR_PATH_PARAMETERS for key in path) else "conv"
+
+    return jax.tree_util.tree_map_with_path(label, params)
+
+
 def _transform(config, steps_per_epoch: int) -> optax.GradientTransformation:
-    """Adam with the configured schedule; with ``grad_accum_steps`` k > 1 the gradients of k
-    consecutive batches are averaged before each update (optax.MultiSteps), so the schedule counts updates."""
+    """Adam with the configured schedule; the linear path (if any) at ``linear_path_lr_scale`` times
+    the learning rate. With ``grad_accum_steps`` k > 1 the gradients of k consecutive batches are
+    averaged before each update (optax.MultiSteps), so the schedule counts updates."""
     k = int(config.get("grad_accum_steps", 1))
     if k < 1:
         raise InputError(f"--config.grad_accum_steps={k}: expected 1 or more")
     updates_per_epoch = max(1, steps_per_epoch // k)
-    if config.schedule == "cosine":
-        schedule = optax.cosine_decay_schedule(config.learning_rate, max(1, config.epochs * updates_per_epoch))
-        transform = optax.adam(schedule)
-    elif config.schedule == "plateau":
-        transform = optax.chain(optax.adam(config.learning_rate),
-                                optax.contrib.reduce_on_plateau(patience=max(1, updates_per_epoch), factor=0.5))
-    else:
-        raise InputError(f"--config.schedule={config.schedule}: expected cosine or plateau")
+    transform = _adam(config, updates_per_epoch)
+    if config.model.get("linear_path", False):
+        scale = float(config.get("linear_path_lr_scale", 1.0))
+        transform = optax.multi_transform({"conv": transform, "linear": _adam(config, updates_per_epoch, scale)}, _path_labels)
     return optax.MultiSteps(transform, every_k_schedule=k) if k > 1 else transform
 
 
