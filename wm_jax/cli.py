@@ -61,17 +61,23 @@ def cmd_roi(args, overrides) -> None:
     import json
 
     from wm_jax.data.store import VolumeStore
-    from wm_jax.errors import atomic_path, check_output_file
+    from wm_jax.errors import atomic_path, check_output_file, require_file
     from wm_jax.roi import pattern_means, tract_means
 
+    if args.truth is None and args.labels is None:
+        raise InputError("--labels: expected an atlas labels table (label tract), or --truth")
     manifest = Path(f"{args.out}.manifest.json")
     check_output_file(args.out, "roi", args.overwrite, owned=_written_by(manifest, "roi"))
     check_output_file(manifest, "roi", args.overwrite, owned=_written_by(manifest, "roi"))
-    if args.truth is None and args.labels is None:
-        raise InputError("--labels: expected an atlas labels table (label tract), or --truth")
     store = VolumeStore.open(args.store)
-    frame = (pattern_means(store, args.truth, args.atlas) if args.truth
-             else tract_means(store, args.atlas, args.labels))
+    if args.truth:
+        require_file(args.truth, "truth table")
+        try:
+            frame = pattern_means(store, args.truth, args.atlas)
+        except (KeyError, AttributeError, ValueError, UnicodeDecodeError) as err:
+            raise InputError(f"{args.truth}: expected a simulated cohort's truth.tsv ({type(err).__name__}: {err})")
+    else:
+        frame = tract_means(store, args.atlas, args.labels)
     with atomic_path(args.out) as tmp, atomic_path(manifest) as tmp_manifest:
         frame.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
         record = {"command": "roi", "store": str(Path(args.store).resolve()), "atlas": str(Path(args.atlas).resolve()),

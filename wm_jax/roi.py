@@ -61,6 +61,11 @@ def _read_atlas(store: VolumeStore, atlas_path) -> np.ndarray:
     return atlas
 
 
+def _resampled(store: VolumeStore) -> bool:
+    prep = store.record["preprocessing"]
+    return bool(prep["crop"]) or prep["downsample"] > 1
+
+
 def tract_means(store: VolumeStore, atlas_path, labels_path) -> pd.DataFrame:
     """FID IID and one column per tract: the mean normalised FA inside it. Every label of the
     table must have voxels inside the store's brain mask."""
@@ -71,7 +76,9 @@ def tract_means(store: VolumeStore, atlas_path, labels_path) -> pd.DataFrame:
     masks = np.stack([(atlas == label) & store.mask for label in labels.label])
     for label, tract, mask in zip(labels.label, labels.tract, masks):
         if not (atlas == label).any():
-            raise input_error(labels_path, f"label {label} ({tract}) does not occur in the atlas {atlas_path}")
+            where = " on the store's grid (after its crop/downsampling)" if _resampled(store) else ""
+            raise input_error(labels_path, f"label {label} ({tract}) does not occur in the atlas {atlas_path}{where}; "
+                                           "expected every label of the table in the image")
         if not mask.any():
             raise input_error(labels_path, f"label {label} ({tract}) has no voxel inside the store's brain mask")
     values = _region_means(store, masks)

@@ -76,9 +76,8 @@ def apply_geometry(volume: np.ndarray, prep: Preprocessing) -> np.ndarray:
 
 def read_subjects(path: str | os.PathLike) -> pd.DataFrame:
     """subjects.tsv: FID IID fa_path ...; relative paths are taken from the table's folder."""
-    table = read_table(path, text_columns=("fa_path", "site", "sex", "age"))
-    if "fa_path" not in table.text:
-        raise input_error(table.path, "expected a column fa_path (path of each subject's FA map)")
+    table = read_table(path, text_columns=("fa_path", "site", "sex", "age"),
+                       required=(("fa_path", "the path of each subject's FA map"),))
     base = table.path.parent
     paths = [str(p if os.path.isabs(p) else base / p) for p in table.text["fa_path"]]
     fid = table.fid if table.fid is not None else table.iid

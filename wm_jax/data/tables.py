@@ -36,10 +36,11 @@ class SampleTable:
 
 
 def read_table(path: str | os.PathLike, numeric: bool = True, text_columns: tuple[str, ...] = (),
-               missing_code: float | None = None) -> SampleTable:
+               missing_code: float | None = None, required: tuple[tuple[str, str], ...] = ()) -> SampleTable:
     """Read a sample table, strictly: UTF-8, every row as many fields as the header, numbers
     finite. Columns in ``text_columns`` stay text; all others must be numeric (or missing). A value
-    equal to ``missing_code`` is missing too (PLINK 2 reads -9 so in phenotype and covariate files)."""
+    equal to ``missing_code`` is missing too (PLINK 2 reads -9 so in phenotype and covariate files).
+    ``required``: (column, what it holds) pairs the header must have."""
     path = require_file(path, "table")
     lines = _text_lines(path)
     if not lines or not lines[0][1].strip():
@@ -61,6 +62,9 @@ def read_table(path: str | os.PathLike, numeric: bool = True, text_columns: tupl
         raise input_error(path, "empty column name in the header")
     if len(set(names)) != len(names):
         raise input_error(path, f"duplicate column names in the header ({sorted({n for n in names if names.count(n) > 1})[0]})")
+    for name, what in required:
+        if name not in data_columns:
+            raise input_error(path, f"expected a column {name} ({what}); the header has {', '.join(names)[:80]}")
     rows, line_numbers = _split_rows(path, lines[1:], split, len(header))
     columns = dict(zip(names, map(np.array, zip(*rows)))) if rows else {n: np.array([], str) for n in names}
     _check_ids(path, columns, id_columns, line_numbers)

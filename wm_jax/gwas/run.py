@@ -17,6 +17,7 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import logging
+import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -204,6 +205,10 @@ def _select_variants(data: PlinkDataset, chromosomes: str | None) -> np.ndarray:
             raise InputError(f"--chr: {err}") from None
         selected = np.flatnonzero(np.isin(chromosome_numbers(data.bim.chrom), sorted(wanted)))
         log.info("--chr %s: %d of %d variants kept", chromosomes, len(selected), data.n_variants)
+        if len(selected) == 0:
+            present = ", ".join(map(str, pd.unique(data.bim.chrom.astype(str))[:10]))
+            raise input_error(data.files.bim, f"no variant on --chr {chromosomes}; expected variants on those "
+                                              f"chromosomes (the .bim has {present})")
     return selected
 
 
@@ -345,6 +350,8 @@ def run_gwas(bfile: str, pheno: str, covar: str, out: str, options: GwasOptions 
     from wm_jax.gwas.pvalues import SMALL_DF
 
     start = time.time()
+    if str(out).endswith(("/", os.sep)) or Path(out).name in ("", ".", ".."):
+        raise InputError(f"--out: expected an output prefix (a file name stem), found {str(out)!r}")
     out = Path(out)
     if not out.name or out.name in (".", ".."):
         raise InputError(f"--out: expected an output prefix (a file name stem), found {str(out)!r}")

@@ -68,7 +68,7 @@ def simulate_cohort(config, out: str | os.PathLike, overwrite: bool = False) -> 
     n = int(config.n_subjects)
     shape = tuple(int(s) for s in config.shape)
     g = config.genotypes
-    with atomic_dir(out, overwrite=overwrite) as tmp:
+    with atomic_dir(out, overwrite=overwrite, command="simulate") as tmp:
         # Genotypes, one coalescent simulation per chromosome.
         chromosomes = [
             simulate_chromosome(str(c + 1), n, g.chromosome_length, config.seed * 1000 + 17 * c + 1, g.demes,
