@@ -17,6 +17,7 @@ import logging
 import math
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import orbax.checkpoint as ocp
@@ -45,6 +46,31 @@ def _quiet_orbax():
         logger.setLevel(level)
 
 
+def _is_closed_loop_echo(exc_type, exc, tb) -> bool:
+    """After a restore fails, tensorstore's remaining reads complete on threads whose asyncio loop
+    orbax has closed; each reports `RuntimeError: Event loop is closed` as an unraisable exception."""
+    if exc_type is not RuntimeError or str(exc) != "Event loop is closed":
+        return False
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and tb.tb_frame.f_code.co_filename.endswith(os.path.join("asyncio", "base_events.py"))
+
+
+def _silence_closed_loop_echoes() -> None:
+    """Drop those echoes (and only those) from sys.unraisablehook: the failed restore is reported
+    once, by us."""
+    previous = sys.unraisablehook
+    if getattr(previous, "_wm_jax_filter", False):
+        return
+
+    def hook(unraisable):
+        if not _is_closed_loop_echo(unraisable.exc_type, unraisable.exc_value, unraisable.exc_traceback):
+            previous(unraisable)
+
+    hook._wm_jax_filter = True
+    sys.unraisablehook = hook
+
+
 def _val_loss(metrics: dict) -> float:
     value = float(metrics.get("val_loss", math.inf))
     return value if math.isfinite(value) else math.inf
@@ -54,17 +80,17 @@ def checkpoint_manager(workdir: str | os.PathLike, keep: int = 3, reader: bool =
     """Keeps the last ``keep`` checkpoints and the best by validation loss (module docstring). A
     ``reader`` (embed, interpret) neither writes nor deletes, and reads no metrics: it chooses steps
     with `intact_steps` and `best_step`, which skip damaged checkpoints."""
-    if reader:
-        options = ocp.CheckpointManagerOptions(read_only=True, create=False, enable_async_checkpointing=False)
-    else:
-        policy = checkpoint_managers.AnyPreservationPolicy([
-            checkpoint_managers.LatestN(n=keep),
-            checkpoint_managers.BestN(get_metric_fn=_val_loss, reverse=True, n=1,
-                                      keep_checkpoints_without_metrics=False),
-        ])
-        options = ocp.CheckpointManagerOptions(best_fn=_val_loss, best_mode="min", preservation_policy=policy,
-                                               enable_async_checkpointing=False)
     with _quiet_orbax():
+        if reader:
+            options = ocp.CheckpointManagerOptions(read_only=True, create=False, enable_async_checkpointing=False)
+        else:
+            policy = checkpoint_managers.AnyPreservationPolicy([
+                checkpoint_managers.LatestN(n=keep),
+                checkpoint_managers.BestN(get_metric_fn=_val_loss, reverse=True, n=1,
+                                          keep_checkpoints_without_metrics=False),
+            ])
+            options = ocp.CheckpointManagerOptions(best_fn=_val_loss, best_mode="min", preservation_policy=policy,
+                                                   enable_async_checkpointing=False)
         return ocp.CheckpointManager(Path(workdir).resolve() / "checkpoints", options=options)
 
 
@@ -126,6 +152,7 @@ def restore(manager: ocp.CheckpointManager, step: int, target: nnx.State) -> tup
 
     The caller applies it with `nnx.update(module, state)`."""
     abstract = nnx.to_pure_dict(target)
+    _silence_closed_loop_echoes()  # before: the echoes of a failing restore start while it unwinds
     try:
         with _quiet_orbax():
             restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),

@@ -272,8 +272,7 @@ def load_model(workdir: str | os.PathLike, step: str | int | None = None):
         except InputError as err:
             if step not in (None, "latest"):
                 raise
-            log.warning("checkpoint step %d cannot be restored (%s); the previous one is used", chosen,
-                        str(err).split(": ", 1)[-1][:160])
+            log.warning("checkpoint step %d: %s; the previous one is used", chosen, str(err).split(": ", 1)[-1][:200])
     raise input_error(workdir / "checkpoints", "no intact checkpoint (every one is damaged)")
 
 
