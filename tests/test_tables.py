@@ -43,8 +43,8 @@ def test_alignment_to_fam_reports_counts(tmp_path, caplog):
     "text, message",
     [
         ("FID\tx\nf1\t1\n", r"header must start with FID IID"),
-        ("FID\tIID\tx\nf1\ti1\tabc\n", r"line 2, column x: expected a number or NA, found 'abc'"),
-        ("FID\tIID\tx\nf1\ti1\t1\nf1\ti1\t2\n", r"sample f1 i1 appears more than once"),
+        ("FID\tIID\tx\nf1\ti1\tabc\n", r"line 2, column x: expected a finite number or NA, found 'abc'"),
+        ("FID\tIID\tx\nf1\ti1\t1\nf1\ti1\t2\n", r"line 3: sample f1 i1 appears more than once"),
         ("", r"empty file"),
         ("FID\tIID\tx\tx\nf\ti\t1\t2\n", r"duplicate column names"),
     ],

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import math
 import sys
 from pathlib import Path
 
@@ -33,17 +34,28 @@ def resolve_config_path(spec: str, prefix: str = "") -> Path:
 
 
 def load_config(spec: str, prefix: str = "") -> ml_collections.ConfigDict:
+    """Run the file's ``get_config()``. The file is loaded by its path; only when it imports the
+    repository's ``configs`` package and that is not importable is the repository root appended to
+    ``sys.path`` (last, so it shadows nothing). Any failure, SystemExit included, is an InputError."""
     path = resolve_config_path(spec, prefix)
-    root = str(path.resolve().parents[1])
-    if root not in sys.path:
-        sys.path.insert(0, root)
+    if importlib.util.find_spec("configs") is None and str(CONFIG_DIR.parent) not in sys.path:
+        sys.path.append(str(CONFIG_DIR.parent))
     module_spec = importlib.util.spec_from_file_location(f"wm_jax_config_{path.stem}", path)
     module = importlib.util.module_from_spec(module_spec)
     try:
         module_spec.loader.exec_module(module)
-        config = module.get_config()
-    except Exception as err:
+        get_config = getattr(module, "get_config", None)
+        if get_config is None:
+            raise input_error(path, "expected a function get_config() returning an ml_collections.ConfigDict")
+        config = get_config()
+    except InputError:
+        raise
+    except KeyboardInterrupt:
+        raise
+    except BaseException as err:  # SystemExit too: a config file must not end the command silently
         raise input_error(path, f"could not build the config ({type(err).__name__}: {err})")
+    if not isinstance(config, ml_collections.ConfigDict):
+        raise input_error(path, f"get_config() returned {type(config).__name__}, expected an ml_collections.ConfigDict")
     return config
 
 
@@ -75,4 +87,85 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: list[str]) -> 
         if isinstance(current, tuple):
             value = tuple(value)
         node[leaf] = value
+    return config
+
+
+# ---------------------------------------------------------------------------------------------
+# Ranges of config fields, checked before a command starts: field -> (test, what is expected).
+# A field the config does not have is skipped (configs differ by command and grow over time).
+# ---------------------------------------------------------------------------------------------
+def _int_at_least(low: int):
+    return (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= low), f"an integer >= {low}"
+
+
+def _number_in(low: float, high: float, low_open: bool = False, high_open: bool = False):
+    def test(v) -> bool:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            return False
+        return (v > low if low_open else v >= low) and (v < high if high_open else v <= high)
+
+    left, right = "(" if low_open else "[", ")" if high_open or math.isinf(high) else "]"
+    return test, f"a number in {left}{low:g}, {'inf' if math.isinf(high) else f'{high:g}'}{right}"
+
+
+def _shape(n: int, low: int = 1):
+    test = lambda v: (isinstance(v, (tuple, list)) and len(v) == n  # noqa: E731
+                      and all(isinstance(x, int) and not isinstance(x, bool) and x >= low for x in v))
+    return test, f"{n} integers >= {low}"
+
+
+def _channels():
+    test = lambda v: (isinstance(v, (tuple, list)) and len(v) >= 1  # noqa: E731
+                      and all(isinstance(x, int) and not isinstance(x, bool) and x >= 1 for x in v))
+    return test, "one or more integers >= 1"
+
+
+def _one_of(*choices: str):
+    return (lambda v: v in choices), "one of " + ", ".join(choices)
+
+
+TRAIN_RULES = {
+    "batch_size": _int_at_least(1), "epochs": _int_at_least(1), "seed": _int_at_least(0),
+    "learning_rate": _number_in(0, math.inf, low_open=True), "val_fraction": _number_in(0, 1, high_open=True),
+    "log_every": _int_at_least(1), "keep": _int_at_least(1), "max_subjects": _int_at_least(0),
+    "grad_accum_steps": _int_at_least(1), "schedule": _one_of("cosine", "plateau"),
+    "model.input_shape": _shape(3), "model.channels": _channels(), "model.latent_dim": _int_at_least(1),
+    "model.compute_dtype": _one_of("float32", "bfloat16"), "linear_path_lr_scale": _number_in(0, math.inf),
+}
+SIM_RULES = {
+    "n_subjects": _int_at_least(10), "seed": _int_at_least(0), "shape": _shape(3, 8), "n_pcs": _int_at_least(0),
+    "genotypes.n_chromosomes": _int_at_least(1), "genotypes.chromosome_length": _number_in(0, math.inf, low_open=True),
+    "genotypes.missing_rate": _number_in(0, 1, high_open=True), "genotypes.min_maf": _number_in(0, 0.5),
+    "loci.per_kind": _int_at_least(0), "loci.share": _number_in(0, 1), "loci.min_maf": _number_in(0, 0.5),
+    "genetics.n_causal": _int_at_least(1), "genetics.on_genome_share": _number_in(0, 1),
+    "genetics.min_causal_maf": _number_in(0, 0.5), "factors.sd_spread": _number_in(0, 1, high_open=True),
+    "variation.deformation_mm": _number_in(0, math.inf),
+    **{f"factors.{kind}_h2": _number_in(0, 1) for kind in ("global", "tract", "cross", "contrast", "local")},
+    **{f"factors.{kind}_sd": _number_in(0, math.inf) for kind in ("global", "tract", "cross", "contrast", "local")},
+    **{f"factors.n_{kind}": _int_at_least(0) for kind in ("cross", "contrast", "local")},
+}
+DEMO_RULES = {
+    "seed": _int_at_least(0), **{f"train.{k}": v for k, v in TRAIN_RULES.items()},
+    **{f"sim.{k}": v for k, v in SIM_RULES.items()},
+    "split.train_fraction": _number_in(0, 1, low_open=True, high_open=True),
+    "split.replication_fraction": _number_in(0, 1, high_open=True), "gwas.maf": _number_in(0, 0.5),
+    "gwas.block_size": _int_at_least(1), "report.clump_p1": _number_in(0, 1, low_open=True),
+    "report.clump_p2": _number_in(0, 1, low_open=True), "report.clump_r2": _number_in(0, 1),
+    "report.clump_kb": _number_in(0, math.inf, low_open=True), "interpret.n_subjects": _int_at_least(3),
+    "interpret.n_permutations": _int_at_least(1), "embed.rotation": _one_of("none", "varimax"),
+}
+
+
+def validate_config(config: ml_collections.ConfigDict, rules: dict) -> ml_collections.ConfigDict:
+    """Check every field named in ``rules`` that the config has; the first out of range is an
+    InputError ``--config.FIELD: expected ..., found ...``."""
+    for key, (test, expected) in rules.items():
+        node, present = config, True
+        for part in key.split("."):
+            if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+                present = False
+                break
+            node = node[part]
+        if present and not test(node):
+            raise InputError(f"--config.{key}: expected {expected}, found {node!r}")
     return config

@@ -1,18 +1,47 @@
-"""User-facing errors and all-or-nothing output.
+"""User-facing errors, and the one output policy of every command.
 
 Bad input raises :class:`InputError`; the CLI prints its message as one line and exits 2.
-Outputs are written under a temporary name and renamed into place only when complete, so a
-failed run leaves no partial file behind.
+
+Outputs:
+- Everything is written under a temporary sibling name (``.NAME.partial-PID-XXXXXXXX``) and renamed
+  into place only when complete, so a failed run leaves no partial file behind. Temporaries are
+  removed on any exit the process survives; those of a killed process (its PID no longer running)
+  are removed by the next run that writes the same output.
+- A command only replaces what it owns. A directory it writes carries a marker file
+  (:data:`MARKER`) naming the command and the entries it wrote. An existing, non-empty output
+  directory is replaced when it carries the marker of the same command and holds nothing beyond
+  the entries listed there. Otherwise it is refused, unless ``--overwrite`` is given and every
+  entry in it is one this command writes (an output of an older wm-jax without the marker). A
+  directory holding anything else, or marked by another command, is never replaced.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
+import time
 import uuid
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
+
+MARKER = ".wm-jax-output.json"
+
+# Top-level entries each command writes into its output directory (the marker aside): what
+# `--overwrite` may replace in a directory that has no marker (written before markers existed).
+KNOWN_ENTRIES: dict[str, frozenset[str]] = {
+    "simulate": frozenset({"genotypes.bed", "genotypes.bim", "genotypes.fam", "fa", "atlas.nii.gz",
+                           "atlas_labels.tsv", "subjects.tsv", "covariates.tsv", "truth.tsv", "simulation.json"}),
+    "prepare": frozenset({"volumes.npy", "mask.npy", "index.tsv", "store.json"}),
+    "report": frozenset({"loci.tsv", "lambda.tsv", "replication.tsv", "manhattan.png", "qq.png", "report.json",
+                         "report.md"}),
+    "interpret": frozenset({"perdi_abs_t.nii.gz", "enrichment.tsv", "montages", "interpret.json"}),
+    "gwas": frozenset({"variants.tsv", "beta.npy", "se.npy", "log10_p.npy", "obs_ct.npy", "a1_freq.npy",
+                       "reason.npy", "omnibus_chi2.npy", "meta.json"}),
+}
+
+_context = {"command": None}
 
 
 class InputError(Exception):
@@ -30,78 +59,270 @@ def require_file(path: str | os.PathLike, what: str = "file") -> Path:
     return path
 
 
+def read_json(path: str | os.PathLike, expected: str, *keys: str) -> dict:
+    """A JSON object with ``keys``; unreadable, not JSON or lacking a key is an InputError."""
+    path = require_file(path, "file")
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise input_error(path, f"expected {expected} (JSON; {type(err).__name__})")
+    if not isinstance(record, dict) or any(key not in record for key in keys):
+        raise input_error(path, f"expected {expected} (a JSON object with {', '.join(keys) or 'fields'})")
+    return record
+
+
+def set_command(name: str | None) -> None:
+    """The command outputs are written for when a caller names none (set by the CLI)."""
+    _context["command"] = name
+
+
+def current_command(command: str | None = None) -> str:
+    return command or _context["command"] or "library"
+
+
+# ---------------------------------------------------------------------------------------------
+# Temporaries
+# ---------------------------------------------------------------------------------------------
 def _temporary_sibling(path: Path) -> Path:
-    return path.with_name(f".{path.name}.partial-{uuid.uuid4().hex[:8]}")
+    return path.with_name(f".{path.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}")
 
 
+def _pid_running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+def remove_stale_partials(directory: str | os.PathLike, name: str) -> list[Path]:
+    """Remove ``.<name>*.partial-PID-*`` in ``directory`` left by processes no longer running
+    (a killed run); those of a live process are kept. ``name`` may end in ``.`` to cover every
+    output of a prefix. Returns what was removed."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    removed = []
+    for path in directory.glob(f".{_glob_escape(name)}*.partial-*"):
+        pid_text = path.name.rsplit(".partial-", 1)[1].split("-", 1)[0]
+        pid = int(pid_text) if pid_text.isdigit() else None  # names without a PID: an older wm-jax
+        if pid is not None and (pid == os.getpid() or _pid_running(pid)):
+            continue  # in use by this process or another live one
+        _remove(path)
+        removed.append(path)
+    return removed
+
+
+def _glob_escape(text: str) -> str:
+    return "".join(f"[{c}]" if c in "*?[" else c for c in text)
+
+
+# ---------------------------------------------------------------------------------------------
+# Where an output may go
+# ---------------------------------------------------------------------------------------------
+def check_output_location(path: str | os.PathLike) -> Path:
+    """``path`` can be created: its first existing ancestor is a writable directory."""
+    path = Path(path)
+    ancestor = path.parent if str(path.parent) else Path(".")
+    while not ancestor.exists() and not ancestor.is_symlink():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise input_error(path, f"cannot be created: {ancestor} is a file, expected a directory")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise input_error(path, f"cannot be created: directory {ancestor} is not writable")
+    try:
+        probe = ancestor / f".wm-jax-probe.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        probe.mkdir()
+        probe.rmdir()
+    except OSError as err:
+        raise input_error(path, f"cannot be created in {ancestor} ({err.strerror}); expected a writable directory")
+    return path
+
+
+def read_marker(directory: Path) -> dict | None:
+    try:
+        marker = json.loads((directory / MARKER).read_text())
+    except (OSError, ValueError):
+        return None
+    return marker if isinstance(marker, dict) and isinstance(marker.get("command"), str) else None
+
+
+def write_marker(directory: Path, command: str) -> None:
+    entries = sorted(name for name in os.listdir(directory) if name != MARKER)
+    record = {"command": command, "entries": entries, "written": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    (directory / MARKER).write_text(json.dumps(record, indent=1) + "\n")
+
+
+def _visible_entries(directory: Path) -> set[str]:
+    return {name for name in os.listdir(directory) if name != MARKER and ".partial-" not in name}
+
+
+def check_output_dir(path: str | os.PathLike, command: str, overwrite: bool = False,
+                     writes: Iterable[str] | None = None) -> Path:
+    """May ``command`` replace the directory ``path``? Raises InputError when it may not (module
+    docstring). ``writes``: the entries this run writes (default: KNOWN_ENTRIES of the command)."""
+    path = check_output_location(path)
+    if path.is_symlink() or (path.exists() and not path.is_dir()):
+        raise input_error(path, "exists and is not a directory; expected a directory (or a new path) for the output")
+    if not path.exists():
+        return path
+    entries = _visible_entries(path)
+    marker = read_marker(path)
+    if not entries and marker is None:
+        return path
+    if marker is not None and marker["command"] == command:
+        foreign = sorted(entries - set(marker.get("entries", [])))
+        if foreign:
+            raise input_error(path, f"holds {foreign[0]!r}, which wm-jax {command} did not write; it is never "
+                                    "replaced (move that away or choose another --out)")
+        return path
+    if marker is not None:
+        raise input_error(path, f"holds the output of wm-jax {marker['command']}; expected a new or empty "
+                                f"directory, or one written by wm-jax {command}")
+    if not overwrite:
+        raise input_error(path, f"exists, is not empty and was not written by wm-jax {command}; expected a new or "
+                                "empty directory (pass --overwrite to replace an older output of this command)")
+    allowed = set(writes if writes is not None else KNOWN_ENTRIES.get(command, ()))
+    foreign = sorted(entries - allowed)
+    if foreign:
+        raise input_error(path, f"holds {foreign[0]!r}, which wm-jax {command} does not write; not replaced even "
+                                "with --overwrite (choose another --out)")
+    return path
+
+
+def check_output_file(path: str | os.PathLike, command: str, overwrite: bool = False,
+                      owned: bool = False) -> Path:
+    """May ``command`` write the file ``path``? A new path always; an existing file when ``owned``
+    (written by an earlier run of the command, by its own record) or with ``--overwrite``."""
+    path = check_output_location(path)
+    if path.is_dir():
+        raise input_error(path, "is a directory; expected a file path for the output")
+    if path.exists() and not owned and not overwrite:
+        raise input_error(path, f"exists and was not written by wm-jax {command}; pass --overwrite to replace it")
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# Atomic writers
+# ---------------------------------------------------------------------------------------------
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it to ``path`` only on success."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_dir() and not path.is_symlink():
+        raise input_error(path, "is a directory; expected a file path for the output")
+    _make_parent(path)
+    remove_stale_partials(path.parent, path.name)
     tmp = _temporary_sibling(path)
     try:
         yield tmp
         os.replace(tmp, path)
     finally:
         if tmp.exists():
-            tmp.unlink()
+            _remove(tmp)
+
+
+def _make_parent(path: Path) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise input_error(path, f"cannot be created ({err.strerror}); expected a writable directory")
 
 
 @contextlib.contextmanager
-def atomic_dir(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a temporary directory; it replaces ``path`` only when the block succeeds."""
+def atomic_dir(path: str | os.PathLike, overwrite: bool = False, command: str | None = None) -> Iterator[Path]:
+    """Yield a temporary directory; it replaces ``path`` only when the block succeeds, and only
+    what the output policy allows (module docstring). The directory gets the command's marker."""
     path = Path(path)
-    if path.exists() and not overwrite and any(path.iterdir() if path.is_dir() else [path]):
-        raise input_error(path, "output directory exists and is not empty (pass --overwrite)")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    command = current_command(command)
+    check_output_dir(path, command, overwrite)
+    _make_parent(path)
+    remove_stale_partials(path.parent, path.name)
     tmp = _temporary_sibling(path)
     tmp.mkdir()
     try:
         yield tmp
-        if path.exists():
-            shutil.rmtree(path) if path.is_dir() else path.unlink()
-        os.replace(tmp, path)
+        write_marker(tmp, command)
+        _publish_dir(tmp, path, command, overwrite)
     finally:
         if tmp.exists():
-            shutil.rmtree(tmp)
+            _remove(tmp)
+
+
+def _publish_dir(tmp: Path, path: Path, command: str, overwrite: bool) -> None:
+    """Rename ``tmp`` to ``path``; an existing ``path`` is checked again, then moved aside and removed."""
+    if path.exists() or path.is_symlink():
+        check_output_dir(path, command, overwrite, writes=_visible_entries(tmp) | KNOWN_ENTRIES.get(command, set()))
+        old = _temporary_sibling(path)
+        os.replace(path, old)
+        os.replace(tmp, path)
+        _remove(old)
+    else:
+        os.replace(tmp, path)
 
 
 class AtomicFiles:
-    """Collects several output files and publishes them together.
+    """Collects several output files (and directories) and publishes them together.
 
-    ``path(name)`` gives the temporary path to write; ``commit()`` renames all of them.
-    Used by stages that write many files under one prefix (e.g. GWAS output), so that an
-    error half-way leaves none of them.
+    ``path(name)`` gives the temporary path to write; ``commit()`` renames all of them. Used by
+    stages that write many files under one prefix (e.g. GWAS output), so that an error half-way
+    leaves none of them. A directory output gets the command's marker and is published under the
+    output policy (module docstring); ``replaces`` lists files of an earlier run to remove on commit.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, overwrite: bool = False, command: str | None = None) -> None:
         self._pending: dict[Path, Path] = {}
+        self.overwrite = overwrite
+        self.command = current_command(command)
+        self.replaces: list[Path] = []
 
     def path(self, final: str | os.PathLike) -> Path:
         final = Path(final)
-        final.parent.mkdir(parents=True, exist_ok=True)
+        _make_parent(final)
+        remove_stale_partials(final.parent, final.name)
         tmp = _temporary_sibling(final)
         self._pending[final] = tmp
         return tmp
 
     def commit(self) -> None:
-        """Publish every file; an existing output of the same name is replaced (a directory too:
-        it is renamed aside first, since a rename cannot replace a non-empty directory)."""
+        """Publish every file; a directory is checked against the output policy first (before any
+        file is renamed), then replaced by moving the old one aside."""
         for final, tmp in self._pending.items():
-            if final.is_dir() and not final.is_symlink():
+            if tmp.is_dir():
+                write_marker(tmp, self.command)
+                if final.exists() or final.is_symlink():
+                    check_output_dir(final, self.command, self.overwrite,
+                                     writes=_visible_entries(tmp) | KNOWN_ENTRIES.get(self.command, set()))
+            elif final.is_dir() and not final.is_symlink():
+                raise input_error(final, "is a directory; expected a file path for the output")
+        for final, tmp in self._pending.items():
+            if tmp.is_dir() and (final.exists() or final.is_symlink()):
                 old = _temporary_sibling(final)
                 os.replace(final, old)
                 os.replace(tmp, final)
-                shutil.rmtree(old)
+                _remove(old)
             else:
                 os.replace(tmp, final)
+        published = set(self._pending)
+        for stale in self.replaces:
+            if stale not in published and (stale.is_file() or stale.is_symlink()):
+                stale.unlink()
         self._pending.clear()
 
     def discard(self) -> None:
         for tmp in self._pending.values():
-            if tmp.exists():
-                shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink()
+            if tmp.exists() or tmp.is_symlink():
+                _remove(tmp)
         self._pending.clear()
 
     def __enter__(self) -> "AtomicFiles":

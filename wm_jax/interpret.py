@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from wm_jax.errors import AtomicFiles, input_error
+from wm_jax.errors import AtomicFiles, input_error, read_json
 
 log = logging.getLogger("wm_jax")
 
@@ -155,13 +155,14 @@ def montage(path: Path, volume: np.ndarray, background: np.ndarray, title: str) 
 
 def interpret(workdir: str | os.PathLike, udip: str | os.PathLike, out: str | os.PathLike, store: str | None = None,
               atlas: str | None = None, labels: str | None = None, step: str | int | None = "best",
-              options: PerdiOptions = PerdiOptions(), truth: str | None = None, loci: str | None = None) -> dict:
+              options: PerdiOptions = PerdiOptions(), overwrite: bool = False, truth: str | None = None,
+              loci: str | None = None) -> dict:
     """`wm-jax interpret`: PerDI maps, montages and tract enrichment for every UDIP of a checkpoint.
 
     With a simulator's ``truth`` and the UDIP report's ``loci``, also how well the PerDI map of each
     UDIP that found a planted locus matches that locus's pattern (`pattern_overlap`)."""
     from wm_jax.data.nifti import save_nifti
-    from wm_jax.data.tables import read_table
+    from wm_jax.data.tables import read_labels, read_table
     from wm_jax.roi import _atlas_on_store_grid
     from wm_jax.train.loop import _open_store, load_model
 
@@ -171,7 +172,7 @@ def interpret(workdir: str | os.PathLike, udip: str | os.PathLike, out: str | os
     if store is None:
         if not manifest_path.exists():
             raise input_error(udip, f"no --store given and no manifest {manifest_path.name} naming the store")
-        store = json.loads(manifest_path.read_text())["store"]
+        store = read_json(manifest_path, "the manifest of a `wm-jax embed` table, naming its store", "store")["store"]
     columns = [c for c in table.columns if c.startswith("UDIP")]
     if not columns:
         raise input_error(udip, "expected columns UDIP1..UDIPk")
@@ -191,7 +192,7 @@ def interpret(workdir: str | os.PathLike, udip: str | os.PathLike, out: str | os
         if not Path(path).exists():
             raise input_error(path, "atlas file not found (pass --atlas and --labels)")
     atlas_grid = _atlas_on_store_grid(volume_store, atlas)
-    label_table = pd.read_csv(labels, sep="\t")
+    label_table = read_labels(labels)
     mask = np.asarray(volume_store.mask, bool)
     affine = np.asarray(volume_store.grid.affine)
     voxel_mm = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
@@ -199,7 +200,7 @@ def interpret(workdir: str | os.PathLike, udip: str | os.PathLike, out: str | os
     maps, enrichment = perdi(_udip_decoder(model, manifest_path), codes, mask, atlas_grid, label_table, voxel_mm, options)
 
     out = Path(out)
-    files = AtomicFiles()
+    files = AtomicFiles(overwrite=overwrite, command="interpret")
     try:
         directory = files.path(out)
         directory.mkdir(parents=True)

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from wm_jax.data.store import VolumeStore
-from wm_jax.errors import input_error
+from wm_jax.errors import input_error, require_file
 
 
 def _region_means(store: VolumeStore, masks: np.ndarray, chunk: int = 256) -> np.ndarray:
@@ -28,9 +28,9 @@ def _region_means(store: VolumeStore, masks: np.ndarray, chunk: int = 256) -> np
 
 
 def _atlas_on_store_grid(store: VolumeStore, atlas_path: str | os.PathLike) -> np.ndarray:
-    import nibabel as nib
-
-    atlas = np.asarray(nib.load(str(atlas_path)).get_fdata(), np.float32)
+    """The atlas on the store's grid. It must be on the FA maps' grid (shape and affine, as recorded
+    in the store) and is cropped and downsampled as the store was."""
+    atlas = _read_atlas(store, atlas_path)
     prep = store.record["preprocessing"]
     crop = tuple(tuple(c) for c in prep["crop"]) if prep["crop"] else None
     if crop is not None:
@@ -38,17 +38,49 @@ def _atlas_on_store_grid(store: VolumeStore, atlas_path: str | os.PathLike) -> n
     factor = prep["downsample"]
     if factor > 1:  # majority label of each block is approximated by the label at the block centre
         atlas = atlas[factor // 2:: factor, factor // 2:: factor, factor // 2:: factor]
-    atlas = np.rint(atlas).astype(np.int32)[tuple(slice(0, s) for s in store.volumes.shape[1:])]
+    atlas = np.rint(atlas).astype(np.int32)
     if atlas.shape != store.volumes.shape[1:]:
         raise input_error(atlas_path, f"atlas grid {atlas.shape} does not fit the store's {store.volumes.shape[1:]}")
     return atlas
 
 
+def _read_atlas(store: VolumeStore, atlas_path) -> np.ndarray:
+    from wm_jax.data.nifti import Grid, _load
+
+    image = _load(require_file(atlas_path, "atlas image"))
+    source = Grid.from_json(store.record.get("source_grid", store.record["grid"]))
+    if tuple(image.shape) != tuple(source.shape):
+        raise input_error(atlas_path, f"shape {tuple(image.shape)}, expected the FA maps' grid {tuple(source.shape)} "
+                                      f"(store {store.path})")
+    if not np.allclose(image.affine, source.affine, atol=1e-3):
+        raise input_error(atlas_path, f"affine differs from the FA maps' (store {store.path}); expected an atlas "
+                                      "in the same space and grid")
+    atlas = np.asarray(image.get_fdata(), np.float32)
+    if not np.isfinite(atlas).all() or (atlas < 0).any() or (np.abs(atlas - np.rint(atlas)) > 1e-3).any():
+        raise input_error(atlas_path, "expected integer labels >= 0 (0 = background)")
+    return atlas
+
+
+def _resampled(store: VolumeStore) -> bool:
+    prep = store.record["preprocessing"]
+    return bool(prep["crop"]) or prep["downsample"] > 1
+
+
 def tract_means(store: VolumeStore, atlas_path, labels_path) -> pd.DataFrame:
-    """FID IID and one column per tract: the mean normalised FA inside it."""
+    """FID IID and one column per tract: the mean normalised FA inside it. Every label of the
+    table must have voxels inside the store's brain mask."""
+    from wm_jax.data.tables import read_labels
+
+    labels = read_labels(labels_path)
     atlas = _atlas_on_store_grid(store, atlas_path)
-    labels = pd.read_csv(labels_path, sep="\t")
     masks = np.stack([(atlas == label) & store.mask for label in labels.label])
+    for label, tract, mask in zip(labels.label, labels.tract, masks):
+        if not (atlas == label).any():
+            where = " on the store's grid (after its crop/downsampling)" if _resampled(store) else ""
+            raise input_error(labels_path, f"label {label} ({tract}) does not occur in the atlas {atlas_path}{where}; "
+                                           "expected every label of the table in the image")
+        if not mask.any():
+            raise input_error(labels_path, f"label {label} ({tract}) has no voxel inside the store's brain mask")
     values = _region_means(store, masks)
     frame = pd.DataFrame(values, columns=[f"FA_{t}" for t in labels.tract])
     frame.insert(0, "IID", store.index.IID.to_numpy())

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from wm_jax.data.nifti import Grid, load_fa, read_grid
 from wm_jax.data.tables import read_table
-from wm_jax.errors import atomic_dir, input_error, require_file
+from wm_jax.errors import InputError, atomic_dir, input_error, require_file
 
 log = logging.getLogger("wm_jax")
 
@@ -76,9 +76,8 @@ def apply_geometry(volume: np.ndarray, prep: Preprocessing) -> np.ndarray:
 
 def read_subjects(path: str | os.PathLike) -> pd.DataFrame:
     """subjects.tsv: FID IID fa_path ...; relative paths are taken from the table's folder."""
-    table = read_table(path, text_columns=("fa_path", "site", "sex", "age"))
-    if "fa_path" not in table.text:
-        raise input_error(table.path, "expected a column fa_path (path of each subject's FA map)")
+    table = read_table(path, text_columns=("fa_path", "site", "sex", "age"),
+                       required=(("fa_path", "the path of each subject's FA map"),))
     base = table.path.parent
     paths = [str(p if os.path.isabs(p) else base / p) for p in table.text["fa_path"]]
     fid = table.fid if table.fid is not None else table.iid
@@ -97,8 +96,13 @@ def prepare_store(subjects_path: str | os.PathLike, out: str | os.PathLike, prep
     if prep.crop is not None and (len(prep.crop) != 3 or any(not 0 <= a < b <= s for (a, b), s in zip(prep.crop, grid.shape))):
         raise input_error(subjects_path, f"crop {prep.crop} does not fit the grid {grid.shape}")
     target = output_grid(grid, prep)
+    if min(target.shape) < 1:
+        raise input_error(subjects_path, f"--downsample {prep.downsample} leaves no voxel of the grid "
+                                         f"{grid.shape}{' after --crop' if prep.crop else ''}; expected a smaller factor")
+    if not 0 < prep.mask_fraction <= 1:
+        raise InputError(f"--mask-fraction: expected a number in (0, 1], found {prep.mask_fraction}")
     n = len(subjects)
-    with atomic_dir(out, overwrite=overwrite) as tmp:
+    with atomic_dir(out, overwrite=overwrite, command="prepare") as tmp:
         volumes = np.lib.format.open_memmap(tmp / "volumes.npy", mode="w+", dtype=prep.dtype, shape=(n, *target.shape))
         nonzero_count = np.zeros(target.shape, np.int32)
         means, sds = np.zeros(n), np.zeros(n)
@@ -111,6 +115,9 @@ def prepare_store(subjects_path: str | os.PathLike, out: str | os.PathLike, prep
         volumes.flush()
         del volumes
         mask = nonzero_count >= prep.mask_fraction * n
+        if not mask.any():
+            raise input_error(subjects_path, f"no voxel is non-zero in {prep.mask_fraction:g} of the subjects: "
+                                             "the brain mask would be empty (expected a lower --mask-fraction)")
         np.save(tmp / "mask.npy", mask)
         index = subjects.assign(row=np.arange(n), nonzero_mean=means, nonzero_sd=sds)
         index[["row", "FID", "IID", "fa_path", "nonzero_mean", "nonzero_sd"]].to_csv(tmp / "index.tsv", sep="\t", index=False)
@@ -151,13 +158,17 @@ class VolumeStore:
             volumes = np.load(path / "volumes.npy", mmap_mode="r")
             mask = np.load(path / "mask.npy")
             index = pd.read_csv(path / "index.tsv", sep="\t", dtype={"FID": str, "IID": str})
-        except (OSError, ValueError, json.JSONDecodeError) as err:
-            raise input_error(path, f"volume store is incomplete or corrupt ({err})")
+        except (OSError, ValueError, EOFError, UnicodeDecodeError, pd.errors.ParserError) as err:
+            raise input_error(path, f"volume store is incomplete or corrupt ({type(err).__name__}: {err}); "
+                                    "expected the output of `wm-jax prepare`")
+        if not isinstance(record, dict) or not isinstance(record.get("grid"), dict):
+            raise input_error(record_path, "expected the JSON record of a volume store (with its grid)")
         if record.get("format_version") != STORE_FORMAT_VERSION:
             raise input_error(record_path, f"store format {record.get('format_version')}, expected {STORE_FORMAT_VERSION}")
         if volumes.shape[0] == 0:
             raise input_error(path, "volume store holds no subjects")
-        if volumes.shape[0] != len(index) or volumes.shape[1:] != mask.shape:
+        if volumes.ndim != 4 or volumes.shape[0] != len(index) or volumes.shape[1:] != mask.shape \
+                or not {"FID", "IID"} <= set(index.columns) or mask.dtype != bool:
             raise input_error(path, "volume store is inconsistent (volumes, mask and index disagree)")
         return cls(path, volumes, mask, index, record)
 

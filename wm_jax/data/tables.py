@@ -2,7 +2,9 @@
 
 Accepted as PLINK 2 accepts them: tab- or space-separated; a header whose first columns are
 `FID IID` or `#FID IID`, or `IID`/`#IID` alone (then samples match by IID only); missing values
-`NA`, `nan` or an empty field.
+`NA`, `nan`, `.` or an empty field (and -9 in phenotype and covariate files, as PLINK 2 reads them).
+Read strictly: UTF-8, every row as many fields as the header, every number finite; an error names
+the file, the line and the column.
 """
 
 from __future__ import annotations
@@ -33,15 +35,19 @@ class SampleTable:
     text: dict[str, np.ndarray] = field(default_factory=dict)  # non-numeric columns kept as text
 
 
-def read_table(path: str | os.PathLike, numeric: bool = True, text_columns: tuple[str, ...] = ()) -> SampleTable:
-    """Read a sample table. Columns in ``text_columns`` stay text; all others must be numeric."""
+def read_table(path: str | os.PathLike, numeric: bool = True, text_columns: tuple[str, ...] = (),
+               missing_code: float | None = None, required: tuple[tuple[str, str], ...] = ()) -> SampleTable:
+    """Read a sample table, strictly: UTF-8, every row as many fields as the header, numbers
+    finite. Columns in ``text_columns`` stay text; all others must be numeric (or missing). A value
+    equal to ``missing_code`` is missing too (PLINK 2 reads -9 so in phenotype and covariate files).
+    ``required``: (column, what it holds) pairs the header must have."""
     path = require_file(path, "table")
-    with open(path, "r", encoding="utf-8", errors="replace") as handle:
-        header_line = handle.readline().rstrip("\r\n")
-    if not header_line.strip():
+    lines = _text_lines(path)
+    if not lines or not lines[0][1].strip():
         raise input_error(path, "empty file; expected a header line starting with FID IID")
-    sep = "\t" if "\t" in header_line else r"\s+"
-    header = re.split(sep, header_line.strip()) if sep != "\t" else header_line.split("\t")
+    header_line = lines[0][1]
+    split = (lambda line: line.split("\t")) if "\t" in header_line else (lambda line: line.split())
+    header = split(header_line.strip() if "\t" not in header_line else header_line)
     first = header[0].lstrip("#")
     if first == "FID" and len(header) > 1 and header[1].lstrip("#") == "IID":
         has_fid = True
@@ -49,48 +55,79 @@ def read_table(path: str | os.PathLike, numeric: bool = True, text_columns: tupl
         has_fid = False
     else:
         raise input_error(path, f"header must start with FID IID (or #FID, #IID), found {header_line[:60]!r}")
-    try:
-        table = pd.read_csv(
-            path, sep=sep, header=0, dtype=str, keep_default_na=False, na_values=[], engine="c" if sep == "\t" else "python"
-        )
-    except pd.errors.ParserError as err:
-        raise input_error(path, f"expected {len(header)} columns on every line ({err})")
-    if table.shape[1] != len(header):
-        raise input_error(path, f"expected {len(header)} columns, found {table.shape[1]}")
-    table.columns = [name.lstrip("#") if i < 1 + has_fid else name for i, name in enumerate(header)]
+    names = [name.lstrip("#") if i < 1 + has_fid else name for i, name in enumerate(header)]
     id_columns = ["FID", "IID"] if has_fid else ["IID"]
-    data_columns = [c for c in table.columns if c not in id_columns]
-    if len(set(data_columns)) != len(data_columns):
-        raise input_error(path, "duplicate column names in the header")
-    table = table.fillna("")
-    if (table["IID"] == "").any():
-        line = int(np.flatnonzero(table["IID"].to_numpy() == "")[0]) + 2
-        raise input_error(path, f"line {line}: empty IID")
-    keys = table[id_columns].astype(str).agg("\t".join, axis=1) if has_fid else table["IID"]
-    if keys.duplicated().any():
-        dup = keys[keys.duplicated()].iloc[0].replace("\t", " ")
-        raise input_error(path, f"sample {dup} appears more than once")
+    data_columns = names[len(id_columns):]
+    if any(not name for name in data_columns):
+        raise input_error(path, "empty column name in the header")
+    if len(set(names)) != len(names):
+        raise input_error(path, f"duplicate column names in the header ({sorted({n for n in names if names.count(n) > 1})[0]})")
+    for name, what in required:
+        if name not in data_columns:
+            raise input_error(path, f"expected a column {name} ({what}); the header has {', '.join(names)[:80]}")
+    rows, line_numbers = _split_rows(path, lines[1:], split, len(header))
+    columns = dict(zip(names, map(np.array, zip(*rows)))) if rows else {n: np.array([], str) for n in names}
+    _check_ids(path, columns, id_columns, line_numbers)
     numeric_columns = [c for c in data_columns if c not in text_columns]
-    values = np.empty((len(table), len(numeric_columns)), np.float64)
+    values = np.empty((len(rows), len(numeric_columns)), np.float64)
     for j, column in enumerate(numeric_columns):
-        raw = table[column].str.strip()
-        missing = raw.isin(MISSING_TOKENS).to_numpy()
-        parsed = pd.to_numeric(raw.where(~missing, "nan"), errors="coerce").to_numpy(np.float64)
-        bad = np.isnan(parsed) & ~missing
-        if bad.any():
-            row = int(np.flatnonzero(bad)[0])
-            raise input_error(
-                path, f"line {row + 2}, column {column}: expected a number or NA, found {raw.iloc[row]!r}"
-            )
-        values[:, j] = parsed
+        values[:, j] = _parse_numbers(path, column, columns[column], line_numbers, missing_code)
     return SampleTable(
         path=path,
-        fid=table["FID"].to_numpy(str) if has_fid else None,
-        iid=table["IID"].to_numpy(str),
+        fid=columns["FID"].astype(str) if has_fid else None,
+        iid=columns["IID"].astype(str),
         columns=numeric_columns,
         values=values,
-        text={c: table[c].to_numpy(str) for c in text_columns if c in table.columns},
+        text={c: columns[c].astype(str) for c in text_columns if c in columns},
     )
+
+
+def _text_lines(path: Path) -> list[tuple[int, str]]:
+    """(line number, text) of every non-empty line; a byte that is not UTF-8 is an error."""
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw.count(b"\n", 0, err.start) + 1
+        raise input_error(path, f"line {line}: byte 0x{raw[err.start]:02x} is not UTF-8; expected UTF-8 text")
+    text = text.removeprefix("\ufeff")
+    return [(k + 1, line.rstrip("\r")) for k, line in enumerate(text.split("\n")) if line.rstrip("\r")]
+
+
+def _split_rows(path: Path, lines: list[tuple[int, str]], split, width: int) -> tuple[list[list[str]], np.ndarray]:
+    rows = []
+    for number, line in lines:
+        fields = split(line)
+        if len(fields) != width:
+            raise input_error(path, f"line {number}: expected {width} fields as in the header, found {len(fields)}")
+        rows.append(fields)
+    return rows, np.array([number for number, _ in lines], np.int64)
+
+
+def _check_ids(path: Path, columns: dict, id_columns: list[str], line_numbers: np.ndarray) -> None:
+    iid = columns["IID"]
+    if (iid == "").any():
+        raise input_error(path, f"line {line_numbers[np.flatnonzero(iid == '')[0]]}: empty IID")
+    keys = pd.Series(["\t".join(k) for k in zip(*(columns[c] for c in id_columns))] if len(iid) else [], dtype=str)
+    if keys.duplicated().any():
+        row = int(np.flatnonzero(keys.duplicated().to_numpy())[0])
+        raise input_error(path, f"line {line_numbers[row]}: sample {keys.iloc[row].replace(chr(9), ' ')} "
+                                "appears more than once")
+
+
+def _parse_numbers(path: Path, column: str, raw: np.ndarray, line_numbers: np.ndarray,
+                   missing_code: float | None) -> np.ndarray:
+    text = pd.Series(raw, dtype=str).str.strip()
+    missing = text.isin(MISSING_TOKENS).to_numpy()
+    parsed = pd.to_numeric(text.where(~missing, "nan"), errors="coerce").to_numpy(np.float64)
+    bad = (np.isnan(parsed) & ~missing) | np.isinf(parsed)
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise input_error(path, f"line {line_numbers[row]}, column {column}: expected a finite number or NA, "
+                                f"found {text.iloc[row]!r}")
+    if missing_code is not None:
+        parsed[parsed == missing_code] = np.nan
+    return parsed
 
 
 def align_to_samples(table: SampleTable, fid: np.ndarray, iid: np.ndarray) -> np.ndarray:
@@ -164,3 +201,31 @@ def write_table(path: str | os.PathLike, fid, iid, columns: dict[str, np.ndarray
     """Write a `FID IID col...` table (NaN as NA)."""
     frame = pd.DataFrame({"FID": fid, "IID": iid, **columns})
     frame.to_csv(path, sep="\t", index=False, na_rep="NA", float_format=float_format)
+
+
+def read_labels(path: str | os.PathLike) -> pd.DataFrame:
+    """An atlas labels table: columns `label` (integer > 0, unique) and `tract` (unique names)."""
+    path = require_file(path, "atlas labels table")
+    lines = _text_lines(path)
+    if not lines:
+        raise input_error(path, "empty file; expected a header with columns label and tract")
+    split = (lambda line: line.split("\t")) if "\t" in lines[0][1] else (lambda line: line.split())
+    header = split(lines[0][1])
+    if "label" not in header or "tract" not in header:
+        raise input_error(path, f"expected columns label and tract, found {', '.join(header)[:80]}")
+    rows, line_numbers = _split_rows(path, lines[1:], split, len(header))
+    if not rows:
+        raise input_error(path, "lists no label; expected one row per tract")
+    label_text = [row[header.index("label")].strip() for row in rows]
+    tracts = [row[header.index("tract")].strip() for row in rows]
+    for number, text, tract in zip(line_numbers, label_text, tracts):
+        if not re.fullmatch(r"\d+", text) or int(text) == 0:
+            raise input_error(path, f"line {number}, column label: expected an integer > 0, found {text!r}")
+        if not tract:
+            raise input_error(path, f"line {number}, column tract: expected a tract name")
+    labels = [int(t) for t in label_text]
+    for values, what in ((labels, "label"), (tracts, "tract")):
+        repeated = [v for v in values if values.count(v) > 1]
+        if repeated:
+            raise input_error(path, f"{what} {repeated[0]} appears more than once")
+    return pd.DataFrame({"label": labels, "tract": tracts})

@@ -91,13 +91,16 @@ def _hwe_single(obs_hets: int, obs_hom1: int, obs_hom2: int) -> float:
 
 
 def apply_filters(counts: VariantCounts, maf: float | None, mac: int | None, geno: float | None,
-                  hwe: float | None) -> np.ndarray:
-    """Boolean keep-mask; logs the count each filter removes, in PLINK 2's order."""
+                  hwe: float | None, removed: list[str] | None = None) -> np.ndarray:
+    """Boolean keep-mask; logs the count each filter removes, in PLINK 2's order, and appends
+    "--flag value removed n" to ``removed`` when given."""
+    removed = [] if removed is None else removed
     keep = np.ones(len(counts.het), bool)
     n_total = counts.observed + counts.missing
     if geno is not None:
         drop = keep & (counts.missing / np.maximum(n_total, 1) > geno)
         log.info("--geno %g: %d variants removed (missing call rate), %d remain", geno, int(drop.sum()), int((keep & ~drop).sum()))
+        removed.append(f"--geno {geno:g} removed {int(drop.sum())}")
         keep &= ~drop
     if hwe is not None:
         idx = np.flatnonzero(keep)
@@ -105,6 +108,7 @@ def apply_filters(counts: VariantCounts, maf: float | None, mac: int | None, gen
         drop_idx = idx[p < hwe]
         keep[drop_idx] = False
         log.info("--hwe %g: %d variants removed, %d remain", hwe, len(drop_idx), int(keep.sum()))
+        removed.append(f"--hwe {hwe:g} removed {len(drop_idx)}")
     alt_count = 2 * counts.hom_alt + counts.het
     minor_count = np.minimum(alt_count, 2 * counts.observed - alt_count)
     if maf is not None:
@@ -112,9 +116,11 @@ def apply_filters(counts: VariantCounts, maf: float | None, mac: int | None, gen
             minor_freq = np.where(counts.observed > 0, minor_count / (2 * counts.observed), 0.0)
         drop = keep & (minor_freq < maf)
         log.info("--maf %g: %d variants removed, %d remain", maf, int(drop.sum()), int((keep & ~drop).sum()))
+        removed.append(f"--maf {maf:g} removed {int(drop.sum())}")
         keep &= ~drop
     if mac is not None:
         drop = keep & (minor_count < mac)
         log.info("--mac %d: %d variants removed, %d remain", mac, int(drop.sum()), int((keep & ~drop).sum()))
+        removed.append(f"--mac {mac} removed {int(drop.sum())}")
         keep &= ~drop
     return keep

@@ -17,6 +17,7 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import logging
+import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,9 +27,11 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 import wm_jax
+from wm_jax.data.chromosomes import chromosome_numbers, parse_chromosome_list
 from wm_jax.data.plink import PlinkDataset, release_pages
 from wm_jax.data.tables import align_to_samples, expand_names, read_table, select_columns
-from wm_jax.errors import AtomicFiles, InputError, input_error
+from wm_jax.errors import (AtomicFiles, InputError, check_output_dir, check_output_location, input_error,
+                           read_marker, remove_stale_partials)
 from wm_jax.gwas import qc
 from wm_jax.gwas.glm_text import write_glm_linear_files
 from wm_jax.gwas.text import write_tsv
@@ -63,6 +66,7 @@ class GwasOptions:
     gzip: bool = False
     a1_alt: bool = False  # count ALT always (PLINK 2 `omit-ref`); default: A1 = minor allele
     max_missing: int = 64  # per-variant missing calls handled by the gathered correction
+    overwrite: bool = False  # replace PREFIX.* files that no earlier wm-jax gwas to this prefix wrote
 
 
 @dataclass
@@ -192,18 +196,82 @@ def omnibus_correlation(residuals: np.ndarray, observed: np.ndarray) -> np.ndarr
 
 
 def _select_variants(data: PlinkDataset, chromosomes: str | None) -> np.ndarray:
+    """Variants on the chromosomes of ``--chr`` (PLINK's codes: X, chrX and 23 are one)."""
     selected = np.arange(data.n_variants)
     if chromosomes:
-        wanted = set()
-        for part in chromosomes.split(","):
-            if "-" in part:
-                lo, hi = part.split("-")
-                wanted.update(str(c) for c in range(int(lo), int(hi) + 1))
-            else:
-                wanted.add(part.strip())
-        selected = np.flatnonzero(data.bim.chrom.astype(str).isin(wanted).to_numpy())
+        try:
+            wanted = parse_chromosome_list(chromosomes)
+        except ValueError as err:
+            raise InputError(f"--chr: {err}") from None
+        selected = np.flatnonzero(np.isin(chromosome_numbers(data.bim.chrom), sorted(wanted)))
         log.info("--chr %s: %d of %d variants kept", chromosomes, len(selected), data.n_variants)
+        if len(selected) == 0:
+            present = ", ".join(map(str, pd.unique(data.bim.chrom.astype(str))[:10]))
+            raise input_error(data.files.bim, f"no variant on --chr {chromosomes}; expected variants on those "
+                                              f"chromosomes (the .bim has {present})")
     return selected
+
+
+def _phenotype_names(pheno_table, options: GwasOptions) -> list[int]:
+    """Columns of the phenotypes to test: each once, and (with --format plink2, where a name becomes
+    part of a file name) only names that are safe as one."""
+    names = expand_names(options.pheno_names, pheno_table.columns)
+    if names is not None:
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise InputError(f"--pheno-name: expected each phenotype once, {repeated[0]!r} is selected twice "
+                             f"({options.pheno_names})")
+    columns = select_columns(pheno_table, names, "phenotype")
+    if options.format == "plink2":
+        suffix = ".glm.linear.gz" if options.gzip else ".glm.linear"
+        for j in columns:
+            _check_file_name_part(pheno_table.path, pheno_table.columns[j], suffix)
+    return columns
+
+
+def _check_file_name_part(path, name: str, suffix: str) -> None:
+    """A phenotype name that becomes PREFIX.<name>.glm.linear must name a file beside PREFIX."""
+    unsafe = (not name or "/" in name or "\\" in name or ".." in name or name in (".",)
+              or any(ord(c) < 32 or ord(c) == 127 for c in name) or len(f".{name}{suffix}".encode()) > 200)
+    if unsafe:
+        raise input_error(path, f"phenotype column {name!r}: with --format plink2 the name becomes part of an "
+                                "output file name; expected a non-empty name without '/', '\\', '..' or control "
+                                "characters (rename the column)")
+
+
+def _gwas_outputs(out: Path, pheno_names: list[str], options: GwasOptions) -> list[Path]:
+    """Every path a run writes, the compact directory second."""
+    paths = [Path(f"{out}.log"), Path(f"{out}.gwas"), Path(f"{out}.hits.tsv"), Path(f"{out}.multivariate.tsv")]
+    if options.format == "plink2":
+        suffix = ".glm.linear.gz" if options.gzip else ".glm.linear"
+        paths += [Path(f"{out}.{name}{suffix}") for name in pheno_names]
+    return paths
+
+
+def _previous_outputs(out: Path) -> list[Path]:
+    """The files an earlier wm-jax gwas wrote to this prefix, as its meta.json lists them."""
+    compact = Path(f"{out}.gwas")
+    marker = read_marker(compact)
+    if marker is None or marker["command"] != "gwas":
+        return []
+    try:
+        listed = json.loads((compact / "meta.json").read_text()).get("outputs", [])
+    except (OSError, ValueError, AttributeError):
+        return []
+    return [out.parent / name for name in listed if isinstance(name, str) and "/" not in name and name != ".."]
+
+
+def _check_outputs(out: Path, planned: list[Path], previous: list[Path], overwrite: bool) -> None:
+    """Before any work: the prefix's outputs may be written (the output policy of wm_jax.errors)."""
+    check_output_location(out)
+    check_output_dir(planned[1], "gwas", overwrite)
+    owned = set(previous)
+    for path in planned[:1] + planned[2:]:
+        if path.is_dir() and not path.is_symlink():
+            raise input_error(path, "is a directory; expected a file path for this output")
+        if path.exists() and path not in owned and not overwrite:
+            raise input_error(path, "exists and was not written by an earlier wm-jax gwas to this prefix; "
+                                    "pass --overwrite to replace it")
 
 
 def device_inputs(inputs, mesh):
@@ -282,9 +350,15 @@ def run_gwas(bfile: str, pheno: str, covar: str, out: str, options: GwasOptions 
     from wm_jax.gwas.pvalues import SMALL_DF
 
     start = time.time()
+    if str(out).endswith(("/", os.sep)) or Path(out).name in ("", ".", ".."):
+        raise InputError(f"--out: expected an output prefix (a file name stem), found {str(out)!r}")
     out = Path(out)
+    if not out.name or out.name in (".", ".."):
+        raise InputError(f"--out: expected an output prefix (a file name stem), found {str(out)!r}")
     log_path = Path(f"{out}.log")
-    files = AtomicFiles()
+    check_output_location(out)
+    remove_stale_partials(out.parent, f"{out.name}.")
+    files = AtomicFiles(overwrite=options.overwrite, command="gwas")
     handler = logging.FileHandler(files.path(log_path), mode="w")
     handler.setFormatter(_ElapsedFormatter())
     log.addHandler(handler)
@@ -298,13 +372,18 @@ def run_gwas(bfile: str, pheno: str, covar: str, out: str, options: GwasOptions 
         data = PlinkDataset(bfile)
         fam_fid, fam_iid = data.fam.fid.to_numpy(str), data.fam.iid.to_numpy(str)
 
-        pheno_table = read_table(pheno)
-        names = expand_names(options.pheno_names, pheno_table.columns)
-        pheno_cols = select_columns(pheno_table, names, "phenotype")
+        pheno_table = read_table(pheno, missing_code=-9)
+        pheno_cols = _phenotype_names(pheno_table, options)
         pheno_names = [pheno_table.columns[j] for j in pheno_cols]
+        outputs_planned, previous = _gwas_outputs(out, pheno_names, options), _previous_outputs(out)
+        _check_outputs(out, outputs_planned, previous, options.overwrite)
+        files.replaces = previous
         phenotypes = align_to_samples(pheno_table, fam_fid, fam_iid)[:, pheno_cols]
-        covar_table = read_table(covar)
-        covar_cols = select_columns(covar_table, expand_names(options.covar_names, covar_table.columns), "covariate")
+        covar_table = read_table(covar, missing_code=-9)
+        covar_names_selected = expand_names(options.covar_names, covar_table.columns)
+        if covar_names_selected is not None and len(set(covar_names_selected)) != len(covar_names_selected):
+            raise InputError(f"--covar-name: expected each covariate once ({options.covar_names})")
+        covar_cols = select_columns(covar_table, covar_names_selected, "covariate")
         covar_names = [covar_table.columns[j] for j in covar_cols]
         covariates = align_to_samples(covar_table, fam_fid, fam_iid)[:, covar_cols]
         grouped = build_groups(phenotypes, covariates, pheno_names, covar_names, pheno_table.path, covar_table.path)
@@ -312,7 +391,8 @@ def run_gwas(bfile: str, pheno: str, covar: str, out: str, options: GwasOptions 
 
         variants = _select_variants(data, options.chromosomes)
         counts = qc.count_genotypes(data.bed, variants)
-        keep = qc.apply_filters(counts, options.maf, options.mac, options.geno, options.hwe)
+        removed: list[str] = []
+        keep = qc.apply_filters(counts, options.maf, options.mac, options.geno, options.hwe, removed)
         alt_count = 2 * counts.hom_alt + counts.het
         # A1 is the minor allele as PLINK 2 (2.00a3.5) chooses it: REF when its frequency, computed
         # as count * (1 / (2 * observed)) in float64, is below 0.5. On an exact tie that product
@@ -324,7 +404,9 @@ def run_gwas(bfile: str, pheno: str, covar: str, out: str, options: GwasOptions 
         variants = variants[keep]
         missing_all = counts.missing[keep]
         if len(variants) == 0:
-            raise InputError(f"{bfile}: no variant is left after the filters (see {log_path})")
+            selection = f" on --chr {options.chromosomes}" if options.chromosomes else ""
+            raise InputError(f"{bfile}: expected at least one variant to test; none is left of the {len(keep)} "
+                             f"variants{selection}{' after ' + ', '.join(removed) if removed else ''}")
         log.info("%d variants x %d phenotypes to test", len(variants), len(pheno_names))
 
         # Variants with more missing calls than the gathered correction holds go through a second
@@ -434,7 +516,8 @@ def run_gwas(bfile: str, pheno: str, covar: str, out: str, options: GwasOptions 
         meta = {"format_version": 2, "code_version": wm_jax.__version__, "phenotypes": pheno_names,
                 "group_of_phenotype": group_of.tolist(), "group_sizes": [len(g.samples) for g in groups],
                 "n_covariates": len(covar_names), "covariates": covar_names, "n_variants": int(len(variants)),
-                "bfile": str(bfile), "options": asdict(options)}
+                "bfile": str(bfile), "options": asdict(options),
+                "outputs": [p.name for p in outputs_planned]}
         (compact_tmp / "meta.json").write_text(json.dumps(meta, indent=2))
 
         hit_pheno, hit_variant, best, min_p = _scan_results(outputs)

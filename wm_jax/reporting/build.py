@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from wm_jax.errors import atomic_dir, input_error
+from wm_jax.errors import atomic_dir, check_output_dir, input_error, require_file
 from wm_jax.reporting import plots
 from wm_jax.reporting.stats import (OMNIBUS, ClumpOptions, clump, genomic_control, merge_loci, replication,
                                     score_against_truth)
@@ -30,19 +30,14 @@ class GwasResult:
         directory = Path(f"{prefix}.gwas")
         if not (directory / "meta.json").is_file():
             raise input_error(directory, "not a `wm-jax gwas` output (expected meta.json, variants.tsv, *.npy)")
-        self.meta = json.loads((directory / "meta.json").read_text())
-        if self.meta.get("format_version") != 2:
-            raise input_error(directory / "meta.json", f"format version {self.meta.get('format_version')}, expected 2 "
-                                                       "(written by an older wm-jax gwas: rerun it)")
-        self.variants = pd.read_csv(directory / "variants.tsv", sep="\t", dtype={"#CHROM": str, "ID": str})
+        self.meta = _read_meta(directory / "meta.json")
+        self.variants = _read_variants(directory / "variants.tsv")
         self.phenotypes: list[str] = list(self.meta["phenotypes"])
-        self.beta = np.load(directory / "beta.npy", mmap_mode="r")
-        self.log10_p = np.load(directory / "log10_p.npy", mmap_mode="r")
-        if self.log10_p.shape != (len(self.phenotypes), len(self.variants)):
-            raise input_error(directory / "log10_p.npy", f"shape {self.log10_p.shape}, expected "
-                                                         f"({len(self.phenotypes)}, {len(self.variants)}) from meta.json and variants.tsv")
+        shape = (len(self.phenotypes), len(self.variants))
+        self.beta = _load_column(directory / "beta.npy", shape)
+        self.log10_p = _load_column(directory / "log10_p.npy", shape)
         # the multivariate test across every phenotype (one statistic per variant)
-        omnibus = np.load(directory / "omnibus_chi2.npy")
+        omnibus = np.asarray(_load_column(directory / "omnibus_chi2.npy", (len(self.variants),)))
         self.omnibus_df = len(self.meta["phenotypes"])
         self.omnibus_log10_p = chi2_neg_log10_sf(omnibus.astype(np.float64), self.omnibus_df)
 
@@ -51,6 +46,60 @@ class GwasResult:
 
     def series(self, name: str) -> np.ndarray:
         return self.omnibus_log10_p if name == OMNIBUS else np.asarray(self.log10_p[self.phenotype_index(name)], np.float64)
+
+
+def _read_meta(path: Path) -> dict:
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise input_error(path, f"expected the JSON record of a `wm-jax gwas` run ({type(err).__name__}: {err})")
+    if not isinstance(meta, dict) or meta.get("format_version") != 2:
+        version = meta.get("format_version") if isinstance(meta, dict) else None
+        raise input_error(path, f"format version {version}, expected 2 (written by an older wm-jax gwas, or "
+                                "damaged: rerun it)")
+    names = meta.get("phenotypes")
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+        raise input_error(path, "expected a non-empty list of phenotype names under 'phenotypes'")
+    return meta
+
+
+def _read_variants(path: Path) -> pd.DataFrame:
+    try:
+        variants = pd.read_csv(path, sep="\t", dtype={"#CHROM": str, "ID": str})
+    except (OSError, UnicodeDecodeError, ValueError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+        raise input_error(path, f"expected the variant table of a `wm-jax gwas` run ({type(err).__name__})")
+    expected = ["#CHROM", "POS", "ID", "REF", "ALT", "A1"]
+    if list(variants.columns[:6]) != expected or variants[expected].isna().any().any():
+        raise input_error(path, f"expected columns {' '.join(expected)} filled on every row")
+    return variants
+
+
+def _load_column(path: Path, shape: tuple[int, ...]) -> np.ndarray:
+    """A result column (.npy, memory-mapped) of the expected shape; truncated or damaged is an error."""
+    try:
+        array = np.load(path, mmap_mode="r")
+    except (OSError, ValueError, EOFError) as err:
+        raise input_error(path, f"expected a complete .npy array of shape {shape} ({type(err).__name__}: {err})")
+    if array.shape != shape:
+        raise input_error(path, f"shape {array.shape}, expected {shape} from meta.json and variants.tsv")
+    return array
+
+
+def _read_truth(path: str) -> pd.DataFrame:
+    from wm_jax.data.tables import _text_lines
+
+    require_file(path, "truth table")
+    _text_lines(Path(path))  # UTF-8 throughout
+    try:
+        truth = pd.read_csv(path, sep="\t", dtype={"chrom": str, "variant": str})
+    except (ValueError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+        raise input_error(path, f"expected a tab-separated truth table ({type(err).__name__})")
+    needed = ["variant", "chrom", "pos"]
+    if any(c not in truth.columns for c in needed) or truth[needed].isna().any().any():
+        raise input_error(path, "expected columns variant, chrom and pos (the planted causal variants) on every row")
+    if not pd.api.types.is_integer_dtype(truth["pos"]):
+        raise input_error(path, "column pos: expected integer base-pair positions")
+    return truth
 
 
 def _bim_rows(result: GwasResult, data, bfile: str) -> np.ndarray:
@@ -65,10 +114,11 @@ def _bim_rows(result: GwasResult, data, bfile: str) -> np.ndarray:
 
 
 def build_report(gwas: str, bfile: str, out: str, replication_gwas: str | None = None, truth: str | None = None,
-                 options: ClumpOptions = ClumpOptions()) -> dict:
+                 options: ClumpOptions = ClumpOptions(), overwrite: bool = False) -> dict:
     """Write the report directory; returns the summary also written to report.json."""
     from wm_jax.data.plink import PlinkDataset
 
+    check_output_dir(out, "report", overwrite)
     result = GwasResult(gwas)
     data = PlinkDataset(bfile)
     rows = _bim_rows(result, data, bfile)
@@ -82,11 +132,7 @@ def build_report(gwas: str, bfile: str, out: str, replication_gwas: str | None =
             raise input_error(f"{replication_gwas}.gwas", f"no phenotype in common with the discovery GWAS {gwas}")
         log.info("report: replication GWAS shares %d of %d variants and %d of %d phenotypes", len(shared),
                  len(result.variants), len(set(rep.phenotypes) & set(result.phenotypes)), len(result.phenotypes))
-    truth_table = None
-    if truth is not None:
-        if not Path(truth).is_file():
-            raise input_error(truth, "truth table not found")
-        truth_table = pd.read_csv(truth, sep="\t", dtype={"chrom": str})
+    truth_table = _read_truth(truth) if truth is not None else None
 
     lambdas = {name: genomic_control(result.log10_p[j]) for j, name in enumerate(result.phenotypes)}
     omnibus_lambda = genomic_control(result.omnibus_log10_p, df=result.omnibus_df)
@@ -127,7 +173,7 @@ def build_report(gwas: str, bfile: str, out: str, replication_gwas: str | None =
     if scoring is not None:
         summary.update(scoring)
 
-    with atomic_dir(out, overwrite=True) as tmp:
+    with atomic_dir(out, overwrite=overwrite, command="report") as tmp:
         loci.to_csv(tmp / "loci.tsv", sep="\t", index=False, float_format="%.4g")
         pd.DataFrame({"phenotype": list(lambdas), "lambda_gc": list(lambdas.values())}).to_csv(
             tmp / "lambda.tsv", sep="\t", index=False, float_format="%.5g")

@@ -201,7 +201,7 @@ def simulate_cohort(config, out: str | os.PathLike, overwrite: bool = False) -> 
     """Simulate the cohort described by ``config`` (see configs/sim_*.py) into ``out``."""
     rng = np.random.default_rng(config.seed)
     shape = tuple(int(s) for s in config.shape)
-    with atomic_dir(out, overwrite=overwrite) as tmp:
+    with atomic_dir(out, overwrite=overwrite, command="simulate") as tmp:
         dosage, called, deme, bim = _write_genotypes(tmp, config, rng)
         subjects = _write_subjects(tmp, config, called, rng)
         del called

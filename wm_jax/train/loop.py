@@ -8,6 +8,7 @@ resumed run sees the same batches as an uninterrupted one.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -29,7 +30,7 @@ from tqdm.auto import tqdm
 import wm_jax
 from wm_jax import checkpoint
 from wm_jax.data.store import VolumeStore
-from wm_jax.errors import InputError, atomic_path, input_error
+from wm_jax.errors import InputError, atomic_path, check_output_file, input_error
 from wm_jax.model.autoencoder import Autoencoder, AutoencoderConfig
 from wm_jax.train.step import batch_weights, data_mesh, embed_step, eval_step, replicate, shard_batch, train_step
 
@@ -146,7 +147,6 @@ def _build(config, mcfg, mesh, steps_per_epoch):
 def train_and_evaluate(config, workdir: str, store_path: str, stop_after_steps: int | None = None) -> dict:
     """Train (or resume) the autoencoder; returns the last metrics. ``stop_after_steps`` simulates a kill."""
     workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
     mcfg = model_config(config)
     store = _open_store(store_path, mcfg)
     n_subjects = len(store) if not config.max_subjects else min(len(store), config.max_subjects)
@@ -155,20 +155,22 @@ def train_and_evaluate(config, workdir: str, store_path: str, stop_after_steps: 
     mesh = data_mesh()
     batch_size = config.batch_size
     if batch_size % mesh.size:
-        raise InputError(f"--config.batch_size={batch_size}: must be a multiple of the {mesh.size} devices")
+        raise InputError(f"--config.batch_size: expected a multiple of the {mesh.size} devices, found {batch_size}")
+    workdir.mkdir(parents=True, exist_ok=True)
     steps_per_epoch = -(-len(train_rows) // batch_size)
     model, optimizer = _build(config, mcfg, mesh, steps_per_epoch)
-    manager = checkpoint.checkpoint_manager(workdir, keep=config.keep)
-    if mcfg.linear_path and manager.latest_step() is None:
-        _init_linear_path_from_pca(model, store, train_rows)
-        nnx.update(model, replicate(mesh, nnx.state(model)))
     mask = replicate(mesh, jnp.asarray(store.mask, jnp.float32))
+    checkpoint.set_aside_damaged(workdir)
     record = {"format_version": checkpoint.CHECKPOINT_FORMAT_VERSION, "code_version": wm_jax.__version__,
               "config": json.loads(config.to_json()), "config_hash": config_hash(config),
               "store": str(Path(store_path).resolve()), "epoch": 0, "batch_in_epoch": 0, "step": 0}
-    if manager.latest_step() is not None:
-        state, record = checkpoint.restore(manager, manager.latest_step(), nnx.state((model, optimizer)))
-        nnx.update((model, optimizer), state)
+    manager, resumed = _resume(workdir, config.keep, model, optimizer)
+    if resumed is None and mcfg.linear_path:
+        _init_linear_path_from_pca(model, store, train_rows)
+        nnx.update(model, replicate(mesh, nnx.state(model)))
+    if resumed is not None:
+        record = resumed
+        _drop_metrics_after(workdir / "metrics.jsonl", record["step"])
         log.info("train: resumed from step %d (epoch %d, batch %d)", record["step"], record["epoch"], record["batch_in_epoch"])
     stop = {"requested": False}
     previous_handlers = {s: signal.signal(s, lambda *_: stop.update(requested=True)) for s in (signal.SIGTERM, signal.SIGINT)} \
@@ -212,6 +214,42 @@ def train_and_evaluate(config, workdir: str, store_path: str, stop_after_steps: 
         metrics.close()
         manager.wait_until_finished()
     return last
+
+
+def _resume(workdir: Path, keep: int, model, optimizer):
+    """The checkpoint manager, and the record of the latest checkpoint that restores (None when
+    there is none). One that fails is reported in one line and set aside, and the one before it
+    is tried (orbax caches its step list, so the manager is built again)."""
+    while True:
+        manager = checkpoint.checkpoint_manager(workdir, keep=keep)
+        step = manager.latest_step()
+        if step is None:
+            return manager, None
+        try:
+            state, record = checkpoint.restore(manager, step, nnx.state((model, optimizer)))
+        except InputError as err:
+            manager.close()
+            checkpoint.set_aside(workdir, step, str(err).split(": ", 1)[-1][:160])
+            continue
+        nnx.update((model, optimizer), state)
+        return manager, record
+
+
+def _drop_metrics_after(path: Path, step: int) -> None:
+    """Rows of metrics.jsonl past the resumed step were written by a run whose checkpoint is gone
+    (damaged, or never saved): drop them, so that the rerun does not repeat them."""
+    if not path.is_file():
+        return
+    lines = path.read_text().splitlines()
+    kept = []
+    for line in lines:
+        with contextlib.suppress(ValueError, AttributeError, TypeError):
+            if int(json.loads(line).get("step", 0)) > step:
+                continue
+        kept.append(line)
+    if len(kept) != len(lines):
+        with atomic_path(path) as tmp:
+            tmp.write_text("".join(f"{line}\n" for line in kept))
 
 
 class _Metrics:
@@ -259,22 +297,49 @@ def load_model(workdir: str | os.PathLike, step: str | int | None = None):
 
     Returns (model, config, record, step)."""
     workdir = Path(workdir)
-    manager = checkpoint.checkpoint_manager(workdir)
-    if manager.latest_step() is None:
+    intact, damaged = checkpoint.intact_steps(workdir)
+    if not intact and not damaged:
         raise input_error(workdir, "no checkpoint found (train first with `wm-jax train`)")
-    chosen = manager.best_step() if step == "best" else manager.latest_step() if step in (None, "latest") else int(step)
-    if chosen not in manager.all_steps():
-        raise input_error(workdir, f"no checkpoint at step {step} (have {sorted(manager.all_steps())})")
-    record = manager.restore(chosen, args=checkpoint.ocp.args.Composite(record=checkpoint.ocp.args.JsonRestore()))["record"]
+    manager = checkpoint.checkpoint_manager(workdir, reader=True)
+    for chosen in _candidate_steps(workdir, step, intact, damaged):
+        try:
+            return (*_load_step(manager, chosen), int(chosen))
+        except InputError as err:
+            if step not in (None, "latest"):
+                raise
+            log.warning("checkpoint step %d: %s; the previous one is used", chosen, str(err).split(": ", 1)[-1][:200])
+    raise input_error(workdir / "checkpoints", "no intact checkpoint (every one is damaged)")
+
+
+def _candidate_steps(workdir: Path, step, intact: list[int], damaged: dict[int, str]) -> list[int]:
+    """Steps to try in order: for 'latest' the intact ones newest first (a newer damaged one is
+    reported), for 'best' the best intact one, else the step asked for (an error if damaged)."""
+    if step in (None, "latest"):
+        for newer in (s for s in damaged if not intact or s > intact[-1]):
+            log.warning("checkpoint step %d is damaged (%s); the previous one is used", newer, damaged[newer])
+        return intact[::-1]
+    if step == "best":
+        best = checkpoint.best_step(workdir, intact)
+        if best is None:
+            raise input_error(workdir, "no intact checkpoint with a validation loss (use --step latest)")
+        return [best]
+    if int(step) in damaged:
+        raise input_error(workdir / "checkpoints" / str(step), f"checkpoint is damaged ({damaged[int(step)]})")
+    if int(step) not in intact:
+        raise input_error(workdir, f"no checkpoint at step {step} (have {intact})")
+    return [int(step)]
+
+
+def _load_step(manager, step: int):
     import ml_collections
 
+    record = checkpoint.read_record(manager, step)
     config = ml_collections.ConfigDict(record["config"])
-    mcfg = model_config(config)
-    model, optimizer = _build(config, mcfg, data_mesh(), 1)
-    state, _ = checkpoint.restore(manager, chosen, nnx.state((model, optimizer)))
+    model, optimizer = _build(config, model_config(config), data_mesh(), 1)
+    state, _ = checkpoint.restore(manager, step, nnx.state((model, optimizer)))
     nnx.update((model, optimizer), state)
     model.eval()
-    return model, config, record, int(chosen)
+    return model, config, record
 
 
 def decoder_jacobian(model, code: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -286,14 +351,20 @@ def decoder_jacobian(model, code: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 
 def embed(workdir: str, store_path: str, out: str, step: str | int | None = None, batch_size: int = 32,
-          rotation: str = "none") -> Path:
-    """Write the UDIP table (FID IID UDIP1..) for every subject of the store, and its manifest.
+          overwrite: bool = False, rotation: str = "none") -> Path:
+    """Write the UDIP table (FID IID UDIP1..) for every subject of the store, and its manifest. An
+    existing table is replaced when its manifest says embed wrote it, or with ``overwrite``.
 
     ``rotation="varimax"``: the codes whitened and varimax-rotated (`wm_jax.rotation`); the map is
     recorded in the manifest (``latent_map``) for PerDI. ``"none"``: the raw bottleneck."""
     if rotation not in ("none", "varimax"):
         raise InputError(f"--rotation {rotation}: expected none or varimax")
     workdir = Path(workdir)
+    out = Path(out)
+    manifest_path = out.with_suffix(out.suffix + ".manifest.json")
+    owned = _written_by_embed(manifest_path)
+    check_output_file(out, "embed", overwrite, owned=owned)
+    check_output_file(manifest_path, "embed", overwrite, owned=owned)
     model, config, record, chosen = load_model(workdir, step)
     store = _open_store(store_path, model.config)
     mesh = data_mesh()
@@ -320,13 +391,21 @@ def embed(workdir: str, store_path: str, out: str, step: str | int | None = None
     table.insert(0, "IID", store.index.IID.to_numpy())
     table.insert(0, "FID", store.index.FID.to_numpy())
     table["reconstruction_mse"] = np.concatenate(errors)
-    out = Path(out)
     with atomic_path(out) as tmp:
         table.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
-    manifest = {"checkpoint_step": int(chosen), "workdir": str(workdir.resolve()), "config_hash": record["config_hash"],
-                "store": str(Path(store_path).resolve()), "n_subjects": len(table), "code_version": wm_jax.__version__,
-                "rotation": rotation, "latent_map": None if latent_map is None else latent_map.to_json()}
-    with atomic_path(out.with_suffix(out.suffix + ".manifest.json")) as tmp:
+    manifest = {"command": "embed", "checkpoint_step": int(chosen), "workdir": str(workdir.resolve()),
+                "config_hash": record["config_hash"], "store": str(Path(store_path).resolve()), "n_subjects": len(table),
+                "code_version": wm_jax.__version__, "rotation": rotation,
+                "latent_map": None if latent_map is None else latent_map.to_json()}
+    with atomic_path(manifest_path) as tmp:
         tmp.write_text(json.dumps(manifest, indent=2))
     log.info("embed: %d subjects x %d UDIPs from checkpoint step %d -> %s", len(table), codes.shape[1], chosen, out)
     return out
+
+
+def _written_by_embed(manifest: Path) -> bool:
+    try:
+        record = json.loads(manifest.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(record, dict) and "checkpoint_step" in record and record.get("command", "embed") == "embed"

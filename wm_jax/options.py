@@ -1,0 +1,96 @@
+"""Command-line option values, validated at parse time: each type states its range when it fails.
+
+argparse turns an ``ArgumentTypeError`` into ``wm-jax <command>: error: --option: <message>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import re
+from typing import Callable
+
+from wm_jax.data.chromosomes import parse_chromosome_list
+
+
+def _fail(expected: str, raw: str) -> argparse.ArgumentTypeError:
+    return argparse.ArgumentTypeError(f"expected {expected}, found {raw!r}")
+
+
+def integer(low: int | None = None, high: int | None = None) -> Callable[[str], int]:
+    """An integer in [low, high] (either bound may be open-ended)."""
+    expected = ("an integer" + (f" >= {low}" if low is not None and high is None else "")
+                + (f" in [{low}, {high}]" if low is not None and high is not None else ""))
+
+    def parse(raw: str) -> int:
+        try:
+            value = int(raw.strip())
+        except ValueError:
+            raise _fail(expected, raw) from None
+        if (low is not None and value < low) or (high is not None and value > high):
+            raise _fail(expected, raw)
+        return value
+
+    parse.__name__ = "integer"
+    return parse
+
+
+def number(low: float, high: float = math.inf, low_open: bool = False, high_open: bool = False) -> Callable[[str], float]:
+    """A finite number in the interval (low, high) with the given open or closed ends."""
+    left, right = "(" if low_open else "[", ")" if high_open or math.isinf(high) else "]"
+    expected = f"a number in {left}{low:g}, {'inf' if math.isinf(high) else f'{high:g}'}{right}"
+
+    def parse(raw: str) -> float:
+        try:
+            value = float(raw)
+        except ValueError:
+            raise _fail(expected, raw) from None
+        inside = (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
+        if not math.isfinite(value) or not inside:
+            raise _fail(expected, raw)
+        return value
+
+    parse.__name__ = "number"
+    return parse
+
+
+def crop(raw: str) -> tuple[tuple[int, int], ...]:
+    """``x0,x1,y0,y1,z0,z1``: voxel ranges [start, stop) with 0 <= start < stop."""
+    expected = "six integers x0,x1,y0,y1,z0,z1 with 0 <= start < stop on each axis"
+    parts = raw.split(",")
+    if len(parts) != 6 or not all(re.fullmatch(r"\s*\d+\s*", p) for p in parts):
+        raise _fail(expected, raw)
+    values = [int(p) for p in parts]
+    pairs = tuple((values[2 * k], values[2 * k + 1]) for k in range(3))
+    if any(a >= b for a, b in pairs):
+        raise _fail(expected, raw)
+    return pairs
+
+
+def chromosomes(raw: str) -> str:
+    """PLINK's --chr syntax (checked here, applied by the GWAS): kept as text for the log."""
+    try:
+        parse_chromosome_list(raw)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return raw
+
+
+def name_list(raw: str) -> str:
+    """PLINK 2 style names: comma-separated, ranges like UDIP1-UDIP16; no empty item, no repeat."""
+    items = [item.strip() for item in raw.split(",")]
+    expected = "comma-separated column names or ranges like UDIP1-UDIP16"
+    if not raw.strip() or any(not item for item in items):
+        raise _fail(expected + " (no empty name)", raw)
+    repeated = sorted({item for item in items if items.count(item) > 1})
+    if repeated:
+        raise _fail(expected + f" without repeats ({repeated[0]!r} is given twice)", raw)
+    return raw
+
+
+def checkpoint_step(raw: str) -> str | int:
+    if raw in ("latest", "best"):
+        return raw
+    if re.fullmatch(r"\d+", raw.strip()):
+        return int(raw)
+    raise _fail("a checkpoint step (an integer >= 0), 'latest' or 'best'", raw)
