@@ -14,7 +14,7 @@ def get_config():
     c.model.latent_dim = 32
     c.model.compute_dtype = "float32"
     c.model.linear_path = False  # True: a linear path started from PCA of the training volumes
-    c.linear_path_lr_scale = 0.1  # the linear path learns at this fraction of the learning rate
+    c.linear_path_lr_scale = 0.03  # the linear path learns at this fraction of the learning rate
     c.seed = 0
     c.batch_size = 8
     c.epochs = 3

@@ -32,11 +32,13 @@ MARKER = ".wm-jax-output.json"
 # `--overwrite` may replace in a directory that has no marker (written before markers existed).
 KNOWN_ENTRIES: dict[str, frozenset[str]] = {
     "simulate": frozenset({"genotypes.bed", "genotypes.bim", "genotypes.fam", "fa", "atlas.nii.gz",
-                           "atlas_labels.tsv", "subjects.tsv", "covariates.tsv", "truth.tsv", "simulation.json"}),
+                           "atlas_labels.tsv", "subjects.tsv", "covariates.tsv", "truth.tsv", "simulation.json",
+                           "patterns.nii.gz", "genetic_values.tsv"}),
     "prepare": frozenset({"volumes.npy", "mask.npy", "index.tsv", "store.json"}),
     "report": frozenset({"loci.tsv", "lambda.tsv", "replication.tsv", "manhattan.png", "qq.png", "report.json",
                          "report.md"}),
-    "interpret": frozenset({"perdi_abs_t.nii.gz", "enrichment.tsv", "montages", "interpret.json"}),
+    "interpret": frozenset({"perdi_abs_t.nii.gz", "perdi_mean_change.nii.gz", "enrichment.tsv", "montages",
+                            "interpret.json"}),
     "gwas": frozenset({"variants.tsv", "beta.npy", "se.npy", "log10_p.npy", "obs_ct.npy", "a1_freq.npy",
                        "reason.npy", "omnibus_chi2.npy", "meta.json"}),
 }

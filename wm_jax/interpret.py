@@ -45,6 +45,14 @@ def paired_t_maps(decode: Callable, codes: np.ndarray, step: np.ndarray, options
     """(D, X, Y, Z) paired t of decode(z + step_d e_d) - decode(z) over the subjects in ``codes`` (n, D).
 
     ``decode`` maps (m, D) codes to (m, X, Y, Z) volumes and must be traceable by jax."""
+    return paired_difference_maps(decode, codes, step, options)[0]
+
+
+def paired_difference_maps(decode: Callable, codes: np.ndarray, step: np.ndarray,
+                           options: PerdiOptions = PerdiOptions()) -> tuple[np.ndarray, np.ndarray]:
+    """The paired t maps of `paired_t_maps` and the mean change maps (D, X, Y, Z) they test. For a
+    decoder that is close to linear the change is nearly the same in every subject, so t measures
+    its small nonlinear spread; the mean change is what the UDIP moves."""
     import jax
     import jax.numpy as jnp
 
@@ -82,7 +90,7 @@ def paired_t_maps(decode: Callable, codes: np.ndarray, step: np.ndarray, options
     se = np.sqrt(var / n)
     with np.errstate(divide="ignore", invalid="ignore"):
         t = np.where(se > 0, mean / se, 0.0)
-    return t
+    return t, mean
 
 
 def smooth(volume: np.ndarray, fwhm_mm: float, voxel_mm: np.ndarray) -> np.ndarray:
@@ -114,10 +122,13 @@ def tract_enrichment(score: np.ndarray, mask: np.ndarray, atlas: np.ndarray, lab
 
 
 def perdi(decode: Callable, codes: np.ndarray, mask: np.ndarray, atlas: np.ndarray, labels: pd.DataFrame,
-          voxel_mm, options: PerdiOptions = PerdiOptions()) -> tuple[np.ndarray, pd.DataFrame]:
-    """Smoothed |t| maps (D, X, Y, Z) and the per-dimension tract enrichment table."""
+          voxel_mm, options: PerdiOptions = PerdiOptions(), changes: list | None = None) -> tuple[np.ndarray, pd.DataFrame]:
+    """Smoothed |t| maps (D, X, Y, Z) and the per-dimension tract enrichment table; the mean change
+    maps are appended to ``changes`` when it is given."""
     step = codes.std(axis=0, ddof=1)
-    t = paired_t_maps(decode, codes, step, options)
+    t, mean = paired_difference_maps(decode, codes, step, options)
+    if changes is not None:
+        changes.append((mean * mask).astype(np.float32))
     rng = np.random.default_rng(options.seed)
     maps, tables = [], []
     for d in range(codes.shape[1]):
@@ -197,7 +208,9 @@ def interpret(workdir: str | os.PathLike, udip: str | os.PathLike, out: str | os
     affine = np.asarray(volume_store.grid.affine)
     voxel_mm = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
 
-    maps, enrichment = perdi(_udip_decoder(model, manifest_path), codes, mask, atlas_grid, label_table, voxel_mm, options)
+    changes: list = []
+    maps, enrichment = perdi(_udip_decoder(model, manifest_path), codes, mask, atlas_grid, label_table, voxel_mm, options,
+                             changes=changes)
 
     out = Path(out)
     files = AtomicFiles(overwrite=overwrite, command="interpret")
@@ -205,6 +218,7 @@ def interpret(workdir: str | os.PathLike, udip: str | os.PathLike, out: str | os
         directory = files.path(out)
         directory.mkdir(parents=True)
         save_nifti(directory / "perdi_abs_t.nii.gz", np.moveaxis(maps, 0, -1), affine)
+        save_nifti(directory / "perdi_mean_change.nii.gz", np.moveaxis(changes[0], 0, -1), affine)
         enrichment.to_csv(directory / "enrichment.tsv", sep="\t", index=False, float_format="%.6g")
         background = np.asarray(volume_store.volumes[: min(len(volume_store), 64)], np.float32).mean(axis=0)
         (directory / "montages").mkdir()
@@ -218,7 +232,7 @@ def interpret(workdir: str | os.PathLike, udip: str | os.PathLike, out: str | os
                    "top_tract": {f"UDIP{int(r.dimension)}": {"tract": r.tract, "enrichment": float(r.enrichment),
                                                               "p_perm": float(r.p_perm)} for r in top.itertuples()}}
         if truth is not None and loci is not None:
-            summary["pattern_overlap"] = pattern_overlap(maps, mask, truth, loci, volume_store)
+            summary["pattern_overlap"] = pattern_overlap(changes[0], mask, truth, loci, volume_store)
         (directory / "interpret.json").write_text(json.dumps(summary, indent=2))
         files.commit()
     except BaseException:
@@ -243,18 +257,18 @@ def _udip_decoder(model, manifest_path: Path) -> Callable:
     return lambda udips: model.decode(mean + udips @ inverse)
 
 
-def pattern_overlap(maps: np.ndarray, mask: np.ndarray, truth: str | os.PathLike, loci: str | os.PathLike, store,
+def pattern_overlap(changes: np.ndarray, mask: np.ndarray, truth: str | os.PathLike, loci: str | os.PathLike, store,
                     kb: float = 250) -> list[dict]:
     """For each planted locus that a UDIP found (inside a locus span widened by kb, as the report
-    scores it): the correlation, over the brain mask, of that UDIP's
-    PerDI |t| map with the locus's |pattern|, and that correlation's rank among all UDIPs' maps."""
+    scores it): the correlation, over the brain mask, of the |mean change| PerDI finds for that
+    UDIP with the locus's |pattern|, and that correlation's rank among all UDIPs' maps."""
     from wm_jax.reporting.stats import OMNIBUS
     from wm_jax.roi import _patterns_on_store_grid
 
     truth_table = pd.read_csv(truth, sep="\t", dtype={"chrom": str})
     loci_table = pd.read_csv(loci, sep="\t", dtype={"chrom": str})
     patterns = _patterns_on_store_grid(store, Path(truth).with_name("patterns.nii.gz"))
-    flat_maps = maps[:, mask]
+    flat_maps = np.abs(changes[:, mask])
     flat_maps = (flat_maps - flat_maps.mean(axis=1, keepdims=True)) / np.maximum(flat_maps.std(axis=1, keepdims=True), 1e-12)
     rows = []
     for k, planted in enumerate(truth_table.itertuples()):

@@ -45,17 +45,17 @@ def model_config(config) -> AutoencoderConfig:
                              linear_path=bool(m.get("linear_path", False)))
 
 
-def _init_linear_path_from_pca(model: Autoencoder, store: VolumeStore, train_rows: np.ndarray) -> None:
-    """Start the model's linear path from PCA of the training volumes (validation rows excluded)."""
+def _init_linear_path_from_pca(model: Autoencoder, store: VolumeStore, rows: np.ndarray) -> None:
+    """Start the model's linear path from PCA of the store's ``rows``."""
     from wm_jax.pca import fit_pca
 
     start = time.time()
-    pca = fit_pca(store, model.config.latent_dim, rows=train_rows)
+    pca = fit_pca(store, model.config.latent_dim, rows=rows)
     offset = pca.reconstruct(np.zeros((1, pca.components.shape[0]), np.float32))[0]
     components = pca.reconstruct(np.eye(pca.components.shape[0], dtype=np.float32)) - offset
     model.init_linear_path(offset, components)
     log.info("train: linear path started from PCA of %d training volumes (%d components, %.1f s)",
-             len(train_rows), len(components), time.time() - start)
+             len(rows), len(components), time.time() - start)
 
 
 def config_hash(config) -> str:
@@ -165,9 +165,14 @@ def train_and_evaluate(config, workdir: str, store_path: str, stop_after_steps: 
               "config": json.loads(config.to_json()), "config_hash": config_hash(config),
               "store": str(Path(store_path).resolve()), "epoch": 0, "batch_in_epoch": 0, "step": 0}
     manager, resumed = _resume(workdir, config.keep, model, optimizer)
+    metrics = _Metrics(workdir, tensorboard=bool(config.get("tensorboard", False)))
     if resumed is None and mcfg.linear_path:
-        _init_linear_path_from_pca(model, store, train_rows)
+        # PCA of every training-store volume, validation rows included: the same data as the PCA
+        # baseline the encoder is compared with. So the start's validation loss is in-sample for
+        # PCA, and the best checkpoint leans to the start unless the convolutions clearly help.
+        _init_linear_path_from_pca(model, store, np.arange(n_subjects))
         nnx.update(model, replicate(mesh, nnx.state(model)))
+        _save_start(manager, model, optimizer, record, metrics, _validate(model, store, val_rows, batch_size, mesh, mask))
     if resumed is not None:
         record = resumed
         _drop_metrics_after(workdir / "metrics.jsonl", record["step"])
@@ -175,7 +180,6 @@ def train_and_evaluate(config, workdir: str, store_path: str, stop_after_steps: 
     stop = {"requested": False}
     previous_handlers = {s: signal.signal(s, lambda *_: stop.update(requested=True)) for s in (signal.SIGTERM, signal.SIGINT)} \
         if threading.current_thread() is threading.main_thread() else {}
-    metrics = _Metrics(workdir, tensorboard=bool(config.get("tensorboard", False)))
     step, last = record["step"], {}
     try:
         for epoch in range(record["epoch"], config.epochs):
@@ -214,6 +218,14 @@ def train_and_evaluate(config, workdir: str, store_path: str, stop_after_steps: 
         metrics.close()
         manager.wait_until_finished()
     return last
+
+
+def _save_start(manager, model, optimizer, record: dict, metrics: "_Metrics", val_loss: float) -> None:
+    """Checkpoint the PCA-started model as step 0 with its validation loss, so the best checkpoint
+    is never worse on validation than where training started."""
+    metrics.write({"step": 0, "epoch": 0, "val_loss": val_loss})
+    log.info("train: validation loss %.4f at the start (the linear path alone: PCA)", val_loss)
+    checkpoint.save(manager, 0, nnx.state((model, optimizer)), record, metrics={"val_loss": val_loss})
 
 
 def _resume(workdir: Path, keep: int, model, optimizer):
