@@ -45,9 +45,10 @@ def base_config() -> ml_collections.ConfigDict:
     # tracts (a general white-matter factor); UDIP-FA reports a mean UDIP SNP h2 of 0.51.
     # Each factor: coefficient sd in FA units and its h2. The global factor's share of a tract's
     # genetic variance sets the genetic correlation of two tract means:
-    # rg ~ global_sd^2 global_h2 / (global_sd^2 global_h2 + tract_sd^2 tract_h2) = 0.5 here.
+    # rg ~ global_sd^2 global_h2 / (global_sd^2 global_h2 + tract_sd^2 tract_h2) = 0.5 here
+    # (before the random spread of each sd, below).
     c.factors = ml_collections.ConfigDict()
-    c.factors.global_sd = 0.02
+    c.factors.global_sd = 0.03
     c.factors.global_h2 = 0.5
     c.factors.tract_sd = 0.03
     c.factors.tract_h2 = 0.5
