@@ -85,7 +85,6 @@ def _write_genotypes(tmp: Path, config, rng: np.random.Generator):
     dosage, deme = dosage[:, order], deme[order]
     observed = rng.random(dosage.shape) >= g.missing_rate
     called = np.where(observed, dosage, -1).astype(np.int8)
-    iid = subject_ids(n)
     bim = pd.DataFrame({
         "chrom": np.concatenate([[c.name] * len(c.positions) for c in chromosomes]),
         "id": [f"{c.name}:{p}" for c in chromosomes for p in c.positions],
