@@ -74,11 +74,13 @@ def base_config() -> ml_collections.ConfigDict:
     c.genetics.on_genome_share = 0.1
 
     # Planted loci: per_kind loci of each kind, each on a factor of its kind, explaining `share` of
-    # that factor's variance. Real loci of imaging phenotypes explain 0.1-1% of a phenotype's
-    # variance; the demo's are about 10x larger so that its ~900 discovery subjects can find them.
+    # the variance of that factor's oracle phenotype (each volume's coefficient on the pattern).
+    # Real loci of imaging phenotypes explain about 0.1-1% of a phenotype's variance; the demo's
+    # are 8% (realised 4-9%, as registration residuals add variance) so that its ~900 discovery
+    # subjects can find them.
     c.loci = ml_collections.ConfigDict()
     c.loci.kinds = ("local", "tract", "cross", "contrast")
     c.loci.per_kind = 2
-    c.loci.share = 0.1
+    c.loci.share = 0.08
     c.loci.min_maf = 0.1
     return c

@@ -16,7 +16,7 @@ def get_config():
     c.genotypes.chromosome_length = 10e6
     c.factors.n_cross = c.factors.n_contrast = c.factors.n_local = 12
     c.loci.per_kind = 10
-    c.loci.share = 0.005  # real-size loci: 40,000 subjects find them
+    c.loci.share = 0.003  # real-size loci: 40,000 subjects find them
     c.genetics.on_genome_share = 0.07  # 22 x 10 Mb of a 3 Gb genome
     c.genetics.n_causal = 2000
     return c

@@ -116,9 +116,9 @@ def _genetics_config(share=0.1, h2=0.5, on_genome=0.3):
     return c, h2
 
 
-def test_factor_coefficients_have_the_configured_variance_h2_and_locus_share():
-    """Against least squares in float64 on 20,000 subjects: sd^2, the locus's share and the share
-    of the on-genome polygenic score."""
+def test_factor_coefficients_and_loci_have_the_configured_variance_h2_and_share():
+    """Against least squares in float64 on 20,000 subjects: each factor's sd and h2, and a locus's
+    share of its oracle phenotype's variance (here the oracle is the factor's coefficient alone)."""
     rng = np.random.default_rng(5)
     n, m = 20000, 400
     freq = rng.uniform(0.1, 0.5, m)
@@ -126,16 +126,32 @@ def test_factor_coefficients_have_the_configured_variance_h2_and_locus_share():
     config, h2 = _genetics_config()
     pattern = np.ones((2, 2, 2), np.float32)
     factors = [genetics.Factor("local1", "local", pattern, 0.05, h2), genetics.Factor("global", "global", pattern, 0.02, h2)]
-    loci = [genetics.Locus(variant=7, factor=0, share=0.1, sign=-1.0)]
-    coefficients, genetic_values, betas = genetics.factor_coefficients(factors, loci, dosage, freq, config, rng)
+    coefficients, genetic_values = genetics.factor_coefficients(factors, dosage, freq, config, rng)
     np.testing.assert_allclose(coefficients.std(axis=0), [0.05, 0.02], rtol=0.03)
+    np.testing.assert_allclose(genetic_values.var(axis=0) / coefficients.var(axis=0), h2, atol=0.03)
+    loci = [genetics.Locus(variant=7, factor=0, share=0.1, sign=-1.0)]
+    betas = genetics.add_loci(loci, factors, coefficients, genetic_values, [coefficients[:, 0].var()], dosage, freq)
     g = dosage[7].astype(np.float64)
     slope = np.polyfit(g, coefficients[:, 0], 1)[0]
     r2 = np.corrcoef(g, coefficients[:, 0])[0, 1] ** 2
     assert abs(r2 - 0.1) < 0.015
     assert slope < 0 and abs(slope - betas[0]) < 0.1 * abs(betas[0])
-    # The genetic part holds h2 of each coefficient's variance.
-    np.testing.assert_allclose(genetic_values.var(axis=0) / coefficients.var(axis=0), h2, atol=0.03)
+    np.testing.assert_allclose(coefficients[:, 1].std(), 0.02, rtol=0.03)  # the other factor is untouched
+
+
+def test_oracle_background_variance_matches_simulated_volumes():
+    """The analytic variance of a pattern's oracle phenotype against volumes built voxel by voxel."""
+    rng = np.random.default_rng(8)
+    brain = rng.random((5, 6, 4)) > 0.2
+    maps = rng.standard_normal((3, 5, 6, 4))
+    pattern = rng.random((5, 6, 4))
+    coefficients = rng.standard_normal((4000, 3)) * [1.0, 0.5, 0.2]
+    volumes = np.einsum("nm,mxyz->nxyz", coefficients, maps) + 0.3 * rng.standard_normal((4000, 5, 6, 4))
+    p = pattern[brain]
+    inside = volumes[:, brain]
+    oracle = (inside - inside.mean(axis=1, keepdims=True)) @ p / (p @ p)  # each volume less its brain mean
+    expected = genetics.oracle_background_variance(pattern, maps, coefficients, brain, 0.09)
+    assert abs(oracle.var() - expected) < 0.05 * expected
 
 
 def test_contrast_patterns_cancel_in_every_tract_and_factors_have_their_kinds():

@@ -31,7 +31,8 @@ from wm_jax.data.plink import encode_alt_dosages, write_bed
 from wm_jax.data.tables import write_table
 from wm_jax.errors import atomic_dir
 from wm_jax.simulate.genotypes import genetic_pcs, simulate_chromosome
-from wm_jax.simulate.genetics import choose_loci, factor_coefficients, spatial_factors
+from wm_jax.simulate.genetics import (add_loci, choose_loci, factor_coefficients, oracle_background_variance,
+                                      spatial_factors)
 from wm_jax.simulate.phantom import TRACTS, build_phantom
 
 log = logging.getLogger("wm_jax")
@@ -141,7 +142,8 @@ def _nuisance(subjects: pd.DataFrame, deme: np.ndarray, phantom, v, rng: np.rand
     return maps, np.concatenate([global_coef[:, None], tract_coef], axis=1), head_scale, noise_scale
 
 
-def _write_truth(tmp: Path, loci, factors, betas, freq, bim, pattern_share: np.ndarray, affine) -> pd.DataFrame:
+def _write_truth(tmp: Path, loci, factors, betas, freq, bim, pattern_share: np.ndarray, factor_coefs: np.ndarray,
+                 affine) -> pd.DataFrame:
     """truth.tsv (one row per planted locus) and patterns.nii.gz (its spatial pattern, 4D)."""
     rows = []
     for j, locus in enumerate(loci):
@@ -153,7 +155,8 @@ def _write_truth(tmp: Path, loci, factors, betas, freq, bim, pattern_share: np.n
                      "alt_freq": round(float(p), 4), "kind": factor.kind, "factor": factor.name, "tract": factor.tract,
                      "pattern": j, "pattern_peak_voxel": ",".join(str(int(c)) for c in centre),
                      "beta_fa_per_alt": float(betas[j]), "factor_sd": factor.sd, "factor_h2": factor.h2,
-                     "var_explained": round(float(min(locus.share, factor.h2)), 6),
+                     "var_explained": round(float(locus.share), 6),
+                     "factor_share": round(float(betas[j] ** 2 * 2 * p * (1 - p) / factor_coefs[:, locus.factor].var()), 6),
                      "pattern_variance_share": round(float(pattern_share[locus.factor]), 6)})
     truth = pd.DataFrame(rows)
     truth.to_csv(tmp / "truth.tsv", sep="\t", index=False)
@@ -178,7 +181,7 @@ def _write_fa_maps(tmp: Path, config, phantom, maps: np.ndarray, coefs: np.ndarr
         pending = []
         for i in tqdm(range(len(coefs)), desc="FA maps", unit="vol", mininterval=1.0):
             subject_rng = np.random.default_rng([config.seed, i])
-            native = template + (coefs[i] @ maps).reshape(shape) * (template > 0)
+            native = template + (coefs[i] @ maps).reshape(shape)
             sample_at = centre_index + (grid_index - centre_index) / head_scale[i]
             sample_at += _smooth_displacement(shape, subject_rng, deformation_voxels)
             warped = map_coordinates(native, sample_at, order=1, mode="constant", cval=0.0)
@@ -213,17 +216,22 @@ def simulate_cohort(config, out: str | os.PathLike, overwrite: bool = False) -> 
         freq = dosage.mean(axis=1) / 2
         factors = spatial_factors(phantom, config, rng)
         loci = choose_loci(factors, np.minimum(freq, 1 - freq), config, rng)
-        factor_coefs, genetic_values, betas = factor_coefficients(factors, loci, dosage, freq, config, rng)
+        factor_coefs, genetic_values = factor_coefficients(factors, dosage, freq, config, rng)
+        maps, nuisance_coefs, head_scale, noise_scale = _nuisance(subjects, deme, phantom, config.variation, rng)
+        maps = np.concatenate([maps, np.stack([f.pattern for f in factors])]) * (phantom.fa > 0)
+        background = [oracle_background_variance(factors[locus.factor].pattern, maps,
+                                                 np.concatenate([nuisance_coefs, factor_coefs], axis=1), phantom.brain,
+                                                 float(np.mean(noise_scale**2))) for locus in loci]
+        betas = add_loci(loci, factors, factor_coefs, genetic_values, background, dosage, freq)
         iid = subject_ids(int(config.n_subjects))
         write_table(tmp / "genetic_values.tsv", iid, iid, {f.name: genetic_values[:, i] for i, f in enumerate(factors)})
-        maps, nuisance_coefs, head_scale, noise_scale = _nuisance(subjects, deme, phantom, config.variation, rng)
-        maps = np.concatenate([maps, np.stack([f.pattern for f in factors])]).reshape(len(maps) + len(factors), -1)
+        maps = maps.reshape(len(maps), -1)
         coefs = np.concatenate([nuisance_coefs, factor_coefs], axis=1).astype(np.float32)
         variance = _write_fa_maps(tmp, config, phantom, maps, coefs, head_scale, noise_scale, affine)
         # Share of the image variance (summed over voxels) that each factor's pattern holds.
         pattern_share = np.array([factor_coefs[:, i].var() * float((f.pattern**2).sum()) for i, f in enumerate(factors)])
         pattern_share /= variance.sum()
-        _write_truth(tmp, loci, factors, betas, freq, bim, pattern_share, affine)
+        _write_truth(tmp, loci, factors, betas, freq, bim, pattern_share, factor_coefs, affine)
         record = {"format_version": 2, "code_version": wm_jax.__version__, "config": config.to_dict(),
                   "n_subjects": int(config.n_subjects), "n_variants": len(bim), "shape": list(shape), "n_causal": len(loci),
                   "factors": [{"name": f.name, "kind": f.kind, "tract": f.tract, "sd": f.sd, "h2": f.h2,

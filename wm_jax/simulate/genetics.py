@@ -13,13 +13,15 @@ coefficient. The patterns of the *factors* are
   means do not see it (for the corpus callosum, left against right);
 - ``local``: a small blob inside one tract.
 
-Each factor's coefficient is ``sd * (sqrt(h2) * genetic + sqrt(1 - h2) * environment)`` in FA
-units. Its genetic part is the planted locus acting on it (if any, a share ``locus_share`` of the
-factor's variance) plus a polygenic score: a share ``on_genome_share`` of the polygenic variance
-comes from ``n_causal`` small-effect variants of the simulated chromosomes, the rest from the
-genome that is not simulated (a few Mb stand for 3 Gb, so most causal variants lie elsewhere).
-Every planted locus acts on a factor, so loci move directions of heritable variation, as the
-loci of real imaging phenotypes do (they are genetically correlated with the polygenic background).
+Each factor's coefficient is ``sd * (sqrt(h2) * polygenic + sqrt(1 - h2) * environment)`` in FA
+units: a share ``on_genome_share`` of the polygenic variance comes from ``n_causal`` small-effect
+variants of the simulated chromosomes, the rest from the genome that is not simulated (a few Mb
+stand for 3 Gb, so most causal variants lie elsewhere). A planted locus adds to one factor's
+coefficient an effect sized so that it explains ``loci.share`` of the variance of that factor's
+*oracle phenotype* (each volume's coefficient on the pattern), so that a perfect phenotype of the
+pattern would find it at the demo's size whatever else overlaps the pattern. Every planted locus
+acts on a factor, so loci move directions of heritable variation, as the loci of real imaging
+phenotypes do (they are genetically correlated with the polygenic background).
 """
 
 from __future__ import annotations
@@ -132,34 +134,53 @@ def _standardised(values: np.ndarray) -> np.ndarray:
     return values / sd if sd > 0 else values
 
 
-def factor_coefficients(factors: list[Factor], loci: list[Locus], dosage: np.ndarray, freq: np.ndarray,
-                        config, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(subjects, factors) coefficients in FA units, their genetic parts (same units; the locus plus
-    the polygenic score), and each locus's effect per ALT allele.
-
-    ``dosage`` is (variants, subjects) true ALT dosage, ``freq`` the ALT frequency."""
+def factor_coefficients(factors: list[Factor], dosage: np.ndarray, freq: np.ndarray, config,
+                        rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(subjects, factors) coefficients in FA units before any planted locus, and their genetic
+    parts (same units: the polygenic score). ``dosage`` is (variants, subjects) true ALT dosage,
+    ``freq`` the ALT frequency."""
     g = config.genetics
     n = dosage.shape[1]
     eligible = np.flatnonzero(np.minimum(freq, 1 - freq) >= g.min_causal_maf)
     coefficients = np.empty((n, len(factors)), np.float64)
     genetic_values = np.empty((n, len(factors)), np.float64)
-    betas = np.empty(len(loci))
-    locus_of = {locus.factor: (j, locus) for j, locus in enumerate(loci)}
     for i, factor in enumerate(factors):
         causal = rng.choice(eligible, min(g.n_causal, len(eligible)), replace=False)
         genotypes = dosage[causal].astype(np.float32)
         scaled = (genotypes - 2 * freq[causal, None]) / np.sqrt(2 * freq[causal, None] * (1 - freq[causal, None]))
         on_genome = _standardised(rng.standard_normal(len(causal)).astype(np.float32) @ scaled)
         polygenic = np.sqrt(g.on_genome_share) * on_genome + np.sqrt(1 - g.on_genome_share) * rng.standard_normal(n)
-        share = 0.0
-        locus_score = np.zeros(n)
-        if i in locus_of:
-            j, locus = locus_of[i]
-            p = freq[locus.variant]
-            share = min(locus.share, factor.h2)
-            locus_score = locus.sign * (dosage[locus.variant] - 2 * p) / np.sqrt(2 * p * (1 - p))
-            betas[j] = locus.sign * factor.sd * np.sqrt(share) / np.sqrt(2 * p * (1 - p))
-        genetic = np.sqrt(share) * locus_score + np.sqrt(factor.h2 - share) * polygenic
-        coefficients[:, i] = factor.sd * (genetic + np.sqrt(1 - factor.h2) * rng.standard_normal(n))
-        genetic_values[:, i] = factor.sd * genetic
-    return coefficients, genetic_values, betas
+        genetic_values[:, i] = factor.sd * np.sqrt(factor.h2) * polygenic
+        coefficients[:, i] = genetic_values[:, i] + factor.sd * np.sqrt(1 - factor.h2) * rng.standard_normal(n)
+    return coefficients, genetic_values
+
+
+def oracle_background_variance(pattern: np.ndarray, maps: np.ndarray, coefficients: np.ndarray, brain: np.ndarray,
+                               noise_variance: float) -> float:
+    """Variance over subjects of the oracle phenotype of ``pattern`` (its least-squares coefficient
+    in a volume, over the brain) for volumes sum_m coefficients[:, m] maps[m] plus white noise of
+    ``noise_variance`` per voxel: what a locus on that pattern has to stand out against. Each map is
+    taken less its mean over the brain, as the per-image z-score removes a shift of all voxels.
+    Registration residuals are left out."""
+    p = pattern[brain].astype(np.float64)
+    norm = p @ p
+    brain_maps = maps.reshape(len(maps), -1)[:, brain.ravel()].astype(np.float64)
+    loadings = (brain_maps - brain_maps.mean(axis=1, keepdims=True)) @ p / norm
+    centred = p - p.mean()  # white noise less its brain mean, projected on p
+    return float(np.var(coefficients @ loadings) + noise_variance * (centred @ centred) / norm**2)
+
+
+def add_loci(loci: list[Locus], factors: list[Factor], coefficients: np.ndarray, genetic_values: np.ndarray,
+             background: list[float], dosage: np.ndarray, freq: np.ndarray) -> np.ndarray:
+    """Add each locus to its factor's coefficient (and genetic value) so that it explains its
+    ``share`` of the variance of its pattern's oracle phenotype, given that phenotype's
+    ``background`` variance; returns each locus's effect per ALT allele in FA units."""
+    betas = np.empty(len(loci))
+    for j, locus in enumerate(loci):
+        p = freq[locus.variant]
+        variance = locus.share / (1 - locus.share) * background[j]
+        betas[j] = locus.sign * np.sqrt(variance / (2 * p * (1 - p)))
+        effect = betas[j] * (dosage[locus.variant] - 2 * p)
+        coefficients[:, locus.factor] += effect
+        genetic_values[:, locus.factor] += effect
+    return betas
