@@ -50,6 +50,6 @@ def get_config():
     c.report.clump_kb = 250
 
     c.interpret = ml_collections.ConfigDict()
-    c.interpret.n_subjects = 32  # decoding dominates on CPU: (32 dims + 1) x 32 subjects decoded
+    c.interpret.n_subjects = 16  # decoding dominates on CPU: (32 dims + 1) x 16 subjects decoded
     c.interpret.n_permutations = 2000
     return c
