@@ -40,7 +40,7 @@ def test_demo_writes_every_stage_and_a_summary(demo_run):
     assert json.loads((out / "summary.json").read_text()) == json.loads(json.dumps(summary, default=str))
     subjects = summary["subjects"]
     assert sum(subjects.values()) == 360 and subjects["train"] == 108
-    assert len(summary["encoder"]["validation_loss"]) == 1
+    assert len(summary["encoder"]["validation_loss"]) == 2  # the PCA start (step 0) and epoch 1
     assert set(summary["udip_vs_roi_fa"]) == {"udip", "roi", "pca", "oracle"}
     for kind, row in summary["udip_vs_roi_fa"].items():
         assert row["n_planted"] == 8
@@ -85,7 +85,8 @@ def test_rerun_skips_finished_stages_and_resumes_after_a_failure(demo_run, monke
     assert again["udip_vs_roi_fa"] == summary["udip_vs_roi_fa"]
     assert sum("skipped" in r.getMessage() for r in caplog.records) == 9
 
-    # A changed report setting re-runs the report only; a failure in it leaves earlier stages done.
+    # A changed report setting re-runs the report and what reads it (PerDI's overlap with the loci);
+    # a failure in it leaves earlier stages done.
     config = small_config()
     config.report.clump_r2 = 0.2
 
@@ -102,7 +103,7 @@ def test_rerun_skips_finished_stages_and_resumes_after_a_failure(demo_run, monke
     caplog.set_level(logging.INFO, logger="wm_jax")
     pipeline.demo(config, str(out))
     ran = [r.getMessage().split()[1] for r in caplog.records if r.getMessage().endswith("running")]
-    assert ran == ["report"]
+    assert ran == ["report", "interpret"]
 
 
 def test_interpret_rejects_a_udip_table_of_other_subjects(demo_run, tmp_path, capsys):

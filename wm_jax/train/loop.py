@@ -98,7 +98,7 @@ def _transform(config, steps_per_epoch: int) -> optax.GradientTransformation:
         raise InputError(f"--config.grad_accum_steps={k}: expected 1 or more")
     updates_per_epoch = max(1, steps_per_epoch // k)
     transform = _adam(config, updates_per_epoch)
-    if config.model.get("linear_path", False):
+    if config.get("model") is not None and config.model.get("linear_path", False):
         scale = float(config.get("linear_path_lr_scale", 1.0))
         transform = optax.multi_transform({"conv": transform, "linear": _adam(config, updates_per_epoch, scale)}, _path_labels)
     return optax.MultiSteps(transform, every_k_schedule=k) if k > 1 else transform
