@@ -148,7 +148,7 @@ class VolumeStore:
     record: dict
 
     @classmethod
-    def open(cls, path: str | os.PathLike) -> "VolumeStore":
+    def open(cls, path: str | os.PathLike) -> VolumeStore:
         path = Path(path)
         record_path = path / "store.json"
         if not record_path.is_file():
