@@ -133,7 +133,8 @@ def write(args, results: dict, curves: dict, command_args: str) -> None:
     for name, rows in curves.items():
         shown = rows if len(rows) <= 4 else [rows[0], rows[len(rows) // 4 - 1], rows[len(rows) // 2 - 1], rows[-1]]
         for row in shown:
-            lines.append(f"| {name} | {row['epoch']} | {row['heldout_mse']:.5f} | {row['heldout_mse'] / reference:.3f} | {row['seconds']} |")
+            relative = row["heldout_mse"] / reference
+            lines.append(f"| {name} | {row['epoch']} | {row['heldout_mse']:.5f} | {relative:.3f} | {row['seconds']} |")
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "encoder_vs_pca.md").write_text("\n".join(lines) + "\n")
     (RESULTS / "encoder_vs_pca.json").write_text(json.dumps({"baselines": results, "curves": curves}, indent=2))

@@ -14,9 +14,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from gwas_vs_plink2 import make_phenotypes, timed_rss, write_result_table  # noqa: E402
+from gwas_vs_plink2 import make_phenotypes, timed_rss, write_result_table
 
 
 def main() -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from gwas_vs_plink2 import gemm_gflops, make_phenotypes, write_result_table  # noqa: E402
+from gwas_vs_plink2 import gemm_gflops, make_phenotypes, write_result_table
 
 
 def best_seconds(fn, *args, repeats: int = 7) -> float:
@@ -40,8 +40,8 @@ def main() -> None:
     from wm_jax.data.plink import PlinkDataset
     from wm_jax.data.tables import align_to_samples, read_table
     from wm_jax.gwas import qc
+    from wm_jax.gwas.design import build_groups, kernel_inputs
     from wm_jax.gwas.kernel import decode_block, make_block_fn, missing_call_index
-    from wm_jax.gwas.run import build_groups, kernel_inputs
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cohort", required=True)
@@ -60,7 +60,7 @@ def main() -> None:
                            covar.columns, pheno.path, covar.path)
     raw = np.asarray(data.bed.raw(np.arange(args.block_size)))
     most_missing = int(qc.count_genotypes(data.bed, np.arange(args.block_size)).missing.max())
-    width = 1 << max(1, most_missing).bit_length()  # as wm_jax.gwas.run sizes it
+    width = 1 << max(1, most_missing).bit_length()  # as wm_jax.gwas.plan sizes it
     missing = missing_call_index(raw, data.n_samples, width)
     inputs = jax.device_put(kernel_inputs(grouped, 4 * raw.shape[1]))
     raw_d, missing_d = jax.device_put(raw), jax.device_put(missing)

@@ -22,9 +22,8 @@ from pathlib import Path
 
 import pandas as pd
 
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from gwas_vs_plink2 import make_phenotypes, timed_rss, write_result_table  # noqa: E402
+from gwas_vs_plink2 import make_phenotypes, timed_rss, write_result_table
 
 
 def repeat_variants(cohort: Path, times: int, out: Path) -> Path:

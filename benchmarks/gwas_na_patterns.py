@@ -1,7 +1,8 @@
 """The cost of phenotypes with distinct missingness patterns: wm-jax and plink2 --glm on P
 complete phenotypes and on the same P phenotypes each missing its own 1% of samples, side by side.
 
-    python benchmarks/gwas_na_patterns.py --bfile COHORT/genotypes --covar COHORT/covariates.tsv [--phenotypes 32] [--no-plink2]
+    python benchmarks/gwas_na_patterns.py --bfile COHORT/genotypes --covar COHORT/covariates.tsv
+        [--phenotypes 32] [--no-plink2]
 
 Writes benchmarks/results/gwas_na_patterns.md (and .json).
 """
@@ -21,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from gwas_vs_plink2 import REPO, markdown_table, timed_rss  # noqa: E402
+from gwas_vs_plink2 import REPO, markdown_table, timed_rss
 
 
 def main() -> None:

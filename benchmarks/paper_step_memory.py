@@ -24,6 +24,10 @@ from wm_jax.model.autoencoder import Autoencoder, AutoencoderConfig, masked_mse
 REPO = Path(__file__).resolve().parents[1]
 
 
+def _gib(n_bytes: int) -> float:
+    return round(n_bytes / 2**30, 2)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batches", default="1,2,4,8")
@@ -50,9 +54,8 @@ def main() -> None:
             state, jax.ShapeDtypeStruct((batch, *config.input_shape), jnp.float32),
             jax.ShapeDtypeStruct(config.input_shape, jnp.float32)).compile()
         memory = compiled.memory_analysis()
-        gib = lambda x: round(x / 2**30, 2)  # noqa: E731
-        row = {"batch": batch, "arguments_gib": gib(memory.argument_size_in_bytes),
-               "outputs_gib": gib(memory.output_size_in_bytes), "temporaries_gib": gib(memory.temp_size_in_bytes),
+        row = {"batch": batch, "arguments_gib": _gib(memory.argument_size_in_bytes),
+               "outputs_gib": _gib(memory.output_size_in_bytes), "temporaries_gib": _gib(memory.temp_size_in_bytes),
                "compile_s": round(time.perf_counter() - start, 1)}
         rows.append(row)
         print(row, flush=True)

@@ -6,8 +6,8 @@ import pytest
 from scipy import stats
 
 from wm_jax.data.plink import encode_alt_dosages
+from wm_jax.gwas.design import build_groups, device_inputs, kernel_inputs
 from wm_jax.gwas.kernel import REASON_CONSTANT, make_block_fn, missing_call_index
-from wm_jax.gwas.run import build_groups, device_inputs, kernel_inputs
 
 
 def _problem(seed, n=203, n_variants=50, k=4, p=5, missing_rate=0.05):

@@ -7,10 +7,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import plink2_or_skip
 from wm_jax.errors import InputError
 from wm_jax.gwas.qc import hwe_exact_p
 from wm_jax.gwas.run import GwasOptions, run_gwas
+
+from conftest import plink2_or_skip
 
 
 @pytest.fixture(scope="module")
@@ -91,8 +92,7 @@ def test_compact_output_and_multivariate(tiny_cohort, phenotypes, tmp_path):
 
 
 def test_hwe_exact_against_enumeration():
-    from scipy.stats import hypergeom  # noqa: F401 - the exact distribution is enumerated directly below
-    from math import lgamma, exp
+    from math import exp, lgamma
 
     def reference(het, hom1, hom2):
         n = het + hom1 + hom2

@@ -264,7 +264,7 @@ CASES = [
     ("prepare-dtype", lambda c, d: _prepare_args(c, d, "--dtype", "int8"), "--dtype: invalid choice: 'int8'"),
     ("prepare-subjects-missing", lambda c, d: _prepare_args(c, d, subjects=d / "none.tsv"), "none.tsv: table not found"),
     ("prepare-subjects-no-fa-path", lambda c, d: _prepare_args(c, d, subjects=_subjects_broken(
-        c, d, lambda ls: [l.replace("fa_path", "path") for l in ls])), "expected a column fa_path (the path of each subject"),
+        c, d, lambda ls: [line.replace("fa_path", "path") for line in ls])), "expected a column fa_path (the path of each subject"),
     ("prepare-subjects-ragged", lambda c, d: _prepare_args(c, d, subjects=_subjects_broken(
         c, d, lambda ls: ls[:3] + ["\t".join(ls[3].split("\t")[:-1])] + ls[4:])), "line 4: expected 6 fields as in the header, found 5"),
     ("prepare-subjects-not-utf8", lambda c, d: _prepare_args(c, d, subjects=_write(
@@ -627,7 +627,7 @@ def test_damaged_latest_checkpoint_falls_back_to_the_previous_one(ctx, tmp_path,
 # ---------------------------------------------------------------------------------------------
 def test_chromosome_codes_follow_plink(ctx):
     from wm_jax.data.chromosomes import chromosome_number, parse_chromosome_list
-    from wm_jax.gwas.run import _select_variants
+    from wm_jax.gwas.qc import select_chromosomes
 
     assert {chromosome_number(c) for c in ("X", "chrX", "23", "x", "CHRX")} == {23}
     assert [chromosome_number(c) for c in ("Y", "XY", "MT", "M", "chr7", "07")] == [24, 25, 26, 26, 7, 7]
@@ -636,9 +636,9 @@ def test_chromosome_codes_follow_plink(ctx):
     assert parse_chromosome_list("chr2-chr4") == {2, 3, 4}
     bim = pd.DataFrame({"chrom": ["1", "chr1", "X", "chrX", "23", "25", "MT", "GL1"]})
     data = SimpleNamespace(bim=bim, n_variants=len(bim), files=SimpleNamespace(bim="g.bim"))
-    assert list(_select_variants(data, "X")) == [2, 3, 4]
-    assert list(_select_variants(data, "23,1")) == [0, 1, 2, 3, 4]
-    assert list(_select_variants(data, "XY,26")) == [5, 6]
+    assert list(select_chromosomes(data, "X")) == [2, 3, 4]
+    assert list(select_chromosomes(data, "23,1")) == [0, 1, 2, 3, 4]
+    assert list(select_chromosomes(data, "XY,26")) == [5, 6]
 
 
 def test_minus_nine_is_missing_in_phenotype_and_covariate_tables(tmp_path):

@@ -4,10 +4,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import plink2_or_skip
-from wm_jax.data.plink import (BedReader, PlinkDataset, decode_alt_dosages, encode_alt_dosages, read_fam,
-                               write_bed)
+from wm_jax.data.plink import BedReader, PlinkDataset, decode_alt_dosages, encode_alt_dosages, read_fam, write_bed
 from wm_jax.errors import InputError
+
+from conftest import plink2_or_skip
 
 
 def _write_plink(prefix, dosages, fam_ids=None):

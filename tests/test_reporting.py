@@ -12,11 +12,12 @@ import pytest
 from PIL import Image
 from scipy import stats
 
-from conftest import plink2_or_skip
 from wm_jax.errors import InputError
 from wm_jax.gwas.run import GwasOptions, run_gwas
 from wm_jax.reporting import ClumpOptions, GwasResult, build_report
 from wm_jax.reporting.stats import genomic_control, r_squared_haplotype, replication
+
+from conftest import plink2_or_skip
 
 
 def test_genomic_control_null_and_inflated():

@@ -108,15 +108,22 @@ def _number_in(low: float, high: float, low_open: bool = False, high_open: bool 
     return test, f"a number in {left}{low:g}, {'inf' if math.isinf(high) else f'{high:g}'}{right}"
 
 
+def _integers_at_least(v, low: int) -> bool:
+    """A tuple or list of integers (not booleans), each >= low."""
+    return isinstance(v, (tuple, list)) and all(isinstance(x, int) and not isinstance(x, bool) and x >= low for x in v)
+
+
 def _shape(n: int, low: int = 1):
-    test = lambda v: (isinstance(v, (tuple, list)) and len(v) == n  # noqa: E731
-                      and all(isinstance(x, int) and not isinstance(x, bool) and x >= low for x in v))
+    def test(v) -> bool:
+        return _integers_at_least(v, low) and len(v) == n
+
     return test, f"{n} integers >= {low}"
 
 
 def _channels():
-    test = lambda v: (isinstance(v, (tuple, list)) and len(v) >= 1  # noqa: E731
-                      and all(isinstance(x, int) and not isinstance(x, bool) and x >= 1 for x in v))
+    def test(v) -> bool:
+        return _integers_at_least(v, 1) and len(v) >= 1
+
     return test, "one or more integers >= 1"
 
 

@@ -23,8 +23,8 @@ import os
 import shutil
 import time
 import uuid
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Iterable, Iterator
 
 MARKER = ".wm-jax-output.json"
 
@@ -327,7 +327,7 @@ class AtomicFiles:
                 _remove(tmp)
         self._pending.clear()
 
-    def __enter__(self) -> "AtomicFiles":
+    def __enter__(self) -> AtomicFiles:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:

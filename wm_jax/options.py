@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import math
 import re
-from typing import Callable
+from collections.abc import Callable
 
 from wm_jax.data.chromosomes import parse_chromosome_list
 

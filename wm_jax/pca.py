@@ -2,9 +2,10 @@
 
 PCA with as many components as the encoder has latent dimensions, fit on the encoder's training
 store (voxels of its brain mask), gives (a) the held-out reconstruction error any useful
-nonlinear encoder should undercut and (b) image PC scores (IPC1.., named apart from the genetic PCs among the covariates), a linear atlas-free phenotype to GWAS beside
-the UDIPs. The fit goes through the subjects' Gram matrix (N x N, accumulated over chunks of
-volumes), so memory is N^2 plus one chunk, whatever the grid.
+nonlinear encoder should undercut and (b) image PC scores (IPC1.., named apart from the genetic
+PCs among the covariates), a linear atlas-free phenotype to GWAS beside the UDIPs. The fit goes
+through the subjects' Gram matrix (N x N, accumulated over chunks of volumes), so memory is N^2
+plus one chunk, whatever the grid.
 """
 
 from __future__ import annotations

@@ -55,7 +55,7 @@ class LatentMap:
         return {"mean": self.mean.tolist(), "forward": self.forward.tolist(), "inverse": self.inverse.tolist()}
 
     @classmethod
-    def from_json(cls, record: dict) -> "LatentMap":
+    def from_json(cls, record: dict) -> LatentMap:
         return cls(*(np.asarray(record[key], np.float64) for key in ("mean", "forward", "inverse")))
 
 

@@ -34,7 +34,7 @@ def parse_chromosome_list(spec: str) -> set[int]:
     """PLINK's `--chr` list: codes and ranges of numbered chromosomes, separated by commas or
     spaces (e.g. `1-4,22,X`, `chr1-chr3`). Raises ValueError saying what was expected."""
     expected = "PLINK chromosome codes or ranges, e.g. 1-22,X (codes 0-26, X, Y, XY, MT, optionally chr-prefixed)"
-    items = [item for item in re.split(r"[,\s]+", spec.strip())]
+    items = re.split(r"[,\s]+", spec.strip())
     if not spec.strip() or any(not item for item in items):
         raise ValueError(f"expected {expected}, found {spec!r}")
     wanted: set[int] = set()

@@ -22,7 +22,7 @@ class Grid:
         return {"shape": list(self.shape), "affine": np.asarray(self.affine).tolist()}
 
     @classmethod
-    def from_json(cls, record: dict) -> "Grid":
+    def from_json(cls, record: dict) -> Grid:
         return cls(tuple(record["shape"]), np.asarray(record["affine"], np.float64))
 
 

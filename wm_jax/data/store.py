@@ -84,6 +84,38 @@ def read_subjects(path: str | os.PathLike) -> pd.DataFrame:
     return pd.DataFrame({"FID": fid, "IID": table.iid, "fa_path": paths})
 
 
+def _checked_target_grid(subjects_path, grid: Grid, prep: Preprocessing) -> Grid:
+    """The store's grid after --crop and --downsample; options that do not fit the grid are errors."""
+    if prep.crop is not None and (len(prep.crop) != 3 or any(not 0 <= a < b <= s for (a, b), s in zip(prep.crop, grid.shape))):
+        raise input_error(subjects_path, f"crop {prep.crop} does not fit the grid {grid.shape}")
+    target = output_grid(grid, prep)
+    if min(target.shape) < 1:
+        raise input_error(subjects_path, f"--downsample {prep.downsample} leaves no voxel of the grid "
+                                         f"{grid.shape}{' after --crop' if prep.crop else ''}; expected a smaller factor")
+    if not 0 < prep.mask_fraction <= 1:
+        raise InputError(f"--mask-fraction: expected a number in (0, 1], found {prep.mask_fraction}")
+    return target
+
+
+def _write_volumes(tmp: Path, subjects: pd.DataFrame, grid: Grid, target: Grid,
+                   prep: Preprocessing) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """volumes.npy: every subject's normalised map on the target grid; returns each map's non-zero
+    mean and SD, and per voxel the number of subjects in which it is non-zero."""
+    n = len(subjects)
+    volumes = np.lib.format.open_memmap(tmp / "volumes.npy", mode="w+", dtype=prep.dtype, shape=(n, *target.shape))
+    nonzero_count = np.zeros(target.shape, np.int32)
+    means, sds = np.zeros(n), np.zeros(n)
+    for i, path in enumerate(tqdm(subjects["fa_path"], desc="prepare", unit="vol", mininterval=1.0)):
+        fa = load_fa(path, grid)
+        normalised, means[i], sds[i] = zscore_nonzero(fa)
+        normalised = apply_geometry(normalised, prep)
+        volumes[i] = normalised
+        nonzero_count += normalised != 0
+    volumes.flush()
+    del volumes
+    return means, sds, nonzero_count
+
+
 def prepare_store(subjects_path: str | os.PathLike, out: str | os.PathLike, prep: Preprocessing = Preprocessing(),
                   overwrite: bool = False) -> Path:
     """Validate, normalise and pack every subject's FA map into a store (all or nothing)."""
@@ -93,27 +125,10 @@ def prepare_store(subjects_path: str | os.PathLike, out: str | os.PathLike, prep
     for p in subjects["fa_path"]:
         require_file(p, "FA map listed in " + str(subjects_path))
     grid = read_grid(subjects["fa_path"].iloc[0])
-    if prep.crop is not None and (len(prep.crop) != 3 or any(not 0 <= a < b <= s for (a, b), s in zip(prep.crop, grid.shape))):
-        raise input_error(subjects_path, f"crop {prep.crop} does not fit the grid {grid.shape}")
-    target = output_grid(grid, prep)
-    if min(target.shape) < 1:
-        raise input_error(subjects_path, f"--downsample {prep.downsample} leaves no voxel of the grid "
-                                         f"{grid.shape}{' after --crop' if prep.crop else ''}; expected a smaller factor")
-    if not 0 < prep.mask_fraction <= 1:
-        raise InputError(f"--mask-fraction: expected a number in (0, 1], found {prep.mask_fraction}")
+    target = _checked_target_grid(subjects_path, grid, prep)
     n = len(subjects)
     with atomic_dir(out, overwrite=overwrite, command="prepare") as tmp:
-        volumes = np.lib.format.open_memmap(tmp / "volumes.npy", mode="w+", dtype=prep.dtype, shape=(n, *target.shape))
-        nonzero_count = np.zeros(target.shape, np.int32)
-        means, sds = np.zeros(n), np.zeros(n)
-        for i, path in enumerate(tqdm(subjects["fa_path"], desc="prepare", unit="vol", mininterval=1.0)):
-            fa = load_fa(path, grid)
-            normalised, means[i], sds[i] = zscore_nonzero(fa)
-            normalised = apply_geometry(normalised, prep)
-            volumes[i] = normalised
-            nonzero_count += normalised != 0
-        volumes.flush()
-        del volumes
+        means, sds, nonzero_count = _write_volumes(tmp, subjects, grid, target, prep)
         mask = nonzero_count >= prep.mask_fraction * n
         if not mask.any():
             raise input_error(subjects_path, f"no voxel is non-zero in {prep.mask_fraction:g} of the subjects: "
@@ -148,7 +163,7 @@ class VolumeStore:
     record: dict
 
     @classmethod
-    def open(cls, path: str | os.PathLike) -> "VolumeStore":
+    def open(cls, path: str | os.PathLike) -> VolumeStore:
         path = Path(path)
         record_path = path / "store.json"
         if not record_path.is_file():

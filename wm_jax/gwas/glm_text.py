@@ -11,7 +11,6 @@ their memory maps.
 from __future__ import annotations
 
 import concurrent.futures
-import gzip
 import itertools
 import multiprocessing
 import os
@@ -19,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
+
+from wm_jax.gwas.text import open_text
 
 REASON_NAMES = {1: "TOO_FEW_OBS", 2: "CONST_OR_COLLINEAR_GENOTYPE"}
 HEADER = "#CHROM\tPOS\tID\tREF\tALT\tA1\tTEST\tA1_FREQ\tOBS_CT\tBETA\tSE\tT_STAT\tP\tLOG10_P\tERRCODE\n"
@@ -41,16 +42,19 @@ def _rows(left: list, errcode: list, beta: np.ndarray, se: np.ndarray, log10_p: 
     return "".join(map(_ROW.__mod__, rows)).replace("\tnan", "\tNA")
 
 
+def _load(compact_dir: Path, name: str) -> np.ndarray:
+    """A result column of the compact format, memory-mapped read-only."""
+    return np.load(compact_dir / f"{name}.npy", mmap_mode="r")
+
+
 def write_files(compact_dir: Path, tasks: list[tuple[str, int, int]], compress: bool) -> int:
     """Write ``tasks`` (path, phenotype row, group row) from the compact results in ``compact_dir``,
     a chunk of variants at a time: memory stays flat in the number of variants, and each group's
     shared columns are formatted once per chunk."""
     compact_dir = Path(compact_dir)
-    load = lambda name: np.load(compact_dir / f"{name}.npy", mmap_mode="r")  # noqa: E731
-    beta, se, log10_p = load("beta"), load("se"), load("log10_p")
-    a1_freq, obs_ct, reason = load("a1_freq"), load("obs_ct"), load("reason")
-    opener = (lambda p: gzip.open(p, "wt", compresslevel=1)) if compress else (lambda p: open(p, "w"))
-    handles = [opener(path) for path, _, _ in tasks]
+    beta, se, log10_p = (_load(compact_dir, name) for name in ("beta", "se", "log10_p"))
+    a1_freq, obs_ct, reason = (_load(compact_dir, name) for name in ("a1_freq", "obs_ct", "reason"))
+    handles = [open_text(path, compress) for path, _, _ in tasks]
     try:
         for handle in handles:
             handle.write(HEADER)

@@ -1,6 +1,6 @@
 """The association kernel: exact per-variant OLS for many phenotypes from raw .bed bytes.
 
-Notation (see DESIGN.md, "The GWAS kernel"). S is the set of analysed samples (every covariate and
+Notation. S is the set of analysed samples (every covariate and
 at least one phenotype), Q an orthonormal basis of [1, covariates] on S. Phenotypes are grouped by
 missingness pattern: group g is observed on S_g = S minus U_g, and its phenotypes are residualised
 on the covariates over S_g (host, float64), so they are zero outside S_g. For a variant j with
@@ -20,7 +20,7 @@ M_j, gathered as rows of [Q | 1 | Y]. So the matmul does not grow with the numbe
 patterns; each pattern adds a gather of |U_g| columns and one k x k inversion per variant.
 This is ordinary least squares on the samples observed for each variant and phenotype, as
 `plink2 --glm`. All shapes are fixed (missing-call and excluded-sample indices padded with a row
-of zeros), so the kernel compiles once per pass (see `wm_jax.gwas.run`).
+of zeros), so the kernel compiles once per pass (`wm_jax.gwas.plan.Pass`).
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ REASON_CONSTANT = 2  # monomorphic, or genotype collinear with the covariates
 
 class AssociationInputs(NamedTuple):
     """Device arrays describing every phenotype group (replicated on the mesh), built on the host by
-    `wm_jax.gwas.run.kernel_inputs`. R = 4 * (bytes per .bed row): one row per sample slot of a
+    `wm_jax.gwas.design.kernel_inputs`. R = 4 * (bytes per .bed row): one row per sample slot of a
     decoded block. Padded indices are R: the gathered tables have a zero row there.
 
     Phenotype columns are ordered group by group, and groups stack by stack (see `Layout`). The
@@ -121,14 +121,34 @@ def _sum_over_missing(q_m: jax.Array, y_m: jax.Array) -> jax.Array:
     return jnp.sum(q_m[:, :, :, None] * y_m[:, :, None, :], axis=1)
 
 
-def associate_block(raw: jax.Array, missing_index: jax.Array, inputs: AssociationInputs, layout: Layout,
-                    small_df: bool = True) -> BlockResult:
-    """Exact OLS statistics of one block of variants for every phenotype.
+def _rows_of(table: jax.Array, index: jax.Array) -> jax.Array:
+    """Rows of ``table`` at ``index`` (in bounds: padding points at the table's zero row)."""
+    return table.at[index].get(mode="promise_in_bounds")
 
-    raw: (B, W) .bed bytes; missing_index: (B, L) sample slots of each variant's missing calls,
-    padded with R (the zero row of the gathered tables). ``small_df=False`` promises that no test
-    has fewer than SMALL_DF degrees of freedom (see `neg_log10_p`).
-    """
+
+def _by_group(x: jax.Array, n_groups: int, n_pheno: int) -> jax.Array:
+    """(..., G_s * P_s) -> (..., G_s, P_s)."""
+    return x.reshape(*x.shape[:-1], n_groups, n_pheno)
+
+
+class _SharedTerms(NamedTuple):
+    """Per variant and group, the terms that every phenotype of the group shares."""
+
+    proj_y: jax.Array  # (B, P) g'Y over S
+    q_m: jax.Array  # (B, L, k) Q at the missing calls
+    mean: jax.Array  # (B, G) mean dosage over O
+    gram_inverse: jax.Array  # (B, G, k, k) A^-1
+    weights: jax.Array  # (B, G, L) Q_M A^-1 qg
+    obs: jax.Array  # (B, G) |O|
+    reason: jax.Array  # (B, G) REASON_*
+    ok: jax.Array  # (B, G) reason == REASON_OK
+    safe_gg: jax.Array  # (B, G) gg, 1 where there is no test
+    safe_df: jax.Array  # (B, G) df, at least 1
+
+
+def _shared_terms(raw: jax.Array, missing_index: jax.Array, inputs: AssociationInputs) -> _SharedTerms:
+    """The one big matmul, the corrections for each group's excluded samples and each variant's
+    missing calls, and the genotype's residual sum of squares gg per variant and group."""
     k = inputs.base_gram.shape[-1]
     dosage = decode_block(raw)  # (B, R)
     projections = dosage @ inputs.design  # the one big matmul: (B, k + 1 + P)
@@ -137,7 +157,6 @@ def associate_block(raw: jax.Array, missing_index: jax.Array, inputs: Associatio
     # over the decoded block. Heterozygous codes are 10: bit 2s + 1 set and bit 2s clear.
     het = jax.lax.population_count((raw >> 1) & ~raw & inputs.analysed_bits[None, :])
     sum_sq = 2.0 * proj_1 - jnp.sum(het.astype(jnp.float32), axis=1)  # exact: counts < 2^24
-    rows_of = lambda table, index: table.at[index].get(mode="promise_in_bounds")  # noqa: E731
 
     # Samples of S that each group excludes (its phenotypes' NA): columns of the block.
     excluded = jnp.take(dosage, inputs.excluded_index, axis=1, mode="fill", fill_value=0.0)  # (B, G, U)
@@ -146,7 +165,7 @@ def associate_block(raw: jax.Array, missing_index: jax.Array, inputs: Associatio
     group_sum_sq = sum_sq[:, None] - (excluded * excluded).sum(axis=2)
 
     # Missing calls of each variant: rows of Q and Y (zero outside S, outside a group and for padding).
-    q_m = rows_of(inputs.basis, missing_index)  # (B, L, k)
+    q_m = _rows_of(inputs.basis, missing_index)  # (B, L, k)
     in_m = jnp.moveaxis(inputs.in_group.at[:, missing_index].get(mode="promise_in_bounds"), 0, 1)  # (B, G, L)
     obs = inputs.group_size[None, :] - in_m.sum(axis=2)  # (B, G)
     mean = group_sum / jnp.maximum(obs, 1.0)
@@ -165,39 +184,57 @@ def associate_block(raw: jax.Array, missing_index: jax.Array, inputs: Associatio
     constant = gg <= 1e-6 * jnp.maximum(gtg, 1e-30) + 1e-12
     reason = jnp.where(few, REASON_FEW_OBS, jnp.where(constant, REASON_CONSTANT, REASON_OK)).astype(jnp.int32)
     ok = reason == REASON_OK
-    safe_gg = jnp.where(ok, gg, 1.0)
-    safe_df = jnp.maximum(df, 1.0)
+    return _SharedTerms(proj_y, q_m, mean, gram_inverse, weights, obs, reason, ok, safe_gg=jnp.where(ok, gg, 1.0),
+                        safe_df=jnp.maximum(df, 1.0))
 
-    n_variants = raw.shape[0]
+
+def _stack_statistics(shared: _SharedTerms, missing_index: jax.Array, inputs: AssociationInputs, stack: int,
+                      groups: slice, phenotypes: slice, n_pheno: int, small_df: bool) -> list[jax.Array]:
+    """BETA, SE, -log10 P and t of one stack's phenotypes, each (B, G_s * P_s)."""
+    g0, g1, p0, p1 = groups.start, groups.stop, phenotypes.start, phenotypes.stop
+    n_groups = g1 - g0
+    y_m = _rows_of(inputs.residuals[stack], missing_index)  # (B, L, G_s * P_s)
+    y_s = _by_group(y_m, n_groups, n_pheno)
+    num = (_by_group(shared.proj_y[:, p0:p1], n_groups, n_pheno)
+           - shared.mean[:, g0:g1, None] * _by_group(inputs.residual_sum[p0:p1] - y_m.sum(axis=1), n_groups, n_pheno)
+           + jnp.einsum("bgl,blgp->bgp", shared.weights[:, g0:g1], y_s))
+    c_s = _by_group(_sum_over_missing(shared.q_m, y_m), n_groups, n_pheno)  # Q_M'Y_M: (B, k, G_s, P_s)
+    a_inv_c = jnp.einsum("bgkj,bjgp->bgkp", shared.gram_inverse[:, g0:g1], c_s)
+    quad = jnp.sum(a_inv_c * jnp.moveaxis(c_s, 1, 2), axis=2)  # c' A^-1 c: (B, G_s, P_s)
+    yy = _by_group(inputs.residual_ss[p0:p1] - (y_m * y_m).sum(axis=1), n_groups, n_pheno) - quad
+    ok_s = shared.ok[:, g0:g1, None]
+    beta = num / shared.safe_gg[:, g0:g1, None]
+    rss = jnp.maximum(yy - beta * num, 0.0)
+    se = jnp.sqrt(rss / shared.safe_df[:, g0:g1, None] / shared.safe_gg[:, g0:g1, None])
+    t = beta / se
+    nan = jnp.float32(jnp.nan)
+    beta, se, t = (jnp.where(ok_s, x, nan) for x in (beta, se, t))
+    log10p = neg_log10_p(t, shared.safe_df[:, g0:g1, None], small_df)
+    return [x.reshape(y_m.shape[0], -1) for x in (beta, se, log10p, t)]
+
+
+def associate_block(raw: jax.Array, missing_index: jax.Array, inputs: AssociationInputs, layout: Layout,
+                    small_df: bool = True) -> BlockResult:
+    """Exact OLS statistics of one block of variants for every phenotype.
+
+    raw: (B, W) .bed bytes; missing_index: (B, L) sample slots of each variant's missing calls,
+    padded with R (the zero row of the gathered tables). ``small_df=False`` promises that no test
+    has fewer than SMALL_DF degrees of freedom (see `neg_log10_p`).
+    """
+    shared = _shared_terms(raw, missing_index, inputs)
     per_phenotype = []
     g0 = p0 = 0
-    for n_groups, n_pheno in layout:
+    for stack, (n_groups, n_pheno) in enumerate(layout):
         g1, p1 = g0 + n_groups, p0 + n_groups * n_pheno
-        by_group = lambda x: x.reshape(*x.shape[:-1], n_groups, n_pheno)  # noqa: E731
-        y_m = rows_of(inputs.residuals[len(per_phenotype)], missing_index)  # (B, L, G_s * P_s)
-        y_s = by_group(y_m)
-        num = (by_group(proj_y[:, p0:p1]) - mean[:, g0:g1, None] * (by_group(inputs.residual_sum[p0:p1] - y_m.sum(axis=1)))
-               + jnp.einsum("bgl,blgp->bgp", weights[:, g0:g1], y_s))
-        c_s = by_group(_sum_over_missing(q_m, y_m))  # Q_M'Y_M: (B, k, G_s, P_s)
-        a_inv_c = jnp.einsum("bgkj,bjgp->bgkp", gram_inverse[:, g0:g1], c_s)
-        quad = jnp.sum(a_inv_c * jnp.moveaxis(c_s, 1, 2), axis=2)  # c' A^-1 c: (B, G_s, P_s)
-        yy = by_group(inputs.residual_ss[p0:p1] - (y_m * y_m).sum(axis=1)) - quad
-        ok_s = ok[:, g0:g1, None]
-        beta = num / safe_gg[:, g0:g1, None]
-        rss = jnp.maximum(yy - beta * num, 0.0)
-        se = jnp.sqrt(rss / safe_df[:, g0:g1, None] / safe_gg[:, g0:g1, None])
-        t = beta / se
-        nan = jnp.float32(jnp.nan)
-        beta, se, t = (jnp.where(ok_s, x, nan) for x in (beta, se, t))
-        log10p = neg_log10_p(t, safe_df[:, g0:g1, None], small_df)
-        per_phenotype.append([x.reshape(n_variants, -1) for x in (beta, se, log10p, t)])
+        per_phenotype.append(_stack_statistics(shared, missing_index, inputs, stack, slice(g0, g1), slice(p0, p1),
+                                               n_pheno, small_df))
         g0, p0 = g1, p1
     beta, se, log10p, t = (jnp.concatenate(parts, axis=1) for parts in zip(*per_phenotype))
     # The multivariate test across every phenotype, as JAGWAS forms it from summary statistics.
     t0 = jnp.nan_to_num(t)
-    omnibus = jnp.where(ok.all(axis=1), jnp.einsum("bp,pq,bq->b", t0, inputs.omnibus_precision, t0), jnp.nan)
-    alt_freq = jnp.where(obs > 0, mean / 2, jnp.nan)
-    return BlockResult(beta, se, log10p, obs.astype(jnp.int32), alt_freq, reason, omnibus)
+    omnibus = jnp.where(shared.ok.all(axis=1), jnp.einsum("bp,pq,bq->b", t0, inputs.omnibus_precision, t0), jnp.nan)
+    alt_freq = jnp.where(shared.obs > 0, shared.mean / 2, jnp.nan)
+    return BlockResult(beta, se, log10p, shared.obs.astype(jnp.int32), alt_freq, shared.reason, omnibus)
 
 
 def make_block_fn(layout: Layout, small_df: bool = True):

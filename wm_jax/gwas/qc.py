@@ -1,4 +1,5 @@
-"""Per-variant genotype counts from raw .bed bytes, and the PLINK 2 style QC filters."""
+"""Variant selection for `wm-jax gwas`: --chr, per-variant genotype counts from raw .bed bytes, and
+the PLINK 2 style QC filters."""
 
 from __future__ import annotations
 
@@ -6,11 +7,44 @@ import logging
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 from tqdm.auto import tqdm
+
+from wm_jax.data.chromosomes import chromosome_numbers, parse_chromosome_list
+from wm_jax.data.plink import PlinkDataset
+from wm_jax.errors import InputError, input_error
 
 log = logging.getLogger("wm_jax")
 
 _EVEN = np.uint64(0x5555555555555555)  # the low bit of every 2-bit code in a 64-bit word
+
+
+@dataclass(frozen=True)
+class VariantFilters:
+    """The variant filters of `wm-jax gwas`, in PLINK 2's flags (None: not applied)."""
+
+    chromosomes: str | None = None  # --chr
+    maf: float | None = None
+    mac: int | None = None
+    geno: float | None = None
+    hwe: float | None = None
+
+
+def select_chromosomes(data: PlinkDataset, chromosomes: str | None) -> np.ndarray:
+    """Variants on the chromosomes of ``--chr`` (PLINK's codes: X, chrX and 23 are one); all without it."""
+    selected = np.arange(data.n_variants)
+    if chromosomes:
+        try:
+            wanted = parse_chromosome_list(chromosomes)
+        except ValueError as err:
+            raise InputError(f"--chr: {err}") from None
+        selected = np.flatnonzero(np.isin(chromosome_numbers(data.bim.chrom), sorted(wanted)))
+        log.info("--chr %s: %d of %d variants kept", chromosomes, len(selected), data.n_variants)
+        if len(selected) == 0:
+            present = ", ".join(map(str, pd.unique(data.bim.chrom.astype(str))[:10]))
+            raise input_error(data.files.bim, f"no variant on --chr {chromosomes}; expected variants on those "
+                                              f"chromosomes (the .bim has {present})")
+    return selected
 
 
 @dataclass

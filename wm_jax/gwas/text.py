@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import gzip
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
+
+
+def open_text(path: str | Path, compress: bool) -> TextIO:
+    """A text file for writing, gzip-compressed (level 1: the writers are CPU-bound) with ``compress``."""
+    return gzip.open(path, "wt", compresslevel=1) if compress else open(path, "w")
 
 
 def _as_list(values) -> list:
@@ -26,8 +32,7 @@ def write_tsv(path: Path, columns: dict[str, object], formats: dict[str, str] | 
         kind = np.asarray(columns[name]).dtype.kind
         specs.append(formats.get(name, "%.6g" if kind == "f" else "%d" if kind in "iu" else "%s"))
     template = "\t".join(specs) + "\n"
-    opener = (lambda p: gzip.open(p, "wt", compresslevel=1)) if compress else (lambda p: open(p, "w"))
-    with opener(path) as handle:
+    with open_text(path, compress) as handle:
         handle.write("\t".join(names) + "\n")
         for start in range(0, n_rows, chunk_rows):
             stop = min(start + chunk_rows, n_rows)

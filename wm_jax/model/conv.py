@@ -5,7 +5,7 @@ sum of 27 shifted matrix products for the model's sizes (benchmarks/conv_formula
 results in benchmarks/results/conv_formulations.md). The mathematics is the same: a
 cross-correlation with zero padding of 1, as `nnx.Conv(kernel_size=(3, 3, 3), padding="SAME")`.
 On GPU and TPU the library convolution goes to cuDNN or the TPU's convolution units, so the model
-uses it there ("auto" picks by backend; no accelerator was at hand to measure).
+uses it there ("auto" picks by backend; the choice on GPU and TPU rests on that, not on a measurement).
 """
 
 from __future__ import annotations

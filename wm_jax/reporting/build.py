@@ -13,10 +13,19 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from wm_jax.data.plink import PlinkDataset
 from wm_jax.errors import atomic_dir, check_output_dir, input_error, require_file
+from wm_jax.gwas.pvalues import chi2_neg_log10_sf
 from wm_jax.reporting import plots
-from wm_jax.reporting.stats import (OMNIBUS, ClumpOptions, clump, genomic_control, merge_loci, replication,
-                                    score_against_truth)
+from wm_jax.reporting.stats import (
+    OMNIBUS,
+    ClumpOptions,
+    clump,
+    genomic_control,
+    merge_loci,
+    replication,
+    score_against_truth,
+)
 
 log = logging.getLogger("wm_jax")
 
@@ -24,8 +33,6 @@ class GwasResult:
     """A `wm-jax gwas` compact output (PREFIX.gwas/), memory-mapped."""
 
     def __init__(self, prefix: str | os.PathLike) -> None:
-        from wm_jax.gwas.run import chi2_neg_log10_sf
-
         self.prefix = Path(prefix)
         directory = Path(f"{prefix}.gwas")
         if not (directory / "meta.json").is_file():
@@ -116,49 +123,17 @@ def _bim_rows(result: GwasResult, data, bfile: str) -> np.ndarray:
 def build_report(gwas: str, bfile: str, out: str, replication_gwas: str | None = None, truth: str | None = None,
                  options: ClumpOptions = ClumpOptions(), overwrite: bool = False) -> dict:
     """Write the report directory; returns the summary also written to report.json."""
-    from wm_jax.data.plink import PlinkDataset
-
     check_output_dir(out, "report", overwrite)
     result = GwasResult(gwas)
     data = PlinkDataset(bfile)
     rows = _bim_rows(result, data, bfile)
-    rep = None
-    if replication_gwas is not None:
-        rep = GwasResult(replication_gwas)
-        shared = set(rep.variants["ID"]) & set(result.variants["ID"])
-        if not shared:
-            raise input_error(f"{replication_gwas}.gwas", f"no variant in common with the discovery GWAS {gwas}")
-        if not set(rep.phenotypes) & set(result.phenotypes):
-            raise input_error(f"{replication_gwas}.gwas", f"no phenotype in common with the discovery GWAS {gwas}")
-        log.info("report: replication GWAS shares %d of %d variants and %d of %d phenotypes", len(shared),
-                 len(result.variants), len(set(rep.phenotypes) & set(result.phenotypes)), len(result.phenotypes))
+    rep = _open_replication(replication_gwas, result, gwas) if replication_gwas is not None else None
     truth_table = _read_truth(truth) if truth is not None else None
 
     lambdas = {name: genomic_control(result.log10_p[j]) for j, name in enumerate(result.phenotypes)}
     omnibus_lambda = genomic_control(result.omnibus_log10_p, df=result.omnibus_df)
-
-    def dosages(indices):
-        return data.bed.dosages(rows[np.asarray(indices)]).astype(np.float64)
-
-    clumps = {}
-    names = [*result.phenotypes, OMNIBUS]
-    for name in tqdm(names, desc="clump", unit="pheno", mininterval=1.0):
-        clumps[name] = clump(result.variants, result.series(name), dosages, options)
-    n_index = sum(len(c) for c in clumps.values())
-    loci = merge_loci(clumps, result.variants, options.kb)
-    log.info("report: %d index variants at P <= %g over %d phenotypes + the omnibus test -> %d loci",
-             n_index, options.p1, len(result.phenotypes), len(loci))
-
-    replication_table = None
-    if rep is not None:
-        leads = pd.DataFrame({"phenotype": loci.lead_phenotype,
-                              "index": [int(np.flatnonzero(result.variants["ID"].to_numpy() == v)[0]) for v in loci.lead_id]})
-        # per-phenotype leads first, then those of the omnibus test
-        leads = leads.sort_values("phenotype", key=lambda name: name == OMNIBUS, kind="stable")
-        replication_table = replication(leads, result, rep)
-        log.info("report: %d of %d lead variants replicate (P <= 0.05/%d, same sign)",
-                 int(replication_table.replicated.sum()), len(replication_table), max(1, len(leads)))
-
+    n_index, loci = _clumped_loci(result, data, rows, options)
+    replication_table = _replicate(loci, result, rep) if rep is not None else None
     scoring = score_against_truth(loci, truth_table, options.kb) if truth_table is not None else None
     lambda_values = np.array(list(lambdas.values()))
     summary = {
@@ -172,24 +147,73 @@ def build_report(gwas: str, bfile: str, out: str, replication_gwas: str | None =
     }
     if scoring is not None:
         summary.update(scoring)
-
     with atomic_dir(out, overwrite=overwrite, command="report") as tmp:
-        loci.to_csv(tmp / "loci.tsv", sep="\t", index=False, float_format="%.4g")
-        pd.DataFrame({"phenotype": list(lambdas), "lambda_gc": list(lambdas.values())}).to_csv(
-            tmp / "lambda.tsv", sep="\t", index=False, float_format="%.5g")
-        if replication_table is not None:
-            replication_table.to_csv(tmp / "replication.tsv", sep="\t", index=False, float_format="%.5g")
-        min_lp = np.fmax.reduce(np.asarray(result.log10_p, np.float64), axis=0)  # NaN only where all are
-        plots.manhattan(tmp / "manhattan.png", result.variants,
-                        [(f"min P over {len(result.phenotypes)} phenotypes", min_lp, len(result.phenotypes)),
-                         (f"multivariate omnibus test ({result.omnibus_df} df)", result.omnibus_log10_p, 1)])
-        pooled = np.asarray(result.log10_p, np.float64).ravel()
-        plots.qq(tmp / "qq.png", [(f"all {len(result.phenotypes)} phenotypes", pooled, summary["lambda_median"]),
-                                  ("omnibus", result.omnibus_log10_p, omnibus_lambda)])
-        (tmp / "report.json").write_text(json.dumps(summary, indent=2, default=float))
-        (tmp / "report.md").write_text(_markdown(summary, loci, replication_table))
+        _write_report(tmp, result, summary, loci, replication_table)
     log.info("report: %d loci, lambda median %.3f -> %s", len(loci), summary["lambda_median"], out)
     return summary
+
+
+def _open_replication(replication_gwas: str, result: GwasResult, gwas: str) -> GwasResult:
+    """The replication GWAS, which must share variants and phenotypes with the discovery GWAS."""
+    rep = GwasResult(replication_gwas)
+    shared = set(rep.variants["ID"]) & set(result.variants["ID"])
+    if not shared:
+        raise input_error(f"{replication_gwas}.gwas", f"no variant in common with the discovery GWAS {gwas}")
+    if not set(rep.phenotypes) & set(result.phenotypes):
+        raise input_error(f"{replication_gwas}.gwas", f"no phenotype in common with the discovery GWAS {gwas}")
+    log.info("report: replication GWAS shares %d of %d variants and %d of %d phenotypes", len(shared),
+             len(result.variants), len(set(rep.phenotypes) & set(result.phenotypes)), len(result.phenotypes))
+    return rep
+
+
+def _clumped_loci(result: GwasResult, data: PlinkDataset, rows: np.ndarray,
+                  options: ClumpOptions) -> tuple[int, pd.DataFrame]:
+    """The number of index variants over every phenotype and the omnibus test, and their loci."""
+
+    def dosages(indices):
+        return data.bed.dosages(rows[np.asarray(indices)]).astype(np.float64)
+
+    clumps = {}
+    names = [*result.phenotypes, OMNIBUS]
+    for name in tqdm(names, desc="clump", unit="pheno", mininterval=1.0):
+        clumps[name] = clump(result.variants, result.series(name), dosages, options)
+    n_index = sum(len(c) for c in clumps.values())
+    loci = merge_loci(clumps, result.variants, options.kb)
+    log.info("report: %d index variants at P <= %g over %d phenotypes + the omnibus test -> %d loci",
+             n_index, options.p1, len(result.phenotypes), len(loci))
+    return n_index, loci
+
+
+def _replicate(loci: pd.DataFrame, result: GwasResult, rep: GwasResult) -> pd.DataFrame:
+    """Each locus lead looked up in the replication GWAS."""
+    leads = pd.DataFrame({"phenotype": loci.lead_phenotype,
+                          "index": [int(np.flatnonzero(result.variants["ID"].to_numpy() == v)[0]) for v in loci.lead_id]})
+    # per-phenotype leads first, then those of the omnibus test
+    leads = leads.sort_values("phenotype", key=lambda name: name == OMNIBUS, kind="stable")
+    replication_table = replication(leads, result, rep)
+    log.info("report: %d of %d lead variants replicate (P <= 0.05/%d, same sign)",
+             int(replication_table.replicated.sum()), len(replication_table), max(1, len(leads)))
+    return replication_table
+
+
+def _write_report(tmp: Path, result: GwasResult, summary: dict, loci: pd.DataFrame,
+                  replication_table: pd.DataFrame | None) -> None:
+    """The tables, the plots, report.json and report.md into the report directory ``tmp``."""
+    lambdas = summary["lambda"]
+    loci.to_csv(tmp / "loci.tsv", sep="\t", index=False, float_format="%.4g")
+    pd.DataFrame({"phenotype": list(lambdas), "lambda_gc": list(lambdas.values())}).to_csv(
+        tmp / "lambda.tsv", sep="\t", index=False, float_format="%.5g")
+    if replication_table is not None:
+        replication_table.to_csv(tmp / "replication.tsv", sep="\t", index=False, float_format="%.5g")
+    min_lp = np.fmax.reduce(np.asarray(result.log10_p, np.float64), axis=0)  # NaN only where all are
+    plots.manhattan(tmp / "manhattan.png", result.variants,
+                    [(f"min P over {len(result.phenotypes)} phenotypes", min_lp, len(result.phenotypes)),
+                     (f"multivariate omnibus test ({result.omnibus_df} df)", result.omnibus_log10_p, 1)])
+    pooled = np.asarray(result.log10_p, np.float64).ravel()
+    plots.qq(tmp / "qq.png", [(f"all {len(result.phenotypes)} phenotypes", pooled, summary["lambda_median"]),
+                              ("omnibus", result.omnibus_log10_p, summary["omnibus_lambda"])])
+    (tmp / "report.json").write_text(json.dumps(summary, indent=2, default=float))
+    (tmp / "report.md").write_text(_markdown(summary, loci, replication_table))
 
 
 def _markdown(summary: dict, loci: pd.DataFrame, replication_table: pd.DataFrame | None) -> str:

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-GENOME_WIDE = 5e-8
+from wm_jax.gwas.pvalues import GENOME_WIDE_P, threshold_text
 
 
 def _pyplot():
@@ -26,8 +26,9 @@ def _thin(lp: np.ndarray, keep_fraction: float, rng: np.random.Generator) -> np.
 
 
 def manhattan(path: Path, variants: pd.DataFrame, panels: list[tuple[str, np.ndarray, int]], seed: int = 0) -> None:
-    """One panel per (title, -log10 P per variant, tests per variant); lines at 5e-8 and, for a
-    panel of several tests per variant (min P over phenotypes), at the Bonferroni 5e-8 / tests."""
+    """One panel per (title, -log10 P per variant, tests per variant); lines at genome-wide
+    significance (GENOME_WIDE_P) and, for a panel of several tests per variant (min P over
+    phenotypes), at its Bonferroni correction GENOME_WIDE_P / tests."""
     plt = _pyplot()
     rng = np.random.default_rng(seed)
     chrom = variants["#CHROM"].astype(str).to_numpy()
@@ -46,9 +47,11 @@ def manhattan(path: Path, variants: pd.DataFrame, panels: list[tuple[str, np.nda
     for ax, (title, lp, n_tests) in zip(axes[:, 0], panels):
         idx = _thin(np.asarray(lp, np.float64), keep_fraction, rng)
         ax.scatter(x[idx], lp[idx], c=np.where(colour[idx] == 0, "#1f4e79", "#7aa6c2"), s=3, linewidths=0)
-        ax.axhline(-np.log10(GENOME_WIDE), color="grey", lw=0.8, ls="--", label="5e-8")
+        label = threshold_text(GENOME_WIDE_P)
+        ax.axhline(-np.log10(GENOME_WIDE_P), color="grey", lw=0.8, ls="--", label=label)
         if n_tests > 1:
-            ax.axhline(-np.log10(GENOME_WIDE / n_tests), color="firebrick", lw=0.8, ls="--", label=f"5e-8 / {n_tests}")
+            bonferroni = -np.log10(GENOME_WIDE_P / n_tests)
+            ax.axhline(bonferroni, color="firebrick", lw=0.8, ls="--", label=f"{label} / {n_tests}")
         ax.set_xticks(ticks, order)
         ax.set_ylabel("-log10 P")
         ax.set_title(title, fontsize=10)

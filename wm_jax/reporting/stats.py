@@ -84,38 +84,50 @@ def clump(variants: pd.DataFrame, log10_p: np.ndarray, dosages, options: ClumpOp
     return pd.DataFrame(rows, columns=["index", "log10_p", "members"])
 
 
-def merge_loci(clumps: dict[str, pd.DataFrame], variants: pd.DataFrame, kb: float) -> pd.DataFrame:
-    """Genomic loci: each phenotype's clumps as spans (index and members), merged across phenotypes
-    when they overlap or lie within kb of each other on a chromosome; the lead is the smallest P."""
-    chrom = variants["#CHROM"].astype(str).to_numpy()
-    pos = variants["POS"].to_numpy(np.int64)
+LOCUS_COLUMNS = ["locus", "chrom", "start", "end", "lead_id", "lead_pos", "lead_log10_p", "lead_phenotype",
+                 "n_phenotypes", "phenotypes", "n_variants"]
+
+
+def _clump_spans(clumps: dict[str, pd.DataFrame], chrom: np.ndarray, pos: np.ndarray) -> list[tuple]:
+    """Each clump as (chrom, start, end, -log10 P, index variant, phenotype, number of variants)."""
     spans = []
     for name, table in clumps.items():
         for row in table.itertuples():
             members = np.concatenate([[row.index], row.members]).astype(int)
             spans.append((chrom[row.index], pos[members].min(), pos[members].max(), row.log10_p, int(row.index), name,
                           len(members)))
-    columns = ["locus", "chrom", "start", "end", "lead_id", "lead_pos", "lead_log10_p", "lead_phenotype",
-               "n_phenotypes", "phenotypes", "n_variants"]
-    if not spans:
-        return pd.DataFrame(columns=columns)
-    spans.sort(key=lambda s: (s[0], s[1]))
+    return spans
+
+
+def _merged_spans(spans: list[tuple], kb: float) -> list[dict]:
+    """Spans sorted by position and merged where they overlap or lie within kb on a chromosome."""
     loci, current = [], None
-    for span in spans:
+    for span in sorted(spans, key=lambda s: (s[0], s[1])):
         if current is not None and span[0] == current["chrom"] and span[1] <= current["end"] + kb * 1000:
             current["end"] = max(current["end"], span[2])
             current["parts"].append(span)
         else:
             current = {"chrom": span[0], "start": span[1], "end": span[2], "parts": [span]}
             loci.append(current)
+    return loci
+
+
+def merge_loci(clumps: dict[str, pd.DataFrame], variants: pd.DataFrame, kb: float) -> pd.DataFrame:
+    """Genomic loci: each phenotype's clumps as spans (index and members), merged across phenotypes
+    when they overlap or lie within kb of each other on a chromosome; the lead is the smallest P."""
+    chrom = variants["#CHROM"].astype(str).to_numpy()
+    pos = variants["POS"].to_numpy(np.int64)
+    spans = _clump_spans(clumps, chrom, pos)
+    if not spans:
+        return pd.DataFrame(columns=LOCUS_COLUMNS)
     rows = []
-    for n, locus in enumerate(loci, 1):
+    for n, locus in enumerate(_merged_spans(spans, kb), 1):
         lead = max(locus["parts"], key=lambda s: s[3])
         names = sorted({s[5] for s in locus["parts"]})
         rows.append([n, locus["chrom"], int(locus["start"]), int(locus["end"]), variants["ID"].iloc[lead[4]],
                      int(pos[lead[4]]), lead[3], lead[5], len(names), ",".join(names),
                      max(s[6] for s in locus["parts"])])
-    return pd.DataFrame(rows, columns=columns)
+    return pd.DataFrame(rows, columns=LOCUS_COLUMNS)
 
 
 OMNIBUS = "OMNIBUS"  # the phenotype name of the multivariate test's leads

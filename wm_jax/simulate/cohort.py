@@ -30,9 +30,14 @@ from wm_jax.data.nifti import save_nifti
 from wm_jax.data.plink import encode_alt_dosages, write_bed
 from wm_jax.data.tables import write_table
 from wm_jax.errors import atomic_dir
+from wm_jax.simulate.genetics import (
+    add_loci,
+    choose_loci,
+    factor_coefficients,
+    oracle_background_variance,
+    spatial_factors,
+)
 from wm_jax.simulate.genotypes import genetic_pcs, simulate_chromosome
-from wm_jax.simulate.genetics import (add_loci, choose_loci, factor_coefficients, oracle_background_variance,
-                                      spatial_factors)
 from wm_jax.simulate.phantom import TRACTS, build_phantom
 
 log = logging.getLogger("wm_jax")

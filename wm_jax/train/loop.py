@@ -220,7 +220,7 @@ def train_and_evaluate(config, workdir: str, store_path: str, stop_after_steps: 
     return last
 
 
-def _save_start(manager, model, optimizer, record: dict, metrics: "_Metrics", val_loss: float) -> None:
+def _save_start(manager, model, optimizer, record: dict, metrics: _Metrics, val_loss: float) -> None:
     """Checkpoint the PCA-started model as step 0 with its validation loss, so the best checkpoint
     is never worse on validation than where training started."""
     metrics.write({"step": 0, "epoch": 0, "val_loss": val_loss})

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import optax
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
@@ -29,10 +28,6 @@ def shard_batch(mesh, *arrays):
 
 def replicate(mesh, tree):
     return jax.device_put(tree, NamedSharding(mesh, PartitionSpec()))
-
-
-def make_optimizer(model: Autoencoder, learning_rate: float) -> nnx.Optimizer:
-    return nnx.Optimizer(model, optax.adam(learning_rate), wrt=nnx.Param)
 
 
 @nnx.jit
