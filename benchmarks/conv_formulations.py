@@ -47,16 +47,23 @@ def jax_forms():
     def im2col27(x, w):
         b, sx, sy, sz, c = x.shape
         xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (1, 1), (0, 0)))
-        cols = jnp.concatenate([xp[:, i:i + sx, j:j + sy, k:k + sz] for i in range(3) for j in range(3) for k in range(3)], -1)
+        cols = jnp.concatenate(
+            [xp[:, i : i + sx, j : j + sy, k : k + sz] for i in range(3) for j in range(3) for k in range(3)], -1
+        )
         return jnp.einsum("bxyzk,ko->bxyzo", cols, w.reshape(27 * c, -1))
 
     def lax_conv_ncdhw(x, w):
-        y = lax.conv_general_dilated(jnp.moveaxis(x, -1, 1), w, (1, 1, 1), "SAME",
-                                     dimension_numbers=("NCDHW", "DHWIO", "NCDHW"))
+        y = lax.conv_general_dilated(
+            jnp.moveaxis(x, -1, 1), w, (1, 1, 1), "SAME", dimension_numbers=("NCDHW", "DHWIO", "NCDHW")
+        )
         return jnp.moveaxis(y, 1, -1)
 
-    return {"lax.conv NDHWC": conv3d_k3_library, "lax.conv NCDHW": lax_conv_ncdhw, "im2col 27 + einsum": im2col27,
-            "27 shifted einsums (used on CPU)": conv3d_k3_shifted}
+    return {
+        "lax.conv NDHWC": conv3d_k3_library,
+        "lax.conv NCDHW": lax_conv_ncdhw,
+        "im2col 27 + einsum": im2col27,
+        "27 shifted einsums (used on CPU)": conv3d_k3_shifted,
+    }
 
 
 def run(shape, batch, pairs, reps):
@@ -118,14 +125,24 @@ def main() -> None:
     names = [k for k in rows[0] if k not in ("cin", "cout")]
     out = REPO / "benchmarks" / "results" / "conv_formulations"
     out.parent.mkdir(parents=True, exist_ok=True)
-    command = ("python benchmarks/conv_formulations.py " +
-               f"--shape {args.shape} --batch {args.batch} --pairs {args.pairs} --reps {args.reps}")
-    lines = ["# Conv3d k3 SAME, forward + backward (seconds, best of reps)", "",
-             f"`{command}` on {platform.machine()}, 2 cores, {time.strftime('%Y-%m-%d')}.", "",
-             "| cin:cout | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    command = (
+        "python benchmarks/conv_formulations.py "
+        + f"--shape {args.shape} --batch {args.batch} --pairs {args.pairs} --reps {args.reps}"
+    )
+    lines = [
+        "# Conv3d k3 SAME, forward + backward (seconds, best of reps)",
+        "",
+        f"`{command}` on {platform.machine()}, 2 cores, {time.strftime('%Y-%m-%d')}.",
+        "",
+        "| cin:cout | " + " | ".join(names) + " |",
+        "|---" * (len(names) + 1) + "|",
+    ]
     for row in rows:
-        lines.append(f"| {row['cin']}:{row['cout']} | " + " | ".join(
-            "-" if row[n] is None else f"{row[n]:.4f}" for n in names) + " |")
+        lines.append(
+            f"| {row['cin']}:{row['cout']} | "
+            + " | ".join("-" if row[n] is None else f"{row[n]:.4f}" for n in names)
+            + " |"
+        )
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     out.with_suffix(".json").write_text(json.dumps({"command": command, "rows": rows}, indent=2))
     print("\n".join(lines))

@@ -49,7 +49,7 @@ class LinearAutoencoder(nnx.Module):
 def heldout_mse(predict, volumes: np.ndarray, mask: np.ndarray, chunk: int = 64) -> float:
     total = 0.0
     for start in range(0, len(volumes), chunk):
-        x = volumes[start: start + chunk]
+        x = volumes[start : start + chunk]
         total += float((((np.asarray(predict(x)) - x) ** 2) * mask).sum())
     return total / (len(volumes) * mask.sum())
 
@@ -72,11 +72,18 @@ def train(model, transform, train_volumes, mask_train, heldout, mask_heldout, ep
     for epoch in range(epochs):
         order = rng.permutation(len(train_volumes))
         for i in range(0, len(order) - 15, 16):
-            loss = step(model, optimizer, jnp.asarray(train_volumes[np.sort(order[i: i + 16])]))
+            loss = step(model, optimizer, jnp.asarray(train_volumes[np.sort(order[i : i + 16])]))
         model.eval()
         mse = heldout_mse(lambda x: forward(model, jnp.asarray(x)), heldout, mask_heldout)
         model.train()
-        rows.append({"epoch": epoch + 1, "train_loss": float(loss), "heldout_mse": mse, "seconds": round(time.time() - start, 1)})
+        rows.append(
+            {
+                "epoch": epoch + 1,
+                "train_loss": float(loss),
+                "heldout_mse": mse,
+                "seconds": round(time.time() - start, 1),
+            }
+        )
         print(json.dumps(rows[-1]), flush=True)
     return rows
 
@@ -95,38 +102,68 @@ def main(argv=None) -> None:
     parser.add_argument("--latent", type=int, default=32)
     parser.add_argument("--heldout", type=int, default=400, help="held-out subjects evaluated")
     args = parser.parse_args(argv)
-    train_store, heldout_store = VolumeStore.open(Path(args.run) / "store_train"), VolumeStore.open(Path(args.run) / "store_heldout")
+    train_store, heldout_store = (
+        VolumeStore.open(Path(args.run) / "store_train"),
+        VolumeStore.open(Path(args.run) / "store_heldout"),
+    )
     x_train = np.asarray(train_store.volumes, np.float32)
     x_heldout = np.asarray(heldout_store.volumes[: args.heldout], np.float32)
     mask_train, mask_heldout = np.asarray(train_store.mask), np.asarray(heldout_store.mask)
     pca = fit_pca(train_store, args.latent)
-    results = {"mean image": heldout_mse(lambda x: np.broadcast_to(x_train.mean(axis=0), x.shape), x_heldout, mask_heldout),
-               f"PCA-{args.latent}": heldout_mse(lambda x: pca.reconstruct(pca.scores(x)), x_heldout, mask_heldout)}
+    results = {
+        "mean image": heldout_mse(lambda x: np.broadcast_to(x_train.mean(axis=0), x.shape), x_heldout, mask_heldout),
+        f"PCA-{args.latent}": heldout_mse(lambda x: pca.reconstruct(pca.scores(x)), x_heldout, mask_heldout),
+    }
     print(json.dumps(results), flush=True)
     curves = {}
     shape = x_train.shape[1:]
-    curves["linear"] = train(LinearAutoencoder(shape, args.latent, nnx.Rngs(0)),
-                             optax.adam(schedule(args.learning_rate, args.linear_epochs, len(x_train))),
-                             x_train, mask_train, x_heldout, mask_heldout, args.linear_epochs)
+    curves["linear"] = train(
+        LinearAutoencoder(shape, args.latent, nnx.Rngs(0)),
+        optax.adam(schedule(args.learning_rate, args.linear_epochs, len(x_train))),
+        x_train,
+        mask_train,
+        x_heldout,
+        mask_heldout,
+        args.linear_epochs,
+    )
     config = AutoencoderConfig(input_shape=shape, channels=(8, 16, 32), latent_dim=args.latent)
-    curves["conv"] = train(Autoencoder(config, rngs=nnx.Rngs(0)), optax.adam(schedule(args.learning_rate, args.epochs, len(x_train))),
-                           x_train, mask_train, x_heldout, mask_heldout, args.epochs)
-    model = Autoencoder(AutoencoderConfig(input_shape=shape, channels=(8, 16, 32), latent_dim=args.latent, linear_path=True),
-                        rngs=nnx.Rngs(0))
+    curves["conv"] = train(
+        Autoencoder(config, rngs=nnx.Rngs(0)),
+        optax.adam(schedule(args.learning_rate, args.epochs, len(x_train))),
+        x_train,
+        mask_train,
+        x_heldout,
+        mask_heldout,
+        args.epochs,
+    )
+    model = Autoencoder(
+        AutoencoderConfig(input_shape=shape, channels=(8, 16, 32), latent_dim=args.latent, linear_path=True),
+        rngs=nnx.Rngs(0),
+    )
     offset = pca.reconstruct(np.zeros((1, args.latent), np.float32))[0]
     model.init_linear_path(offset, pca.reconstruct(np.eye(args.latent, dtype=np.float32)) - offset)
-    transform = optax.multi_transform({"conv": optax.adam(schedule(args.learning_rate, args.epochs, len(x_train))),
-                                       "linear": optax.adam(schedule(args.learning_rate * args.linear_lr_scale, args.epochs,
-                                                                     len(x_train)))}, _path_labels)
+    transform = optax.multi_transform(
+        {
+            "conv": optax.adam(schedule(args.learning_rate, args.epochs, len(x_train))),
+            "linear": optax.adam(schedule(args.learning_rate * args.linear_lr_scale, args.epochs, len(x_train))),
+        },
+        _path_labels,
+    )
     curves["conv+pca"] = train(model, transform, x_train, mask_train, x_heldout, mask_heldout, args.epochs)
     write(args, results, curves, " ".join(sys.argv[1:] if argv is None else argv))
 
 
 def write(args, results: dict, curves: dict, command_args: str) -> None:
-    lines = ["# Held-out reconstruction: encoders against PCA", "",
-             f"`python benchmarks/encoder_vs_pca.py {command_args}`", "",
-             f"Masked MSE of the z-scored volumes on {args.heldout} held-out subjects (lower is better).", "",
-             "| model | epochs | held-out MSE | / PCA | seconds |", "| --- | --- | --- | --- | --- |"]
+    lines = [
+        "# Held-out reconstruction: encoders against PCA",
+        "",
+        f"`python benchmarks/encoder_vs_pca.py {command_args}`",
+        "",
+        f"Masked MSE of the z-scored volumes on {args.heldout} held-out subjects (lower is better).",
+        "",
+        "| model | epochs | held-out MSE | / PCA | seconds |",
+        "| --- | --- | --- | --- | --- |",
+    ]
     reference = results[f"PCA-{args.latent}"]
     for name, value in results.items():
         lines.append(f"| {name} | - | {value:.5f} | {value / reference:.3f} | - |")

@@ -30,15 +30,39 @@ def main() -> None:
         make_phenotypes(cohort, args.phenotypes, 4, pheno, seed=args.phenotypes)
         for size in [int(s) for s in args.sizes.split(",")]:
             out = Path(tmp) / f"b{size}"
-            seconds, rss, _ = timed_rss([sys.executable, "-m", "wm_jax.cli", "gwas", "--bfile", str(cohort / "genotypes"),
-                                         "--pheno", str(pheno), "--covar", str(cohort / "covariates.tsv"), "--out", str(out),
-                                         "--block-size", str(size)])
+            seconds, rss, _ = timed_rss(
+                [
+                    sys.executable,
+                    "-m",
+                    "wm_jax.cli",
+                    "gwas",
+                    "--bfile",
+                    str(cohort / "genotypes"),
+                    "--pheno",
+                    str(pheno),
+                    "--covar",
+                    str(cohort / "covariates.tsv"),
+                    "--out",
+                    str(out),
+                    "--block-size",
+                    str(size),
+                ]
+            )
             log_text = Path(f"{out}.log").read_text()
-            found = re.search(r"association: (\d+) variant-phenotype tests in ([\d.]+) s .* of which ([\d.]+) s compiling", log_text)
+            found = re.search(
+                r"association: (\d+) variant-phenotype tests in ([\d.]+) s .* of which ([\d.]+) s compiling", log_text
+            )
             n_variants = int(found.group(1)) // args.phenotypes
             kernel = float(found.group(2)) - float(found.group(3))
-            rows.append({"block_size": size, "whole_process_s": round(seconds, 1), "association_less_compile_s": round(kernel, 2),
-                         "us_per_variant": round(kernel / n_variants * 1e6, 1), "peak_rss_mib": round(rss)})
+            rows.append(
+                {
+                    "block_size": size,
+                    "whole_process_s": round(seconds, 1),
+                    "association_less_compile_s": round(kernel, 2),
+                    "us_per_variant": round(kernel / n_variants * 1e6, 1),
+                    "peak_rss_mib": round(rss),
+                }
+            )
             print(rows[-1], flush=True)
     text = write_result_table("gwas_block_size", "wm-jax gwas block size", f"{args.phenotypes} phenotypes.", rows)
     print(text)

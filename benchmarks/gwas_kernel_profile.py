@@ -56,8 +56,14 @@ def main() -> None:
         make_phenotypes(cohort, args.phenotypes, 4, pheno_path, seed=args.phenotypes)
         pheno = read_table(pheno_path)
     covar = read_table(cohort / "covariates.tsv")
-    grouped = build_groups(align_to_samples(pheno, fid, iid), align_to_samples(covar, fid, iid), pheno.columns,
-                           covar.columns, pheno.path, covar.path)
+    grouped = build_groups(
+        align_to_samples(pheno, fid, iid),
+        align_to_samples(covar, fid, iid),
+        pheno.columns,
+        covar.columns,
+        pheno.path,
+        covar.path,
+    )
     raw = np.asarray(data.bed.raw(np.arange(args.block_size)))
     most_missing = int(qc.count_genotypes(data.bed, np.arange(args.block_size)).missing.max())
     width = 1 << max(1, most_missing).bit_length()  # as wm_jax.gwas.plan sizes it
@@ -69,17 +75,36 @@ def main() -> None:
     flops = 2.0 * inputs.design.shape[0] * inputs.design.shape[1] * args.block_size
     gemm = gemm_gflops()
     rows = [
-        {"what": "whole kernel step", "ms_per_block": round(step * 1e3, 2),
-         "us_per_variant": round(step / args.block_size * 1e6, 1), "gflops_of_the_matmul": round(flops / step / 1e9, 1)},
-        {"what": "decode + matmul only", "ms_per_block": round(matmul * 1e3, 2),
-         "us_per_variant": round(matmul / args.block_size * 1e6, 1), "gflops_of_the_matmul": round(flops / matmul / 1e9, 1)},
-        {"what": "float32 GEMM 2048^3", "ms_per_block": None, "us_per_variant": None, "gflops_of_the_matmul": round(gemm, 1)},
+        {
+            "what": "whole kernel step",
+            "ms_per_block": round(step * 1e3, 2),
+            "us_per_variant": round(step / args.block_size * 1e6, 1),
+            "gflops_of_the_matmul": round(flops / step / 1e9, 1),
+        },
+        {
+            "what": "decode + matmul only",
+            "ms_per_block": round(matmul * 1e3, 2),
+            "us_per_variant": round(matmul / args.block_size * 1e6, 1),
+            "gflops_of_the_matmul": round(flops / matmul / 1e9, 1),
+        },
+        {
+            "what": "float32 GEMM 2048^3",
+            "ms_per_block": None,
+            "us_per_variant": None,
+            "gflops_of_the_matmul": round(gemm, 1),
+        },
     ]
     for row in rows:
         print(row, flush=True)
-    print(write_result_table("gwas_kernel_profile", "One block of the GWAS kernel",
-                             f"{args.phenotypes} phenotypes in {len(grouped.groups)} missingness groups, block of "
-                             f"{args.block_size} variants, room for {width} missing calls, N={data.n_samples}.", rows))
+    print(
+        write_result_table(
+            "gwas_kernel_profile",
+            "One block of the GWAS kernel",
+            f"{args.phenotypes} phenotypes in {len(grouped.groups)} missingness groups, block of "
+            f"{args.block_size} variants, room for {width} missing calls, N={data.n_samples}.",
+            rows,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -66,16 +66,43 @@ def main() -> None:
         make_phenotypes(cohort, args.phenotypes, 4, pheno, seed=args.phenotypes)
         for chromosomes in args.chr.split(","):
             out = tmp / f"chr{chromosomes}"
-            seconds, rss, _ = timed_rss([sys.executable, "-m", "wm_jax.cli", "gwas", "--bfile", str(cohort / "genotypes"),
-                                         "--pheno", str(pheno), "--covar", str(cohort / "covariates.tsv"),
-                                         "--chr", chromosomes, "--out", str(out)])
+            seconds, rss, _ = timed_rss(
+                [
+                    sys.executable,
+                    "-m",
+                    "wm_jax.cli",
+                    "gwas",
+                    "--bfile",
+                    str(cohort / "genotypes"),
+                    "--pheno",
+                    str(pheno),
+                    "--covar",
+                    str(cohort / "covariates.tsv"),
+                    "--chr",
+                    chromosomes,
+                    "--out",
+                    str(out),
+                ]
+            )
             log_text = Path(f"{out}.log").read_text()
             n_variants = int(re.search(r"(\d+) variants x \d+ phenotypes to test", log_text).group(1))
             result_mib = sum(f.stat().st_size for f in Path(f"{out}.gwas").glob("*.npy")) / 2**20
-            rows.append({"chr": chromosomes, "variants": n_variants, "wall_s": round(seconds, 1),
-                         "peak_rss_mib": round(rss), "result_files_mib": round(result_mib)})
+            rows.append(
+                {
+                    "chr": chromosomes,
+                    "variants": n_variants,
+                    "wall_s": round(seconds, 1),
+                    "peak_rss_mib": round(rss),
+                    "result_files_mib": round(result_mib),
+                }
+            )
             print(rows[-1], flush=True)
-    text = write_result_table("gwas_memory", "Peak memory of wm-jax gwas against the number of variants", f"{args.phenotypes} phenotypes.", rows)
+    text = write_result_table(
+        "gwas_memory",
+        "Peak memory of wm-jax gwas against the number of variants",
+        f"{args.phenotypes} phenotypes.",
+        rows,
+    )
     print(text)
 
 

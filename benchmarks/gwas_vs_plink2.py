@@ -52,8 +52,10 @@ def markdown_table(frame: pd.DataFrame) -> str:
 def write_result_table(name: str, heading: str, description: str, rows: list[dict]) -> str:
     """benchmarks/results/NAME.md (heading, the command that ran, description, table) and NAME.json."""
     command = f"python benchmarks/{Path(sys.argv[0]).name} " + " ".join(sys.argv[1:])
-    text = (f"# {heading}\n\n`{command}` on {platform.machine()}, {os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}; "
-            f"{description}\n\n" + markdown_table(pd.DataFrame(rows)) + "\n")
+    text = (
+        f"# {heading}\n\n`{command}` on {platform.machine()}, {os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}; "
+        f"{description}\n\n" + markdown_table(pd.DataFrame(rows)) + "\n"
+    )
     out = REPO / "benchmarks" / "results" / name
     out.with_suffix(".md").write_text(text)
     out.with_suffix(".json").write_text(json.dumps({"command": command, "rows": rows}, indent=2))
@@ -99,17 +101,25 @@ def accuracy(ours_prefix: Path, plink_prefix: Path, names: list[str]) -> dict:
     variants = pd.read_csv(compact / "variants.tsv", sep="\t")
     worst_beta, worst_p, mismatched, compared = 0.0, 0.0, 0, 0
     for j, name in enumerate(names):
-        ref = pd.read_csv(f"{plink_prefix}.{name}.glm.linear", sep="\t", usecols=["ID", "A1", "OBS_CT", "BETA", "SE", "P"])
+        ref = pd.read_csv(
+            f"{plink_prefix}.{name}.glm.linear", sep="\t", usecols=["ID", "A1", "OBS_CT", "BETA", "SE", "P"]
+        )
         assert (ref.ID.to_numpy() == variants.ID.to_numpy()).all()
         g = meta["group_of_phenotype"][j]
         mismatched += int((ref.A1.to_numpy() != variants.A1.to_numpy()).sum() + (ref.OBS_CT.to_numpy() != obs[g]).sum())
         ok = ref.BETA.notna().to_numpy() & (ref.P.to_numpy() > 0)
         compared += int(ok.sum())
-        worst_beta = max(worst_beta, float(np.max(np.abs(beta[j][ok] - ref.BETA.to_numpy()[ok]) / ref.SE.to_numpy()[ok])))
+        worst_beta = max(
+            worst_beta, float(np.max(np.abs(beta[j][ok] - ref.BETA.to_numpy()[ok]) / ref.SE.to_numpy()[ok]))
+        )
         ref_lp = -np.log10(ref.P.to_numpy()[ok])
         worst_p = max(worst_p, float(np.max(np.abs(log10p[j][ok] - ref_lp) / np.maximum(1e-3, 1e-4 * ref_lp))))
-    return {"max_dbeta_over_se": worst_beta, "max_dlog10p_over_tolerance": worst_p,
-            "a1_or_obs_mismatches": mismatched, "tests_compared": compared}
+    return {
+        "max_dbeta_over_se": worst_beta,
+        "max_dlog10p_over_tolerance": worst_p,
+        "a1_or_obs_mismatches": mismatched,
+        "tests_compared": compared,
+    }
 
 
 def without_missing_calls(cohort: Path, out: Path) -> Path:
@@ -133,17 +143,33 @@ def main() -> None:
     parser.add_argument("--cohort", help="an existing `wm-jax simulate` directory")
     parser.add_argument("--block-size", type=int, default=512)
     parser.add_argument("--name", default="gwas_vs_plink2", help="results file name in benchmarks/results/")
-    parser.add_argument("--without-missing-calls", action="store_true",
-                        help="run on a copy of the cohort whose missing calls are set to homozygous REF "
-                             "(as hard-called imputed genotypes have none)")
+    parser.add_argument(
+        "--without-missing-calls",
+        action="store_true",
+        help="run on a copy of the cohort whose missing calls are set to homozygous REF "
+        "(as hard-called imputed genotypes have none)",
+    )
     args = parser.parse_args()
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
     cohort = Path(args.cohort) if args.cohort else work / "cohort"
     if not cohort.exists():
-        subprocess.run([sys.executable, "-m", "wm_jax.cli", "simulate", "--out", str(cohort), "--n-subjects",
-                        str(args.n_subjects), "--config.shape=(16,20,16)", "--config.genotypes.n_chromosomes=8",
-                        "--config.genotypes.chromosome_length=4.5e6"], check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "wm_jax.cli",
+                "simulate",
+                "--out",
+                str(cohort),
+                "--n-subjects",
+                str(args.n_subjects),
+                "--config.shape=(16,20,16)",
+                "--config.genotypes.n_chromosomes=8",
+                "--config.genotypes.chromosome_length=4.5e6",
+            ],
+            check=True,
+        )
     if args.without_missing_calls:
         cohort = without_missing_calls(cohort, work / "cohort_without_missing_calls")
     plink2 = shutil.which("plink2")
@@ -161,15 +187,47 @@ def main() -> None:
         names = [f"UDIP{j + 1}" for j in range(p)]
         plink_prefix, ours_prefix = work / f"plink2_{p}", work / f"wmjax_{p}"
         plink_seconds, plink_rss, _ = timed_rss(
-            [plink2, "--bfile", str(cohort / "genotypes"), "--pheno", str(pheno), "--covar", str(cohort / "covariates.tsv"),
-             "--glm", "hide-covar", "--threads", "2", "--out", str(plink_prefix)], env={"OPENBLAS_NUM_THREADS": "1"})
+            [
+                plink2,
+                "--bfile",
+                str(cohort / "genotypes"),
+                "--pheno",
+                str(pheno),
+                "--covar",
+                str(cohort / "covariates.tsv"),
+                "--glm",
+                "hide-covar",
+                "--threads",
+                "2",
+                "--out",
+                str(plink_prefix),
+            ],
+            env={"OPENBLAS_NUM_THREADS": "1"},
+        )
         for old in work.glob(f"wmjax_{p}*"):
             shutil.rmtree(old) if old.is_dir() else old.unlink()
         ours_seconds, ours_rss, stderr = timed_rss(
-            [sys.executable, "-m", "wm_jax.cli", "gwas", "--bfile", str(cohort / "genotypes"), "--pheno", str(pheno),
-             "--covar", str(cohort / "covariates.tsv"), "--out", str(ours_prefix), "--block-size", str(args.block_size)])
+            [
+                sys.executable,
+                "-m",
+                "wm_jax.cli",
+                "gwas",
+                "--bfile",
+                str(cohort / "genotypes"),
+                "--pheno",
+                str(pheno),
+                "--covar",
+                str(cohort / "covariates.tsv"),
+                "--out",
+                str(ours_prefix),
+                "--block-size",
+                str(args.block_size),
+            ]
+        )
         log_text = Path(f"{ours_prefix}.log").read_text()
-        found = re.search(r"association: \d+ variant-phenotype tests in ([\d.]+) s .* of which ([\d.]+) s compiling", log_text)
+        found = re.search(
+            r"association: \d+ variant-phenotype tests in ([\d.]+) s .* of which ([\d.]+) s compiling", log_text
+        )
         association_seconds, compile_seconds = float(found.group(1)), float(found.group(2))
         kernel_seconds = association_seconds - compile_seconds
         groups = int(re.search(r"(\d+) phenotype group", log_text).group(1))
@@ -178,36 +236,63 @@ def main() -> None:
         # (k + 1 + P columns) per variant, whatever the number of missingness groups.
         flops = 2.0 * n_samples * n_variants * (p + k + 1)
         row = {
-            "phenotypes": p, "missingness_groups": groups, "variants": n_variants, "samples": n_samples,
-            "plink2_s": round(plink_seconds, 2), "wmjax_s": round(ours_seconds, 2),
+            "phenotypes": p,
+            "missingness_groups": groups,
+            "variants": n_variants,
+            "samples": n_samples,
+            "plink2_s": round(plink_seconds, 2),
+            "wmjax_s": round(ours_seconds, 2),
             "speedup": round(plink_seconds / ours_seconds, 2),
-            "plink2_rss_mib": round(plink_rss), "wmjax_rss_mib": round(ours_rss),
+            "plink2_rss_mib": round(plink_rss),
+            "wmjax_rss_mib": round(ours_rss),
             "wmjax_tests_per_s": round(n_variants * p / ours_seconds),
-            "association_s": association_seconds, "compile_s": compile_seconds,
-            "kernel_s": round(kernel_seconds, 2), "kernel_gflops": round(flops / kernel_seconds / 1e9, 1),
+            "association_s": association_seconds,
+            "compile_s": compile_seconds,
+            "kernel_s": round(kernel_seconds, 2),
+            "kernel_gflops": round(flops / kernel_seconds / 1e9, 1),
             "kernel_fraction_of_gemm": round(flops / kernel_seconds / 1e9 / gemm, 3),
             **accuracy(ours_prefix, plink_prefix, names),
         }
         if p == max(int(x) for x in args.phenotypes.split(",")):
             text_seconds, _, _ = timed_rss(
-                [sys.executable, "-m", "wm_jax.cli", "gwas", "--bfile", str(cohort / "genotypes"), "--pheno", str(pheno),
-                 "--covar", str(cohort / "covariates.tsv"), "--out", str(work / f"text_{p}"), "--format", "plink2",
-                 "--block-size", str(args.block_size)])
+                [
+                    sys.executable,
+                    "-m",
+                    "wm_jax.cli",
+                    "gwas",
+                    "--bfile",
+                    str(cohort / "genotypes"),
+                    "--pheno",
+                    str(pheno),
+                    "--covar",
+                    str(cohort / "covariates.tsv"),
+                    "--out",
+                    str(work / f"text_{p}"),
+                    "--format",
+                    "plink2",
+                    "--block-size",
+                    str(args.block_size),
+                ]
+            )
             row["wmjax_plink2_format_s"] = round(text_seconds, 2)
         rows.append(row)
         print(json.dumps(row), flush=True)
-    result = {"command": "python benchmarks/gwas_vs_plink2.py " + " ".join(sys.argv[1:]),
-              "machine": f"{platform.machine()}, {os.cpu_count()} cores", "gemm_float32_gflops": round(gemm, 1),
-              "plink2": subprocess.run([plink2, "--version"], capture_output=True, text=True).stdout.strip(),
-              "date": time.strftime("%Y-%m-%d"), "rows": rows}
+    result = {
+        "command": "python benchmarks/gwas_vs_plink2.py " + " ".join(sys.argv[1:]),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "gemm_float32_gflops": round(gemm, 1),
+        "plink2": subprocess.run([plink2, "--version"], capture_output=True, text=True).stdout.strip(),
+        "date": time.strftime("%Y-%m-%d"),
+        "rows": rows,
+    }
     out = REPO / "benchmarks" / "results"
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{args.name}.json").write_text(json.dumps(result, indent=2))
     table = pd.DataFrame(rows)
     (out / f"{args.name}.md").write_text(
         f"# wm-jax gwas vs plink2 --glm\n\n`{result['command']}` on {result['machine']}, {result['date']}; "
-        f"{result['plink2']}; float32 GEMM {result['gemm_float32_gflops']} GFLOP/s.\n\n"
-        + markdown_table(table) + "\n")
+        f"{result['plink2']}; float32 GEMM {result['gemm_float32_gflops']} GFLOP/s.\n\n" + markdown_table(table) + "\n"
+    )
     print(table.to_string(index=False))
 
 

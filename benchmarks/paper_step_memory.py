@@ -50,22 +50,35 @@ def main() -> None:
     rows = []
     for batch in [int(b) for b in args.batches.split(",")]:
         start = time.perf_counter()
-        compiled = jax.jit(step, donate_argnums=(0,)).lower(
-            state, jax.ShapeDtypeStruct((batch, *config.input_shape), jnp.float32),
-            jax.ShapeDtypeStruct(config.input_shape, jnp.float32)).compile()
+        compiled = (
+            jax.jit(step, donate_argnums=(0,))
+            .lower(
+                state,
+                jax.ShapeDtypeStruct((batch, *config.input_shape), jnp.float32),
+                jax.ShapeDtypeStruct(config.input_shape, jnp.float32),
+            )
+            .compile()
+        )
         memory = compiled.memory_analysis()
-        row = {"batch": batch, "arguments_gib": _gib(memory.argument_size_in_bytes),
-               "outputs_gib": _gib(memory.output_size_in_bytes), "temporaries_gib": _gib(memory.temp_size_in_bytes),
-               "compile_s": round(time.perf_counter() - start, 1)}
+        row = {
+            "batch": batch,
+            "arguments_gib": _gib(memory.argument_size_in_bytes),
+            "outputs_gib": _gib(memory.output_size_in_bytes),
+            "temporaries_gib": _gib(memory.temp_size_in_bytes),
+            "compile_s": round(time.perf_counter() - start, 1),
+        }
         rows.append(row)
         print(row, flush=True)
     lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
     lines += ["| " + " | ".join(str(v) for v in r.values()) + " |" for r in rows]
     out = REPO / "benchmarks" / "results" / "paper_step_memory.md"
-    out.write_text(f"# Paper-size training step: compiled memory per device ({jax.default_backend()})\n\n"
-                   f"`python benchmarks/paper_step_memory.py --batches {args.batches}`, {time.strftime('%Y-%m-%d')}. "
-                   "Parameters (137.7M) and Adam state are the arguments; donated, outputs alias them.\n\n"
-                   + "\n".join(lines) + "\n")
+    out.write_text(
+        f"# Paper-size training step: compiled memory per device ({jax.default_backend()})\n\n"
+        f"`python benchmarks/paper_step_memory.py --batches {args.batches}`, {time.strftime('%Y-%m-%d')}. "
+        "Parameters (137.7M) and Adam state are the arguments; donated, outputs alias them.\n\n"
+        + "\n".join(lines)
+        + "\n"
+    )
 
 
 if __name__ == "__main__":

@@ -51,7 +51,9 @@ def main() -> None:
 
     variants = {
         "no batchnorm": lambda conv, norm, x: jax.nn.leaky_relu(conv(x), 0.01),
-        "no convolution (batchnorm only)": lambda conv, norm, x: jax.nn.leaky_relu(norm(broadcast(conv, norm, x)), 0.01),
+        "no convolution (batchnorm only)": lambda conv, norm, x: jax.nn.leaky_relu(
+            norm(broadcast(conv, norm, x)), 0.01
+        ),
         "no convolution, no batchnorm": broadcast,
     }
     print(f"full step, shifted-product conv      {seconds('shifted'):.3f} s")
@@ -59,10 +61,12 @@ def main() -> None:
     original = A.ConvBlock.__call__
     try:
         for name, layer in variants.items():
+
             def call(self, x, layer=layer):
                 for conv, norm in zip(self.convs, self.norms):
                     x = layer(conv, norm, x)
                 return x
+
             A.ConvBlock.__call__ = call
             print(f"{name:36s} {seconds('shifted'):.3f} s")
     finally:

@@ -30,8 +30,10 @@ def flax_step_seconds(shape, channels, latent, batch, steps, formulation="auto")
     from wm_jax.model.autoencoder import Autoencoder, AutoencoderConfig
     from wm_jax.train.step import train_step
 
-    model = Autoencoder(AutoencoderConfig(input_shape=shape, channels=channels, latent_dim=latent,
-                                          conv_formulation=formulation), rngs=nnx.Rngs(0))
+    model = Autoencoder(
+        AutoencoderConfig(input_shape=shape, channels=channels, latent_dim=latent, conv_formulation=formulation),
+        rngs=nnx.Rngs(0),
+    )
     optimizer = nnx.Optimizer(model, optax.adam(1e-4), wrt=nnx.Param)
     volumes = jnp.asarray(np.random.default_rng(0).standard_normal((batch, *shape)), jnp.float32)
     mask, weights = jnp.ones(shape), jnp.ones(batch)
@@ -52,8 +54,14 @@ def torch_step_seconds(shape, channels, latent, batch, steps) -> float | None:
     torch.manual_seed(0)
 
     def block(cin, cout):
-        return nn.Sequential(nn.Conv3d(cin, cout, 3, padding=1), nn.BatchNorm3d(cout), nn.LeakyReLU(0.01),
-                             nn.Conv3d(cout, cout, 3, padding=1), nn.BatchNorm3d(cout), nn.LeakyReLU(0.01))
+        return nn.Sequential(
+            nn.Conv3d(cin, cout, 3, padding=1),
+            nn.BatchNorm3d(cout),
+            nn.LeakyReLU(0.01),
+            nn.Conv3d(cout, cout, 3, padding=1),
+            nn.BatchNorm3d(cout),
+            nn.LeakyReLU(0.01),
+        )
 
     sizes = [tuple(shape)]
     for _ in channels[1:]:
@@ -66,7 +74,9 @@ def torch_step_seconds(shape, channels, latent, batch, steps) -> float | None:
             self.pool = nn.MaxPool3d(2, ceil_mode=True)
             flat = channels[-1] * int(np.prod(sizes[-1]))
             self.to_latent, self.from_latent = nn.Linear(flat, latent), nn.Linear(latent, flat)
-            self.up = nn.ModuleList([nn.ConvTranspose3d(channels[i], channels[i - 1], 2, stride=2) for i in range(len(channels) - 1, 0, -1)])
+            self.up = nn.ModuleList(
+                [nn.ConvTranspose3d(channels[i], channels[i - 1], 2, stride=2) for i in range(len(channels) - 1, 0, -1)]
+            )
             self.dec = nn.ModuleList([block(channels[i - 1], channels[i - 1]) for i in range(len(channels) - 1, 0, -1)])
             self.out = nn.Conv3d(channels[0], 1, 1)
 
@@ -107,7 +117,7 @@ def pipeline_volumes_per_second(shape, batch, n_batches=30) -> float:
         volumes.flush()
         volumes = np.load(Path(tmp) / "v.npy", mmap_mode="r")
         rows = np.random.default_rng(0).permutation(len(volumes))
-        batches = [rows[i: i + batch] for i in range(0, len(rows), batch)]
+        batches = [rows[i : i + batch] for i in range(0, len(rows), batch)]
         start = time.perf_counter()
         count = sum(n for _, n in _Prefetcher(volumes, batches, batch))
         return count / (time.perf_counter() - start)
@@ -128,21 +138,38 @@ def main() -> None:
     flax_s = flax_step_seconds(shape, channels, args.latent, args.batch, args.steps, "shifted")
     torch_s = torch_step_seconds(shape, channels, args.latent, args.batch, args.steps)
     pipeline = pipeline_volumes_per_second(shape, args.batch)
-    row = {"shape": "x".join(map(str, shape)), "channels": "-".join(map(str, channels)), "batch": args.batch,
-           "flax_lax_conv_step_s": round(flax_library_s, 3), "flax_step_s": round(flax_s, 3), "flax_volumes_per_s": round(args.batch / flax_s, 2),
-           "torch_step_s": None if torch_s is None else round(torch_s, 3),
-           "torch_volumes_per_s": None if torch_s is None else round(args.batch / torch_s, 2),
-           "flax_over_torch_time": None if torch_s is None else round(flax_s / torch_s, 2),
-           "pipeline_volumes_per_s": round(pipeline, 1), "pipeline_over_flax_step": round(pipeline / (args.batch / flax_s), 1)}
-    command = "python benchmarks/train_throughput.py " + " ".join(
-        f"--{k} {v}" for k, v in vars(args).items())
+    row = {
+        "shape": "x".join(map(str, shape)),
+        "channels": "-".join(map(str, channels)),
+        "batch": args.batch,
+        "flax_lax_conv_step_s": round(flax_library_s, 3),
+        "flax_step_s": round(flax_s, 3),
+        "flax_volumes_per_s": round(args.batch / flax_s, 2),
+        "torch_step_s": None if torch_s is None else round(torch_s, 3),
+        "torch_volumes_per_s": None if torch_s is None else round(args.batch / torch_s, 2),
+        "flax_over_torch_time": None if torch_s is None else round(flax_s / torch_s, 2),
+        "pipeline_volumes_per_s": round(pipeline, 1),
+        "pipeline_over_flax_step": round(pipeline / (args.batch / flax_s), 1),
+    }
+    command = "python benchmarks/train_throughput.py " + " ".join(f"--{k} {v}" for k, v in vars(args).items())
     out = REPO / "benchmarks" / "results"
     out.mkdir(parents=True, exist_ok=True)
-    result = {"command": command, "machine": f"{platform.machine()}, {os.cpu_count()} cores", "date": time.strftime("%Y-%m-%d"), "row": row}
+    result = {
+        "command": command,
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "date": time.strftime("%Y-%m-%d"),
+        "row": row,
+    }
     (out / "train_throughput.json").write_text(json.dumps(result, indent=2))
-    lines = ["| " + " | ".join(row) + " |", "|" + "---|" * len(row), "| " + " | ".join(str(v) for v in row.values()) + " |"]
-    (out / "train_throughput.md").write_text(f"# UDIP autoencoder training step, Flax vs PyTorch (CPU)\n\n`{command}` on "
-                                             f"{result['machine']}, {result['date']}.\n\n" + "\n".join(lines) + "\n")
+    lines = [
+        "| " + " | ".join(row) + " |",
+        "|" + "---|" * len(row),
+        "| " + " | ".join(str(v) for v in row.values()) + " |",
+    ]
+    (out / "train_throughput.md").write_text(
+        f"# UDIP autoencoder training step, Flax vs PyTorch (CPU)\n\n`{command}` on "
+        f"{result['machine']}, {result['date']}.\n\n" + "\n".join(lines) + "\n"
+    )
     print(json.dumps(row))
 
 

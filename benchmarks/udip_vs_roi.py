@@ -54,41 +54,82 @@ def genetic_share(run: Path, kind: str) -> list[float]:
 
 def seed_row(run: Path, seed: int, seconds: float) -> dict:
     summary = json.loads((run / "summary.json").read_text())
-    row = {"seed": seed, "seconds": round(seconds, 1), "verdict": summary["verdict"]["holds"],
-           "encoder_mse": summary["encoder"]["heldout_reconstruction_mse"],
-           "pca_mse": summary["encoder"]["pca_heldout_reconstruction_mse"], "sets": {}}
+    row = {
+        "seed": seed,
+        "seconds": round(seconds, 1),
+        "verdict": summary["verdict"]["holds"],
+        "encoder_mse": summary["encoder"]["heldout_reconstruction_mse"],
+        "pca_mse": summary["encoder"]["pca_heldout_reconstruction_mse"],
+        "sets": {},
+    }
     for kind, figures in summary["udip_vs_roi_fa"].items():
         shares = genetic_share(run, kind)
-        row["sets"][kind] = {"recall_by_kind": figures["recall_by_kind"], "n_planted": figures["n_planted"],
-                             "recovered": figures["n_planted_recovered"], "false_loci": figures["n_false_loci"],
-                             "lambda_median": figures["lambda_median"], "omnibus_lambda": figures["omnibus_lambda"],
-                             "genetic_share_mean": float(np.mean(shares)), "genetic_share_max": float(np.max(shares))}
+        row["sets"][kind] = {
+            "recall_by_kind": figures["recall_by_kind"],
+            "n_planted": figures["n_planted"],
+            "recovered": figures["n_planted_recovered"],
+            "false_loci": figures["n_false_loci"],
+            "lambda_median": figures["lambda_median"],
+            "omnibus_lambda": figures["omnibus_lambda"],
+            "genetic_share_mean": float(np.mean(shares)),
+            "genetic_share_max": float(np.max(shares)),
+        }
     return row
 
 
 def markdown(rows: list[dict], command: str) -> str:
     kinds = sorted({k for row in rows for k in row["sets"]["udip"]["recall_by_kind"]})
-    lines = ["# UDIPs against ROI-FA, PCA and the oracle, over simulation seeds", "", f"`{command}`", "",
-             "Recall of planted loci (found / planted) by kind. UDIP single / omnibus: loci found by a single "
-             "UDIP's GWAS / by the multivariate test. Genetic share: R^2 of a phenotype on every factor's true "
-             "genetic value (held-out subjects), mean (max) over the set's phenotypes.", ""]
-    header = "| seed | phenotypes | " + " | ".join(kinds) + " | all | false loci | lambda GC | omnibus lambda | genetic share |"
+    lines = [
+        "# UDIPs against ROI-FA, PCA and the oracle, over simulation seeds",
+        "",
+        f"`{command}`",
+        "",
+        "Recall of planted loci (found / planted) by kind. UDIP single / omnibus: loci found by a single "
+        "UDIP's GWAS / by the multivariate test. Genetic share: R^2 of a phenotype on every factor's true "
+        "genetic value (held-out subjects), mean (max) over the set's phenotypes.",
+        "",
+    ]
+    header = (
+        "| seed | phenotypes | "
+        + " | ".join(kinds)
+        + " | all | false loci | lambda GC | omnibus lambda | genetic share |"
+    )
     lines += [header, "|" + " --- |" * (header.count("|") - 1)]
     for row in rows:
         for kind in SETS:
             s = row["sets"][kind]
-            views = [("UDIP any", "any"), ("UDIP single", "single"), ("UDIP omnibus", "omnibus")] if kind == "udip" else [(kind, "any")]
+            views = (
+                [("UDIP any", "any"), ("UDIP single", "single"), ("UDIP omnibus", "omnibus")]
+                if kind == "udip"
+                else [(kind, "any")]
+            )
             for label, how in views:
-                cells = [f"{s['recall_by_kind'].get(k, {}).get(how, 0)}/{s['recall_by_kind'].get(k, {}).get('planted', 0)}" for k in kinds]
+                cells = [
+                    f"{s['recall_by_kind'].get(k, {}).get(how, 0)}/{s['recall_by_kind'].get(k, {}).get('planted', 0)}"
+                    for k in kinds
+                ]
                 total = sum(s["recall_by_kind"].get(k, {}).get(how, 0) for k in kinds)
-                extra = (f"{s['false_loci']} | {s['lambda_median']:.3f} | {s['omnibus_lambda']:.3f} | "
-                         f"{s['genetic_share_mean']:.2f} ({s['genetic_share_max']:.2f})") if how == "any" else "| | |"
-                lines.append(f"| {row['seed']} | {label} | " + " | ".join(cells) + f" | {total}/{s['n_planted']} | {extra} |")
-    lines += ["", "| seed | demo seconds | encoder held-out MSE | PCA held-out MSE | encoder / PCA | claim holds |",
-              "| --- | --- | --- | --- | --- | --- |"]
+                extra = (
+                    (
+                        f"{s['false_loci']} | {s['lambda_median']:.3f} | {s['omnibus_lambda']:.3f} | "
+                        f"{s['genetic_share_mean']:.2f} ({s['genetic_share_max']:.2f})"
+                    )
+                    if how == "any"
+                    else "| | |"
+                )
+                lines.append(
+                    f"| {row['seed']} | {label} | " + " | ".join(cells) + f" | {total}/{s['n_planted']} | {extra} |"
+                )
+    lines += [
+        "",
+        "| seed | demo seconds | encoder held-out MSE | PCA held-out MSE | encoder / PCA | claim holds |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
     for row in rows:
-        lines.append(f"| {row['seed']} | {row['seconds']} | {row['encoder_mse']:.5f} | {row['pca_mse']:.5f} | "
-                     f"{row['encoder_mse'] / row['pca_mse']:.4f} | {row['verdict']} |")
+        lines.append(
+            f"| {row['seed']} | {row['seconds']} | {row['encoder_mse']:.5f} | {row['pca_mse']:.5f} | "
+            f"{row['encoder_mse'] / row['pca_mse']:.4f} | {row['verdict']} |"
+        )
     return "\n".join(lines) + "\n"
 
 

@@ -1,6 +1,6 @@
 """UDIP autoencoder at demo size (48x56x48) on CPU: same code as the paper's, smaller channels.
 
-    wm-jax train --config configs/demo.py --store STORE --workdir runs/demo [--config.epochs=3]
+wm-jax train --config configs/demo.py --store STORE --workdir runs/demo [--config.epochs=3]
 """
 
 import ml_collections

@@ -1,6 +1,6 @@
 """Simulator preset `tiny`, for tests: 103 subjects (not a multiple of 4) at 24x28x24.
 
-    wm-jax simulate --config configs/sim_tiny.py --out tiny_data
+wm-jax simulate --config configs/sim_tiny.py --out tiny_data
 """
 
 from configs.sim_common import base_config

@@ -54,9 +54,22 @@ def test_known_long_functions_exist_and_do_not_grow():
 
 
 def test_lengths_count_from_def_to_the_end_of_the_body():
-    lines = ["@decorator", "def long(", "    a,", "):", *(f"    x{i} = {i}" for i in range(79)), "", "",
-             "class C:", "    def short(self):", "        def inner():", "            return 1", "",
-             "        return inner", ""]
+    lines = [
+        "@decorator",
+        "def long(",
+        "    a,",
+        "):",
+        *(f"    x{i} = {i}" for i in range(79)),
+        "",
+        "",
+        "class C:",
+        "    def short(self):",
+        "        def inner():",
+        "            return 1",
+        "",
+        "        return inner",
+        "",
+    ]
     source = "\n".join(lines)
     lengths = function_lengths(source, "m.py")
     assert lengths == {"m.py::long": 82, "m.py::C.short": 5, "m.py::C.short.inner": 2}

@@ -36,15 +36,23 @@ def _reference_ols(g, covariates, y):
     return beta, se, -np.log10(2 * stats.t.sf(abs(beta / se), df)), keep.sum()
 
 
-def _run_kernel(dosage, covariates, phenotypes, block_size=64, n_devices=1, max_missing=None, block_fn=None,
-                width=None):
+def _run_kernel(
+    dosage, covariates, phenotypes, block_size=64, n_devices=1, max_missing=None, block_fn=None, width=None
+):
     """The kernel on one step of ``n_devices * block_size`` variant slots; returns the results of
     the real variants with phenotype columns (and groups) in kernel order, the grouping, the function."""
     n_samples = dosage.shape[1]
-    grouped = build_groups(phenotypes, covariates, [f"y{j}" for j in range(phenotypes.shape[1])],
-                           [f"c{j}" for j in range(covariates.shape[1])], "pheno.tsv", "covar.tsv")
-    mesh = jax.make_mesh((n_devices,), ("blocks",), axis_types=(jax.sharding.AxisType.Auto,),
-                         devices=jax.devices()[:n_devices])
+    grouped = build_groups(
+        phenotypes,
+        covariates,
+        [f"y{j}" for j in range(phenotypes.shape[1])],
+        [f"c{j}" for j in range(covariates.shape[1])],
+        "pheno.tsv",
+        "covar.tsv",
+    )
+    mesh = jax.make_mesh(
+        (n_devices,), ("blocks",), axis_types=(jax.sharding.AxisType.Auto,), devices=jax.devices()[:n_devices]
+    )
     raw = np.zeros((n_devices * block_size, (n_samples + 3) // 4), np.uint8)
     raw[: len(dosage)] = encode_alt_dosages(dosage)
     inputs = device_inputs(kernel_inputs(grouped, 4 * raw.shape[1]), mesh)
@@ -83,7 +91,7 @@ def test_missing_call_index_matches_numpy():
     for j in range(30):
         expected = np.flatnonzero(np.isnan(dosage[j]))
         np.testing.assert_array_equal(index[j, : len(expected)], expected)
-        assert (index[j, len(expected):] == 4 * raw.shape[1]).all()  # the kernel's zero row
+        assert (index[j, len(expected) :] == 4 * raw.shape[1]).all()  # the kernel's zero row
 
 
 def test_exact_path_for_variants_with_many_missing_calls():

@@ -9,8 +9,9 @@ from wm_jax.gwas.qc import VariantCounts
 
 
 def _plan(missing_calls, block_size=512, max_missing=64, fewest_samples=1000, n_basis=5, n_groups=2, n_phenotypes=8):
-    return plan_passes(np.asarray(missing_calls), block_size, max_missing, fewest_samples, n_basis, n_groups,
-                       n_phenotypes)
+    return plan_passes(
+        np.asarray(missing_calls), block_size, max_missing, fewest_samples, n_basis, n_groups, n_phenotypes
+    )
 
 
 def _covered(passes) -> list[int]:
@@ -59,6 +60,7 @@ def test_a1_rule_follows_plink2_rounding_on_exact_ties():
     observed = np.array([49, 98, 103, 107, 100, 5003])
     tie = VariantCounts(hom_alt=np.zeros(6, int), het=observed, hom_ref=np.zeros(6, int), missing=np.zeros(6, int))
     np.testing.assert_array_equal(alt_is_major(tie), [True, True, True, True, False, False])
-    clear = VariantCounts(hom_alt=np.array([40, 1]), het=np.array([10, 10]), hom_ref=np.array([1, 40]),
-                          missing=np.array([0, 0]))
+    clear = VariantCounts(
+        hom_alt=np.array([40, 1]), het=np.array([10, 10]), hom_ref=np.array([1, 40]), missing=np.array([0, 0])
+    )
     np.testing.assert_array_equal(alt_is_major(clear), [True, False])

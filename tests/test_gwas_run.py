@@ -32,9 +32,26 @@ def phenotypes(tiny_cohort, tmp_path_factory):
 def test_gwas_equals_plink2_glm(tiny_cohort, phenotypes, tmp_path):
     plink2 = plink2_or_skip()
     bfile, covar = tiny_cohort / "genotypes", tiny_cohort / "covariates.tsv"
-    run_gwas(str(bfile), str(phenotypes), str(covar), str(tmp_path / "ours"), GwasOptions(format="plink2", block_size=1024))
-    subprocess.run([plink2, "--bfile", str(bfile), "--pheno", str(phenotypes), "--covar", str(covar),
-                    "--glm", "hide-covar", "--out", str(tmp_path / "ref")], check=True, capture_output=True)
+    run_gwas(
+        str(bfile), str(phenotypes), str(covar), str(tmp_path / "ours"), GwasOptions(format="plink2", block_size=1024)
+    )
+    subprocess.run(
+        [
+            plink2,
+            "--bfile",
+            str(bfile),
+            "--pheno",
+            str(phenotypes),
+            "--covar",
+            str(covar),
+            "--glm",
+            "hide-covar",
+            "--out",
+            str(tmp_path / "ref"),
+        ],
+        check=True,
+        capture_output=True,
+    )
     for name in ["UDIP1", "UDIP2", "UDIP3", "UDIP4"]:
         ours = pd.read_csv(tmp_path / f"ours.{name}.glm.linear", sep="\t")
         ref = pd.read_csv(tmp_path / f"ref.{name}.glm.linear", sep="\t")
@@ -46,14 +63,21 @@ def test_gwas_equals_plink2_glm(tiny_cohort, phenotypes, tmp_path):
         ok = ref.BETA.notna()
         assert ok.sum() > 0.99 * len(ref)
         # Targets: |dBETA| <= 1e-3 SE; |d(-log10 P)| <= max(1e-3, 1e-4 * (-log10 P)). plink2 prints 6 digits.
-        np.testing.assert_array_less(np.abs(ours.BETA[ok] - ref.BETA[ok]), 1e-3 * ref.SE[ok] + 1e-6 * np.abs(ref.BETA[ok]))
+        np.testing.assert_array_less(
+            np.abs(ours.BETA[ok] - ref.BETA[ok]), 1e-3 * ref.SE[ok] + 1e-6 * np.abs(ref.BETA[ok])
+        )
         ref_log10p = -np.log10(ref.P[ok])
         np.testing.assert_array_less(np.abs(ours.LOG10_P[ok] - ref_log10p), np.maximum(1e-3, 1e-4 * ref_log10p))
 
 
 def test_compact_output_and_multivariate(tiny_cohort, phenotypes, tmp_path):
-    prefix = run_gwas(str(tiny_cohort / "genotypes"), str(phenotypes), str(tiny_cohort / "covariates.tsv"),
-                      str(tmp_path / "run"), GwasOptions(maf=0.05, block_size=512))
+    prefix = run_gwas(
+        str(tiny_cohort / "genotypes"),
+        str(phenotypes),
+        str(tiny_cohort / "covariates.tsv"),
+        str(tmp_path / "run"),
+        GwasOptions(maf=0.05, block_size=512),
+    )
     compact = tmp_path / "run.gwas"
     beta = np.load(compact / "beta.npy")
     variants = pd.read_csv(compact / "variants.tsv", sep="\t")
@@ -85,8 +109,13 @@ def test_compact_output_and_multivariate(tiny_cohort, phenotypes, tmp_path):
     assert prefix == tmp_path / "run"
     assert not list(tmp_path.glob(".*partial*"))
     # A rerun to the same prefix replaces the outputs, the compact directory included (as PLINK does).
-    run_gwas(str(tiny_cohort / "genotypes"), str(phenotypes), str(tiny_cohort / "covariates.tsv"),
-             str(tmp_path / "run"), GwasOptions(pheno_names="UDIP2", maf=0.05, block_size=512))
+    run_gwas(
+        str(tiny_cohort / "genotypes"),
+        str(phenotypes),
+        str(tiny_cohort / "covariates.tsv"),
+        str(tmp_path / "run"),
+        GwasOptions(pheno_names="UDIP2", maf=0.05, block_size=512),
+    )
     np.testing.assert_allclose(np.load(compact / "beta.npy"), beta[1:2], rtol=1e-4, atol=1e-6)  # float32 rounding
     assert not list(tmp_path.glob(".*partial*"))
 
@@ -97,11 +126,21 @@ def test_hwe_exact_against_enumeration():
     def reference(het, hom1, hom2):
         n = het + hom1 + hom2
         rare = 2 * min(hom1, hom2) + het
+
         def prob(h):
             homr = (rare - h) // 2
             homc = n - h - homr
-            return exp(lgamma(n + 1) - lgamma(homr + 1) - lgamma(h + 1) - lgamma(homc + 1) + h * np.log(2)
-                       + lgamma(rare + 1) + lgamma(2 * n - rare + 1) - lgamma(2 * n + 1))
+            return exp(
+                lgamma(n + 1)
+                - lgamma(homr + 1)
+                - lgamma(h + 1)
+                - lgamma(homc + 1)
+                + h * np.log(2)
+                + lgamma(rare + 1)
+                + lgamma(2 * n - rare + 1)
+                - lgamma(2 * n + 1)
+            )
+
         probs = {h: prob(h) for h in range(rare % 2, rare + 1, 2)}
         return sum(p for p in probs.values() if p <= probs[het] * (1 + 1e-8))
 
@@ -112,8 +151,13 @@ def test_hwe_exact_against_enumeration():
 
 def _error(tmp_path, tiny_cohort, pheno, covar=None, **options):
     with pytest.raises(InputError) as info:
-        run_gwas(str(tiny_cohort / "genotypes"), str(pheno), str(covar or tiny_cohort / "covariates.tsv"),
-                 str(tmp_path / "bad"), GwasOptions(**options))
+        run_gwas(
+            str(tiny_cohort / "genotypes"),
+            str(pheno),
+            str(covar or tiny_cohort / "covariates.tsv"),
+            str(tmp_path / "bad"),
+            GwasOptions(**options),
+        )
     assert not list(tmp_path.glob("bad*")) and not list(tmp_path.glob(".bad*"))
     return str(info.value)
 
@@ -135,9 +179,24 @@ def test_bad_inputs(tiny_cohort, phenotypes, tmp_path):
 
 
 def test_cli_gwas_help_and_error(tiny_cohort, tmp_path):
-    result = subprocess.run([sys.executable, "-m", "wm_jax.cli", "gwas", "--bfile", str(tiny_cohort / "genotypes"),
-                             "--pheno", str(tmp_path / "none.tsv"), "--covar", str(tiny_cohort / "covariates.tsv"),
-                             "--out", str(tmp_path / "o")], capture_output=True, text=True)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "wm_jax.cli",
+            "gwas",
+            "--bfile",
+            str(tiny_cohort / "genotypes"),
+            "--pheno",
+            str(tmp_path / "none.tsv"),
+            "--covar",
+            str(tiny_cohort / "covariates.tsv"),
+            "--out",
+            str(tmp_path / "o"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 2 and "none.tsv: table not found" in result.stderr
     assert not list(tmp_path.glob("o*"))
 
@@ -154,7 +213,8 @@ def test_hits_and_min_p_phenotype(tiny_cohort, tmp_path):
     y[rng.random(data.n_samples) < 0.05, 2] = np.nan
     pheno = tmp_path / "planted.tsv"
     pd.DataFrame({"FID": data.fam.fid, "IID": data.fam.iid, "A": y[:, 0], "B": y[:, 1], "C": y[:, 2]}).to_csv(
-        pheno, sep="\t", index=False, na_rep="NA")
+        pheno, sep="\t", index=False, na_rep="NA"
+    )
     run_gwas(str(tiny_cohort / "genotypes"), str(pheno), str(tiny_cohort / "covariates.tsv"), str(tmp_path / "run"))
     log10_p = np.load(tmp_path / "run.gwas" / "log10_p.npy")
     beta = np.load(tmp_path / "run.gwas" / "beta.npy")
@@ -190,11 +250,36 @@ def test_a1_on_exact_frequency_ties_as_plink2(tmp_path, n_samples):
     (tmp_path / "ties.bim").write_text("".join(f"1\tv{i}\t0\t{i + 1}\tT\tG\n" for i in range(len(rows))))
     ids = [f"s{i}" for i in range(n_samples)]
     (tmp_path / "ties.fam").write_text("".join(f"{s}\t{s}\t0\t0\t0\t-9\n" for s in ids))
-    pd.DataFrame({"FID": ids, "IID": ids, "y": rng.standard_normal(n_samples)}).to_csv(tmp_path / "y.tsv", sep="\t", index=False)
-    pd.DataFrame({"FID": ids, "IID": ids, "c": rng.standard_normal(n_samples)}).to_csv(tmp_path / "c.tsv", sep="\t", index=False)
-    run_gwas(str(prefix), str(tmp_path / "y.tsv"), str(tmp_path / "c.tsv"), str(tmp_path / "ours"), GwasOptions(format="plink2"))
-    subprocess.run([plink2, "--bfile", str(prefix), "--pheno", str(tmp_path / "y.tsv"), "--covar", str(tmp_path / "c.tsv"),
-                    "--glm", "hide-covar", "--out", str(tmp_path / "ref")], check=True, capture_output=True)
+    pd.DataFrame({"FID": ids, "IID": ids, "y": rng.standard_normal(n_samples)}).to_csv(
+        tmp_path / "y.tsv", sep="\t", index=False
+    )
+    pd.DataFrame({"FID": ids, "IID": ids, "c": rng.standard_normal(n_samples)}).to_csv(
+        tmp_path / "c.tsv", sep="\t", index=False
+    )
+    run_gwas(
+        str(prefix),
+        str(tmp_path / "y.tsv"),
+        str(tmp_path / "c.tsv"),
+        str(tmp_path / "ours"),
+        GwasOptions(format="plink2"),
+    )
+    subprocess.run(
+        [
+            plink2,
+            "--bfile",
+            str(prefix),
+            "--pheno",
+            str(tmp_path / "y.tsv"),
+            "--covar",
+            str(tmp_path / "c.tsv"),
+            "--glm",
+            "hide-covar",
+            "--out",
+            str(tmp_path / "ref"),
+        ],
+        check=True,
+        capture_output=True,
+    )
     ours = pd.read_csv(tmp_path / "ours.y.glm.linear", sep="\t")
     ref = pd.read_csv(tmp_path / "ref.y.glm.linear", sep="\t")
     np.testing.assert_array_equal(ours.A1, ref.A1)

@@ -45,14 +45,28 @@ def ctx(tiny_cohort, tmp_path_factory):
     for name in ("P1", "P2", "P3"):
         pheno[name] = np.round(rng.standard_normal(len(pheno)), 4)
     pheno.to_csv(base / "pheno.tsv", sep="\t", index=False)
-    store = prepare_store(tiny_cohort / "subjects.tsv", base / "store",
-                          Preprocessing(crop=((0, 24), (2, 26), (0, 24)), downsample=2))
-    run_gwas(str(tiny_cohort / "genotypes"), str(base / "pheno.tsv"), str(tiny_cohort / "covariates.tsv"),
-             str(base / "g"), GwasOptions(block_size=256))
+    store = prepare_store(
+        tiny_cohort / "subjects.tsv", base / "store", Preprocessing(crop=((0, 24), (2, 26), (0, 24)), downsample=2)
+    )
+    run_gwas(
+        str(tiny_cohort / "genotypes"),
+        str(base / "pheno.tsv"),
+        str(tiny_cohort / "covariates.tsv"),
+        str(base / "g"),
+        GwasOptions(block_size=256),
+    )
     workdir = base / "encoder"
     _fake_checkpoints(workdir, store, val_losses=[0.5])
-    return SimpleNamespace(cohort=tiny_cohort, base=base, pheno=base / "pheno.tsv", store=store, gwas=base / "g",
-                           workdir=workdir, covar=tiny_cohort / "covariates.tsv", bfile=tiny_cohort / "genotypes")
+    return SimpleNamespace(
+        cohort=tiny_cohort,
+        base=base,
+        pheno=base / "pheno.tsv",
+        store=store,
+        gwas=base / "g",
+        workdir=workdir,
+        covar=tiny_cohort / "covariates.tsv",
+        bfile=tiny_cohort / "genotypes",
+    )
 
 
 def _tiny_train_config():
@@ -82,9 +96,16 @@ def _fake_checkpoints(workdir: Path, store: Path, val_losses: list[float], keep:
     manager = checkpoint.checkpoint_manager(workdir, keep=keep)
     steps = []
     for epoch, loss in enumerate(val_losses, start=1):
-        record = {"format_version": checkpoint.CHECKPOINT_FORMAT_VERSION, "code_version": "test",
-                  "config": json.loads(config.to_json()), "config_hash": config_hash(config),
-                  "store": str(Path(store).resolve()), "epoch": epoch, "batch_in_epoch": 0, "step": 5 * epoch}
+        record = {
+            "format_version": checkpoint.CHECKPOINT_FORMAT_VERSION,
+            "code_version": "test",
+            "config": json.loads(config.to_json()),
+            "config_hash": config_hash(config),
+            "store": str(Path(store).resolve()),
+            "epoch": epoch,
+            "batch_in_epoch": 0,
+            "step": 5 * epoch,
+        }
         checkpoint.save(manager, 5 * epoch, nnx.state((model, optimizer)), record, metrics={"val_loss": loss})
         with open(workdir / "metrics.jsonl", "a") as handle:
             handle.write(json.dumps({"step": 5 * epoch, "epoch": epoch, "val_loss": loss}) + "\n")
@@ -167,8 +188,18 @@ def _read_only_parent(d: Path) -> Path:
 
 
 def _gwas_args(c, pheno=None, *extra, out=None, d=None):
-    return ["gwas", "--bfile", str(c.bfile), "--pheno", str(pheno or c.pheno), "--covar", str(c.covar),
-            "--out", str(out or d / "res"), *extra]
+    return [
+        "gwas",
+        "--bfile",
+        str(c.bfile),
+        "--pheno",
+        str(pheno or c.pheno),
+        "--covar",
+        str(c.covar),
+        "--out",
+        str(out or d / "res"),
+        *extra,
+    ]
 
 
 def _udip_table(c, d: Path) -> Path:
@@ -180,20 +211,51 @@ def _udip_table(c, d: Path) -> Path:
 
 
 def _interpret_args(c, d, *extra, out=None, udip=None):
-    return ["interpret", "--workdir", str(c.workdir), "--udip", str(udip or _udip_table(c, d)), "--store", str(c.store),
-            "--atlas", str(c.cohort / "atlas.nii.gz"), "--labels", str(c.cohort / "atlas_labels.tsv"),
-            "--out", str(out or d / "perdi"), *extra]
+    return [
+        "interpret",
+        "--workdir",
+        str(c.workdir),
+        "--udip",
+        str(udip or _udip_table(c, d)),
+        "--store",
+        str(c.store),
+        "--atlas",
+        str(c.cohort / "atlas.nii.gz"),
+        "--labels",
+        str(c.cohort / "atlas_labels.tsv"),
+        "--out",
+        str(out or d / "perdi"),
+        *extra,
+    ]
 
 
 def _train_args(c, d, *extra, store=None, workdir=None):
-    return ["train", "--config", "demo", "--store", str(store or c.store), "--workdir", str(workdir or d / "w"),
-            "--config.model.input_shape=(12,12,12)", "--config.model.channels=(4,8)", "--config.model.latent_dim=6",
-            *extra]
+    return [
+        "train",
+        "--config",
+        "demo",
+        "--store",
+        str(store or c.store),
+        "--workdir",
+        str(workdir or d / "w"),
+        "--config.model.input_shape=(12,12,12)",
+        "--config.model.channels=(4,8)",
+        "--config.model.latent_dim=6",
+        *extra,
+    ]
 
 
 def _embed_args(c, d, *extra, out=None, workdir=None):
-    return ["embed", "--workdir", str(workdir or c.workdir), "--store", str(c.store), "--out", str(out or d / "u.tsv"),
-            *extra]
+    return [
+        "embed",
+        "--workdir",
+        str(workdir or c.workdir),
+        "--store",
+        str(c.store),
+        "--out",
+        str(out or d / "u.tsv"),
+        *extra,
+    ]
 
 
 def _report_args(c, d, *extra, gwas=None, out=None):
@@ -205,8 +267,18 @@ def _prepare_args(c, d, *extra, subjects=None, out=None):
 
 
 def _roi_args(c, d, *extra, store=None, atlas=None, labels=None, out=None):
-    return ["roi", "--store", str(store or c.store), "--atlas", str(atlas or c.cohort / "atlas.nii.gz"),
-            "--labels", str(labels or c.cohort / "atlas_labels.tsv"), "--out", str(out or d / "roi.tsv"), *extra]
+    return [
+        "roi",
+        "--store",
+        str(store or c.store),
+        "--atlas",
+        str(atlas or c.cohort / "atlas.nii.gz"),
+        "--labels",
+        str(labels or c.cohort / "atlas_labels.tsv"),
+        "--out",
+        str(out or d / "roi.tsv"),
+        *extra,
+    ]
 
 
 def _subjects_abs(c, d: Path) -> list[str]:
@@ -225,195 +297,563 @@ NO_GET_CONFIG = "x = 1\n"
 # (id, builder(ctx, case_dir) -> argv, expected message fragment)
 CASES = [
     # --- simulate ---------------------------------------------------------------------------
-    ("simulate-n-subjects-0", lambda c, d: ["simulate", "--preset", "tiny", "--out", str(d / "o"), "--n-subjects", "0"],
-     "--n-subjects: expected an integer >= 10, found '0'"),
-    ("simulate-seed-negative", lambda c, d: ["simulate", "--preset", "tiny", "--out", str(d / "o"), "--seed", "-1"],
-     "--seed: expected an integer >= 0"),
-    ("simulate-config-n-subjects-0", lambda c, d: ["simulate", "--preset", "tiny", "--out", str(d / "o"),
-                                                   "--config.n_subjects=0"], "--config.n_subjects: expected an integer >= 10"),
-    ("simulate-config-shape", lambda c, d: ["simulate", "--preset", "tiny", "--out", str(d / "o"),
-                                            "--config.shape=(2,2,2)"], "--config.shape: expected 3 integers >= 8"),
-    ("simulate-config-system-exit", lambda c, d: ["simulate", "--config", str(_config_file(d, SYSTEM_EXIT_CONFIG)),
-                                                  "--out", str(d / "o")], "could not build the config (SystemExit"),
-    ("simulate-config-no-get-config", lambda c, d: ["simulate", "--config", str(_config_file(d, NO_GET_CONFIG)),
-                                                    "--out", str(d / "o")], "expected a function get_config()"),
-    ("simulate-unknown-preset", lambda c, d: ["simulate", "--preset", "huge", "--out", str(d / "o")], "huge: no such preset"),
-    ("simulate-unknown-field", lambda c, d: ["simulate", "--preset", "tiny", "--out", str(d / "o"), "--config.nonsense=1"],
-     "no such config field 'nonsense'"),
-    ("simulate-out-foreign-dir", lambda c, d: ["simulate", "--preset", "tiny", "--out", str(_foreign_dir(d, "notes.txt"))],
-     "was not written by wm-jax simulate"),
-    ("simulate-out-foreign-dir-overwrite", lambda c, d: ["simulate", "--preset", "tiny", "--overwrite",
-                                                         "--out", str(_foreign_dir(d, "notes.txt", "truth.tsv"))],
-     "holds 'notes.txt', which wm-jax simulate does not write; not replaced even with --overwrite"),
-    ("simulate-out-under-file", lambda c, d: ["simulate", "--preset", "tiny", "--out", str(_under_file(d))],
-     "is a file, expected a directory"),
-    ("simulate-out-read-only", lambda c, d: ["simulate", "--preset", "tiny", "--out", str(_read_only_parent(d))],
-     "cannot be created"),
-    ("simulate-out-store", lambda c, d: ["simulate", "--preset", "tiny", "--overwrite", "--out", str(c.store)],
-     "holds the output of wm-jax prepare"),
+    (
+        "simulate-n-subjects-0",
+        lambda c, d: ["simulate", "--preset", "tiny", "--out", str(d / "o"), "--n-subjects", "0"],
+        "--n-subjects: expected an integer >= 10, found '0'",
+    ),
+    (
+        "simulate-seed-negative",
+        lambda c, d: ["simulate", "--preset", "tiny", "--out", str(d / "o"), "--seed", "-1"],
+        "--seed: expected an integer >= 0",
+    ),
+    (
+        "simulate-config-n-subjects-0",
+        lambda c, d: ["simulate", "--preset", "tiny", "--out", str(d / "o"), "--config.n_subjects=0"],
+        "--config.n_subjects: expected an integer >= 10",
+    ),
+    (
+        "simulate-config-shape",
+        lambda c, d: ["simulate", "--preset", "tiny", "--out", str(d / "o"), "--config.shape=(2,2,2)"],
+        "--config.shape: expected 3 integers >= 8",
+    ),
+    (
+        "simulate-config-system-exit",
+        lambda c, d: ["simulate", "--config", str(_config_file(d, SYSTEM_EXIT_CONFIG)), "--out", str(d / "o")],
+        "could not build the config (SystemExit",
+    ),
+    (
+        "simulate-config-no-get-config",
+        lambda c, d: ["simulate", "--config", str(_config_file(d, NO_GET_CONFIG)), "--out", str(d / "o")],
+        "expected a function get_config()",
+    ),
+    (
+        "simulate-unknown-preset",
+        lambda c, d: ["simulate", "--preset", "huge", "--out", str(d / "o")],
+        "huge: no such preset",
+    ),
+    (
+        "simulate-unknown-field",
+        lambda c, d: ["simulate", "--preset", "tiny", "--out", str(d / "o"), "--config.nonsense=1"],
+        "no such config field 'nonsense'",
+    ),
+    (
+        "simulate-out-foreign-dir",
+        lambda c, d: ["simulate", "--preset", "tiny", "--out", str(_foreign_dir(d, "notes.txt"))],
+        "was not written by wm-jax simulate",
+    ),
+    (
+        "simulate-out-foreign-dir-overwrite",
+        lambda c, d: [
+            "simulate",
+            "--preset",
+            "tiny",
+            "--overwrite",
+            "--out",
+            str(_foreign_dir(d, "notes.txt", "truth.tsv")),
+        ],
+        "holds 'notes.txt', which wm-jax simulate does not write; not replaced even with --overwrite",
+    ),
+    (
+        "simulate-out-under-file",
+        lambda c, d: ["simulate", "--preset", "tiny", "--out", str(_under_file(d))],
+        "is a file, expected a directory",
+    ),
+    (
+        "simulate-out-read-only",
+        lambda c, d: ["simulate", "--preset", "tiny", "--out", str(_read_only_parent(d))],
+        "cannot be created",
+    ),
+    (
+        "simulate-out-store",
+        lambda c, d: ["simulate", "--preset", "tiny", "--overwrite", "--out", str(c.store)],
+        "holds the output of wm-jax prepare",
+    ),
     # --- prepare ----------------------------------------------------------------------------
-    ("prepare-downsample-0", lambda c, d: _prepare_args(c, d, "--downsample", "0"), "--downsample: expected an integer >= 1"),
-    ("prepare-downsample-huge", lambda c, d: _prepare_args(c, d, "--downsample", "100"), "--downsample 100 leaves no voxel"),
-    ("prepare-mask-fraction-2", lambda c, d: _prepare_args(c, d, "--mask-fraction", "2"),
-     "--mask-fraction: expected a number in (0, 1], found '2'"),
+    (
+        "prepare-downsample-0",
+        lambda c, d: _prepare_args(c, d, "--downsample", "0"),
+        "--downsample: expected an integer >= 1",
+    ),
+    (
+        "prepare-downsample-huge",
+        lambda c, d: _prepare_args(c, d, "--downsample", "100"),
+        "--downsample 100 leaves no voxel",
+    ),
+    (
+        "prepare-mask-fraction-2",
+        lambda c, d: _prepare_args(c, d, "--mask-fraction", "2"),
+        "--mask-fraction: expected a number in (0, 1], found '2'",
+    ),
     ("prepare-mask-fraction-0", lambda c, d: _prepare_args(c, d, "--mask-fraction", "0"), "--mask-fraction: expected"),
-    ("prepare-mask-fraction-nan", lambda c, d: _prepare_args(c, d, "--mask-fraction", "nan"), "--mask-fraction: expected"),
+    (
+        "prepare-mask-fraction-nan",
+        lambda c, d: _prepare_args(c, d, "--mask-fraction", "nan"),
+        "--mask-fraction: expected",
+    ),
     ("prepare-crop-letter", lambda c, d: _prepare_args(c, d, "--crop", "1,2,a"), "--crop: expected six integers"),
     ("prepare-crop-backwards", lambda c, d: _prepare_args(c, d, "--crop", "5,2,0,4,0,4"), "start < stop"),
     ("prepare-crop-outside", lambda c, d: _prepare_args(c, d, "--crop", "0,99,0,4,0,4"), "does not fit the grid"),
     ("prepare-dtype", lambda c, d: _prepare_args(c, d, "--dtype", "int8"), "--dtype: invalid choice: 'int8'"),
-    ("prepare-subjects-missing", lambda c, d: _prepare_args(c, d, subjects=d / "none.tsv"), "none.tsv: table not found"),
-    ("prepare-subjects-no-fa-path", lambda c, d: _prepare_args(c, d, subjects=_subjects_broken(
-        c, d, lambda ls: [line.replace("fa_path", "path") for line in ls])), "expected a column fa_path (the path of each subject"),
-    ("prepare-subjects-ragged", lambda c, d: _prepare_args(c, d, subjects=_subjects_broken(
-        c, d, lambda ls: ls[:3] + ["\t".join(ls[3].split("\t")[:-1])] + ls[4:])), "line 4: expected 6 fields as in the header, found 5"),
-    ("prepare-subjects-not-utf8", lambda c, d: _prepare_args(c, d, subjects=_write(
-        d / "s.tsv", "\n".join(_subjects_abs(c, d)).replace("sub00002", "sub\xff02").encode("latin-1"))),
-     "line 3: byte 0xff is not UTF-8"),
+    (
+        "prepare-subjects-missing",
+        lambda c, d: _prepare_args(c, d, subjects=d / "none.tsv"),
+        "none.tsv: table not found",
+    ),
+    (
+        "prepare-subjects-no-fa-path",
+        lambda c, d: _prepare_args(
+            c, d, subjects=_subjects_broken(c, d, lambda ls: [line.replace("fa_path", "path") for line in ls])
+        ),
+        "expected a column fa_path (the path of each subject",
+    ),
+    (
+        "prepare-subjects-ragged",
+        lambda c, d: _prepare_args(
+            c, d, subjects=_subjects_broken(c, d, lambda ls: ls[:3] + ["\t".join(ls[3].split("\t")[:-1])] + ls[4:])
+        ),
+        "line 4: expected 6 fields as in the header, found 5",
+    ),
+    (
+        "prepare-subjects-not-utf8",
+        lambda c, d: _prepare_args(
+            c,
+            d,
+            subjects=_write(
+                d / "s.tsv", "\n".join(_subjects_abs(c, d)).replace("sub00002", "sub\xff02").encode("latin-1")
+            ),
+        ),
+        "line 3: byte 0xff is not UTF-8",
+    ),
     ("prepare-out-cohort", lambda c, d: _prepare_args(c, d, out=c.cohort), "holds the output of wm-jax simulate"),
-    ("prepare-out-cohort-overwrite", lambda c, d: _prepare_args(c, d, "--overwrite", out=c.cohort),
-     "holds the output of wm-jax simulate"),
+    (
+        "prepare-out-cohort-overwrite",
+        lambda c, d: _prepare_args(c, d, "--overwrite", out=c.cohort),
+        "holds the output of wm-jax simulate",
+    ),
     ("prepare-out-read-only", lambda c, d: _prepare_args(c, d, out=_read_only_parent(d)), "cannot be created"),
     # --- roi ---------------------------------------------------------------------------------
-    ("roi-labels-missing", lambda c, d: _roi_args(c, d, labels=d / "none.tsv"), "none.tsv: atlas labels table not found"),
-    ("roi-no-labels-no-truth", lambda c, d: ["roi", "--store", str(c.store), "--atlas", str(c.cohort / "atlas.nii.gz"),
-                                             "--out", str(d / "roi.tsv")], "--labels: expected an atlas labels table"),
-    ("roi-labels-no-tract-column", lambda c, d: _roi_args(c, d, labels=_write(d / "l.tsv", "label\tname\n1\tcc\n")),
-     "expected columns label and tract"),
-    ("roi-labels-bad-label", lambda c, d: _roi_args(c, d, labels=_write(d / "l.tsv", "label\ttract\nx\tcc\n")),
-     "line 2, column label: expected an integer > 0"),
-    ("roi-label-absent", lambda c, d: _roi_args(c, d, labels=_write(d / "l.tsv", "label\ttract\n1\tcc_genu\n99\tghost\n")),
-     "label 99 (ghost) does not occur in the atlas"),
-    ("roi-atlas-larger", lambda c, d: _roi_args(c, d, atlas=_atlas(c, d, shape=(30, 30, 30))),
-     "expected the FA maps' grid (24, 28, 24)"),
+    (
+        "roi-labels-missing",
+        lambda c, d: _roi_args(c, d, labels=d / "none.tsv"),
+        "none.tsv: atlas labels table not found",
+    ),
+    (
+        "roi-no-labels-no-truth",
+        lambda c, d: [
+            "roi",
+            "--store",
+            str(c.store),
+            "--atlas",
+            str(c.cohort / "atlas.nii.gz"),
+            "--out",
+            str(d / "roi.tsv"),
+        ],
+        "--labels: expected an atlas labels table",
+    ),
+    (
+        "roi-labels-no-tract-column",
+        lambda c, d: _roi_args(c, d, labels=_write(d / "l.tsv", "label\tname\n1\tcc\n")),
+        "expected columns label and tract",
+    ),
+    (
+        "roi-labels-bad-label",
+        lambda c, d: _roi_args(c, d, labels=_write(d / "l.tsv", "label\ttract\nx\tcc\n")),
+        "line 2, column label: expected an integer > 0",
+    ),
+    (
+        "roi-label-absent",
+        lambda c, d: _roi_args(c, d, labels=_write(d / "l.tsv", "label\ttract\n1\tcc_genu\n99\tghost\n")),
+        "label 99 (ghost) does not occur in the atlas",
+    ),
+    (
+        "roi-atlas-larger",
+        lambda c, d: _roi_args(c, d, atlas=_atlas(c, d, shape=(30, 30, 30))),
+        "expected the FA maps' grid (24, 28, 24)",
+    ),
     ("roi-atlas-other-affine", lambda c, d: _roi_args(c, d, atlas=_atlas(c, d, shift=5.0)), "affine differs"),
     ("roi-atlas-missing", lambda c, d: _roi_args(c, d, atlas=d / "none.nii.gz"), "none.nii.gz: atlas image not found"),
-    ("roi-store-garbage-json", lambda c, d: _roi_args(c, d, store=_damaged_store(c, d, "store.json", b"{garbage")),
-     "volume store is incomplete or corrupt"),
-    ("roi-store-json-list", lambda c, d: _roi_args(c, d, store=_damaged_store(c, d, "store.json", b"[1, 2]")),
-     "expected the JSON record of a volume store"),
-    ("roi-store-truncated-npy", lambda c, d: _roi_args(c, d, store=_damaged_store(c, d, "volumes.npy", None)),
-     "volume store is incomplete or corrupt"),
+    (
+        "roi-store-garbage-json",
+        lambda c, d: _roi_args(c, d, store=_damaged_store(c, d, "store.json", b"{garbage")),
+        "volume store is incomplete or corrupt",
+    ),
+    (
+        "roi-store-json-list",
+        lambda c, d: _roi_args(c, d, store=_damaged_store(c, d, "store.json", b"[1, 2]")),
+        "expected the JSON record of a volume store",
+    ),
+    (
+        "roi-store-truncated-npy",
+        lambda c, d: _roi_args(c, d, store=_damaged_store(c, d, "volumes.npy", None)),
+        "volume store is incomplete or corrupt",
+    ),
     ("roi-out-directory", lambda c, d: _roi_args(c, d, out=_foreign_dir(d)), "is a directory; expected a file path"),
-    ("roi-out-cohort-table", lambda c, d: _roi_args(c, d, out=c.cohort / "covariates.tsv"),
-     "exists and was not written by wm-jax roi"),
-    ("roi-truth-missing", lambda c, d: ["roi", "--store", str(c.store), "--atlas", str(c.cohort / "atlas.nii.gz"),
-                                        "--truth", str(d / "none.tsv"), "--out", str(d / "roi.tsv")], "truth table not found"),
+    (
+        "roi-out-cohort-table",
+        lambda c, d: _roi_args(c, d, out=c.cohort / "covariates.tsv"),
+        "exists and was not written by wm-jax roi",
+    ),
+    (
+        "roi-truth-missing",
+        lambda c, d: [
+            "roi",
+            "--store",
+            str(c.store),
+            "--atlas",
+            str(c.cohort / "atlas.nii.gz"),
+            "--truth",
+            str(d / "none.tsv"),
+            "--out",
+            str(d / "roi.tsv"),
+        ],
+        "truth table not found",
+    ),
     # --- gwas --------------------------------------------------------------------------------
-    ("gwas-block-size-0", lambda c, d: _gwas_args(c, None, "--block-size", "0", d=d), "--block-size: expected an integer in [1,"),
-    ("gwas-maf-negative", lambda c, d: _gwas_args(c, None, "--maf", "-0.1", d=d), "--maf: expected a number in [0, 0.5]"),
+    (
+        "gwas-block-size-0",
+        lambda c, d: _gwas_args(c, None, "--block-size", "0", d=d),
+        "--block-size: expected an integer in [1,",
+    ),
+    (
+        "gwas-maf-negative",
+        lambda c, d: _gwas_args(c, None, "--maf", "-0.1", d=d),
+        "--maf: expected a number in [0, 0.5]",
+    ),
     ("gwas-maf-text", lambda c, d: _gwas_args(c, None, "--maf", "lots", d=d), "--maf: expected a number"),
     ("gwas-mac-negative", lambda c, d: _gwas_args(c, None, "--mac", "-1", d=d), "--mac: expected an integer >= 0"),
     ("gwas-geno-2", lambda c, d: _gwas_args(c, None, "--geno", "2", d=d), "--geno: expected a number in [0, 1]"),
     ("gwas-hwe-inf", lambda c, d: _gwas_args(c, None, "--hwe", "inf", d=d), "--hwe: expected a number in [0, 1]"),
-    ("gwas-chr-range-to-x", lambda c, d: _gwas_args(c, None, "--chr", "1-X", d=d), "X, Y, XY and MT cannot end a range"),
-    ("gwas-chr-unknown", lambda c, d: _gwas_args(c, None, "--chr", "1,foo", d=d), "--chr: expected PLINK chromosome codes"),
+    (
+        "gwas-chr-range-to-x",
+        lambda c, d: _gwas_args(c, None, "--chr", "1-X", d=d),
+        "X, Y, XY and MT cannot end a range",
+    ),
+    (
+        "gwas-chr-unknown",
+        lambda c, d: _gwas_args(c, None, "--chr", "1,foo", d=d),
+        "--chr: expected PLINK chromosome codes",
+    ),
     ("gwas-chr-empty-item", lambda c, d: _gwas_args(c, None, "--chr", ",", d=d), "--chr: expected"),
     ("gwas-chr-backwards", lambda c, d: _gwas_args(c, None, "--chr", "3-1", d=d), "runs backwards"),
     ("gwas-chr-absent", lambda c, d: _gwas_args(c, None, "--chr", "X", d=d), "no variant on --chr X"),
-    ("gwas-pheno-name-comma", lambda c, d: _gwas_args(c, None, "--pheno-name", ",", d=d), "--pheno-name: expected comma-separated"),
+    (
+        "gwas-pheno-name-comma",
+        lambda c, d: _gwas_args(c, None, "--pheno-name", ",", d=d),
+        "--pheno-name: expected comma-separated",
+    ),
     ("gwas-pheno-name-repeat", lambda c, d: _gwas_args(c, None, "--pheno-name", "P1,P1", d=d), "'P1' is given twice"),
-    ("gwas-pheno-name-repeat-range", lambda c, d: _gwas_args(c, None, "--pheno-name", "P1-P3,P2", d=d),
-     "--pheno-name: expected each phenotype once, 'P2' is selected twice"),
-    ("gwas-pheno-name-unknown", lambda c, d: _gwas_args(c, None, "--pheno-name", "P9", d=d), "no phenotype column named 'P9'"),
+    (
+        "gwas-pheno-name-repeat-range",
+        lambda c, d: _gwas_args(c, None, "--pheno-name", "P1-P3,P2", d=d),
+        "--pheno-name: expected each phenotype once, 'P2' is selected twice",
+    ),
+    (
+        "gwas-pheno-name-unknown",
+        lambda c, d: _gwas_args(c, None, "--pheno-name", "P9", d=d),
+        "no phenotype column named 'P9'",
+    ),
     ("gwas-covar-name-comma", lambda c, d: _gwas_args(c, None, "--covar-name", "age,", d=d), "--covar-name: expected"),
-    ("gwas-pheno-ragged", lambda c, d: _gwas_args(c, _pheno_edit(c, d, lambda ls: ls[:4] + [ls[4].rsplit("\t", 1)[0]] + ls[5:]),
-                                                  d=d), "pheno.tsv: line 5: expected 5 fields as in the header, found 4"),
-    ("gwas-pheno-inf", lambda c, d: _gwas_args(c, _pheno_edit(c, d, lambda ls: ls[:3] + [ls[3].rsplit("\t", 1)[0] + "\tinf"]
-                                                              + ls[4:]), d=d), "line 4, column P3: expected a finite number or NA, found 'inf'"),
-    ("gwas-pheno-not-utf8", lambda c, d: _gwas_args(c, _write(d / "pheno.tsv", c.pheno.read_bytes().replace(b"sub00003", b"sub\xe90003")),
-                                                    d=d), "pheno.tsv: line 4: byte 0xe9 is not UTF-8"),
-    ("gwas-pheno-no-header", lambda c, d: _gwas_args(c, _pheno_edit(c, d, lambda ls: ls[1:]), d=d),
-     "header must start with FID IID"),
-    ("gwas-covar-missing", lambda c, d: ["gwas", "--bfile", str(c.bfile), "--pheno", str(c.pheno), "--covar",
-                                         str(d / "none.tsv"), "--out", str(d / "res")], "none.tsv: table not found"),
-    ("gwas-bfile-missing", lambda c, d: ["gwas", "--bfile", str(d / "none"), "--pheno", str(c.pheno), "--covar",
-                                         str(c.covar), "--out", str(d / "res")], ".bed file (from --bfile"),
-    ("gwas-plink2-name-traversal", lambda c, d: _gwas_args(c, _renamed_pheno(c, d, "../../X"), "--format", "plink2", d=d),
-     "phenotype column '../../X': with --format plink2 the name becomes part of an output file name"),
-    ("gwas-plink2-name-control", lambda c, d: _gwas_args(c, _renamed_pheno(c, d, "a\x01b"), "--format", "plink2", d=d),
-     "phenotype column 'a\\x01b'"),
-    ("gwas-pheno-empty-name", lambda c, d: _gwas_args(c, _pheno_edit(c, d, lambda ls: [ls[0].rsplit("\t", 1)[0] + "\t"] + ls[1:]),
-                                                      d=d), "empty column name in the header"),
-    ("gwas-filters-remove-all", lambda c, d: _gwas_args(c, None, "--mac", "100000", d=d),
-     "none is left of the 7270 variants after --mac 100000 removed 7270"),
+    (
+        "gwas-pheno-ragged",
+        lambda c, d: _gwas_args(c, _pheno_edit(c, d, lambda ls: ls[:4] + [ls[4].rsplit("\t", 1)[0]] + ls[5:]), d=d),
+        "pheno.tsv: line 5: expected 5 fields as in the header, found 4",
+    ),
+    (
+        "gwas-pheno-inf",
+        lambda c, d: _gwas_args(
+            c, _pheno_edit(c, d, lambda ls: ls[:3] + [ls[3].rsplit("\t", 1)[0] + "\tinf"] + ls[4:]), d=d
+        ),
+        "line 4, column P3: expected a finite number or NA, found 'inf'",
+    ),
+    (
+        "gwas-pheno-not-utf8",
+        lambda c, d: _gwas_args(
+            c, _write(d / "pheno.tsv", c.pheno.read_bytes().replace(b"sub00003", b"sub\xe90003")), d=d
+        ),
+        "pheno.tsv: line 4: byte 0xe9 is not UTF-8",
+    ),
+    (
+        "gwas-pheno-no-header",
+        lambda c, d: _gwas_args(c, _pheno_edit(c, d, lambda ls: ls[1:]), d=d),
+        "header must start with FID IID",
+    ),
+    (
+        "gwas-covar-missing",
+        lambda c, d: [
+            "gwas",
+            "--bfile",
+            str(c.bfile),
+            "--pheno",
+            str(c.pheno),
+            "--covar",
+            str(d / "none.tsv"),
+            "--out",
+            str(d / "res"),
+        ],
+        "none.tsv: table not found",
+    ),
+    (
+        "gwas-bfile-missing",
+        lambda c, d: [
+            "gwas",
+            "--bfile",
+            str(d / "none"),
+            "--pheno",
+            str(c.pheno),
+            "--covar",
+            str(c.covar),
+            "--out",
+            str(d / "res"),
+        ],
+        ".bed file (from --bfile",
+    ),
+    (
+        "gwas-plink2-name-traversal",
+        lambda c, d: _gwas_args(c, _renamed_pheno(c, d, "../../X"), "--format", "plink2", d=d),
+        "phenotype column '../../X': with --format plink2 the name becomes part of an output file name",
+    ),
+    (
+        "gwas-plink2-name-control",
+        lambda c, d: _gwas_args(c, _renamed_pheno(c, d, "a\x01b"), "--format", "plink2", d=d),
+        "phenotype column 'a\\x01b'",
+    ),
+    (
+        "gwas-pheno-empty-name",
+        lambda c, d: _gwas_args(c, _pheno_edit(c, d, lambda ls: [ls[0].rsplit("\t", 1)[0] + "\t"] + ls[1:]), d=d),
+        "empty column name in the header",
+    ),
+    (
+        "gwas-filters-remove-all",
+        lambda c, d: _gwas_args(c, None, "--mac", "100000", d=d),
+        "none is left of the 7270 variants after --mac 100000 removed 7270",
+    ),
     ("gwas-out-under-file", lambda c, d: _gwas_args(c, None, out=_under_file(d)), "is a file, expected a directory"),
     ("gwas-out-read-only", lambda c, d: _gwas_args(c, None, out=_read_only_parent(d)), "cannot be created"),
-    ("gwas-out-foreign-hits", lambda c, d: _gwas_args(c, None, out=_write(d / "res.hits.tsv", "mine\n").with_name("res")),
-     "res.hits.tsv: exists and was not written by an earlier wm-jax gwas"),
-    ("gwas-out-foreign-dir", lambda c, d: _gwas_args(c, None, "--overwrite", out=_foreign_dir(d, "x.txt").rename(d / "res.gwas").with_name("res")),
-     "holds 'x.txt', which wm-jax gwas does not write"),
+    (
+        "gwas-out-foreign-hits",
+        lambda c, d: _gwas_args(c, None, out=_write(d / "res.hits.tsv", "mine\n").with_name("res")),
+        "res.hits.tsv: exists and was not written by an earlier wm-jax gwas",
+    ),
+    (
+        "gwas-out-foreign-dir",
+        lambda c, d: _gwas_args(
+            c, None, "--overwrite", out=_foreign_dir(d, "x.txt").rename(d / "res.gwas").with_name("res")
+        ),
+        "holds 'x.txt', which wm-jax gwas does not write",
+    ),
     ("gwas-out-empty-prefix", lambda c, d: _gwas_args(c, None, out=str(d) + "/"), "--out: expected an output prefix"),
     # --- report ------------------------------------------------------------------------------
-    ("report-clump-p1-negative", lambda c, d: _report_args(c, d, "--clump-p1", "-1"), "--clump-p1: expected a number in (0, 1]"),
-    ("report-clump-r2-2", lambda c, d: _report_args(c, d, "--clump-r2", "2"), "--clump-r2: expected a number in [0, 1]"),
-    ("report-clump-kb-0", lambda c, d: _report_args(c, d, "--clump-kb", "0"), "--clump-kb: expected a number in (0, inf)"),
-    ("report-clump-p2-below-p1", lambda c, d: _report_args(c, d, "--clump-p1", "1e-3", "--clump-p2", "1e-5"),
-     "--clump-p2: expected a threshold >= --clump-p1"),
+    (
+        "report-clump-p1-negative",
+        lambda c, d: _report_args(c, d, "--clump-p1", "-1"),
+        "--clump-p1: expected a number in (0, 1]",
+    ),
+    (
+        "report-clump-r2-2",
+        lambda c, d: _report_args(c, d, "--clump-r2", "2"),
+        "--clump-r2: expected a number in [0, 1]",
+    ),
+    (
+        "report-clump-kb-0",
+        lambda c, d: _report_args(c, d, "--clump-kb", "0"),
+        "--clump-kb: expected a number in (0, inf)",
+    ),
+    (
+        "report-clump-p2-below-p1",
+        lambda c, d: _report_args(c, d, "--clump-p1", "1e-3", "--clump-p2", "1e-5"),
+        "--clump-p2: expected a threshold >= --clump-p1",
+    ),
     ("report-out-cohort", lambda c, d: _report_args(c, d, out=c.cohort), "holds the output of wm-jax simulate"),
-    ("report-out-cohort-overwrite", lambda c, d: _report_args(c, d, "--overwrite", out=c.cohort),
-     "holds the output of wm-jax simulate"),
-    ("report-out-foreign-overwrite", lambda c, d: _report_args(c, d, "--overwrite", out=_foreign_dir(d, "qq.png", "genotypes.bed")),
-     "holds 'genotypes.bed', which wm-jax report does not write"),
+    (
+        "report-out-cohort-overwrite",
+        lambda c, d: _report_args(c, d, "--overwrite", out=c.cohort),
+        "holds the output of wm-jax simulate",
+    ),
+    (
+        "report-out-foreign-overwrite",
+        lambda c, d: _report_args(c, d, "--overwrite", out=_foreign_dir(d, "qq.png", "genotypes.bed")),
+        "holds 'genotypes.bed', which wm-jax report does not write",
+    ),
     ("report-out-foreign", lambda c, d: _report_args(c, d, out=_foreign_dir(d, "qq.png")), "(pass --overwrite"),
     ("report-gwas-missing", lambda c, d: _report_args(c, d, gwas=d / "none"), "not a `wm-jax gwas` output"),
-    ("report-meta-garbage", lambda c, d: _report_args(c, d, gwas=_gwas_copy(c, d, lambda g: _write(g / "meta.json", "{garbage"))),
-     "meta.json: expected the JSON record of a `wm-jax gwas` run"),
-    ("report-meta-no-phenotypes", lambda c, d: _report_args(c, d, gwas=_gwas_copy(
-        c, d, lambda g: _write(g / "meta.json", '{"format_version": 2}'))), "expected a non-empty list of phenotype names"),
-    ("report-truncated-npy", lambda c, d: _report_args(c, d, gwas=_gwas_copy(c, d, lambda g: _truncate(g / "log10_p.npy"))),
-     "log10_p.npy: expected a complete .npy array"),
-    ("report-variants-garbage", lambda c, d: _report_args(c, d, gwas=_gwas_copy(c, d, lambda g: _write(g / "variants.tsv", "a\tb\n1\t2\n"))),
-     "variants.tsv: expected columns #CHROM POS ID REF ALT A1"),
-    ("report-truth-no-pos", lambda c, d: _report_args(c, d, "--truth", str(_write(d / "t.tsv", "variant\tchrom\n1:5\t1\n"))),
-     "expected columns variant, chrom and pos"),
+    (
+        "report-meta-garbage",
+        lambda c, d: _report_args(c, d, gwas=_gwas_copy(c, d, lambda g: _write(g / "meta.json", "{garbage"))),
+        "meta.json: expected the JSON record of a `wm-jax gwas` run",
+    ),
+    (
+        "report-meta-no-phenotypes",
+        lambda c, d: _report_args(
+            c, d, gwas=_gwas_copy(c, d, lambda g: _write(g / "meta.json", '{"format_version": 2}'))
+        ),
+        "expected a non-empty list of phenotype names",
+    ),
+    (
+        "report-truncated-npy",
+        lambda c, d: _report_args(c, d, gwas=_gwas_copy(c, d, lambda g: _truncate(g / "log10_p.npy"))),
+        "log10_p.npy: expected a complete .npy array",
+    ),
+    (
+        "report-variants-garbage",
+        lambda c, d: _report_args(c, d, gwas=_gwas_copy(c, d, lambda g: _write(g / "variants.tsv", "a\tb\n1\t2\n"))),
+        "variants.tsv: expected columns #CHROM POS ID REF ALT A1",
+    ),
+    (
+        "report-truth-no-pos",
+        lambda c, d: _report_args(c, d, "--truth", str(_write(d / "t.tsv", "variant\tchrom\n1:5\t1\n"))),
+        "expected columns variant, chrom and pos",
+    ),
     # --- train -------------------------------------------------------------------------------
-    ("train-batch-size-0", lambda c, d: _train_args(c, d, "--config.batch_size=0"), "--config.batch_size: expected an integer >= 1, found 0"),
-    ("train-epochs-negative", lambda c, d: _train_args(c, d, "--config.epochs=-1"), "--config.epochs: expected an integer >= 1, found -1"),
-    ("train-learning-rate-0", lambda c, d: _train_args(c, d, "--config.learning_rate=0"), "--config.learning_rate: expected a number in (0, inf)"),
-    ("train-val-fraction", lambda c, d: _train_args(c, d, "--config.val_fraction=1.5"), "--config.val_fraction: expected a number in [0, 1)"),
-    ("train-latent-0", lambda c, d: _train_args(c, d, "--config.model.latent_dim=0"), "--config.model.latent_dim: expected an integer >= 1"),
-    ("train-schedule", lambda c, d: _train_args(c, d, "--config.schedule=linear"), "--config.schedule: expected one of cosine, plateau"),
-    ("train-batch-not-multiple", lambda c, d: _train_args(c, d, "--config.batch_size=6", "--config.max_subjects=48"),
-     "--config.batch_size: expected a multiple of the 4 devices, found 6"),
+    (
+        "train-batch-size-0",
+        lambda c, d: _train_args(c, d, "--config.batch_size=0"),
+        "--config.batch_size: expected an integer >= 1, found 0",
+    ),
+    (
+        "train-epochs-negative",
+        lambda c, d: _train_args(c, d, "--config.epochs=-1"),
+        "--config.epochs: expected an integer >= 1, found -1",
+    ),
+    (
+        "train-learning-rate-0",
+        lambda c, d: _train_args(c, d, "--config.learning_rate=0"),
+        "--config.learning_rate: expected a number in (0, inf)",
+    ),
+    (
+        "train-val-fraction",
+        lambda c, d: _train_args(c, d, "--config.val_fraction=1.5"),
+        "--config.val_fraction: expected a number in [0, 1)",
+    ),
+    (
+        "train-latent-0",
+        lambda c, d: _train_args(c, d, "--config.model.latent_dim=0"),
+        "--config.model.latent_dim: expected an integer >= 1",
+    ),
+    (
+        "train-schedule",
+        lambda c, d: _train_args(c, d, "--config.schedule=linear"),
+        "--config.schedule: expected one of cosine, plateau",
+    ),
+    (
+        "train-batch-not-multiple",
+        lambda c, d: _train_args(c, d, "--config.batch_size=6", "--config.max_subjects=48"),
+        "--config.batch_size: expected a multiple of the 4 devices, found 6",
+    ),
     ("train-type", lambda c, d: _train_args(c, d, "--config.epochs=many"), "expected a value of type int"),
-    ("train-config-system-exit", lambda c, d: ["train", "--config", str(_config_file(d, SYSTEM_EXIT_CONFIG)), "--store",
-                                               str(c.store), "--workdir", str(d / "w")], "could not build the config (SystemExit"),
+    (
+        "train-config-system-exit",
+        lambda c, d: [
+            "train",
+            "--config",
+            str(_config_file(d, SYSTEM_EXIT_CONFIG)),
+            "--store",
+            str(c.store),
+            "--workdir",
+            str(d / "w"),
+        ],
+        "could not build the config (SystemExit",
+    ),
     ("train-store-missing", lambda c, d: _train_args(c, d, store=d / "none"), "not a volume store"),
-    ("train-store-shape", lambda c, d: ["train", "--config", "demo", "--store", str(c.store), "--workdir", str(d / "w")],
-     "volumes are (12, 12, 12) but the config's model expects"),
-    ("train-workdir-under-file", lambda c, d: _train_args(c, d, workdir=_under_file(d)), "is a file, expected a directory"),
+    (
+        "train-store-shape",
+        lambda c, d: ["train", "--config", "demo", "--store", str(c.store), "--workdir", str(d / "w")],
+        "volumes are (12, 12, 12) but the config's model expects",
+    ),
+    (
+        "train-workdir-under-file",
+        lambda c, d: _train_args(c, d, workdir=_under_file(d)),
+        "is a file, expected a directory",
+    ),
     ("train-unknown-option", lambda c, d: _train_args(c, d, "--bogus"), "unrecognized arguments: --bogus"),
     # --- embed -------------------------------------------------------------------------------
-    ("embed-batch-size-0", lambda c, d: _embed_args(c, d, "--batch-size", "0"), "--batch-size: expected an integer >= 1"),
+    (
+        "embed-batch-size-0",
+        lambda c, d: _embed_args(c, d, "--batch-size", "0"),
+        "--batch-size: expected an integer >= 1",
+    ),
     ("embed-step-text", lambda c, d: _embed_args(c, d, "--step", "newest"), "--step: expected a checkpoint step"),
     ("embed-step-absent", lambda c, d: _embed_args(c, d, "--step", "99"), "no checkpoint at step 99"),
     ("embed-no-checkpoint", lambda c, d: _embed_args(c, d, workdir=d), "no checkpoint found"),
-    ("embed-out-directory", lambda c, d: _embed_args(c, d, out=_foreign_dir(d)), "is a directory; expected a file path"),
-    ("embed-out-foreign", lambda c, d: _embed_args(c, d, out=_write(d / "mine.tsv", "x\n")), "exists and was not written by wm-jax embed"),
+    (
+        "embed-out-directory",
+        lambda c, d: _embed_args(c, d, out=_foreign_dir(d)),
+        "is a directory; expected a file path",
+    ),
+    (
+        "embed-out-foreign",
+        lambda c, d: _embed_args(c, d, out=_write(d / "mine.tsv", "x\n")),
+        "exists and was not written by wm-jax embed",
+    ),
     ("embed-out-under-file", lambda c, d: _embed_args(c, d, out=_under_file(d)), "is a file, expected a directory"),
     # --- interpret ---------------------------------------------------------------------------
-    ("interpret-n-subjects-2", lambda c, d: _interpret_args(c, d, "--n-subjects", "2"), "--n-subjects: expected an integer >= 3"),
-    ("interpret-top-fraction-0", lambda c, d: _interpret_args(c, d, "--top-fraction", "0"), "--top-fraction: expected a number in (0, 1]"),
-    ("interpret-permutations-0", lambda c, d: _interpret_args(c, d, "--permutations", "0"), "--permutations: expected an integer >= 1"),
-    ("interpret-fwhm-negative", lambda c, d: _interpret_args(c, d, "--fwhm", "-1"), "--fwhm: expected a number in [0, inf)"),
+    (
+        "interpret-n-subjects-2",
+        lambda c, d: _interpret_args(c, d, "--n-subjects", "2"),
+        "--n-subjects: expected an integer >= 3",
+    ),
+    (
+        "interpret-top-fraction-0",
+        lambda c, d: _interpret_args(c, d, "--top-fraction", "0"),
+        "--top-fraction: expected a number in (0, 1]",
+    ),
+    (
+        "interpret-permutations-0",
+        lambda c, d: _interpret_args(c, d, "--permutations", "0"),
+        "--permutations: expected an integer >= 1",
+    ),
+    (
+        "interpret-fwhm-negative",
+        lambda c, d: _interpret_args(c, d, "--fwhm", "-1"),
+        "--fwhm: expected a number in [0, inf)",
+    ),
     ("interpret-out-cohort", lambda c, d: _interpret_args(c, d, out=c.cohort), "holds the output of wm-jax simulate"),
-    ("interpret-out-cohort-overwrite", lambda c, d: _interpret_args(c, d, "--overwrite", out=c.cohort),
-     "holds the output of wm-jax simulate"),
-    ("interpret-out-report", lambda c, d: _interpret_args(c, d, "--overwrite", out=_foreign_dir(d, "report.md", "loci.tsv")),
-     "holds 'loci.tsv', which wm-jax interpret does not write"),
+    (
+        "interpret-out-cohort-overwrite",
+        lambda c, d: _interpret_args(c, d, "--overwrite", out=c.cohort),
+        "holds the output of wm-jax simulate",
+    ),
+    (
+        "interpret-out-report",
+        lambda c, d: _interpret_args(c, d, "--overwrite", out=_foreign_dir(d, "report.md", "loci.tsv")),
+        "holds 'loci.tsv', which wm-jax interpret does not write",
+    ),
     ("interpret-udip-missing", lambda c, d: _interpret_args(c, d, udip=d / "none.tsv"), "none.tsv: table not found"),
-    ("interpret-manifest-garbage", lambda c, d: ["interpret", "--workdir", str(c.workdir), "--udip", str(_udip_with_manifest(c, d)),
-                                                "--out", str(d / "perdi")], "expected the manifest of a `wm-jax embed` table"),
-    ("interpret-labels-missing", lambda c, d: _interpret_args(c, d)[:-4] + ["--labels", str(d / "none.tsv"), "--out", str(d / "p")],
-     "none.tsv: atlas file not found"),
+    (
+        "interpret-manifest-garbage",
+        lambda c, d: [
+            "interpret",
+            "--workdir",
+            str(c.workdir),
+            "--udip",
+            str(_udip_with_manifest(c, d)),
+            "--out",
+            str(d / "perdi"),
+        ],
+        "expected the manifest of a `wm-jax embed` table",
+    ),
+    (
+        "interpret-labels-missing",
+        lambda c, d: _interpret_args(c, d)[:-4] + ["--labels", str(d / "none.tsv"), "--out", str(d / "p")],
+        "none.tsv: atlas file not found",
+    ),
     # --- demo --------------------------------------------------------------------------------
-    ("demo-out-foreign", lambda c, d: ["demo", "--out", str(_foreign_dir(d, "thesis.tex"))], "is not a demo run directory"),
+    (
+        "demo-out-foreign",
+        lambda c, d: ["demo", "--out", str(_foreign_dir(d, "thesis.tex"))],
+        "is not a demo run directory",
+    ),
     ("demo-out-cohort", lambda c, d: ["demo", "--out", str(c.cohort)], "holds the output of wm-jax simulate"),
-    ("demo-epochs-negative", lambda c, d: ["demo", "--out", str(d / "run"), "--config.train.epochs=-1"],
-     "--config.train.epochs: expected an integer >= 1"),
-    ("demo-config-system-exit", lambda c, d: ["demo", "--out", str(d / "run"), "--config",
-                                              str(_config_file(d, SYSTEM_EXIT_CONFIG))], "could not build the config (SystemExit"),
+    (
+        "demo-epochs-negative",
+        lambda c, d: ["demo", "--out", str(d / "run"), "--config.train.epochs=-1"],
+        "--config.train.epochs: expected an integer >= 1",
+    ),
+    (
+        "demo-config-system-exit",
+        lambda c, d: ["demo", "--out", str(d / "run"), "--config", str(_config_file(d, SYSTEM_EXIT_CONFIG))],
+        "could not build the config (SystemExit",
+    ),
 ]
 
 
@@ -497,8 +937,21 @@ def test_every_command_has_cases():
 # The output policy's successful paths, and temporaries of failed and killed runs.
 # ---------------------------------------------------------------------------------------------
 def _prepare(c, out: Path, capsys, *extra) -> tuple[int, str]:
-    return run_cli(["prepare", "--subjects", str(c.cohort / "subjects.tsv"), "--out", str(out), "--crop",
-                    "0,24,2,26,0,24", "--downsample", "2", *extra], capsys)
+    return run_cli(
+        [
+            "prepare",
+            "--subjects",
+            str(c.cohort / "subjects.tsv"),
+            "--out",
+            str(out),
+            "--crop",
+            "0,24,2,26,0,24",
+            "--downsample",
+            "2",
+            *extra,
+        ],
+        capsys,
+    )
 
 
 def test_rerun_replaces_its_own_output_and_overwrite_only_outputs_of_the_command(ctx, tmp_path, capsys):
@@ -566,7 +1019,9 @@ def test_killed_gwas_then_rerun_leaves_exactly_the_reruns_outputs(ctx, tmp_path,
     assert "res.P3.glm.linear" in _gwas_files(tmp_path, "res")
     # A run of two phenotypes, killed while its results are preallocated (SIGKILL: no clean-up).
     command = [sys.executable, "-m", "wm_jax.cli", *args, "--pheno-name", "P1,P2", "--block-size", "8"]
-    process = subprocess.Popen(command, stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
+    process = subprocess.Popen(
+        command, stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    )
     deadline = time.time() + 120
     while not list(tmp_path.glob(".res.gwas.partial-*")) and process.poll() is None and time.time() < deadline:
         time.sleep(0.02)
@@ -575,8 +1030,14 @@ def test_killed_gwas_then_rerun_leaves_exactly_the_reruns_outputs(ctx, tmp_path,
     assert process.returncode == -signal.SIGKILL, "the run ended before it could be killed"
     assert list(tmp_path.glob(".res.*partial-*"))  # what a kill leaves
     assert run_cli([*args, "--pheno-name", "P1,P2"], capsys)[0] == 0
-    assert _gwas_files(tmp_path, "res") == ["res.P1.glm.linear", "res.P2.glm.linear", "res.gwas", "res.hits.tsv",
-                                            "res.log", "res.multivariate.tsv"]
+    assert _gwas_files(tmp_path, "res") == [
+        "res.P1.glm.linear",
+        "res.P2.glm.linear",
+        "res.gwas",
+        "res.hits.tsv",
+        "res.log",
+        "res.multivariate.tsv",
+    ]
     meta = json.loads((tmp_path / "res.gwas" / "meta.json").read_text())
     assert meta["phenotypes"] == ["P1", "P2"] and "res.P2.glm.linear" in meta["outputs"]
 
@@ -602,13 +1063,16 @@ def test_damaged_latest_checkpoint_falls_back_to_the_previous_one(ctx, tmp_path,
     code, err = run_cli(_embed_args(ctx, tmp_path, workdir=workdir, out=tmp_path / "u.tsv"), capsys)
     assert code == 0 and "Traceback" not in err
     assert [line for line in err.splitlines() if "step 10" in line] == [
-        "checkpoint step 10 is damaged (record/metadata is not valid JSON (JSONDecodeError)); the previous one is used"]
+        "checkpoint step 10 is damaged (record/metadata is not valid JSON (JSONDecodeError)); the previous one is used"
+    ]
     assert json.loads((tmp_path / "u.tsv.manifest.json").read_text())["checkpoint_step"] == 5
     # Training: arrays that fail to restore (valid JSON) are found on restore; the step is set
     # aside (kept, not deleted), training resumes from the one before and metrics.jsonl loses the
     # rows past it (a rerun would repeat them).
-    _write(workdir / "checkpoints" / "10" / "record" / "metadata",
-           (workdir / "checkpoints" / "5" / "record" / "metadata").read_text().replace('"step": 5', '"step": 10'))
+    _write(
+        workdir / "checkpoints" / "10" / "record" / "metadata",
+        (workdir / "checkpoints" / "5" / "record" / "metadata").read_text().replace('"step": 5', '"step": 10'),
+    )
     _write(workdir / "checkpoints" / "10" / "state" / "manifest.ocdbt", b"\x00" * 64)
     capsys.readouterr()
     unraisable = []  # tensorstore's reads outliving orbax's closed event loop report here
@@ -656,8 +1120,11 @@ def test_config_file_is_loaded_by_path_without_putting_its_folders_first_on_sys_
     config_dir = tmp_path / "a" / "b"
     config_dir.mkdir(parents=True)
     _write(tmp_path / "a" / "json.py", "raise RuntimeError('shadowed the standard library')\n")
-    path = _write(config_dir / "my.py", "from configs.sim_common import base_config\n\ndef get_config():\n"
-                                        "    c = base_config()\n    c.n_subjects = 12\n    return c\n")
+    path = _write(
+        config_dir / "my.py",
+        "from configs.sim_common import base_config\n\ndef get_config():\n"
+        "    c = base_config()\n    c.n_subjects = 12\n    return c\n",
+    )
     before = list(sys.path)
     assert load_config(str(path)).n_subjects == 12
     assert sys.path[: len(before)] == before and str(tmp_path / "a") not in sys.path

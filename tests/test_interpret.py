@@ -27,7 +27,11 @@ def _decoder(atlas, moved_by):
     background = jnp.asarray(np.random.default_rng(5).standard_normal(SHAPE), jnp.float32) * 0.1
 
     def decode(z):
-        return background[None] + jnp.einsum("nd,dxyz->nxyz", jnp.tanh(z), masks) + 0.05 * jnp.sin(z[:, :1, None, None] * 3)
+        return (
+            background[None]
+            + jnp.einsum("nd,dxyz->nxyz", jnp.tanh(z), masks)
+            + 0.05 * jnp.sin(z[:, :1, None, None] * 3)
+        )
 
     return decode
 
@@ -70,8 +74,15 @@ def test_hand_made_decoder_ranks_its_tracts_first():
     codes = np.random.default_rng(0).standard_normal((40, 3)).astype(np.float32)
     mask = atlas > 0
     mask[0] = True  # some background inside the mask
-    maps, enrichment = perdi(decode, codes, mask, atlas, labels, voxel_mm=np.array([2.0, 2.0, 2.0]),
-                             options=PerdiOptions(fwhm_mm=3.0, top_fraction=0.05, n_permutations=2000))
+    maps, enrichment = perdi(
+        decode,
+        codes,
+        mask,
+        atlas,
+        labels,
+        voxel_mm=np.array([2.0, 2.0, 2.0]),
+        options=PerdiOptions(fwhm_mm=3.0, top_fraction=0.05, n_permutations=2000),
+    )
     assert maps.shape == (3, *SHAPE)
     assert np.all(maps[:, ~mask] == 0)
     for d, label in enumerate(moved_by):

@@ -21,8 +21,9 @@ def test_shapes_small_and_paper():
     paper = AutoencoderConfig()  # 1x182x218x182, channels 16-32-64-128-256, 128 UDIPs
     abstract = nnx.eval_shape(lambda: Autoencoder(paper, rngs=nnx.Rngs(0)))
     graph, state = nnx.split(abstract)
-    out = jax.eval_shape(lambda s, v: nnx.merge(graph, s).encode(v), state,
-                         jax.ShapeDtypeStruct((1, 182, 218, 182), jnp.float32))
+    out = jax.eval_shape(
+        lambda s, v: nnx.merge(graph, s).encode(v), state, jax.ShapeDtypeStruct((1, 182, 218, 182), jnp.float32)
+    )
     assert out.shape == (1, 128)
     assert abstract.bottleneck_shape == (12, 14, 12, 256)
     n_params = sum(p.size for p in jax.tree.leaves(nnx.state(abstract, nnx.Param)))
@@ -36,15 +37,20 @@ def test_transposed_conv_matches_lax():
     # lax.conv_transpose correlates with the kernel as given; ours (as PyTorch's ConvTranspose3d)
     # places W[i, j, l] at offset (i, j, l), which is the spatially flipped kernel.
     flipped = layer.kernel[...][::-1, ::-1, ::-1]
-    reference = jax.lax.conv_transpose(x, flipped, strides=(2, 2, 2), padding="VALID",
-                                       dimension_numbers=("NDHWC", "DHWIO", "NDHWC")) + layer.bias[...]
+    reference = (
+        jax.lax.conv_transpose(
+            x, flipped, strides=(2, 2, 2), padding="VALID", dimension_numbers=("NDHWC", "DHWIO", "NDHWC")
+        )
+        + layer.bias[...]
+    )
     np.testing.assert_allclose(ours, reference, rtol=1e-5, atol=1e-5)
 
 
 def test_max_pool_matches_reduce_window_with_odd_sizes():
     x = jnp.asarray(np.random.default_rng(2).standard_normal((2, 5, 6, 3, 2)), jnp.float32)
-    reference = jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, 2, 2, 2, 1), (1, 2, 2, 2, 1),
-                                      [(0, 0), (0, 1), (0, 0), (0, 1), (0, 0)])
+    reference = jax.lax.reduce_window(
+        x, -jnp.inf, jax.lax.max, (1, 2, 2, 2, 1), (1, 2, 2, 2, 1), [(0, 0), (0, 1), (0, 0), (0, 1), (0, 0)]
+    )
     np.testing.assert_array_equal(max_pool_2x(x), reference)
 
 
@@ -107,13 +113,15 @@ def test_shifted_conv_equals_lax_conv_and_numpy_with_gradients():
     for i in range(3):
         for j in range(3):
             for k in range(3):
-                expected += xp[:, i:i + 5, j:j + 6, k:k + 7] @ w[i, j, k]
+                expected += xp[:, i : i + 5, j : j + 6, k : k + 7] @ w[i, j, k]
     xj, wj = jnp.asarray(x, jnp.float32), jnp.asarray(w, jnp.float32)
     np.testing.assert_allclose(np.asarray(conv3d_k3_shifted(xj, wj)), expected, atol=1e-4)
     np.testing.assert_allclose(np.asarray(conv3d_k3_library(xj, wj)), expected, atol=1e-4)
     cot = jnp.asarray(rng.standard_normal(expected.shape), jnp.float32)
-    grads = [jax.grad(lambda a, b, f=f: (f(a, b) * cot).sum(), argnums=(0, 1))(xj, wj)
-             for f in (conv3d_k3_shifted, conv3d_k3_library)]
+    grads = [
+        jax.grad(lambda a, b, f=f: (f(a, b) * cot).sum(), argnums=(0, 1))(xj, wj)
+        for f in (conv3d_k3_shifted, conv3d_k3_library)
+    ]
     for ours, library in zip(*grads):
         np.testing.assert_allclose(np.asarray(ours), np.asarray(library), rtol=1e-4, atol=1e-4)
 
@@ -135,7 +143,9 @@ def test_gradient_accumulation_equals_one_large_batch():
 
     from wm_jax.train.loop import _transform
 
-    config = ml_collections.ConfigDict({"schedule": "cosine", "learning_rate": 1e-2, "epochs": 1, "grad_accum_steps": 2})
+    config = ml_collections.ConfigDict(
+        {"schedule": "cosine", "learning_rate": 1e-2, "epochs": 1, "grad_accum_steps": 2}
+    )
     volumes = jnp.asarray(np.random.default_rng(6).standard_normal((4, 13, 18, 11)), jnp.float32)
     mask, ones = jnp.ones((13, 18, 11)), jnp.ones(2)
 

@@ -70,8 +70,17 @@ def test_demo_writes_every_stage_and_a_summary(demo_run):
     assert list((out / "report" / "udip").glob("*.png"))
     assert len(list((out / "interpret" / "montages").glob("UDIP*.png"))) == 4
     manifest = json.loads((out / "manifest.json").read_text())
-    assert set(manifest["stages"]) == {"simulate", "split", "prepare", "train", "embed", "baselines", "gwas", "report",
-                                       "interpret"}
+    assert set(manifest["stages"]) == {
+        "simulate",
+        "split",
+        "prepare",
+        "train",
+        "embed",
+        "baselines",
+        "gwas",
+        "report",
+        "interpret",
+    }
 
 
 def test_rerun_skips_finished_stages_and_resumes_after_a_failure(demo_run, monkeypatch, caplog):
@@ -117,9 +126,23 @@ def test_interpret_rejects_a_udip_table_of_other_subjects(demo_run, tmp_path, ca
     table["FID"] = table["IID"]
     strangers = tmp_path / "udip.tsv"
     table.to_csv(strangers, sep="\t", index=False)
-    code = main(["interpret", "--workdir", str(out / "encoder"), "--udip", str(strangers), "--store",
-                 str(out / "store_heldout"), "--atlas", str(out / "cohort" / "atlas.nii.gz"), "--labels",
-                 str(out / "cohort" / "atlas_labels.tsv"), "--out", str(tmp_path / "perdi")])
+    code = main(
+        [
+            "interpret",
+            "--workdir",
+            str(out / "encoder"),
+            "--udip",
+            str(strangers),
+            "--store",
+            str(out / "store_heldout"),
+            "--atlas",
+            str(out / "cohort" / "atlas.nii.gz"),
+            "--labels",
+            str(out / "cohort" / "atlas_labels.tsv"),
+            "--out",
+            str(tmp_path / "perdi"),
+        ]
+    )
     assert code == 2
     err = capsys.readouterr().err
     assert "wm-jax interpret: error:" in err and f"none of its {len(table)} subjects is in the store" in err

@@ -14,9 +14,19 @@ def _write_plink(prefix, dosages, fam_ids=None):
     n_variants, n_samples = dosages.shape
     write_bed(f"{prefix}.bed", [encode_alt_dosages(dosages)])
     ids = fam_ids or [f"s{i}" for i in range(n_samples)]
-    pd.DataFrame({"f": ids, "i": ids, "a": 0, "b": 0, "s": 1, "p": -9}).to_csv(f"{prefix}.fam", sep=" ", header=False, index=False)
-    pd.DataFrame({"c": 1, "id": [f"v{j}" for j in range(n_variants)], "cm": 0, "pos": np.arange(n_variants) + 1,
-                  "a1": "A", "a2": "G"}).to_csv(f"{prefix}.bim", sep="\t", header=False, index=False)
+    pd.DataFrame({"f": ids, "i": ids, "a": 0, "b": 0, "s": 1, "p": -9}).to_csv(
+        f"{prefix}.fam", sep=" ", header=False, index=False
+    )
+    pd.DataFrame(
+        {
+            "c": 1,
+            "id": [f"v{j}" for j in range(n_variants)],
+            "cm": 0,
+            "pos": np.arange(n_variants) + 1,
+            "a1": "A",
+            "a2": "G",
+        }
+    ).to_csv(f"{prefix}.bim", sep="\t", header=False, index=False)
 
 
 @pytest.mark.parametrize("n_samples", [1, 4, 7, 103])
@@ -73,8 +83,11 @@ def test_bim_fam_agree_with_pandas_plink(tiny_cohort):
 @pytest.mark.plink2
 def test_plink2_freq_agrees_with_our_allele_frequencies(tiny_cohort, tmp_path):
     plink2 = plink2_or_skip()
-    subprocess.run([plink2, "--bfile", str(tiny_cohort / "genotypes"), "--freq", "--out", str(tmp_path / "f")],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [plink2, "--bfile", str(tiny_cohort / "genotypes"), "--freq", "--out", str(tmp_path / "f")],
+        check=True,
+        capture_output=True,
+    )
     afreq = pd.read_csv(tmp_path / "f.afreq", sep="\t")
     data = PlinkDataset(tiny_cohort / "genotypes")
     dosages = data.bed.dosages(slice(None))

@@ -60,13 +60,24 @@ def planted_gwas(tiny_cohort, tmp_path_factory):
     halves = {"discovery": np.arange(data.n_samples) % 2 == 0, "replication": np.arange(data.n_samples) % 2 == 1}
     prefixes = {}
     for name, keep in halves.items():
-        values = {f"P{j + 1}": np.where(keep, 1.5 * dosages[j] + rng.standard_normal(data.n_samples), np.nan)
-                  for j in range(len(dosages))}
+        values = {
+            f"P{j + 1}": np.where(keep, 1.5 * dosages[j] + rng.standard_normal(data.n_samples), np.nan)
+            for j in range(len(dosages))
+        }
         values["NULL"] = np.where(keep, rng.standard_normal(data.n_samples), np.nan)
         pheno = out / f"{name}.tsv"
-        pd.DataFrame({"FID": data.fam.fid, "IID": data.fam.iid, **values}).to_csv(pheno, sep="\t", index=False, na_rep="NA")
-        prefixes[name] = str(run_gwas(str(tiny_cohort / "genotypes"), str(pheno), str(tiny_cohort / "covariates.tsv"),
-                                      str(out / name), GwasOptions(maf=0.05, block_size=1024, covar_names="age,sex")))
+        pd.DataFrame({"FID": data.fam.fid, "IID": data.fam.iid, **values}).to_csv(
+            pheno, sep="\t", index=False, na_rep="NA"
+        )
+        prefixes[name] = str(
+            run_gwas(
+                str(tiny_cohort / "genotypes"),
+                str(pheno),
+                str(tiny_cohort / "covariates.tsv"),
+                str(out / name),
+                GwasOptions(maf=0.05, block_size=1024, covar_names="age,sex"),
+            )
+        )
     return prefixes
 
 
@@ -83,15 +94,37 @@ def test_clumping_equals_plink19(tiny_cohort, planted_gwas, tmp_path):
     for name in result.phenotypes:
         lp = result.series(name)
         assoc = tmp_path / f"{name}.assoc"
-        pd.DataFrame({"SNP": result.variants.ID, "P": 10.0 ** -lp}).to_csv(assoc, sep="\t", index=False)
-        subprocess.run([plink, "--bfile", str(tiny_cohort / "genotypes"), "--clump", str(assoc), "--clump-p1", "1e-3",
-                        "--clump-p2", "0.05", "--clump-r2", "0.2", "--clump-kb", "250", "--out", str(tmp_path / name)],
-                       check=True, capture_output=True)
+        pd.DataFrame({"SNP": result.variants.ID, "P": 10.0**-lp}).to_csv(assoc, sep="\t", index=False)
+        subprocess.run(
+            [
+                plink,
+                "--bfile",
+                str(tiny_cohort / "genotypes"),
+                "--clump",
+                str(assoc),
+                "--clump-p1",
+                "1e-3",
+                "--clump-p2",
+                "0.05",
+                "--clump-r2",
+                "0.2",
+                "--clump-kb",
+                "250",
+                "--out",
+                str(tmp_path / name),
+            ],
+            check=True,
+            capture_output=True,
+        )
         ours = clump(result.variants, lp, lambda idx: data.bed.dosages(rows[idx]).astype(float), options)
         reference_path = tmp_path / f"{name}.clumped"
-        reference = pd.read_csv(reference_path, sep=r"\s+") if reference_path.exists() else pd.DataFrame(columns=["SNP", "SP2"])
-        theirs = {row.SNP: (set() if row.SP2 == "NONE" else {s.split("(")[0] for s in row.SP2.split(",")})
-                  for row in reference.itertuples()}
+        reference = (
+            pd.read_csv(reference_path, sep=r"\s+") if reference_path.exists() else pd.DataFrame(columns=["SNP", "SP2"])
+        )
+        theirs = {
+            row.SNP: (set() if row.SP2 == "NONE" else {s.split("(")[0] for s in row.SP2.split(",")})
+            for row in reference.itertuples()
+        }
         mine = {result.variants.ID.iloc[r.index]: set(result.variants.ID.iloc[r.members]) for r in ours.itertuples()}
         assert mine == theirs, name  # the same index variants, each with the same members
         compared += len(mine)
@@ -100,12 +133,22 @@ def test_clumping_equals_plink19(tiny_cohort, planted_gwas, tmp_path):
 
 def test_replication_turns_betas_to_the_discovery_allele():
     variants = pd.DataFrame({"ID": ["a", "b", "c"], "A1": ["G", "T", "C"]})
-    discovery = SimpleNamespace(variants=variants, phenotypes=["X"], beta=np.array([[0.5, -0.4, 0.3]]),
-                                log10_p=np.array([[9.0, 8.5, 8.0]]), phenotype_index=lambda n: 0)
+    discovery = SimpleNamespace(
+        variants=variants,
+        phenotypes=["X"],
+        beta=np.array([[0.5, -0.4, 0.3]]),
+        log10_p=np.array([[9.0, 8.5, 8.0]]),
+        phenotype_index=lambda n: 0,
+    )
     # replication: b's A1 is the other allele (beta sign flips back to -), c has the wrong sign, d absent
     rep_variants = pd.DataFrame({"ID": ["c", "b", "a"], "A1": ["C", "A", "G"]})
-    replicate = SimpleNamespace(variants=rep_variants, phenotypes=["X"], beta=np.array([[-0.2, 0.3, 0.4]]),
-                                log10_p=np.array([[5.0, 3.0, 1.0]]), phenotype_index=lambda n: 0)
+    replicate = SimpleNamespace(
+        variants=rep_variants,
+        phenotypes=["X"],
+        beta=np.array([[-0.2, 0.3, 0.4]]),
+        log10_p=np.array([[5.0, 3.0, 1.0]]),
+        phenotype_index=lambda n: 0,
+    )
     leads = pd.DataFrame({"phenotype": ["X", "X", "X"], "index": [0, 1, 2]})
     table = replication(leads, discovery, replicate)
     # threshold -log10(0.05 / 3) = 1.78: a (P 0.1) fails, b replicates after the flip, c has the wrong sign
@@ -115,9 +158,14 @@ def test_replication_turns_betas_to_the_discovery_allele():
 
 def test_report_end_to_end(tiny_cohort, planted_gwas, tmp_path):
     out = tmp_path / "report"
-    summary = build_report(planted_gwas["discovery"], str(tiny_cohort / "genotypes"), str(out),
-                           replication_gwas=planted_gwas["replication"], truth=str(tiny_cohort / "truth.tsv"),
-                           options=ClumpOptions(p1=1e-4))
+    summary = build_report(
+        planted_gwas["discovery"],
+        str(tiny_cohort / "genotypes"),
+        str(out),
+        replication_gwas=planted_gwas["replication"],
+        truth=str(tiny_cohort / "truth.tsv"),
+        options=ClumpOptions(p1=1e-4),
+    )
     assert json.loads((out / "report.json").read_text())["n_loci"] == summary["n_loci"] > 0
     loci = pd.read_csv(out / "loci.tsv", sep="\t")
     assert len(loci) == summary["n_loci"] and summary["n_leads"] == len(loci)
@@ -146,8 +194,12 @@ def test_report_bad_inputs(tiny_cohort, planted_gwas, tmp_path):
     variants["ID"] = "x" + variants["ID"]
     variants.to_csv(f"{renamed}.gwas/variants.tsv", sep="\t", index=False)
     with pytest.raises(InputError, match="no variant in common"):
-        build_report(planted_gwas["discovery"], str(tiny_cohort / "genotypes"), str(tmp_path / "r2"),
-                     replication_gwas=str(renamed))
+        build_report(
+            planted_gwas["discovery"],
+            str(tiny_cohort / "genotypes"),
+            str(tmp_path / "r2"),
+            replication_gwas=str(renamed),
+        )
     with pytest.raises(InputError, match="not a `wm-jax gwas` output"):
         build_report(str(tmp_path / "nothing"), str(tiny_cohort / "genotypes"), str(tmp_path / "r3"))
     assert not any((tmp_path / r).exists() for r in ("r1", "r2", "r3"))

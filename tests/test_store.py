@@ -55,11 +55,24 @@ def _small_cohort(tmp_path, n=3):
 @pytest.mark.parametrize(
     "make_bad, message",
     [
-        (lambda a: np.zeros((6, 7, 4), np.float32) + 0.2, r"s1\.nii\.gz: shape \(6, 7, 4\) differs from the cohort's \(6, 7, 5\)"),
-        (lambda a: np.full((6, 7, 5, 2), 0.2, np.float32), r"s1\.nii\.gz: expected a 3D FA map, found shape \(6, 7, 5, 2\)"),
-        (lambda a: np.where(np.eye(6, 7)[:, :, None] > 0, np.nan, 0.2).astype(np.float32) * np.ones((1, 1, 5), np.float32),
-         r"s1\.nii\.gz: 30 voxels are NaN or infinite"),
-        (lambda a: np.full((6, 7, 5), 1.5, np.float32), r"s1\.nii\.gz: values span \[1\.5, 1\.5\]; FA must lie in \[0, 1\]"),
+        (
+            lambda a: np.zeros((6, 7, 4), np.float32) + 0.2,
+            r"s1\.nii\.gz: shape \(6, 7, 4\) differs from the cohort's \(6, 7, 5\)",
+        ),
+        (
+            lambda a: np.full((6, 7, 5, 2), 0.2, np.float32),
+            r"s1\.nii\.gz: expected a 3D FA map, found shape \(6, 7, 5, 2\)",
+        ),
+        (
+            lambda a: (
+                np.where(np.eye(6, 7)[:, :, None] > 0, np.nan, 0.2).astype(np.float32) * np.ones((1, 1, 5), np.float32)
+            ),
+            r"s1\.nii\.gz: 30 voxels are NaN or infinite",
+        ),
+        (
+            lambda a: np.full((6, 7, 5), 1.5, np.float32),
+            r"s1\.nii\.gz: values span \[1\.5, 1\.5\]; FA must lie in \[0, 1\]",
+        ),
         (lambda a: np.zeros((6, 7, 5), np.float32), r"s1\.nii\.gz: image is empty"),
     ],
 )
@@ -95,8 +108,11 @@ def test_store_open_errors(tmp_path):
 def test_cli_prepare_bad_input_is_one_line_exit_2(tmp_path):
     subjects, _ = _small_cohort(tmp_path)
     (tmp_path / "fa" / "s0.nii.gz").unlink()
-    result = subprocess.run([sys.executable, "-m", "wm_jax.cli", "prepare", "--subjects", str(subjects), "--out",
-                             str(tmp_path / "store")], capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "wm_jax.cli", "prepare", "--subjects", str(subjects), "--out", str(tmp_path / "store")],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 2
     errors = [line for line in result.stderr.splitlines() if "error" in line]
     assert len(errors) == 1 and "s0.nii.gz: FA map listed in" in errors[0] and "Traceback" not in result.stderr

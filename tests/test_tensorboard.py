@@ -17,8 +17,11 @@ def test_training_metrics_are_readable_by_tensorboard(tmp_path):
     from wm_jax.train.loop import _Metrics
 
     metrics = _Metrics(tmp_path, tensorboard=True)
-    rows = [{"step": 10, "train_loss": 0.5}, {"step": 20, "train_loss": 0.25},
-            {"step": 20, "epoch": 1, "train_loss": 0.2, "val_loss": 0.3125, "seconds": 1.5}]
+    rows = [
+        {"step": 10, "train_loss": 0.5},
+        {"step": 20, "train_loss": 0.25},
+        {"step": 20, "epoch": 1, "train_loss": 0.2, "val_loss": 0.3125, "seconds": 1.5},
+    ]
     for row in rows:
         metrics.write(row)
     metrics.close()

@@ -15,8 +15,11 @@ from wm_jax.train.loop import embed, train_and_evaluate
 
 @pytest.fixture(scope="module")
 def store(tiny_cohort, tmp_path_factory):
-    return prepare_store(tiny_cohort / "subjects.tsv", tmp_path_factory.mktemp("store") / "store",
-                         Preprocessing(crop=((0, 24), (2, 26), (0, 24)), downsample=2))
+    return prepare_store(
+        tiny_cohort / "subjects.tsv",
+        tmp_path_factory.mktemp("store") / "store",
+        Preprocessing(crop=((0, 24), (2, 26), (0, 24)), downsample=2),
+    )
 
 
 def _config(**changes):
@@ -87,9 +90,24 @@ def test_sigterm_saves_and_a_rerun_resumes(store, tmp_path):
     import sys
     import time
 
-    command = [sys.executable, "-m", "wm_jax.cli", "train", "--config", "demo", "--store", str(store),
-               "--workdir", str(tmp_path / "w"), "--config.model.input_shape=(12,12,12)", "--config.model.channels=(4,8)",
-               "--config.model.latent_dim=6", "--config.max_subjects=48", "--config.epochs=50", "--config.log_every=1"]
+    command = [
+        sys.executable,
+        "-m",
+        "wm_jax.cli",
+        "train",
+        "--config",
+        "demo",
+        "--store",
+        str(store),
+        "--workdir",
+        str(tmp_path / "w"),
+        "--config.model.input_shape=(12,12,12)",
+        "--config.model.channels=(4,8)",
+        "--config.model.latent_dim=6",
+        "--config.max_subjects=48",
+        "--config.epochs=50",
+        "--config.log_every=1",
+    ]
     process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 240
     while not (tmp_path / "w" / "metrics.jsonl").exists() and time.time() < deadline and process.poll() is None:
@@ -98,7 +116,12 @@ def test_sigterm_saves_and_a_rerun_resumes(store, tmp_path):
     _, stderr = process.communicate(timeout=240)
     assert process.returncode == 0, stderr[-2000:]
     assert "checkpoint saved, rerun to resume" in stderr
-    resumed = subprocess.run(command[:-2] + ["--config.epochs=1", "--config.log_every=1"], capture_output=True, text=True,
-                             timeout=240, env={**os.environ})
+    resumed = subprocess.run(
+        command[:-2] + ["--config.epochs=1", "--config.log_every=1"],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env={**os.environ},
+    )
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "resumed from step" in resumed.stderr

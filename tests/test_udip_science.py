@@ -29,8 +29,11 @@ def _random_store(tmp_path, n=40, shape=(6, 7, 5), seed=0, rank=3):
     ids = [f"s{i}" for i in range(n)]
     pd.DataFrame({"FID": ids, "IID": ids}).to_csv(path / "index.tsv", sep="\t", index=False)
     grid = {"shape": list(shape), "affine": np.eye(4).tolist()}
-    record = {"format_version": STORE_FORMAT_VERSION, "grid": grid,
-              "preprocessing": {"crop": None, "downsample": 1, "mask_fraction": 0.5, "dtype": "float32"}}
+    record = {
+        "format_version": STORE_FORMAT_VERSION,
+        "grid": grid,
+        "preprocessing": {"crop": None, "downsample": 1, "mask_fraction": 0.5, "dtype": "float32"},
+    }
     (path / "store.json").write_text(json.dumps(record))
     return path, volumes.astype(np.float32), mask
 
@@ -68,16 +71,18 @@ def test_linear_path_starts_as_pca(tmp_path):
 
     path, volumes, mask = _random_store(tmp_path, shape=(8, 8, 8))
     pca = fit_pca(VolumeStore.open(path), 3)
-    model = Autoencoder(AutoencoderConfig(input_shape=(8, 8, 8), channels=(2, 4), latent_dim=4, linear_path=True),
-                        rngs=nnx.Rngs(0))
+    model = Autoencoder(
+        AutoencoderConfig(input_shape=(8, 8, 8), channels=(2, 4), latent_dim=4, linear_path=True), rngs=nnx.Rngs(0)
+    )
     offset = pca.reconstruct(np.zeros((1, 3), np.float32))[0]
     model.init_linear_path(offset, pca.reconstruct(np.eye(3, dtype=np.float32)) - offset)
     model.eval()
     codes = np.asarray(model.encode(jnp.asarray(volumes[:5])))
     np.testing.assert_allclose(codes[:, :3], pca.scores(volumes[:5]), atol=1e-4)
     np.testing.assert_allclose(codes[:, 3], 0, atol=1e-6)  # the fourth dimension has no component
-    np.testing.assert_allclose(np.asarray(model(jnp.asarray(volumes[:5]))),
-                               pca.reconstruct(pca.scores(volumes[:5])), atol=1e-4)
+    np.testing.assert_allclose(
+        np.asarray(model(jnp.asarray(volumes[:5]))), pca.reconstruct(pca.scores(volumes[:5])), atol=1e-4
+    )
 
 
 def test_varimax_recovers_a_hidden_simple_structure():
@@ -87,7 +92,7 @@ def test_varimax_recovers_a_hidden_simple_structure():
     rng = np.random.default_rng(3)
     simple = np.zeros((60, 4))
     for k in range(4):
-        simple[15 * k: 15 * (k + 1), k] = rng.uniform(0.5, 1.5, 15)
+        simple[15 * k : 15 * (k + 1), k] = rng.uniform(0.5, 1.5, 15)
     mixing, _ = np.linalg.qr(rng.standard_normal((4, 4)))
     rotation = varimax(simple @ mixing)
     np.testing.assert_allclose(rotation @ rotation.T, np.eye(4), atol=1e-10)
@@ -125,7 +130,10 @@ def test_factor_coefficients_and_loci_have_the_configured_variance_h2_and_share(
     dosage = rng.binomial(2, freq[:, None], (m, n)).astype(np.int8)
     config, h2 = _genetics_config()
     pattern = np.ones((2, 2, 2), np.float32)
-    factors = [genetics.Factor("local1", "local", pattern, 0.05, h2), genetics.Factor("global", "global", pattern, 0.02, h2)]
+    factors = [
+        genetics.Factor("local1", "local", pattern, 0.05, h2),
+        genetics.Factor("global", "global", pattern, 0.02, h2),
+    ]
     coefficients, genetic_values = genetics.factor_coefficients(factors, dosage, freq, config, rng)
     np.testing.assert_allclose(coefficients.std(axis=0), [0.05, 0.02], rtol=0.03)
     np.testing.assert_allclose(genetic_values.var(axis=0) / coefficients.var(axis=0), h2, atol=0.03)
@@ -157,10 +165,28 @@ def test_oracle_background_variance_matches_simulated_volumes():
 def test_contrast_patterns_cancel_in_every_tract_and_factors_have_their_kinds():
     from wm_jax.simulate.phantom import build_phantom
 
-    c = ml_collections.ConfigDict({"factors": {
-        "global_sd": 0.02, "global_h2": 0.5, "tract_sd": 0.03, "tract_h2": 0.5, "n_cross": 2, "cross_sd": 0.05,
-        "cross_h2": 0.5, "cross_width": 0.18, "n_contrast": 3, "contrast_sd": 0.06, "contrast_h2": 0.5, "n_local": 2,
-        "local_sd": 0.06, "local_h2": 0.5, "local_width": 0.12, "sd_spread": 0.3}})
+    c = ml_collections.ConfigDict(
+        {
+            "factors": {
+                "global_sd": 0.02,
+                "global_h2": 0.5,
+                "tract_sd": 0.03,
+                "tract_h2": 0.5,
+                "n_cross": 2,
+                "cross_sd": 0.05,
+                "cross_h2": 0.5,
+                "cross_width": 0.18,
+                "n_contrast": 3,
+                "contrast_sd": 0.06,
+                "contrast_h2": 0.5,
+                "n_local": 2,
+                "local_sd": 0.06,
+                "local_h2": 0.5,
+                "local_width": 0.12,
+                "sd_spread": 0.3,
+            }
+        }
+    )
     phantom = build_phantom((24, 28, 24), seed=1)
     factors = genetics.spatial_factors(phantom, c, np.random.default_rng(0))
     kinds = [f.kind for f in factors]
@@ -200,22 +226,37 @@ def test_oracle_phenotype_is_the_least_squares_coefficient_on_the_pattern(tiny_c
         p = patterns[..., k][store.mask]
         for row in (0, 57):
             x = np.asarray(store.volumes[row], np.float64)[store.mask]
-            np.testing.assert_allclose(frame.iloc[row, 2 + k], np.linalg.lstsq(p[:, None], x, rcond=None)[0][0], rtol=1e-4)
+            np.testing.assert_allclose(
+                frame.iloc[row, 2 + k], np.linalg.lstsq(p[:, None], x, rcond=None)[0][0], rtol=1e-4
+            )
 
 
 def test_recall_by_kind_counts_single_and_omnibus_loci():
     from wm_jax.reporting.stats import score_against_truth
 
-    truth = pd.DataFrame({"variant": ["a", "b", "c", "d"], "chrom": ["1", "1", "2", "2"],
-                          "pos": [1_000_000, 5_000_000, 1_000_000, 9_000_000], "kind": ["local", "cross", "cross", "tract"]})
-    loci = pd.DataFrame({"chrom": ["1", "2", "2"], "start": [990_000, 1_100_000, 4_000_000], "end": [1_010_000, 1_200_000, 4_000_100],
-                         "phenotypes": ["UDIP1,OMNIBUS", "OMNIBUS", "UDIP3"]})
+    truth = pd.DataFrame(
+        {
+            "variant": ["a", "b", "c", "d"],
+            "chrom": ["1", "1", "2", "2"],
+            "pos": [1_000_000, 5_000_000, 1_000_000, 9_000_000],
+            "kind": ["local", "cross", "cross", "tract"],
+        }
+    )
+    loci = pd.DataFrame(
+        {
+            "chrom": ["1", "2", "2"],
+            "start": [990_000, 1_100_000, 4_000_000],
+            "end": [1_010_000, 1_200_000, 4_000_100],
+            "phenotypes": ["UDIP1,OMNIBUS", "OMNIBUS", "UDIP3"],
+        }
+    )
     scores = score_against_truth(loci, truth, kb=250)
     assert scores["n_planted_recovered"] == 2 and scores["n_false_loci"] == 1
     assert scores["recall_by_kind"] == {
         "cross": {"planted": 2, "any": 1, "single": 0, "omnibus": 1},
         "local": {"planted": 1, "any": 1, "single": 1, "omnibus": 1},
-        "tract": {"planted": 1, "any": 0, "single": 0, "omnibus": 0}}
+        "tract": {"planted": 1, "any": 0, "single": 0, "omnibus": 0},
+    }
 
 
 def test_perdi_decodes_rotated_udips_through_the_manifest_map(tmp_path):

@@ -84,13 +84,17 @@ def checkpoint_manager(workdir: str | os.PathLike, keep: int = 3, reader: bool =
         if reader:
             options = ocp.CheckpointManagerOptions(read_only=True, create=False, enable_async_checkpointing=False)
         else:
-            policy = checkpoint_managers.AnyPreservationPolicy([
-                checkpoint_managers.LatestN(n=keep),
-                checkpoint_managers.BestN(get_metric_fn=_val_loss, reverse=True, n=1,
-                                          keep_checkpoints_without_metrics=False),
-            ])
-            options = ocp.CheckpointManagerOptions(best_fn=_val_loss, best_mode="min", preservation_policy=policy,
-                                                   enable_async_checkpointing=False)
+            policy = checkpoint_managers.AnyPreservationPolicy(
+                [
+                    checkpoint_managers.LatestN(n=keep),
+                    checkpoint_managers.BestN(
+                        get_metric_fn=_val_loss, reverse=True, n=1, keep_checkpoints_without_metrics=False
+                    ),
+                ]
+            )
+            options = ocp.CheckpointManagerOptions(
+                best_fn=_val_loss, best_mode="min", preservation_policy=policy, enable_async_checkpointing=False
+            )
         return ocp.CheckpointManager(Path(workdir).resolve() / "checkpoints", options=options)
 
 
@@ -140,10 +144,18 @@ def set_aside(workdir, step: int, reason: str) -> None:
     log.warning("checkpoint step %d is damaged (%s); set aside to %s, the previous one is used", step, reason, target)
 
 
-def save(manager: ocp.CheckpointManager, step: int, state: nnx.State, record: dict, metrics: dict | None = None) -> None:
+def save(
+    manager: ocp.CheckpointManager, step: int, state: nnx.State, record: dict, metrics: dict | None = None
+) -> None:
     with _quiet_orbax():
-        manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(nnx.to_pure_dict(state)),
-                                                   record=ocp.args.JsonSave(record)), metrics=metrics, force=True)
+        manager.save(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardSave(nnx.to_pure_dict(state)), record=ocp.args.JsonSave(record)
+            ),
+            metrics=metrics,
+            force=True,
+        )
         manager.wait_until_finished()
 
 
@@ -155,15 +167,20 @@ def restore(manager: ocp.CheckpointManager, step: int, target: nnx.State) -> tup
     _silence_closed_loop_echoes()  # before: the echoes of a failing restore start while it unwinds
     try:
         with _quiet_orbax():
-            restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
-                                                                     record=ocp.args.JsonRestore()))
+            restored = manager.restore(
+                step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract), record=ocp.args.JsonRestore())
+            )
     except Exception as err:  # orbax raises many types for missing or damaged files
-        raise input_error(manager.directory / str(step), f"checkpoint cannot be restored ({type(err).__name__}: "
-                                                         f"{' '.join(str(err).split())[:200]})")
+        raise input_error(
+            manager.directory / str(step),
+            f"checkpoint cannot be restored ({type(err).__name__}: {' '.join(str(err).split())[:200]})",
+        )
     record = restored["record"]
     if not isinstance(record, dict) or record.get("format_version") != CHECKPOINT_FORMAT_VERSION:
         version = record.get("format_version") if isinstance(record, dict) else None
-        raise input_error(manager.directory / str(step), f"checkpoint format {version}, expected {CHECKPOINT_FORMAT_VERSION}")
+        raise input_error(
+            manager.directory / str(step), f"checkpoint format {version}, expected {CHECKPOINT_FORMAT_VERSION}"
+        )
     nnx.replace_by_pure_dict(target, restored["state"])
     return target, record
 
@@ -176,7 +193,9 @@ def read_record(manager: ocp.CheckpointManager, step: int) -> dict:
     except Exception as err:
         raise input_error(manager.directory / str(step), f"checkpoint record cannot be read ({type(err).__name__})")
     if not isinstance(record, dict) or record.get("format_version") != CHECKPOINT_FORMAT_VERSION:
-        raise input_error(manager.directory / str(step), f"expected a checkpoint record of format {CHECKPOINT_FORMAT_VERSION}")
+        raise input_error(
+            manager.directory / str(step), f"expected a checkpoint record of format {CHECKPOINT_FORMAT_VERSION}"
+        )
     return record
 
 

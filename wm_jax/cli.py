@@ -80,9 +80,14 @@ def cmd_roi(args, overrides) -> None:
         frame = tract_means(store, args.atlas, args.labels)
     with atomic_path(args.out) as tmp, atomic_path(manifest) as tmp_manifest:
         frame.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
-        record = {"command": "roi", "store": str(Path(args.store).resolve()), "atlas": str(Path(args.atlas).resolve()),
-                  "labels": args.labels and str(Path(args.labels).resolve()),
-                  "truth": args.truth and str(Path(args.truth).resolve()), "n_subjects": len(frame)}
+        record = {
+            "command": "roi",
+            "store": str(Path(args.store).resolve()),
+            "atlas": str(Path(args.atlas).resolve()),
+            "labels": args.labels and str(Path(args.labels).resolve()),
+            "truth": args.truth and str(Path(args.truth).resolve()),
+            "n_subjects": len(frame),
+        }
         tmp_manifest.write_text(json.dumps(record, indent=2))
     log.info("roi: %d subjects x %d regions -> %s", len(frame), frame.shape[1] - 2, args.out)
 
@@ -118,8 +123,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="store directory")
     p.add_argument("--crop", type=o.crop, help="x0,x1,y0,y1,z0,z1 in voxels")
     p.add_argument("--downsample", type=o.integer(1), default=1, help="integer block-mean factor")
-    p.add_argument("--mask-fraction", type=o.number(0, 1, low_open=True), default=0.5,
-                   help="brain mask: non-zero in this fraction of subjects, in (0, 1]")
+    p.add_argument(
+        "--mask-fraction",
+        type=o.number(0, 1, low_open=True),
+        default=0.5,
+        help="brain mask: non-zero in this fraction of subjects, in (0, 1]",
+    )
     p.add_argument("--dtype", choices=["float32", "float16"], default="float32")
     p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     p.set_defaults(run=cmd_prepare, accepts_overrides=False)
@@ -137,8 +146,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-OVERWRITE_HELP = ("replace an existing output that an earlier run of this command did not mark as its own "
-                  "(a directory is replaced only if it holds nothing but this command's files)")
+OVERWRITE_HELP = (
+    "replace an existing output that an earlier run of this command did not mark as its own "
+    "(a directory is replaced only if it holds nothing but this command's files)"
+)
 
 
 def _add_later_stages(sub) -> None:

@@ -28,7 +28,7 @@ def resolve_config_path(spec: str, prefix: str = "") -> Path:
         return path
     candidate = CONFIG_DIR / f"{prefix}{spec}.py"
     if not candidate.is_file():
-        presets = sorted(p.stem[len(prefix):] for p in CONFIG_DIR.glob(f"{prefix}*.py") if p.stem != f"{prefix}common")
+        presets = sorted(p.stem[len(prefix) :] for p in CONFIG_DIR.glob(f"{prefix}*.py") if p.stem != f"{prefix}common")
         raise InputError(f"{spec}: no such preset (expected one of {', '.join(presets)} or a .py config file)")
     return candidate
 
@@ -64,7 +64,7 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: list[str]) -> 
     for item in overrides:
         if not item.startswith("--config.") or "=" not in item:
             raise InputError(f"unrecognized argument: {item} (overrides look like --config.KEY=VALUE)")
-        key, raw = item[len("--config."):].split("=", 1)
+        key, raw = item[len("--config.") :].split("=", 1)
         *parents, leaf = key.split(".")
         node = config
         for part in parents:
@@ -82,7 +82,11 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: list[str]) -> 
             value = str(raw).lower() in ("1", "true", "yes")
         elif isinstance(current, float) and isinstance(value, int):
             value = float(value)
-        elif current is not None and not isinstance(value, type(current)) and not (isinstance(current, tuple) and isinstance(value, (list, tuple))):
+        elif (
+            current is not None
+            and not isinstance(value, type(current))
+            and not (isinstance(current, tuple) and isinstance(value, (list, tuple)))
+        ):
             raise InputError(f"--config.{key}={raw}: expected a value of type {type(current).__name__}")
         if isinstance(current, tuple):
             value = tuple(value)
@@ -132,34 +136,58 @@ def _one_of(*choices: str):
 
 
 TRAIN_RULES = {
-    "batch_size": _int_at_least(1), "epochs": _int_at_least(1), "seed": _int_at_least(0),
-    "learning_rate": _number_in(0, math.inf, low_open=True), "val_fraction": _number_in(0, 1, high_open=True),
-    "log_every": _int_at_least(1), "keep": _int_at_least(1), "max_subjects": _int_at_least(0),
-    "grad_accum_steps": _int_at_least(1), "schedule": _one_of("cosine", "plateau"),
-    "model.input_shape": _shape(3), "model.channels": _channels(), "model.latent_dim": _int_at_least(1),
-    "model.compute_dtype": _one_of("float32", "bfloat16"), "linear_path_lr_scale": _number_in(0, math.inf),
+    "batch_size": _int_at_least(1),
+    "epochs": _int_at_least(1),
+    "seed": _int_at_least(0),
+    "learning_rate": _number_in(0, math.inf, low_open=True),
+    "val_fraction": _number_in(0, 1, high_open=True),
+    "log_every": _int_at_least(1),
+    "keep": _int_at_least(1),
+    "max_subjects": _int_at_least(0),
+    "grad_accum_steps": _int_at_least(1),
+    "schedule": _one_of("cosine", "plateau"),
+    "model.input_shape": _shape(3),
+    "model.channels": _channels(),
+    "model.latent_dim": _int_at_least(1),
+    "model.compute_dtype": _one_of("float32", "bfloat16"),
+    "linear_path_lr_scale": _number_in(0, math.inf),
 }
 SIM_RULES = {
-    "n_subjects": _int_at_least(10), "seed": _int_at_least(0), "shape": _shape(3, 8), "n_pcs": _int_at_least(0),
-    "genotypes.n_chromosomes": _int_at_least(1), "genotypes.chromosome_length": _number_in(0, math.inf, low_open=True),
-    "genotypes.missing_rate": _number_in(0, 1, high_open=True), "genotypes.min_maf": _number_in(0, 0.5),
-    "loci.per_kind": _int_at_least(0), "loci.share": _number_in(0, 1), "loci.min_maf": _number_in(0, 0.5),
-    "genetics.n_causal": _int_at_least(1), "genetics.on_genome_share": _number_in(0, 1),
-    "genetics.min_causal_maf": _number_in(0, 0.5), "factors.sd_spread": _number_in(0, 1, high_open=True),
+    "n_subjects": _int_at_least(10),
+    "seed": _int_at_least(0),
+    "shape": _shape(3, 8),
+    "n_pcs": _int_at_least(0),
+    "genotypes.n_chromosomes": _int_at_least(1),
+    "genotypes.chromosome_length": _number_in(0, math.inf, low_open=True),
+    "genotypes.missing_rate": _number_in(0, 1, high_open=True),
+    "genotypes.min_maf": _number_in(0, 0.5),
+    "loci.per_kind": _int_at_least(0),
+    "loci.share": _number_in(0, 1),
+    "loci.min_maf": _number_in(0, 0.5),
+    "genetics.n_causal": _int_at_least(1),
+    "genetics.on_genome_share": _number_in(0, 1),
+    "genetics.min_causal_maf": _number_in(0, 0.5),
+    "factors.sd_spread": _number_in(0, 1, high_open=True),
     "variation.deformation_mm": _number_in(0, math.inf),
     **{f"factors.{kind}_h2": _number_in(0, 1) for kind in ("global", "tract", "cross", "contrast", "local")},
     **{f"factors.{kind}_sd": _number_in(0, math.inf) for kind in ("global", "tract", "cross", "contrast", "local")},
     **{f"factors.n_{kind}": _int_at_least(0) for kind in ("cross", "contrast", "local")},
 }
 DEMO_RULES = {
-    "seed": _int_at_least(0), **{f"train.{k}": v for k, v in TRAIN_RULES.items()},
+    "seed": _int_at_least(0),
+    **{f"train.{k}": v for k, v in TRAIN_RULES.items()},
     **{f"sim.{k}": v for k, v in SIM_RULES.items()},
     "split.train_fraction": _number_in(0, 1, low_open=True, high_open=True),
-    "split.replication_fraction": _number_in(0, 1, high_open=True), "gwas.maf": _number_in(0, 0.5),
-    "gwas.block_size": _int_at_least(1), "report.clump_p1": _number_in(0, 1, low_open=True),
-    "report.clump_p2": _number_in(0, 1, low_open=True), "report.clump_r2": _number_in(0, 1),
-    "report.clump_kb": _number_in(0, math.inf, low_open=True), "interpret.n_subjects": _int_at_least(3),
-    "interpret.n_permutations": _int_at_least(1), "embed.rotation": _one_of("none", "varimax"),
+    "split.replication_fraction": _number_in(0, 1, high_open=True),
+    "gwas.maf": _number_in(0, 0.5),
+    "gwas.block_size": _int_at_least(1),
+    "report.clump_p1": _number_in(0, 1, low_open=True),
+    "report.clump_p2": _number_in(0, 1, low_open=True),
+    "report.clump_r2": _number_in(0, 1),
+    "report.clump_kb": _number_in(0, math.inf, low_open=True),
+    "interpret.n_subjects": _int_at_least(3),
+    "interpret.n_permutations": _int_at_least(1),
+    "embed.rotation": _one_of("none", "varimax"),
 }
 
 

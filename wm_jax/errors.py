@@ -31,16 +31,42 @@ MARKER = ".wm-jax-output.json"
 # Top-level entries each command writes into its output directory (the marker aside): what
 # `--overwrite` may replace in a directory that has no marker (written before markers existed).
 KNOWN_ENTRIES: dict[str, frozenset[str]] = {
-    "simulate": frozenset({"genotypes.bed", "genotypes.bim", "genotypes.fam", "fa", "atlas.nii.gz",
-                           "atlas_labels.tsv", "subjects.tsv", "covariates.tsv", "truth.tsv", "simulation.json",
-                           "patterns.nii.gz", "genetic_values.tsv"}),
+    "simulate": frozenset(
+        {
+            "genotypes.bed",
+            "genotypes.bim",
+            "genotypes.fam",
+            "fa",
+            "atlas.nii.gz",
+            "atlas_labels.tsv",
+            "subjects.tsv",
+            "covariates.tsv",
+            "truth.tsv",
+            "simulation.json",
+            "patterns.nii.gz",
+            "genetic_values.tsv",
+        }
+    ),
     "prepare": frozenset({"volumes.npy", "mask.npy", "index.tsv", "store.json"}),
-    "report": frozenset({"loci.tsv", "lambda.tsv", "replication.tsv", "manhattan.png", "qq.png", "report.json",
-                         "report.md"}),
-    "interpret": frozenset({"perdi_abs_t.nii.gz", "perdi_mean_change.nii.gz", "enrichment.tsv", "montages",
-                            "interpret.json"}),
-    "gwas": frozenset({"variants.tsv", "beta.npy", "se.npy", "log10_p.npy", "obs_ct.npy", "a1_freq.npy",
-                       "reason.npy", "omnibus_chi2.npy", "meta.json"}),
+    "report": frozenset(
+        {"loci.tsv", "lambda.tsv", "replication.tsv", "manhattan.png", "qq.png", "report.json", "report.md"}
+    ),
+    "interpret": frozenset(
+        {"perdi_abs_t.nii.gz", "perdi_mean_change.nii.gz", "enrichment.tsv", "montages", "interpret.json"}
+    ),
+    "gwas": frozenset(
+        {
+            "variants.tsv",
+            "beta.npy",
+            "se.npy",
+            "log10_p.npy",
+            "obs_ct.npy",
+            "a1_freq.npy",
+            "reason.npy",
+            "omnibus_chi2.npy",
+            "meta.json",
+        }
+    ),
 }
 
 _context = {"command": None}
@@ -169,8 +195,9 @@ def _visible_entries(directory: Path) -> set[str]:
     return {name for name in os.listdir(directory) if name != MARKER and ".partial-" not in name}
 
 
-def check_output_dir(path: str | os.PathLike, command: str, overwrite: bool = False,
-                     writes: Iterable[str] | None = None) -> Path:
+def check_output_dir(
+    path: str | os.PathLike, command: str, overwrite: bool = False, writes: Iterable[str] | None = None
+) -> Path:
     """May ``command`` replace the directory ``path``? Raises InputError when it may not (module
     docstring). ``writes``: the entries this run writes (default: KNOWN_ENTRIES of the command)."""
     path = check_output_location(path)
@@ -185,25 +212,36 @@ def check_output_dir(path: str | os.PathLike, command: str, overwrite: bool = Fa
     if marker is not None and marker["command"] == command:
         foreign = sorted(entries - set(marker.get("entries", [])))
         if foreign:
-            raise input_error(path, f"holds {foreign[0]!r}, which wm-jax {command} did not write; it is never "
-                                    "replaced (move that away or choose another --out)")
+            raise input_error(
+                path,
+                f"holds {foreign[0]!r}, which wm-jax {command} did not write; it is never "
+                "replaced (move that away or choose another --out)",
+            )
         return path
     if marker is not None:
-        raise input_error(path, f"holds the output of wm-jax {marker['command']}; expected a new or empty "
-                                f"directory, or one written by wm-jax {command}")
+        raise input_error(
+            path,
+            f"holds the output of wm-jax {marker['command']}; expected a new or empty "
+            f"directory, or one written by wm-jax {command}",
+        )
     if not overwrite:
-        raise input_error(path, f"exists, is not empty and was not written by wm-jax {command}; expected a new or "
-                                "empty directory (pass --overwrite to replace an older output of this command)")
+        raise input_error(
+            path,
+            f"exists, is not empty and was not written by wm-jax {command}; expected a new or "
+            "empty directory (pass --overwrite to replace an older output of this command)",
+        )
     allowed = set(writes if writes is not None else KNOWN_ENTRIES.get(command, ()))
     foreign = sorted(entries - allowed)
     if foreign:
-        raise input_error(path, f"holds {foreign[0]!r}, which wm-jax {command} does not write; not replaced even "
-                                "with --overwrite (choose another --out)")
+        raise input_error(
+            path,
+            f"holds {foreign[0]!r}, which wm-jax {command} does not write; not replaced even "
+            "with --overwrite (choose another --out)",
+        )
     return path
 
 
-def check_output_file(path: str | os.PathLike, command: str, overwrite: bool = False,
-                      owned: bool = False) -> Path:
+def check_output_file(path: str | os.PathLike, command: str, overwrite: bool = False, owned: bool = False) -> Path:
     """May ``command`` write the file ``path``? A new path always; an existing file when ``owned``
     (written by an earlier run of the command, by its own record) or with ``--overwrite``."""
     path = check_output_location(path)
@@ -303,8 +341,12 @@ class AtomicFiles:
             if tmp.is_dir():
                 write_marker(tmp, self.command)
                 if final.exists() or final.is_symlink():
-                    check_output_dir(final, self.command, self.overwrite,
-                                     writes=_visible_entries(tmp) | KNOWN_ENTRIES.get(self.command, set()))
+                    check_output_dir(
+                        final,
+                        self.command,
+                        self.overwrite,
+                        writes=_visible_entries(tmp) | KNOWN_ENTRIES.get(self.command, set()),
+                    )
             elif final.is_dir() and not final.is_symlink():
                 raise input_error(final, "is a directory; expected a file path for the output")
         for final, tmp in self._pending.items():

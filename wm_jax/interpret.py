@@ -41,15 +41,18 @@ class PerdiOptions:
     seed: int = 0
 
 
-def paired_t_maps(decode: Callable, codes: np.ndarray, step: np.ndarray, options: PerdiOptions = PerdiOptions()) -> np.ndarray:
+def paired_t_maps(
+    decode: Callable, codes: np.ndarray, step: np.ndarray, options: PerdiOptions = PerdiOptions()
+) -> np.ndarray:
     """(D, X, Y, Z) paired t of decode(z + step_d e_d) - decode(z) over the subjects in ``codes`` (n, D).
 
     ``decode`` maps (m, D) codes to (m, X, Y, Z) volumes and must be traceable by jax."""
     return paired_difference_maps(decode, codes, step, options)[0]
 
 
-def paired_difference_maps(decode: Callable, codes: np.ndarray, step: np.ndarray,
-                           options: PerdiOptions = PerdiOptions()) -> tuple[np.ndarray, np.ndarray]:
+def paired_difference_maps(
+    decode: Callable, codes: np.ndarray, step: np.ndarray, options: PerdiOptions = PerdiOptions()
+) -> tuple[np.ndarray, np.ndarray]:
     """The paired t maps of `paired_t_maps` and the mean change maps (D, X, Y, Z) they test. For a
     decoder that is close to linear the change is nearly the same in every subject, so t measures
     its small nonlinear spread; the mean change is what the UDIP moves."""
@@ -100,8 +103,15 @@ def smooth(volume: np.ndarray, fwhm_mm: float, voxel_mm: np.ndarray) -> np.ndarr
     return ndimage.gaussian_filter(volume, sigma=sigma, mode="constant")
 
 
-def tract_enrichment(score: np.ndarray, mask: np.ndarray, atlas: np.ndarray, labels: pd.DataFrame,
-                     top_fraction: float, n_permutations: int, rng: np.random.Generator) -> pd.DataFrame:
+def tract_enrichment(
+    score: np.ndarray,
+    mask: np.ndarray,
+    atlas: np.ndarray,
+    labels: pd.DataFrame,
+    top_fraction: float,
+    n_permutations: int,
+    rng: np.random.Generator,
+) -> pd.DataFrame:
     """Rank the tracts by enrichment of the top voxels of ``score`` inside ``mask``."""
     values = score[mask]
     tract_of = atlas[mask]
@@ -112,17 +122,37 @@ def tract_enrichment(score: np.ndarray, mask: np.ndarray, atlas: np.ndarray, lab
         in_tract = int((tract_of == label).sum())
         hits = int((tract_of[top] == label).sum())
         expected = n_top * in_tract / len(values)
-        null = rng.hypergeometric(in_tract, len(values) - in_tract, n_top, size=n_permutations) if in_tract else np.zeros(1)
+        null = (
+            rng.hypergeometric(in_tract, len(values) - in_tract, n_top, size=n_permutations)
+            if in_tract
+            else np.zeros(1)
+        )
         p = (1 + int((null >= hits).sum())) / (1 + len(null)) if in_tract else 1.0
-        rows.append({"tract": tract, "label": int(label), "n_voxels": in_tract, "n_top": hits,
-                     "enrichment": hits / expected if expected > 0 else np.nan, "p_perm": p})
+        rows.append(
+            {
+                "tract": tract,
+                "label": int(label),
+                "n_voxels": in_tract,
+                "n_top": hits,
+                "enrichment": hits / expected if expected > 0 else np.nan,
+                "p_perm": p,
+            }
+        )
     table = pd.DataFrame(rows).sort_values(["enrichment", "n_top"], ascending=False, kind="stable")
     table.insert(0, "rank", np.arange(1, len(table) + 1))
     return table
 
 
-def perdi(decode: Callable, codes: np.ndarray, mask: np.ndarray, atlas: np.ndarray, labels: pd.DataFrame,
-          voxel_mm, options: PerdiOptions = PerdiOptions(), changes: list | None = None) -> tuple[np.ndarray, pd.DataFrame]:
+def perdi(
+    decode: Callable,
+    codes: np.ndarray,
+    mask: np.ndarray,
+    atlas: np.ndarray,
+    labels: pd.DataFrame,
+    voxel_mm,
+    options: PerdiOptions = PerdiOptions(),
+    changes: list | None = None,
+) -> tuple[np.ndarray, pd.DataFrame]:
     """Smoothed |t| maps (D, X, Y, Z) and the per-dimension tract enrichment table; the mean change
     maps are appended to ``changes`` when it is given."""
     step = codes.std(axis=0, ddof=1)
@@ -148,8 +178,11 @@ def montage(path: Path, volume: np.ndarray, background: np.ndarray, title: str) 
     import matplotlib.pyplot as plt
 
     centre = np.unravel_index(int(np.argmax(volume)), volume.shape)
-    views = [("axial", lambda v: v[:, :, centre[2]].T), ("coronal", lambda v: v[:, centre[1], :].T),
-             ("sagittal", lambda v: v[centre[0], :, :].T)]
+    views = [
+        ("axial", lambda v: v[:, :, centre[2]].T),
+        ("coronal", lambda v: v[:, centre[1], :].T),
+        ("sagittal", lambda v: v[centre[0], :, :].T),
+    ]
     fig, axes = plt.subplots(1, 3, figsize=(9, 3.2))
     top = float(volume.max()) or 1.0
     for ax, (name, cut) in zip(axes, views):
@@ -164,10 +197,19 @@ def montage(path: Path, volume: np.ndarray, background: np.ndarray, title: str) 
     plt.close(fig)
 
 
-def interpret(workdir: str | os.PathLike, udip: str | os.PathLike, out: str | os.PathLike, store: str | None = None,
-              atlas: str | None = None, labels: str | None = None, step: str | int | None = "best",
-              options: PerdiOptions = PerdiOptions(), overwrite: bool = False, truth: str | None = None,
-              loci: str | None = None) -> dict:
+def interpret(
+    workdir: str | os.PathLike,
+    udip: str | os.PathLike,
+    out: str | os.PathLike,
+    store: str | None = None,
+    atlas: str | None = None,
+    labels: str | None = None,
+    step: str | int | None = "best",
+    options: PerdiOptions = PerdiOptions(),
+    overwrite: bool = False,
+    truth: str | None = None,
+    loci: str | None = None,
+) -> dict:
     """`wm-jax interpret`: PerDI maps, montages and tract enrichment for every UDIP of a checkpoint.
 
     With a simulator's ``truth`` and the UDIP report's ``loci``, also how well the PerDI map of each
@@ -195,7 +237,12 @@ def interpret(workdir: str | os.PathLike, udip: str | os.PathLike, out: str | os
     if not present.any():
         raise input_error(udip, f"none of its {len(present)} subjects is in the store {store}")
     codes = table.values[present][:, [table.columns.index(c) for c in columns]][: options.n_subjects].astype(np.float32)
-    log.info("interpret: %d of %d UDIP rows are in the store; PerDI over the first %d", int(present.sum()), len(present), len(codes))
+    log.info(
+        "interpret: %d of %d UDIP rows are in the store; PerDI over the first %d",
+        int(present.sum()),
+        len(present),
+        len(codes),
+    )
     cohort_dir = Path(volume_store.record.get("subjects_table", ".")).parent  # the simulator writes the atlas there
     atlas = atlas or str(cohort_dir / "atlas.nii.gz")
     labels = labels or str(cohort_dir / "atlas_labels.tsv")
@@ -209,8 +256,9 @@ def interpret(workdir: str | os.PathLike, udip: str | os.PathLike, out: str | os
     voxel_mm = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
 
     changes: list = []
-    maps, enrichment = perdi(_udip_decoder(model, manifest_path), codes, mask, atlas_grid, label_table, voxel_mm, options,
-                             changes=changes)
+    maps, enrichment = perdi(
+        _udip_decoder(model, manifest_path), codes, mask, atlas_grid, label_table, voxel_mm, options, changes=changes
+    )
 
     out = Path(out)
     files = AtomicFiles(overwrite=overwrite, command="interpret")
@@ -224,13 +272,29 @@ def interpret(workdir: str | os.PathLike, udip: str | os.PathLike, out: str | os
         (directory / "montages").mkdir()
         for d in tqdm(range(len(maps)), desc="montages", unit="UDIP", mininterval=1.0):
             best = enrichment[(enrichment.dimension == d + 1) & (enrichment["rank"] == 1)].iloc[0]
-            montage(directory / "montages" / f"UDIP{d + 1}.png", maps[d], background,
-                    f"UDIP{d + 1}: top tract {best.tract} (x{best.enrichment:.1f}, p={best.p_perm:.2g})")
+            montage(
+                directory / "montages" / f"UDIP{d + 1}.png",
+                maps[d],
+                background,
+                f"UDIP{d + 1}: top tract {best.tract} (x{best.enrichment:.1f}, p={best.p_perm:.2g})",
+            )
         top = enrichment[enrichment["rank"] == 1]
-        summary = {"checkpoint_step": chosen, "n_subjects": len(codes), "n_dimensions": int(len(maps)),
-                   "options": asdict(options), "udip": str(udip), "store": str(store),
-                   "top_tract": {f"UDIP{int(r.dimension)}": {"tract": r.tract, "enrichment": float(r.enrichment),
-                                                              "p_perm": float(r.p_perm)} for r in top.itertuples()}}
+        summary = {
+            "checkpoint_step": chosen,
+            "n_subjects": len(codes),
+            "n_dimensions": int(len(maps)),
+            "options": asdict(options),
+            "udip": str(udip),
+            "store": str(store),
+            "top_tract": {
+                f"UDIP{int(r.dimension)}": {
+                    "tract": r.tract,
+                    "enrichment": float(r.enrichment),
+                    "p_perm": float(r.p_perm),
+                }
+                for r in top.itertuples()
+            },
+        }
         if truth is not None and loci is not None:
             summary["pattern_overlap"] = pattern_overlap(changes[0], mask, truth, loci, volume_store)
         (directory / "interpret.json").write_text(json.dumps(summary, indent=2))
@@ -257,8 +321,9 @@ def _udip_decoder(model, manifest_path: Path) -> Callable:
     return lambda udips: model.decode(mean + udips @ inverse)
 
 
-def pattern_overlap(changes: np.ndarray, mask: np.ndarray, truth: str | os.PathLike, loci: str | os.PathLike, store,
-                    kb: float = 250) -> list[dict]:
+def pattern_overlap(
+    changes: np.ndarray, mask: np.ndarray, truth: str | os.PathLike, loci: str | os.PathLike, store, kb: float = 250
+) -> list[dict]:
     """For each planted locus that a UDIP found (inside a locus span widened by kb, as the report
     scores it): the correlation, over the brain mask, of the |mean change| PerDI finds for that
     UDIP with the locus's |pattern|, and that correlation's rank among all UDIPs' maps."""
@@ -269,13 +334,20 @@ def pattern_overlap(changes: np.ndarray, mask: np.ndarray, truth: str | os.PathL
     loci_table = pd.read_csv(loci, sep="\t", dtype={"chrom": str})
     patterns = _patterns_on_store_grid(store, Path(truth).with_name("patterns.nii.gz"))
     flat_maps = np.abs(changes[:, mask])
-    flat_maps = (flat_maps - flat_maps.mean(axis=1, keepdims=True)) / np.maximum(flat_maps.std(axis=1, keepdims=True), 1e-12)
+    flat_maps = (flat_maps - flat_maps.mean(axis=1, keepdims=True)) / np.maximum(
+        flat_maps.std(axis=1, keepdims=True), 1e-12
+    )
     rows = []
     for k, planted in enumerate(truth_table.itertuples()):
-        hits = loci_table[(loci_table.chrom == str(planted.chrom)) & (loci_table.start - kb * 1000 <= planted.pos)
-                          & (loci_table.end + kb * 1000 >= planted.pos)]
-        udips = sorted({name for names in hits.phenotypes for name in str(names).split(",") if name != OMNIBUS},
-                       key=lambda name: int(name[4:]) if name[4:].isdigit() else 0)
+        hits = loci_table[
+            (loci_table.chrom == str(planted.chrom))
+            & (loci_table.start - kb * 1000 <= planted.pos)
+            & (loci_table.end + kb * 1000 >= planted.pos)
+        ]
+        udips = sorted(
+            {name for names in hits.phenotypes for name in str(names).split(",") if name != OMNIBUS},
+            key=lambda name: int(name[4:]) if name[4:].isdigit() else 0,
+        )
         if not udips:
             continue
         pattern = np.abs(patterns[k][mask])
@@ -284,8 +356,15 @@ def pattern_overlap(changes: np.ndarray, mask: np.ndarray, truth: str | os.PathL
         order = np.argsort(-correlation)
         for name in udips:
             d = int(name[4:]) - 1
-            rows.append({"variant": planted.variant, "kind": planted.kind, "udip": name,
-                         "correlation": round(float(correlation[d]), 4),
-                         "rank_among_udips": int(np.flatnonzero(order == d)[0]) + 1,
-                         "best_udip": f"UDIP{order[0] + 1}", "best_correlation": round(float(correlation[order[0]]), 4)})
+            rows.append(
+                {
+                    "variant": planted.variant,
+                    "kind": planted.kind,
+                    "udip": name,
+                    "correlation": round(float(correlation[d]), 4),
+                    "rank_among_udips": int(np.flatnonzero(order == d)[0]) + 1,
+                    "best_udip": f"UDIP{order[0] + 1}",
+                    "best_correlation": round(float(correlation[order[0]]), 4),
+                }
+            )
     return rows

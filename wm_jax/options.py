@@ -19,8 +19,11 @@ def _fail(expected: str, raw: str) -> argparse.ArgumentTypeError:
 
 def integer(low: int | None = None, high: int | None = None) -> Callable[[str], int]:
     """An integer in [low, high] (either bound may be open-ended)."""
-    expected = ("an integer" + (f" >= {low}" if low is not None and high is None else "")
-                + (f" in [{low}, {high}]" if low is not None and high is not None else ""))
+    expected = (
+        "an integer"
+        + (f" >= {low}" if low is not None and high is None else "")
+        + (f" in [{low}, {high}]" if low is not None and high is not None else "")
+    )
 
     def parse(raw: str) -> int:
         try:
@@ -35,7 +38,9 @@ def integer(low: int | None = None, high: int | None = None) -> Callable[[str], 
     return parse
 
 
-def number(low: float, high: float = math.inf, low_open: bool = False, high_open: bool = False) -> Callable[[str], float]:
+def number(
+    low: float, high: float = math.inf, low_open: bool = False, high_open: bool = False
+) -> Callable[[str], float]:
     """A finite number in the interval (low, high) with the given open or closed ends."""
     left, right = "(" if low_open else "[", ")" if high_open or math.isinf(high) else "]"
     expected = f"a number in {left}{low:g}, {'inf' if math.isinf(high) else f'{high:g}'}{right}"

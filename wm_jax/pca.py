@@ -39,7 +39,7 @@ class Pca:
 def _chunks(store: VolumeStore, rows: np.ndarray, mask: np.ndarray, chunk: int):
     flat = mask.ravel()
     for start in range(0, len(rows), chunk):
-        block = np.asarray(store.volumes[np.sort(rows[start: start + chunk])], np.float64)
+        block = np.asarray(store.volumes[np.sort(rows[start : start + chunk])], np.float64)
         yield start, block.reshape(len(block), -1)[:, flat]
 
 
@@ -57,15 +57,17 @@ def fit_pca(store: VolumeStore, n_components: int, rows: np.ndarray | None = Non
     blocks = [(start, block - mean) for start, block in _chunks(store, rows, mask, chunk)]
     for i, a in blocks:
         for j, b in blocks:
-            gram[i: i + len(a), j: j + len(b)] = a @ b.T
+            gram[i : i + len(a), j : j + len(b)] = a @ b.T
     eigenvalues, eigenvectors = np.linalg.eigh(gram)
     order = np.argsort(eigenvalues)[::-1][: min(n_components, n - 1)]
     values, vectors = np.maximum(eigenvalues[order], 0), eigenvectors[:, order]
     components = np.zeros((len(order), mean.size))
     for start, block in blocks:
-        components += vectors[start: start + len(block)].T @ block
+        components += vectors[start : start + len(block)].T @ block
     components /= np.sqrt(np.maximum(values, 1e-30))[:, None]
-    return Pca(mask, mean.astype(np.float32), components.astype(np.float32), (values / max(n - 1, 1)).astype(np.float32))
+    return Pca(
+        mask, mean.astype(np.float32), components.astype(np.float32), (values / max(n - 1, 1)).astype(np.float32)
+    )
 
 
 def pca_table(pca: Pca, store: VolumeStore, chunk: int = 256) -> pd.DataFrame:
@@ -74,7 +76,7 @@ def pca_table(pca: Pca, store: VolumeStore, chunk: int = 256) -> pd.DataFrame:
     mask = np.asarray(store.mask, np.float32)
     scores, errors = [], []
     for start in range(0, len(store), chunk):
-        volumes = np.asarray(store.volumes[start: start + chunk], np.float32)
+        volumes = np.asarray(store.volumes[start : start + chunk], np.float32)
         s = pca.scores(volumes)
         residual = (pca.reconstruct(s) - volumes) ** 2 * mask
         scores.append(s)

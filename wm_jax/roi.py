@@ -22,8 +22,8 @@ def _region_means(store: VolumeStore, masks: np.ndarray, chunk: int = 256) -> np
     weights /= np.maximum(weights.sum(axis=1, keepdims=True), 1)
     out = np.empty((len(store), len(masks)), np.float64)
     for start in range(0, len(store), chunk):
-        block = np.asarray(store.volumes[start: start + chunk], np.float32).reshape(-1, weights.shape[1])
-        out[start: start + chunk] = block @ weights.T
+        block = np.asarray(store.volumes[start : start + chunk], np.float32).reshape(-1, weights.shape[1])
+        out[start : start + chunk] = block @ weights.T
     return out
 
 
@@ -37,7 +37,7 @@ def _atlas_on_store_grid(store: VolumeStore, atlas_path: str | os.PathLike) -> n
         atlas = atlas[tuple(slice(a, b) for a, b in crop)]
     factor = prep["downsample"]
     if factor > 1:  # majority label of each block is approximated by the label at the block centre
-        atlas = atlas[factor // 2:: factor, factor // 2:: factor, factor // 2:: factor]
+        atlas = atlas[factor // 2 :: factor, factor // 2 :: factor, factor // 2 :: factor]
     atlas = np.rint(atlas).astype(np.int32)
     if atlas.shape != store.volumes.shape[1:]:
         raise input_error(atlas_path, f"atlas grid {atlas.shape} does not fit the store's {store.volumes.shape[1:]}")
@@ -50,11 +50,15 @@ def _read_atlas(store: VolumeStore, atlas_path) -> np.ndarray:
     image = _load(require_file(atlas_path, "atlas image"))
     source = Grid.from_json(store.record.get("source_grid", store.record["grid"]))
     if tuple(image.shape) != tuple(source.shape):
-        raise input_error(atlas_path, f"shape {tuple(image.shape)}, expected the FA maps' grid {tuple(source.shape)} "
-                                      f"(store {store.path})")
+        raise input_error(
+            atlas_path,
+            f"shape {tuple(image.shape)}, expected the FA maps' grid {tuple(source.shape)} (store {store.path})",
+        )
     if not np.allclose(image.affine, source.affine, atol=1e-3):
-        raise input_error(atlas_path, f"affine differs from the FA maps' (store {store.path}); expected an atlas "
-                                      "in the same space and grid")
+        raise input_error(
+            atlas_path,
+            f"affine differs from the FA maps' (store {store.path}); expected an atlas in the same space and grid",
+        )
     atlas = np.asarray(image.get_fdata(), np.float32)
     if not np.isfinite(atlas).all() or (atlas < 0).any() or (np.abs(atlas - np.rint(atlas)) > 1e-3).any():
         raise input_error(atlas_path, "expected integer labels >= 0 (0 = background)")
@@ -77,8 +81,11 @@ def tract_means(store: VolumeStore, atlas_path, labels_path) -> pd.DataFrame:
     for label, tract, mask in zip(labels.label, labels.tract, masks):
         if not (atlas == label).any():
             where = " on the store's grid (after its crop/downsampling)" if _resampled(store) else ""
-            raise input_error(labels_path, f"label {label} ({tract}) does not occur in the atlas {atlas_path}{where}; "
-                                           "expected every label of the table in the image")
+            raise input_error(
+                labels_path,
+                f"label {label} ({tract}) does not occur in the atlas {atlas_path}{where}; "
+                "expected every label of the table in the image",
+            )
         if not mask.any():
             raise input_error(labels_path, f"label {label} ({tract}) has no voxel inside the store's brain mask")
     values = _region_means(store, masks)
@@ -101,10 +108,12 @@ def _patterns_on_store_grid(store: VolumeStore, patterns_path) -> np.ndarray:
         patterns = patterns[(slice(None), *(slice(a, b) for a, b in prep["crop"]))]
     factor = prep["downsample"]
     if factor > 1:
-        patterns = patterns[:, factor // 2:: factor, factor // 2:: factor, factor // 2:: factor]
+        patterns = patterns[:, factor // 2 :: factor, factor // 2 :: factor, factor // 2 :: factor]
     patterns = patterns[(slice(None), *(slice(0, s) for s in store.volumes.shape[1:]))]
     if patterns.shape[1:] != store.volumes.shape[1:]:
-        raise input_error(patterns_path, f"pattern grid {patterns.shape[1:]} does not fit the store's {store.volumes.shape[1:]}")
+        raise input_error(
+            patterns_path, f"pattern grid {patterns.shape[1:]} does not fit the store's {store.volumes.shape[1:]}"
+        )
     return patterns
 
 
@@ -121,8 +130,8 @@ def oracle_phenotypes(store: VolumeStore, truth_path) -> pd.DataFrame:
     weights /= np.maximum((weights**2).sum(axis=1, keepdims=True), 1e-12)
     out = np.empty((len(store), len(weights)), np.float64)
     for start in range(0, len(store), 256):
-        block = np.asarray(store.volumes[start: start + 256], np.float32).reshape(-1, weights.shape[1])
-        out[start: start + 256] = block @ weights.T
+        block = np.asarray(store.volumes[start : start + 256], np.float32).reshape(-1, weights.shape[1])
+        out[start : start + 256] = block @ weights.T
     frame = pd.DataFrame(out, columns=[f"ORACLE_{v.replace(':', '_')}" for v in truth.variant])
     frame.insert(0, "IID", store.index.IID.to_numpy())
     frame.insert(0, "FID", store.index.FID.to_numpy())

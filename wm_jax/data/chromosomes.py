@@ -48,8 +48,10 @@ def parse_chromosome_list(spec: str) -> set[int]:
             continue
         numbers = [chromosome_number(end) if re.fullmatch(r"(?i:chr)?\d+", end) else None for end in ends]
         if len(ends) != 2 or None in numbers:
-            raise ValueError(f"expected {expected}; {item!r} is not a range of numbered chromosomes "
-                             "(as in PLINK, X, Y, XY and MT cannot end a range)")
+            raise ValueError(
+                f"expected {expected}; {item!r} is not a range of numbered chromosomes "
+                "(as in PLINK, X, Y, XY and MT cannot end a range)"
+            )
         if numbers[0] > numbers[1]:
             raise ValueError(f"expected {expected}; range {item!r} runs backwards")
         wanted.update(range(numbers[0], numbers[1] + 1))

@@ -78,16 +78,16 @@ def _read_whitespace_table(path: Path, names: list[str], dtypes: dict[str, objec
         except ValueError:
             bad = pd.to_numeric(table[column], errors="coerce").isna().to_numpy()
             line = int(np.flatnonzero(bad)[0]) + 1
-            raise input_error(path, f"line {line}: column {column} must be numeric, got {table[column].iloc[line - 1]!r}")
+            raise input_error(
+                path, f"line {line}: column {column} must be numeric, got {table[column].iloc[line - 1]!r}"
+            )
     return table
 
 
 def read_bim(path: str | os.PathLike) -> pd.DataFrame:
     """Variants: chrom, id, cm, pos, alt (5th column), ref (6th column)."""
     path = require_file(path, ".bim file")
-    bim = _read_whitespace_table(
-        path, ["chrom", "id", "cm", "pos", "alt", "ref"], {"cm": np.float64, "pos": np.int64}
-    )
+    bim = _read_whitespace_table(path, ["chrom", "id", "cm", "pos", "alt", "ref"], {"cm": np.float64, "pos": np.int64})
     return bim
 
 

@@ -76,8 +76,11 @@ def apply_geometry(volume: np.ndarray, prep: Preprocessing) -> np.ndarray:
 
 def read_subjects(path: str | os.PathLike) -> pd.DataFrame:
     """subjects.tsv: FID IID fa_path ...; relative paths are taken from the table's folder."""
-    table = read_table(path, text_columns=("fa_path", "site", "sex", "age"),
-                       required=(("fa_path", "the path of each subject's FA map"),))
+    table = read_table(
+        path,
+        text_columns=("fa_path", "site", "sex", "age"),
+        required=(("fa_path", "the path of each subject's FA map"),),
+    )
     base = table.path.parent
     paths = [str(p if os.path.isabs(p) else base / p) for p in table.text["fa_path"]]
     fid = table.fid if table.fid is not None else table.iid
@@ -86,19 +89,25 @@ def read_subjects(path: str | os.PathLike) -> pd.DataFrame:
 
 def _checked_target_grid(subjects_path, grid: Grid, prep: Preprocessing) -> Grid:
     """The store's grid after --crop and --downsample; options that do not fit the grid are errors."""
-    if prep.crop is not None and (len(prep.crop) != 3 or any(not 0 <= a < b <= s for (a, b), s in zip(prep.crop, grid.shape))):
+    if prep.crop is not None and (
+        len(prep.crop) != 3 or any(not 0 <= a < b <= s for (a, b), s in zip(prep.crop, grid.shape))
+    ):
         raise input_error(subjects_path, f"crop {prep.crop} does not fit the grid {grid.shape}")
     target = output_grid(grid, prep)
     if min(target.shape) < 1:
-        raise input_error(subjects_path, f"--downsample {prep.downsample} leaves no voxel of the grid "
-                                         f"{grid.shape}{' after --crop' if prep.crop else ''}; expected a smaller factor")
+        raise input_error(
+            subjects_path,
+            f"--downsample {prep.downsample} leaves no voxel of the grid "
+            f"{grid.shape}{' after --crop' if prep.crop else ''}; expected a smaller factor",
+        )
     if not 0 < prep.mask_fraction <= 1:
         raise InputError(f"--mask-fraction: expected a number in (0, 1], found {prep.mask_fraction}")
     return target
 
 
-def _write_volumes(tmp: Path, subjects: pd.DataFrame, grid: Grid, target: Grid,
-                   prep: Preprocessing) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _write_volumes(
+    tmp: Path, subjects: pd.DataFrame, grid: Grid, target: Grid, prep: Preprocessing
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """volumes.npy: every subject's normalised map on the target grid; returns each map's non-zero
     mean and SD, and per voxel the number of subjects in which it is non-zero."""
     n = len(subjects)
@@ -116,8 +125,12 @@ def _write_volumes(tmp: Path, subjects: pd.DataFrame, grid: Grid, target: Grid,
     return means, sds, nonzero_count
 
 
-def prepare_store(subjects_path: str | os.PathLike, out: str | os.PathLike, prep: Preprocessing = Preprocessing(),
-                  overwrite: bool = False) -> Path:
+def prepare_store(
+    subjects_path: str | os.PathLike,
+    out: str | os.PathLike,
+    prep: Preprocessing = Preprocessing(),
+    overwrite: bool = False,
+) -> Path:
     """Validate, normalise and pack every subject's FA map into a store (all or nothing)."""
     subjects = read_subjects(subjects_path)
     if len(subjects) == 0:
@@ -131,19 +144,28 @@ def prepare_store(subjects_path: str | os.PathLike, out: str | os.PathLike, prep
         means, sds, nonzero_count = _write_volumes(tmp, subjects, grid, target, prep)
         mask = nonzero_count >= prep.mask_fraction * n
         if not mask.any():
-            raise input_error(subjects_path, f"no voxel is non-zero in {prep.mask_fraction:g} of the subjects: "
-                                             "the brain mask would be empty (expected a lower --mask-fraction)")
+            raise input_error(
+                subjects_path,
+                f"no voxel is non-zero in {prep.mask_fraction:g} of the subjects: "
+                "the brain mask would be empty (expected a lower --mask-fraction)",
+            )
         np.save(tmp / "mask.npy", mask)
         index = subjects.assign(row=np.arange(n), nonzero_mean=means, nonzero_sd=sds)
-        index[["row", "FID", "IID", "fa_path", "nonzero_mean", "nonzero_sd"]].to_csv(tmp / "index.tsv", sep="\t", index=False)
+        index[["row", "FID", "IID", "fa_path", "nonzero_mean", "nonzero_sd"]].to_csv(
+            tmp / "index.tsv", sep="\t", index=False
+        )
         record = {
             "format_version": STORE_FORMAT_VERSION,
             "n_subjects": n,
             "grid": target.to_json(),
             "source_grid": grid.to_json(),
-            "preprocessing": {"crop": prep.crop, "downsample": prep.downsample,
-                              "mask_fraction": prep.mask_fraction, "dtype": prep.dtype,
-                              "normalisation": "z-score over non-zero voxels per image"},
+            "preprocessing": {
+                "crop": prep.crop,
+                "downsample": prep.downsample,
+                "mask_fraction": prep.mask_fraction,
+                "dtype": prep.dtype,
+                "normalisation": "z-score over non-zero voxels per image",
+            },
             "mask_voxels": int(mask.sum()),
             "subjects_table": str(Path(subjects_path).resolve()),
         }
@@ -174,16 +196,26 @@ class VolumeStore:
             mask = np.load(path / "mask.npy")
             index = pd.read_csv(path / "index.tsv", sep="\t", dtype={"FID": str, "IID": str})
         except (OSError, ValueError, EOFError, UnicodeDecodeError, pd.errors.ParserError) as err:
-            raise input_error(path, f"volume store is incomplete or corrupt ({type(err).__name__}: {err}); "
-                                    "expected the output of `wm-jax prepare`")
+            raise input_error(
+                path,
+                f"volume store is incomplete or corrupt ({type(err).__name__}: {err}); "
+                "expected the output of `wm-jax prepare`",
+            )
         if not isinstance(record, dict) or not isinstance(record.get("grid"), dict):
             raise input_error(record_path, "expected the JSON record of a volume store (with its grid)")
         if record.get("format_version") != STORE_FORMAT_VERSION:
-            raise input_error(record_path, f"store format {record.get('format_version')}, expected {STORE_FORMAT_VERSION}")
+            raise input_error(
+                record_path, f"store format {record.get('format_version')}, expected {STORE_FORMAT_VERSION}"
+            )
         if volumes.shape[0] == 0:
             raise input_error(path, "volume store holds no subjects")
-        if volumes.ndim != 4 or volumes.shape[0] != len(index) or volumes.shape[1:] != mask.shape \
-                or not {"FID", "IID"} <= set(index.columns) or mask.dtype != bool:
+        if (
+            volumes.ndim != 4
+            or volumes.shape[0] != len(index)
+            or volumes.shape[1:] != mask.shape
+            or not {"FID", "IID"} <= set(index.columns)
+            or mask.dtype != bool
+        ):
             raise input_error(path, "volume store is inconsistent (volumes, mask and index disagree)")
         return cls(path, volumes, mask, index, record)
 

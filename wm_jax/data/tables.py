@@ -35,8 +35,13 @@ class SampleTable:
     text: dict[str, np.ndarray] = field(default_factory=dict)  # non-numeric columns kept as text
 
 
-def read_table(path: str | os.PathLike, numeric: bool = True, text_columns: tuple[str, ...] = (),
-               missing_code: float | None = None, required: tuple[tuple[str, str], ...] = ()) -> SampleTable:
+def read_table(
+    path: str | os.PathLike,
+    numeric: bool = True,
+    text_columns: tuple[str, ...] = (),
+    missing_code: float | None = None,
+    required: tuple[tuple[str, str], ...] = (),
+) -> SampleTable:
     """Read a sample table, strictly: UTF-8, every row as many fields as the header, numbers
     finite. Columns in ``text_columns`` stay text; all others must be numeric (or missing). A value
     equal to ``missing_code`` is missing too (PLINK 2 reads -9 so in phenotype and covariate files).
@@ -57,11 +62,13 @@ def read_table(path: str | os.PathLike, numeric: bool = True, text_columns: tupl
         raise input_error(path, f"header must start with FID IID (or #FID, #IID), found {header_line[:60]!r}")
     names = [name.lstrip("#") if i < 1 + has_fid else name for i, name in enumerate(header)]
     id_columns = ["FID", "IID"] if has_fid else ["IID"]
-    data_columns = names[len(id_columns):]
+    data_columns = names[len(id_columns) :]
     if any(not name for name in data_columns):
         raise input_error(path, "empty column name in the header")
     if len(set(names)) != len(names):
-        raise input_error(path, f"duplicate column names in the header ({sorted({n for n in names if names.count(n) > 1})[0]})")
+        raise input_error(
+            path, f"duplicate column names in the header ({sorted({n for n in names if names.count(n) > 1})[0]})"
+        )
     for name, what in required:
         if name not in data_columns:
             raise input_error(path, f"expected a column {name} ({what}); the header has {', '.join(names)[:80]}")
@@ -111,20 +118,23 @@ def _check_ids(path: Path, columns: dict, id_columns: list[str], line_numbers: n
     keys = pd.Series(["\t".join(k) for k in zip(*(columns[c] for c in id_columns))] if len(iid) else [], dtype=str)
     if keys.duplicated().any():
         row = int(np.flatnonzero(keys.duplicated().to_numpy())[0])
-        raise input_error(path, f"line {line_numbers[row]}: sample {keys.iloc[row].replace(chr(9), ' ')} "
-                                "appears more than once")
+        raise input_error(
+            path, f"line {line_numbers[row]}: sample {keys.iloc[row].replace(chr(9), ' ')} appears more than once"
+        )
 
 
-def _parse_numbers(path: Path, column: str, raw: np.ndarray, line_numbers: np.ndarray,
-                   missing_code: float | None) -> np.ndarray:
+def _parse_numbers(
+    path: Path, column: str, raw: np.ndarray, line_numbers: np.ndarray, missing_code: float | None
+) -> np.ndarray:
     text = pd.Series(raw, dtype=str).str.strip()
     missing = text.isin(MISSING_TOKENS).to_numpy()
     parsed = pd.to_numeric(text.where(~missing, "nan"), errors="coerce").to_numpy(np.float64)
     bad = (np.isnan(parsed) & ~missing) | np.isinf(parsed)
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
-        raise input_error(path, f"line {line_numbers[row]}, column {column}: expected a finite number or NA, "
-                                f"found {text.iloc[row]!r}")
+        raise input_error(
+            path, f"line {line_numbers[row]}, column {column}: expected a finite number or NA, found {text.iloc[row]!r}"
+        )
     if missing_code is not None:
         parsed[parsed == missing_code] = np.nan
     return parsed
@@ -155,7 +165,11 @@ def align_to_samples(table: SampleTable, fid: np.ndarray, iid: np.ndarray) -> np
     log.info(
         "%s: %d samples read, %d matched, %d dropped (not among the genotyped samples); "
         "%d genotyped samples absent from it",
-        table.path, len(table.iid), int(matched.sum()), n_dropped, n_absent,
+        table.path,
+        len(table.iid),
+        int(matched.sum()),
+        n_dropped,
+        n_absent,
     )
     if not matched.any():
         raise input_error(table.path, "no sample matches the genotype samples by (FID, IID)")
@@ -169,7 +183,9 @@ def select_columns(table: SampleTable, names: list[str] | None, what: str) -> li
     index = {name: j for j, name in enumerate(table.columns)}
     unknown = [n for n in names if n not in index]
     if unknown:
-        raise input_error(table.path, f"no {what} column named {unknown[0]!r} (columns: {', '.join(table.columns[:8])}...)")
+        raise input_error(
+            table.path, f"no {what} column named {unknown[0]!r} (columns: {', '.join(table.columns[:8])}...)"
+        )
     return [index[n] for n in names]
 
 
@@ -191,7 +207,7 @@ def expand_names(spec: str | None, available: list[str]) -> list[str] | None:
             if hi_name not in available:
                 names.append(hi_name)
             else:
-                names.extend(available[available.index(lo_name): available.index(hi_name) + 1])
+                names.extend(available[available.index(lo_name) : available.index(hi_name) + 1])
         else:
             names.append(part)
     return names

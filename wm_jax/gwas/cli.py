@@ -17,22 +17,44 @@ def register(sub) -> None:
     p.add_argument("--mac", type=o.integer(0), help="minimum minor allele count, >= 0")
     p.add_argument("--geno", type=o.number(0, 1), help="maximum missing call rate per variant, in [0, 1]")
     p.add_argument("--hwe", type=o.number(0, 1), help="Hardy-Weinberg exact test p-value threshold, in [0, 1]")
-    p.add_argument("--chr", dest="chromosomes", type=o.chromosomes,
-                   help="chromosomes as PLINK reads them, e.g. 1-3,5,X (X = chrX = 23)")
-    p.add_argument("--block-size", type=o.integer(1, 1 << 20), default=512,
-                   help="variants per device block (fixed shape; 512 fastest here)")
+    p.add_argument(
+        "--chr",
+        dest="chromosomes",
+        type=o.chromosomes,
+        help="chromosomes as PLINK reads them, e.g. 1-3,5,X (X = chrX = 23)",
+    )
+    p.add_argument(
+        "--block-size",
+        type=o.integer(1, 1 << 20),
+        default=512,
+        help="variants per device block (fixed shape; 512 fastest here)",
+    )
     p.add_argument("--format", choices=["compact", "plink2"], default="compact")
     p.add_argument("--gzip", action="store_true", help="gzip the .glm.linear files")
     p.add_argument("--a1-alt", action="store_true", help="A1 = ALT (.bim 5th column) always, like PLINK 2 omit-ref")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace PREFIX.* files that an earlier wm-jax gwas to this prefix did not write")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace PREFIX.* files that an earlier wm-jax gwas to this prefix did not write",
+    )
     p.set_defaults(run=run, accepts_overrides=False)
 
 
 def run(args, overrides) -> None:
     from wm_jax.gwas.run import GwasOptions, run_gwas
 
-    options = GwasOptions(pheno_names=args.pheno_name, covar_names=args.covar_name, maf=args.maf, mac=args.mac,
-                          geno=args.geno, hwe=args.hwe, chromosomes=args.chromosomes, block_size=args.block_size,
-                          format=args.format, gzip=args.gzip, a1_alt=args.a1_alt, overwrite=args.overwrite)
+    options = GwasOptions(
+        pheno_names=args.pheno_name,
+        covar_names=args.covar_name,
+        maf=args.maf,
+        mac=args.mac,
+        geno=args.geno,
+        hwe=args.hwe,
+        chromosomes=args.chromosomes,
+        block_size=args.block_size,
+        format=args.format,
+        gzip=args.gzip,
+        a1_alt=args.a1_alt,
+        overwrite=args.overwrite,
+    )
     run_gwas(args.bfile, args.pheno, args.covar, args.out, options)

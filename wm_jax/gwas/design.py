@@ -65,8 +65,11 @@ def covariate_basis(covariates: np.ndarray, names: list[str], path) -> np.ndarra
     dependent = np.flatnonzero(np.abs(np.diag(r)) < 1e-9)
     if len(dependent):
         j = int(dependent[0])
-        raise input_error(path, f"covariate {labels[j]} is constant or collinear with "
-                                f"{', '.join(labels[:j]) or 'the others'} on the analysed samples")
+        raise input_error(
+            path,
+            f"covariate {labels[j]} is constant or collinear with "
+            f"{', '.join(labels[:j]) or 'the others'} on the analysed samples",
+        )
     return q
 
 
@@ -88,8 +91,14 @@ def _patterns(observed: np.ndarray, pheno_names: list[str], pheno_path) -> list[
     return list(patterns.values())
 
 
-def build_groups(phenotypes: np.ndarray, covariates: np.ndarray, pheno_names: list[str], covar_names: list[str],
-                 pheno_path, covar_path) -> GroupedPhenotypes:
+def build_groups(
+    phenotypes: np.ndarray,
+    covariates: np.ndarray,
+    pheno_names: list[str],
+    covar_names: list[str],
+    pheno_path,
+    covar_path,
+) -> GroupedPhenotypes:
     """Group the phenotypes by missingness pattern and residualise each group on the covariates."""
     has_covariates = ~np.isnan(covariates).any(axis=1)
     log.info("%d of %d genotyped samples have every covariate", int(has_covariates.sum()), len(has_covariates))
@@ -103,7 +112,9 @@ def build_groups(phenotypes: np.ndarray, covariates: np.ndarray, pheno_names: li
         _check_not_constant(y, residuals, [pheno_names[c] for c in columns], pheno_path)
         groups.append(PhenotypeGroup(columns, samples, residuals))
     sizes = ", ".join(f"{len(g.columns)} phenotypes x {len(g.samples)} samples" for g in groups[:5])
-    log.info("%d phenotype group(s) by missingness pattern: %s%s", len(groups), sizes, " ..." if len(groups) > 5 else "")
+    log.info(
+        "%d phenotype group(s) by missingness pattern: %s%s", len(groups), sizes, " ..." if len(groups) > 5 else ""
+    )
     first_of_size = {size: i for i, size in reversed(list(enumerate(len(g.columns) for g in groups)))}
     groups.sort(key=lambda g: first_of_size[len(g.columns)])  # stable: groups of one size contiguous
     analysed = np.flatnonzero(observed.any(axis=1))
@@ -123,7 +134,7 @@ def _design_matrix(grouped: GroupedPhenotypes, n_slots: int) -> np.ndarray:
     design[grouped.samples, k] = 1.0
     column = k + 1
     for group in grouped.groups:
-        design[group.samples, column: column + len(group.columns)] = group.residuals
+        design[group.samples, column : column + len(group.columns)] = group.residuals
         column += len(group.columns)
     return design
 
@@ -158,22 +169,29 @@ def kernel_inputs(grouped: GroupedPhenotypes, n_slots: int) -> AssociationInputs
     in_group, excluded_index = _excluded_samples(grouped, n_slots)
     with_zero_row = np.concatenate([design, np.zeros((1, design.shape[1]))])
     excluded_basis = with_zero_row[excluded_index, :k]
-    residuals = design[:, k + 1:]
+    residuals = design[:, k + 1 :]
     observed = np.repeat(in_group[:, :n_slots].T, [len(g.columns) for g in groups], axis=1)  # (slots, P)
     stack_residuals, p0 = [], 0
     for n_groups, size in grouped.layout:
-        stack_residuals.append(np.asarray(with_zero_row[:, k + 1 + p0: k + 1 + p0 + n_groups * size], np.float32))
+        stack_residuals.append(np.asarray(with_zero_row[:, k + 1 + p0 : k + 1 + p0 + n_groups * size], np.float32))
         p0 += n_groups * size
     base_gram = np.eye(k) - np.einsum("guk,guj->gkj", excluded_basis, excluded_basis)
     return AssociationInputs(
-        design=_float32(design), analysed_bits=_analysed_bits(grouped.samples, n_slots),
-        basis=_float32(with_zero_row[:, :k]), residuals=tuple(stack_residuals), in_group=in_group,
-        excluded_index=excluded_index, excluded_basis=_float32(excluded_basis),
-        base_gram=_float32(base_gram), base_inverse=_float32(np.linalg.inv(base_gram)),
+        design=_float32(design),
+        analysed_bits=_analysed_bits(grouped.samples, n_slots),
+        basis=_float32(with_zero_row[:, :k]),
+        residuals=tuple(stack_residuals),
+        in_group=in_group,
+        excluded_index=excluded_index,
+        excluded_basis=_float32(excluded_basis),
+        base_gram=_float32(base_gram),
+        base_inverse=_float32(np.linalg.inv(base_gram)),
         group_size=_float32([len(g.samples) for g in groups]),
         group_basis_sum=_float32([design[g.samples, :k].sum(axis=0) for g in groups]),
-        residual_sum=_float32(residuals.sum(axis=0)), residual_ss=_float32((residuals ** 2).sum(axis=0)),
-        omnibus_precision=_float32(np.linalg.pinv(omnibus_correlation(residuals, observed))))
+        residual_sum=_float32(residuals.sum(axis=0)),
+        residual_ss=_float32((residuals**2).sum(axis=0)),
+        omnibus_precision=_float32(np.linalg.pinv(omnibus_correlation(residuals, observed))),
+    )
 
 
 def omnibus_correlation(residuals: np.ndarray, observed: np.ndarray) -> np.ndarray:
@@ -181,7 +199,7 @@ def omnibus_correlation(residuals: np.ndarray, observed: np.ndarray) -> np.ndarr
     pair over the samples that have both: R of the omnibus test t' R^-1 t (JAGWAS's, from the
     phenotypes rather than from null summary statistics)."""
     cross = residuals.T @ residuals
-    squares = (residuals ** 2).T @ observed  # [p, q]: sum of y_p^2 over the samples that have q
+    squares = (residuals**2).T @ observed  # [p, q]: sum of y_p^2 over the samples that have q
     return cross / np.sqrt(squares * squares.T)
 
 

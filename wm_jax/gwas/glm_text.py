@@ -29,7 +29,9 @@ _CHUNK_ROWS = 100_000
 
 def _group_columns(variant_prefix: list, a1_freq: np.ndarray, obs_ct: np.ndarray, reason: np.ndarray):
     """One group's shared columns: 'variant prefix, A1_FREQ, OBS_CT' joined per row, and ERRCODE."""
-    left = [f"{prefix}\t{freq:.6g}\t{obs}" for prefix, freq, obs in zip(variant_prefix, a1_freq.tolist(), obs_ct.tolist())]
+    left = [
+        f"{prefix}\t{freq:.6g}\t{obs}" for prefix, freq, obs in zip(variant_prefix, a1_freq.tolist(), obs_ct.tolist())
+    ]
     names = np.array(["."] + [REASON_NAMES.get(r, ".") for r in range(1, 8)], dtype=object)
     return left, names[np.clip(reason, 0, 7)].tolist()
 
@@ -66,8 +68,10 @@ def write_files(compact_dir: Path, tasks: list[tuple[str, int, int]], compress: 
                 if not prefix:
                     break
                 stop = start + len(prefix)
-                shared = {g: _group_columns(prefix, a1_freq[g, start:stop], obs_ct[g, start:stop], reason[g, start:stop])
-                          for g in {g for _, _, g in tasks}}
+                shared = {
+                    g: _group_columns(prefix, a1_freq[g, start:stop], obs_ct[g, start:stop], reason[g, start:stop])
+                    for g in {g for _, _, g in tasks}
+                }
                 for handle, (_, j, g) in zip(handles, tasks):
                     handle.write(_rows(*shared[g], beta[j, start:stop], se[j, start:stop], log10_p[j, start:stop]))
                 start = stop
@@ -77,8 +81,13 @@ def write_files(compact_dir: Path, tasks: list[tuple[str, int, int]], compress: 
     return len(tasks)
 
 
-def write_glm_linear_files(compact_dir: Path, tasks: list[tuple[str, int, int]], compress: bool,
-                           workers: int | None = None, parts_per_worker: int = 4) -> None:
+def write_glm_linear_files(
+    compact_dir: Path,
+    tasks: list[tuple[str, int, int]],
+    compress: bool,
+    workers: int | None = None,
+    parts_per_worker: int = 4,
+) -> None:
     """Every task's `.glm.linear` file, split over ``workers`` processes (default: the usable cores).
     The phenotypes go out in contiguous shares, ``parts_per_worker`` per worker, so that the
     progress bar moves while a group's shared columns are still formatted by few workers."""
@@ -91,7 +100,8 @@ def write_glm_linear_files(compact_dir: Path, tasks: list[tuple[str, int, int]],
         progress.update(write_files(compact_dir, tasks, compress))
     else:
         with concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            for future in concurrent.futures.as_completed([pool.submit(write_files, compact_dir, part, compress)
-                                                           for part in parts]):
+            for future in concurrent.futures.as_completed(
+                [pool.submit(write_files, compact_dir, part, compress) for part in parts]
+            ):
                 progress.update(future.result())
     progress.close()

@@ -42,8 +42,9 @@ def phenotype_columns(table: SampleTable, pheno_names: str | None, glm_files_suf
     if names is not None:
         repeated = sorted({n for n in names if names.count(n) > 1})
         if repeated:
-            raise InputError(f"--pheno-name: expected each phenotype once, {repeated[0]!r} is selected twice "
-                             f"({pheno_names})")
+            raise InputError(
+                f"--pheno-name: expected each phenotype once, {repeated[0]!r} is selected twice ({pheno_names})"
+            )
     columns = select_columns(table, names, "phenotype")
     if glm_files_suffix is not None:
         for j in columns:
@@ -53,12 +54,22 @@ def phenotype_columns(table: SampleTable, pheno_names: str | None, glm_files_suf
 
 def _check_file_name_part(path, name: str, suffix: str) -> None:
     """A phenotype name that becomes PREFIX.<name>.glm.linear must name a file beside PREFIX."""
-    unsafe = (not name or "/" in name or "\\" in name or ".." in name or name in (".",)
-              or any(ord(c) < 32 or ord(c) == 127 for c in name) or len(f".{name}{suffix}".encode()) > 200)
+    unsafe = (
+        not name
+        or "/" in name
+        or "\\" in name
+        or ".." in name
+        or name in (".",)
+        or any(ord(c) < 32 or ord(c) == 127 for c in name)
+        or len(f".{name}{suffix}".encode()) > 200
+    )
     if unsafe:
-        raise input_error(path, f"phenotype column {name!r}: with --format plink2 the name becomes part of an "
-                                "output file name; expected a non-empty name without '/', '\\', '..' or control "
-                                "characters (rename the column)")
+        raise input_error(
+            path,
+            f"phenotype column {name!r}: with --format plink2 the name becomes part of an "
+            "output file name; expected a non-empty name without '/', '\\', '..' or control "
+            "characters (rename the column)",
+        )
 
 
 def covariate_columns(table: SampleTable, covar_names: str | None) -> list[int]:
@@ -75,12 +86,18 @@ def aligned_columns(table: SampleTable, columns: list[int], data: PlinkDataset) 
     return align_to_samples(table, fam_fid, fam_iid)[:, columns]
 
 
-def align_inputs(pheno_table: SampleTable, pheno_columns: list[int], covar: str, covar_names: str | None,
-                 data: PlinkDataset) -> AlignedInputs:
+def align_inputs(
+    pheno_table: SampleTable, pheno_columns: list[int], covar: str, covar_names: str | None, data: PlinkDataset
+) -> AlignedInputs:
     """The selected phenotypes aligned to the .fam, then the covariate table read, selected and aligned."""
     phenotypes = aligned_columns(pheno_table, pheno_columns, data)
     covar_table = read_table(covar, missing_code=MISSING_CODE)
     covar_columns = covariate_columns(covar_table, covar_names)
-    return AlignedInputs(pheno_names=[pheno_table.columns[j] for j in pheno_columns], phenotypes=phenotypes,
-                         pheno_path=pheno_table.path, covar_names=[covar_table.columns[j] for j in covar_columns],
-                         covariates=aligned_columns(covar_table, covar_columns, data), covar_path=covar_table.path)
+    return AlignedInputs(
+        pheno_names=[pheno_table.columns[j] for j in pheno_columns],
+        phenotypes=phenotypes,
+        pheno_path=pheno_table.path,
+        covar_names=[covar_table.columns[j] for j in covar_columns],
+        covariates=aligned_columns(covar_table, covar_columns, data),
+        covar_path=covar_table.path,
+    )

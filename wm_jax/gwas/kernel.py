@@ -108,8 +108,11 @@ def invert_spd(a: jax.Array) -> jax.Array:
         inverse_pivot = 1.0 / flat[:, i, i][:, None, None]
         pivot_row = flat[:, i, :][:, None, :] * inverse_pivot
         column = flat[:, :, i][:, :, None]
-        flat = jnp.where(row_id == i, jnp.where(col_id == i, inverse_pivot, pivot_row),
-                         jnp.where(col_id == i, -column * inverse_pivot, flat - column * pivot_row))
+        flat = jnp.where(
+            row_id == i,
+            jnp.where(col_id == i, inverse_pivot, pivot_row),
+            jnp.where(col_id == i, -column * inverse_pivot, flat - column * pivot_row),
+        )
     return flat.reshape(a.shape)
 
 
@@ -152,7 +155,7 @@ def _shared_terms(raw: jax.Array, missing_index: jax.Array, inputs: AssociationI
     k = inputs.base_gram.shape[-1]
     dosage = decode_block(raw)  # (B, R)
     projections = dosage @ inputs.design  # the one big matmul: (B, k + 1 + P)
-    proj_q, proj_1, proj_y = projections[:, :k], projections[:, k], projections[:, k + 1:]
+    proj_q, proj_1, proj_y = projections[:, :k], projections[:, k], projections[:, k + 1 :]
     # g^2 = 2 g - [het] for g in {0, 1, 2}: the sum of squares over S from the bytes, not another pass
     # over the decoded block. Heterozygous codes are 10: bit 2s + 1 set and bit 2s clear.
     het = jax.lax.population_count((raw >> 1) & ~raw & inputs.analysed_bits[None, :])
@@ -184,20 +187,40 @@ def _shared_terms(raw: jax.Array, missing_index: jax.Array, inputs: AssociationI
     constant = gg <= 1e-6 * jnp.maximum(gtg, 1e-30) + 1e-12
     reason = jnp.where(few, REASON_FEW_OBS, jnp.where(constant, REASON_CONSTANT, REASON_OK)).astype(jnp.int32)
     ok = reason == REASON_OK
-    return _SharedTerms(proj_y, q_m, mean, gram_inverse, weights, obs, reason, ok, safe_gg=jnp.where(ok, gg, 1.0),
-                        safe_df=jnp.maximum(df, 1.0))
+    return _SharedTerms(
+        proj_y,
+        q_m,
+        mean,
+        gram_inverse,
+        weights,
+        obs,
+        reason,
+        ok,
+        safe_gg=jnp.where(ok, gg, 1.0),
+        safe_df=jnp.maximum(df, 1.0),
+    )
 
 
-def _stack_statistics(shared: _SharedTerms, missing_index: jax.Array, inputs: AssociationInputs, stack: int,
-                      groups: slice, phenotypes: slice, n_pheno: int, small_df: bool) -> list[jax.Array]:
+def _stack_statistics(
+    shared: _SharedTerms,
+    missing_index: jax.Array,
+    inputs: AssociationInputs,
+    stack: int,
+    groups: slice,
+    phenotypes: slice,
+    n_pheno: int,
+    small_df: bool,
+) -> list[jax.Array]:
     """BETA, SE, -log10 P and t of one stack's phenotypes, each (B, G_s * P_s)."""
     g0, g1, p0, p1 = groups.start, groups.stop, phenotypes.start, phenotypes.stop
     n_groups = g1 - g0
     y_m = _rows_of(inputs.residuals[stack], missing_index)  # (B, L, G_s * P_s)
     y_s = _by_group(y_m, n_groups, n_pheno)
-    num = (_by_group(shared.proj_y[:, p0:p1], n_groups, n_pheno)
-           - shared.mean[:, g0:g1, None] * _by_group(inputs.residual_sum[p0:p1] - y_m.sum(axis=1), n_groups, n_pheno)
-           + jnp.einsum("bgl,blgp->bgp", shared.weights[:, g0:g1], y_s))
+    num = (
+        _by_group(shared.proj_y[:, p0:p1], n_groups, n_pheno)
+        - shared.mean[:, g0:g1, None] * _by_group(inputs.residual_sum[p0:p1] - y_m.sum(axis=1), n_groups, n_pheno)
+        + jnp.einsum("bgl,blgp->bgp", shared.weights[:, g0:g1], y_s)
+    )
     c_s = _by_group(_sum_over_missing(shared.q_m, y_m), n_groups, n_pheno)  # Q_M'Y_M: (B, k, G_s, P_s)
     a_inv_c = jnp.einsum("bgkj,bjgp->bgkp", shared.gram_inverse[:, g0:g1], c_s)
     quad = jnp.sum(a_inv_c * jnp.moveaxis(c_s, 1, 2), axis=2)  # c' A^-1 c: (B, G_s, P_s)
@@ -213,8 +236,9 @@ def _stack_statistics(shared: _SharedTerms, missing_index: jax.Array, inputs: As
     return [x.reshape(y_m.shape[0], -1) for x in (beta, se, log10p, t)]
 
 
-def associate_block(raw: jax.Array, missing_index: jax.Array, inputs: AssociationInputs, layout: Layout,
-                    small_df: bool = True) -> BlockResult:
+def associate_block(
+    raw: jax.Array, missing_index: jax.Array, inputs: AssociationInputs, layout: Layout, small_df: bool = True
+) -> BlockResult:
     """Exact OLS statistics of one block of variants for every phenotype.
 
     raw: (B, W) .bed bytes; missing_index: (B, L) sample slots of each variant's missing calls,
@@ -226,8 +250,9 @@ def associate_block(raw: jax.Array, missing_index: jax.Array, inputs: Associatio
     g0 = p0 = 0
     for stack, (n_groups, n_pheno) in enumerate(layout):
         g1, p1 = g0 + n_groups, p0 + n_groups * n_pheno
-        per_phenotype.append(_stack_statistics(shared, missing_index, inputs, stack, slice(g0, g1), slice(p0, p1),
-                                               n_pheno, small_df))
+        per_phenotype.append(
+            _stack_statistics(shared, missing_index, inputs, stack, slice(g0, g1), slice(p0, p1), n_pheno, small_df)
+        )
         g0, p0 = g1, p1
     beta, se, log10p, t = (jnp.concatenate(parts, axis=1) for parts in zip(*per_phenotype))
     # The multivariate test across every phenotype, as JAGWAS forms it from summary statistics.

@@ -82,12 +82,15 @@ def check_outputs(out: Path, planned: list[Path], previous: list[Path], overwrit
         if path.is_dir() and not path.is_symlink():
             raise input_error(path, "is a directory; expected a file path for this output")
         if path.exists() and path not in owned and not overwrite:
-            raise input_error(path, "exists and was not written by an earlier wm-jax gwas to this prefix; "
-                                    "pass --overwrite to replace it")
+            raise input_error(
+                path,
+                "exists and was not written by an earlier wm-jax gwas to this prefix; pass --overwrite to replace it",
+            )
 
 
-def claim_outputs(files: AtomicFiles, out: Path, pheno_names: list[str], glm_files_suffix: str | None,
-                  overwrite: bool) -> list[Path]:
+def claim_outputs(
+    files: AtomicFiles, out: Path, pheno_names: list[str], glm_files_suffix: str | None, overwrite: bool
+) -> list[Path]:
     """The run's outputs, once checked; those of an earlier run to this prefix are replaced on commit."""
     planned, previous = planned_outputs(out, pheno_names, glm_files_suffix), previous_outputs(out)
     check_outputs(out, planned, previous, overwrite)

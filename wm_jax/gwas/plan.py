@@ -61,21 +61,36 @@ def variants_to_test(data: PlinkDataset, bfile: str, filters: qc.VariantFilters,
     keep = qc.apply_filters(counts, filters.maf, filters.mac, filters.geno, filters.hwe, removed)
     if not keep.any():
         selection = f" on --chr {filters.chromosomes}" if filters.chromosomes else ""
-        raise InputError(f"{bfile}: expected at least one variant to test; none is left of the {len(keep)} "
-                         f"variants{selection}{' after ' + ', '.join(removed) if removed else ''}")
+        raise InputError(
+            f"{bfile}: expected at least one variant to test; none is left of the {len(keep)} "
+            f"variants{selection}{' after ' + ', '.join(removed) if removed else ''}"
+        )
     a1_is_ref = np.zeros(int(keep.sum()), bool) if a1_alt else alt_is_major(counts)[keep]
     return TestedVariants(rows=selected[keep], missing_calls=counts.missing[keep], a1_is_ref=a1_is_ref)
 
 
 def passes_for(tested: TestedVariants, grouped: GroupedPhenotypes, block_size: int, max_missing: int) -> list[Pass]:
     """`plan_passes` for the tested variants and the phenotype groups."""
-    return plan_passes(tested.missing_calls, block_size, max_missing,
-                       fewest_samples=min(len(g.samples) for g in grouped.groups), n_basis=grouped.basis.shape[1],
-                       n_groups=len(grouped.groups), n_phenotypes=len(grouped.column_order))
+    return plan_passes(
+        tested.missing_calls,
+        block_size,
+        max_missing,
+        fewest_samples=min(len(g.samples) for g in grouped.groups),
+        n_basis=grouped.basis.shape[1],
+        n_groups=len(grouped.groups),
+        n_phenotypes=len(grouped.column_order),
+    )
 
 
-def plan_passes(missing_calls: np.ndarray, block_size: int, max_missing: int, fewest_samples: int, n_basis: int,
-                n_groups: int, n_phenotypes: int) -> list[Pass]:
+def plan_passes(
+    missing_calls: np.ndarray,
+    block_size: int,
+    max_missing: int,
+    fewest_samples: int,
+    n_basis: int,
+    n_groups: int,
+    n_phenotypes: int,
+) -> list[Pass]:
     """The kernel's passes over variants with ``missing_calls`` each:
 
     - variants without any missing call need no per-variant Gram matrix: a pass of their own when
@@ -92,11 +107,15 @@ def plan_passes(missing_calls: np.ndarray, block_size: int, max_missing: int, fe
         none_missing[:] = False
     many_missing = missing_calls > max_missing
     if none_missing.any():
-        log.info("%d variants have no missing call: a pass without the missing-call correction",
-                 int(none_missing.sum()))
+        log.info(
+            "%d variants have no missing call: a pass without the missing-call correction", int(none_missing.sum())
+        )
     if many_missing.any():
-        log.info("%d variants have more than %d missing calls: exact path over all samples",
-                 int(many_missing.sum()), max_missing)
+        log.info(
+            "%d variants have more than %d missing calls: exact path over all samples",
+            int(many_missing.sum()),
+            max_missing,
+        )
     selections = [(none_missing, 0), (~none_missing & ~many_missing, max_missing), (many_missing, None)]
     passes = []
     for selected, width_limit in selections:

@@ -45,7 +45,10 @@ def _log_betainc_cf(a, b, log_x, log_1mx, x, n_terms: int):
         c, d, h = state
         m = m.astype(x.dtype)
         m2 = 2.0 * m
-        for numerator in (m * (b - m) * x / ((qam + m2) * (a + m2)), -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))):
+        for numerator in (
+            m * (b - m) * x / ((qam + m2) * (a + m2)),
+            -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2)),
+        ):
             d = 1.0 + numerator * d
             d = 1.0 / jnp.where(jnp.abs(d) < tiny, tiny, d)
             c = 1.0 + numerator / c

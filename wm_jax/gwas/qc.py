@@ -42,8 +42,10 @@ def select_chromosomes(data: PlinkDataset, chromosomes: str | None) -> np.ndarra
         log.info("--chr %s: %d of %d variants kept", chromosomes, len(selected), data.n_variants)
         if len(selected) == 0:
             present = ", ".join(map(str, pd.unique(data.bim.chrom.astype(str))[:10]))
-            raise input_error(data.files.bim, f"no variant on --chr {chromosomes}; expected variants on those "
-                                              f"chromosomes (the .bim has {present})")
+            raise input_error(
+                data.files.bim,
+                f"no variant on --chr {chromosomes}; expected variants on those chromosomes (the .bim has {present})",
+            )
     return selected
 
 
@@ -71,14 +73,19 @@ def count_genotypes(bed, variant_indices: np.ndarray, chunk: int = 4096) -> Vari
     words_per_row = -(-bed.row_bytes // 8)
     counts = np.zeros((len(variant_indices), 4), np.int64)
     block = np.zeros((chunk, words_per_row * 8), np.uint8)
-    for start in tqdm(range(0, len(variant_indices), chunk), desc="genotype counts", unit="block",
-                      disable=len(variant_indices) < 50 * chunk, mininterval=1.0):
-        rows = variant_indices[start: start + chunk]
+    for start in tqdm(
+        range(0, len(variant_indices), chunk),
+        desc="genotype counts",
+        unit="block",
+        disable=len(variant_indices) < 50 * chunk,
+        mininterval=1.0,
+    ):
+        rows = variant_indices[start : start + chunk]
         block[: len(rows), : bed.row_bytes] = bed.raw(rows)
         words = block[: len(rows)].view("<u8")
         lo, hi = words & _EVEN, (words >> np.uint64(1)) & _EVEN
         for code, bits in ((1, lo & ~hi), (2, hi & ~lo), (3, lo & hi)):
-            counts[start: start + len(rows), code] = np.bitwise_count(bits).sum(axis=1, dtype=np.int64)
+            counts[start : start + len(rows), code] = np.bitwise_count(bits).sum(axis=1, dtype=np.int64)
         bed.release()
     counts[:, 0] = n - counts[:, 1:].sum(axis=1)
     return VariantCounts(counts[:, 0], counts[:, 2], counts[:, 3], counts[:, 1])
@@ -124,8 +131,14 @@ def _hwe_single(obs_hets: int, obs_hom1: int, obs_hom2: int) -> float:
     return float(min(1.0, p))
 
 
-def apply_filters(counts: VariantCounts, maf: float | None, mac: int | None, geno: float | None,
-                  hwe: float | None, removed: list[str] | None = None) -> np.ndarray:
+def apply_filters(
+    counts: VariantCounts,
+    maf: float | None,
+    mac: int | None,
+    geno: float | None,
+    hwe: float | None,
+    removed: list[str] | None = None,
+) -> np.ndarray:
     """Boolean keep-mask; logs the count each filter removes, in PLINK 2's order, and appends
     "--flag value removed n" to ``removed`` when given."""
     removed = [] if removed is None else removed
@@ -133,7 +146,12 @@ def apply_filters(counts: VariantCounts, maf: float | None, mac: int | None, gen
     n_total = counts.observed + counts.missing
     if geno is not None:
         drop = keep & (counts.missing / np.maximum(n_total, 1) > geno)
-        log.info("--geno %g: %d variants removed (missing call rate), %d remain", geno, int(drop.sum()), int((keep & ~drop).sum()))
+        log.info(
+            "--geno %g: %d variants removed (missing call rate), %d remain",
+            geno,
+            int(drop.sum()),
+            int((keep & ~drop).sum()),
+        )
         removed.append(f"--geno {geno:g} removed {int(drop.sum())}")
         keep &= ~drop
     if hwe is not None:

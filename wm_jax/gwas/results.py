@@ -57,8 +57,9 @@ class ResultStore:
             release_pages(array)
 
 
-def store_step(store: ResultStore, column_order: np.ndarray, a1_is_ref: np.ndarray, step_indices: np.ndarray,
-               results: BlockResult) -> None:
+def store_step(
+    store: ResultStore, column_order: np.ndarray, a1_is_ref: np.ndarray, step_indices: np.ndarray, results: BlockResult
+) -> None:
     """Copy one step's device results into the output columns at the variants' positions, oriented
     to A1: the kernel counts ALT, so BETA and the frequency flip where A1 is REF. Kernel column c
     is phenotype column_order[c]; groups are numbered in kernel order."""
@@ -96,25 +97,31 @@ def scan_results(store: ResultStore, chunk: int = 1 << 16) -> ResultScan:
     hit_pheno, hit_variant = [], []
     best, min_p = np.empty(n_variants, np.int64), np.empty(n_variants, np.float32)
     for start in range(0, n_variants, chunk):
-        lp = np.nan_to_num(np.asarray(store.log10_p[:, start: start + chunk]), nan=-1.0)
+        lp = np.nan_to_num(np.asarray(store.log10_p[:, start : start + chunk]), nan=-1.0)
         pheno, variant = np.nonzero(lp > GENOME_WIDE_NEG_LOG10_P)
         hit_pheno.append(pheno)
         hit_variant.append(variant + start)
-        best[start: start + chunk] = lp.argmax(axis=0)
-        min_p[start: start + chunk] = lp[best[start: start + chunk], np.arange(lp.shape[1])]
+        best[start : start + chunk] = lp.argmax(axis=0)
+        min_p[start : start + chunk] = lp[best[start : start + chunk], np.arange(lp.shape[1])]
         store.release()
     order = np.lexsort((np.concatenate(hit_variant), np.concatenate(hit_pheno)))  # by phenotype, then variant
-    return ResultScan(np.concatenate(hit_pheno)[order], np.concatenate(hit_variant)[order], best,
-                      np.where(min_p < 0, np.nan, min_p))
+    return ResultScan(
+        np.concatenate(hit_pheno)[order], np.concatenate(hit_variant)[order], best, np.where(min_p < 0, np.nan, min_p)
+    )
 
 
 def write_variant_table(directory: Path, bim: pd.DataFrame, a1_is_ref: np.ndarray) -> pd.DataFrame:
     """variants.tsv of the compact format: #CHROM POS ID REF ALT A1 of the tested variants."""
-    variants = pd.DataFrame({
-        "#CHROM": bim.chrom.to_numpy(), "POS": bim.pos.to_numpy(), "ID": bim.id.to_numpy(),
-        "REF": bim.ref.to_numpy(), "ALT": bim.alt.to_numpy(),
-        "A1": np.where(a1_is_ref, bim.ref.to_numpy(), bim.alt.to_numpy()),
-    })
+    variants = pd.DataFrame(
+        {
+            "#CHROM": bim.chrom.to_numpy(),
+            "POS": bim.pos.to_numpy(),
+            "ID": bim.id.to_numpy(),
+            "REF": bim.ref.to_numpy(),
+            "ALT": bim.alt.to_numpy(),
+            "A1": np.where(a1_is_ref, bim.ref.to_numpy(), bim.alt.to_numpy()),
+        }
+    )
     variants.to_csv(directory / "variants.tsv", sep="\t", index=False)
     return variants
 
@@ -124,27 +131,42 @@ def write_meta(directory: Path, meta: dict) -> None:
     (directory / "meta.json").write_text(json.dumps(meta, indent=2))
 
 
-def write_hits(path: Path, variants: pd.DataFrame, store: ResultStore, names: list[str], group_of: np.ndarray,
-               scan: ResultScan) -> None:
+def write_hits(
+    path: Path, variants: pd.DataFrame, store: ResultStore, names: list[str], group_of: np.ndarray, scan: ResultScan
+) -> None:
     """Every variant-phenotype pair at genome-wide significance, with its statistics."""
     hit_pheno, hit_variant = scan.hit_pheno, scan.hit_variant
     columns = {c: variants[c].to_numpy()[hit_variant] for c in variants.columns}
     groups = group_of[hit_pheno]
-    columns.update(PHENO=np.asarray(names, dtype=object)[hit_pheno], A1_FREQ=store.a1_freq[groups, hit_variant],
-                   OBS_CT=store.obs_ct[groups, hit_variant], BETA=store.beta[hit_pheno, hit_variant],
-                   SE=store.se[hit_pheno, hit_variant], LOG10_P=store.log10_p[hit_pheno, hit_variant])
+    columns.update(
+        PHENO=np.asarray(names, dtype=object)[hit_pheno],
+        A1_FREQ=store.a1_freq[groups, hit_variant],
+        OBS_CT=store.obs_ct[groups, hit_variant],
+        BETA=store.beta[hit_pheno, hit_variant],
+        SE=store.se[hit_pheno, hit_variant],
+        LOG10_P=store.log10_p[hit_pheno, hit_variant],
+    )
     write_tsv(path, columns)
-    log.info("%d variant-phenotype pairs at P < %s -> %s", len(hit_pheno), threshold_text(GENOME_WIDE_P),
-             path.name.split(".partial")[0].lstrip("."))
+    log.info(
+        "%d variant-phenotype pairs at P < %s -> %s",
+        len(hit_pheno),
+        threshold_text(GENOME_WIDE_P),
+        path.name.split(".partial")[0].lstrip("."),
+    )
 
 
-def write_multivariate(path: Path, variants: pd.DataFrame, store: ResultStore, names: list[str],
-                       scan: ResultScan) -> None:
+def write_multivariate(
+    path: Path, variants: pd.DataFrame, store: ResultStore, names: list[str], scan: ResultScan
+) -> None:
     """One row per variant: the omnibus test across every phenotype and the min-P phenotype."""
     columns = {c: variants[c].to_numpy() for c in variants.columns}
-    columns.update(N_PHENO=np.full(len(variants), len(names)), OMNIBUS_CHI2=np.asarray(store.omnibus),
-                   OMNIBUS_LOG10_P=chi2_neg_log10_sf(store.omnibus, len(names)),
-                   MIN_P_PHENO=np.asarray(names, dtype=object)[scan.best_pheno], MIN_P_LOG10_P=scan.min_p)
+    columns.update(
+        N_PHENO=np.full(len(variants), len(names)),
+        OMNIBUS_CHI2=np.asarray(store.omnibus),
+        OMNIBUS_LOG10_P=chi2_neg_log10_sf(store.omnibus, len(names)),
+        MIN_P_PHENO=np.asarray(names, dtype=object)[scan.best_pheno],
+        MIN_P_LOG10_P=scan.min_p,
+    )
     write_tsv(path, columns)
 
 

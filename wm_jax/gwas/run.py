@@ -67,8 +67,7 @@ class GwasOptions:
         return outputs.glm_suffix(self.gzip) if self.format == "plink2" else None
 
 
-def run_gwas(bfile: str, pheno: str, covar: str, out: str | os.PathLike,
-             options: GwasOptions = GwasOptions()) -> Path:
+def run_gwas(bfile: str, pheno: str, covar: str, out: str | os.PathLike, options: GwasOptions = GwasOptions()) -> Path:
     """Run the association study; returns the output prefix."""
     start = time.time()
     out = outputs.output_prefix(out)
@@ -80,13 +79,20 @@ def run_gwas(bfile: str, pheno: str, covar: str, out: str | os.PathLike,
         data = PlinkDataset(bfile)
         pheno_table = inputs.read_phenotype_table(pheno)
         pheno_columns = inputs.phenotype_columns(pheno_table, options.pheno_names, options.glm_files_suffix)
-        planned = outputs.claim_outputs(files, out, [pheno_table.columns[j] for j in pheno_columns],
-                                        options.glm_files_suffix, options.overwrite)
+        planned = outputs.claim_outputs(
+            files, out, [pheno_table.columns[j] for j in pheno_columns], options.glm_files_suffix, options.overwrite
+        )
         aligned = inputs.align_inputs(pheno_table, pheno_columns, covar, options.covar_names, data)
 
         # Design: phenotype groups by missingness pattern, each residualised on the covariates.
-        grouped = design.build_groups(aligned.phenotypes, aligned.covariates, aligned.pheno_names,
-                                      aligned.covar_names, aligned.pheno_path, aligned.covar_path)
+        grouped = design.build_groups(
+            aligned.phenotypes,
+            aligned.covariates,
+            aligned.pheno_names,
+            aligned.covar_names,
+            aligned.pheno_path,
+            aligned.covar_path,
+        )
 
         # Plan: --chr and the QC filters, the A1 allele, the kernel's passes over the variants.
         tested = plan.variants_to_test(data, bfile, options.variant_filters, options.a1_alt)
@@ -94,8 +100,9 @@ def run_gwas(bfile: str, pheno: str, covar: str, out: str | os.PathLike,
         passes = plan.passes_for(tested, grouped, options.block_size, options.max_missing)
 
         # Association: every pass streamed through the compiled kernel into the result store.
-        store = results.ResultStore(files.path(Path(f"{out}.gwas")), len(tested.rows), len(aligned.pheno_names),
-                                    len(grouped.groups))
+        store = results.ResultStore(
+            files.path(Path(f"{out}.gwas")), len(tested.rows), len(aligned.pheno_names), len(grouped.groups)
+        )
         stream.associate(data, tested, grouped, passes, store)
 
         # Results: variants.tsv and meta.json beside the store; hits, multivariate test, .glm.linear files.
@@ -113,19 +120,39 @@ def _log_invocation(bfile: str, pheno: str, covar: str, out: Path, options: Gwas
     log.info("devices: %s", ", ".join(str(d) for d in jax.devices()))
 
 
-def _run_record(bfile: str, options: GwasOptions, aligned: inputs.AlignedInputs,
-                grouped: design.GroupedPhenotypes, tested: plan.TestedVariants, planned: list[Path]) -> dict:
+def _run_record(
+    bfile: str,
+    options: GwasOptions,
+    aligned: inputs.AlignedInputs,
+    grouped: design.GroupedPhenotypes,
+    tested: plan.TestedVariants,
+    planned: list[Path],
+) -> dict:
     """meta.json: what was tested, on which samples, with which options, and every output file."""
-    return {"format_version": 2, "code_version": wm_jax.__version__, "phenotypes": aligned.pheno_names,
-            "group_of_phenotype": grouped.group_of_phenotype.tolist(),
-            "group_sizes": [len(g.samples) for g in grouped.groups],
-            "n_covariates": len(aligned.covar_names), "covariates": aligned.covar_names,
-            "n_variants": int(len(tested.rows)), "bfile": str(bfile), "options": asdict(options),
-            "outputs": [p.name for p in planned]}
+    return {
+        "format_version": 2,
+        "code_version": wm_jax.__version__,
+        "phenotypes": aligned.pheno_names,
+        "group_of_phenotype": grouped.group_of_phenotype.tolist(),
+        "group_sizes": [len(g.samples) for g in grouped.groups],
+        "n_covariates": len(aligned.covar_names),
+        "covariates": aligned.covar_names,
+        "n_variants": int(len(tested.rows)),
+        "bfile": str(bfile),
+        "options": asdict(options),
+        "outputs": [p.name for p in planned],
+    }
 
 
-def _write_tables(out: Path, options: GwasOptions, pheno_names: list[str], group_of: np.ndarray,
-                  variant_table: pd.DataFrame, store: results.ResultStore, files: AtomicFiles) -> None:
+def _write_tables(
+    out: Path,
+    options: GwasOptions,
+    pheno_names: list[str],
+    group_of: np.ndarray,
+    variant_table: pd.DataFrame,
+    store: results.ResultStore,
+    files: AtomicFiles,
+) -> None:
     """The text outputs from the filled store: hits, the multivariate test, the .glm.linear files."""
     scan = results.scan_results(store)
     results.write_hits(files.path(Path(f"{out}.hits.tsv")), variant_table, store, pheno_names, group_of, scan)

@@ -39,8 +39,9 @@ class _Stream:
     """What every pass shares: the genotypes, the tested variants, the grouping, the device inputs
     on the mesh, the result store, the reader thread and the progress bar."""
 
-    def __init__(self, data: PlinkDataset, tested: TestedVariants, grouped: GroupedPhenotypes,
-                 store: ResultStore) -> None:
+    def __init__(
+        self, data: PlinkDataset, tested: TestedVariants, grouped: GroupedPhenotypes, store: ResultStore
+    ) -> None:
         self.data, self.tested, self.grouped, self.store = data, tested, grouped, store
         self.n_devices = jax.device_count()
         # Blocks are independent: the rows of a step are sharded over the devices, no communication.
@@ -48,25 +49,39 @@ class _Stream:
         self.block_sharding = NamedSharding(mesh, PartitionSpec("blocks"))
         self.inputs: AssociationInputs = device_inputs(kernel_inputs(grouped, 4 * data.bed.row_bytes), mesh)
         self.column_order = grouped.column_order
-        log.info("%d phenotype group(s) in %d stack(s) of equal size; one matmul for all %d phenotypes",
-                 len(grouped.groups), len(grouped.layout), len(self.column_order))
+        log.info(
+            "%d phenotype group(s) in %d stack(s) of equal size; one matmul for all %d phenotypes",
+            len(grouped.groups),
+            len(grouped.layout),
+            len(self.column_order),
+        )
         self.compile_seconds = 0.0
         self.reader = concurrent.futures.ThreadPoolExecutor(max_workers=1)
-        self.progress = tqdm(total=len(tested.rows), desc="association", unit="variant", unit_scale=True,
-                             mininterval=1.0)
+        self.progress = tqdm(
+            total=len(tested.rows), desc="association", unit="variant", unit_scale=True, mininterval=1.0
+        )
 
     def compile(self, plan: Pass) -> jax.stages.Compiled:
         """The kernel for the pass's shapes (its compilation time added to ``compile_seconds``)."""
         per_step = plan.block_size * self.n_devices
         block_fn = make_block_fn(self.grouped.layout, small_df=plan.small_df)
         start = time.time()
-        step_fn = block_fn.lower(self._spec((per_step, self.data.bed.row_bytes), np.uint8),
-                                 self._spec((per_step, plan.missing_width), np.int32), self.inputs).compile()
+        step_fn = block_fn.lower(
+            self._spec((per_step, self.data.bed.row_bytes), np.uint8),
+            self._spec((per_step, plan.missing_width), np.int32),
+            self.inputs,
+        ).compile()
         self.compile_seconds += time.time() - start
         memory = step_fn.memory_analysis()
-        log.info("kernel compiled in %.2f s for steps of %d variants (%d per device), room for %d missing calls "
-                 "each; %.0f MiB of temporaries per device", time.time() - start, per_step, plan.block_size,
-                 plan.missing_width, getattr(memory, "temp_size_in_bytes", float("nan")) / 2**20)
+        log.info(
+            "kernel compiled in %.2f s for steps of %d variants (%d per device), room for %d missing calls "
+            "each; %.0f MiB of temporaries per device",
+            time.time() - start,
+            per_step,
+            plan.block_size,
+            plan.missing_width,
+            getattr(memory, "temp_size_in_bytes", float("nan")) / 2**20,
+        )
         return step_fn
 
     def _spec(self, shape: tuple[int, int], dtype: type) -> jax.ShapeDtypeStruct:
@@ -76,7 +91,7 @@ class _Stream:
         """Every step of the pass. The kernel compiles while the first block is read; results are
         stored one step late, while the device computes the next."""
         per_step = plan.block_size * self.n_devices
-        steps = [plan.variants[s: s + per_step] for s in range(0, len(plan.variants), per_step)]
+        steps = [plan.variants[s : s + per_step] for s in range(0, len(plan.variants), per_step)]
         pending_read = self._submit_read(steps[0], per_step, plan.missing_width)
         step_fn = self.compile(plan)
         previous = None
@@ -84,8 +99,9 @@ class _Stream:
             raw, missing = pending_read.result()
             if step_number + 1 < len(steps):
                 pending_read = self._submit_read(steps[step_number + 1], per_step, plan.missing_width)
-            results = step_fn(jax.device_put(raw, self.block_sharding), jax.device_put(missing, self.block_sharding),
-                              self.inputs)
+            results = step_fn(
+                jax.device_put(raw, self.block_sharding), jax.device_put(missing, self.block_sharding), self.inputs
+            )
             if previous is not None:
                 store_step(self.store, self.column_order, self.tested.a1_is_ref, *previous)
             if step_number % RELEASE_EVERY == RELEASE_EVERY - 1:
@@ -104,8 +120,9 @@ class _Stream:
         self.store.flush()
 
 
-def associate(data: PlinkDataset, tested: TestedVariants, grouped: GroupedPhenotypes, passes: list[Pass],
-              store: ResultStore) -> None:
+def associate(
+    data: PlinkDataset, tested: TestedVariants, grouped: GroupedPhenotypes, passes: list[Pass], store: ResultStore
+) -> None:
     """Test every variant of every pass against every phenotype, into ``store``; logs the timing."""
     stream = _Stream(data, tested, grouped, store)
     compute_start = time.time()
@@ -114,5 +131,10 @@ def associate(data: PlinkDataset, tested: TestedVariants, grouped: GroupedPhenot
     stream.close()
     compute_seconds = time.time() - compute_start
     n_tests = len(tested.rows) * len(grouped.column_order)
-    log.info("association: %d variant-phenotype tests in %.2f s (%.3g tests/s), of which %.2f s compiling",
-             n_tests, compute_seconds, n_tests / max(compute_seconds, 1e-9), stream.compile_seconds)
+    log.info(
+        "association: %d variant-phenotype tests in %.2f s (%.3g tests/s), of which %.2f s compiling",
+        n_tests,
+        compute_seconds,
+        n_tests / max(compute_seconds, 1e-9),
+        stream.compile_seconds,
+    )

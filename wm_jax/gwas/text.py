@@ -21,8 +21,13 @@ def _as_list(values) -> list:
     return array.tolist()
 
 
-def write_tsv(path: Path, columns: dict[str, object], formats: dict[str, str] | None = None,
-              compress: bool = False, chunk_rows: int = 50_000) -> None:
+def write_tsv(
+    path: Path,
+    columns: dict[str, object],
+    formats: dict[str, str] | None = None,
+    compress: bool = False,
+    chunk_rows: int = 50_000,
+) -> None:
     """Write columns (name -> array) with per-column %-formats (default %s, floats %.6g)."""
     formats = formats or {}
     names = list(columns)

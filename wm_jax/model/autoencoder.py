@@ -62,7 +62,9 @@ class TransposedConv2x(nnx.Module):
 
     def __init__(self, in_features: int, out_features: int, *, rngs: nnx.Rngs, dtype=jnp.float32):
         fan_in = in_features * 8
-        self.kernel = nnx.Param(jax.random.normal(rngs.params(), (2, 2, 2, in_features, out_features)) / math.sqrt(fan_in))
+        self.kernel = nnx.Param(
+            jax.random.normal(rngs.params(), (2, 2, 2, in_features, out_features)) / math.sqrt(fan_in)
+        )
         self.bias = nnx.Param(jnp.zeros((out_features,)))
         self.dtype = dtype
 
@@ -79,12 +81,24 @@ class ConvBlock(nnx.Module):
 
     def __init__(self, in_features: int, out_features: int, config: AutoencoderConfig, *, rngs: nnx.Rngs):
         dtype = jnp.dtype(config.compute_dtype)
-        self.convs = nnx.List([
-            Conv3dK3(in_features if i == 0 else out_features, out_features, dtype=dtype,
-                     formulation=config.conv_formulation, rngs=rngs) for i in range(config.convs_per_block)])
-        self.norms = nnx.List([
-            nnx.BatchNorm(out_features, momentum=config.batch_norm_momentum, dtype=jnp.float32, rngs=rngs)
-            for _ in range(config.convs_per_block)])
+        self.convs = nnx.List(
+            [
+                Conv3dK3(
+                    in_features if i == 0 else out_features,
+                    out_features,
+                    dtype=dtype,
+                    formulation=config.conv_formulation,
+                    rngs=rngs,
+                )
+                for i in range(config.convs_per_block)
+            ]
+        )
+        self.norms = nnx.List(
+            [
+                nnx.BatchNorm(out_features, momentum=config.batch_norm_momentum, dtype=jnp.float32, rngs=rngs)
+                for _ in range(config.convs_per_block)
+            ]
+        )
         self.negative_slope = config.negative_slope
 
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -98,17 +112,23 @@ class Autoencoder(nnx.Module):
         self.config = config
         channels = config.channels
         shapes = config.level_shapes()
-        self.encoder_blocks = nnx.List([ConvBlock(1 if i == 0 else channels[i - 1], c, config, rngs=rngs)
-                                        for i, c in enumerate(channels)])
+        self.encoder_blocks = nnx.List(
+            [ConvBlock(1 if i == 0 else channels[i - 1], c, config, rngs=rngs) for i, c in enumerate(channels)]
+        )
         self.bottleneck_shape = (*shapes[-1], channels[-1])
         flat = math.prod(self.bottleneck_shape)
         self.to_latent = nnx.Linear(flat, config.latent_dim, rngs=rngs)
         self.from_latent = nnx.Linear(config.latent_dim, flat, rngs=rngs)
         dtype = jnp.dtype(config.compute_dtype)
-        self.upsamplers = nnx.List([TransposedConv2x(channels[i], channels[i - 1], rngs=rngs, dtype=dtype)
-                                    for i in range(len(channels) - 1, 0, -1)])
-        self.decoder_blocks = nnx.List([ConvBlock(channels[i - 1], channels[i - 1], config, rngs=rngs)
-                                        for i in range(len(channels) - 1, 0, -1)])
+        self.upsamplers = nnx.List(
+            [
+                TransposedConv2x(channels[i], channels[i - 1], rngs=rngs, dtype=dtype)
+                for i in range(len(channels) - 1, 0, -1)
+            ]
+        )
+        self.decoder_blocks = nnx.List(
+            [ConvBlock(channels[i - 1], channels[i - 1], config, rngs=rngs) for i in range(len(channels) - 1, 0, -1)]
+        )
         self.output = nnx.Conv(channels[0], 1, kernel_size=(1, 1, 1), rngs=rngs)
         if config.linear_path:
             voxels = math.prod(config.input_shape)
@@ -158,7 +178,9 @@ class Autoencoder(nnx.Module):
         return self.decode(self.encode(volumes))
 
 
-def masked_mse(reconstruction: jax.Array, volumes: jax.Array, mask: jax.Array, weights: jax.Array | None = None) -> jax.Array:
+def masked_mse(
+    reconstruction: jax.Array, volumes: jax.Array, mask: jax.Array, weights: jax.Array | None = None
+) -> jax.Array:
     """Mean squared error over the brain mask (and over real, not padded, batch entries)."""
     per_voxel = (reconstruction - volumes) ** 2 * mask[None]
     per_volume = per_voxel.sum(axis=(1, 2, 3)) / mask.sum()

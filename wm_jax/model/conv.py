@@ -24,7 +24,7 @@ def conv3d_k3_shifted(x: jax.Array, w: jax.Array) -> jax.Array:
     for i in range(3):
         for j in range(3):
             for k in range(3):
-                term = jnp.einsum("bxyzc,co->bxyzo", xp[:, i:i + sx, j:j + sy, k:k + sz], w[i, j, k])
+                term = jnp.einsum("bxyzc,co->bxyzo", xp[:, i : i + sx, j : j + sy, k : k + sz], w[i, j, k])
                 out = term if out is None else out + term
     return out
 
@@ -47,8 +47,9 @@ def conv3d_k3(x: jax.Array, w: jax.Array, formulation: str = "auto") -> jax.Arra
 class Conv3dK3(nnx.Module):
     """Conv3d, kernel 3, SAME padding, with bias; parameters as nnx.Conv (LeCun-normal kernel, zero bias)."""
 
-    def __init__(self, in_features: int, out_features: int, *, rngs: nnx.Rngs, dtype=jnp.float32,
-                 formulation: str = "auto"):
+    def __init__(
+        self, in_features: int, out_features: int, *, rngs: nnx.Rngs, dtype=jnp.float32, formulation: str = "auto"
+    ):
         init = nnx.initializers.lecun_normal()
         self.kernel = nnx.Param(init(rngs.params(), (3, 3, 3, in_features, out_features)))
         self.bias = nnx.Param(jnp.zeros((out_features,)))
@@ -58,5 +59,3 @@ class Conv3dK3(nnx.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         y = conv3d_k3(x.astype(self.dtype), self.kernel[...].astype(self.dtype), self.formulation)
         return y + self.bias[...].astype(y.dtype)
-
-

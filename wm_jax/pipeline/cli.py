@@ -13,7 +13,9 @@ def register(sub) -> None:
 
     p = sub.add_parser("demo", help="simulate -> prepare -> train -> embed -> gwas -> report -> interpret, resumable")
     p.add_argument("--out", default="demo_run", help="run directory (manifest.json, summary.json, every stage's files)")
-    p.add_argument("--config", default="pipeline_demo", help="configs/<name>.py or a file; fields via --config.KEY=VALUE")
+    p.add_argument(
+        "--config", default="pipeline_demo", help="configs/<name>.py or a file; fields via --config.KEY=VALUE"
+    )
     p.set_defaults(run=run_demo, accepts_overrides=True)
 
     p = sub.add_parser("interpret", help="PerDI: which white matter each UDIP moves (maps, montages, tract enrichment)")
@@ -26,12 +28,19 @@ def register(sub) -> None:
     p.add_argument("--step", type=o.checkpoint_step, default="best", help="checkpoint step, 'latest' or 'best'")
     p.add_argument("--n-subjects", type=o.integer(3), default=200, help="subjects whose codes are perturbed, >= 3")
     p.add_argument("--fwhm", type=o.number(0), default=3.0, help="Gaussian smoothing FWHM in mm, >= 0")
-    p.add_argument("--top-fraction", type=o.number(0, 1, low_open=True), default=0.01,
-                   help="share of mask voxels tested for enrichment, in (0, 1]")
+    p.add_argument(
+        "--top-fraction",
+        type=o.number(0, 1, low_open=True),
+        default=0.01,
+        help="share of mask voxels tested for enrichment, in (0, 1]",
+    )
     p.add_argument("--permutations", type=o.integer(1), default=10000)
     p.add_argument("--seed", type=o.integer(0), default=0)
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace an output directory without this command's marker that holds only PerDI files")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an output directory without this command's marker that holds only PerDI files",
+    )
     p.set_defaults(run=run_interpret, accepts_overrides=False)
 
 
@@ -58,11 +67,17 @@ def _claim_run_directory(out: str) -> None:
     if path.is_dir() and any(path.iterdir()):
         marker = read_marker(path)
         if marker is not None and marker["command"] != "demo":
-            raise input_error(path, f"holds the output of wm-jax {marker['command']}; expected a new or empty "
-                                    "directory, or an earlier demo run")
+            raise input_error(
+                path,
+                f"holds the output of wm-jax {marker['command']}; expected a new or empty "
+                "directory, or an earlier demo run",
+            )
         if marker is None and not (path / "manifest.json").is_file():
-            raise input_error(path, "exists, is not empty and is not a demo run directory (no manifest.json); "
-                                    "expected a new or empty directory, or an earlier demo run")
+            raise input_error(
+                path,
+                "exists, is not empty and is not a demo run directory (no manifest.json); "
+                "expected a new or empty directory, or an earlier demo run",
+            )
     path.mkdir(parents=True, exist_ok=True)
     if not (path / MARKER).exists():
         write_marker(path, "demo")
@@ -73,8 +88,22 @@ def run_interpret(args, overrides) -> None:
     from wm_jax.interpret import PerdiOptions, interpret
 
     check_output_dir(args.out, "interpret", args.overwrite)
-    options = PerdiOptions(n_subjects=args.n_subjects, fwhm_mm=args.fwhm, top_fraction=args.top_fraction,
-                           n_permutations=args.permutations, seed=args.seed)
-    summary = interpret(args.workdir, args.udip, args.out, store=args.store, atlas=args.atlas, labels=args.labels,
-                        step=args.step, options=options, overwrite=args.overwrite)
+    options = PerdiOptions(
+        n_subjects=args.n_subjects,
+        fwhm_mm=args.fwhm,
+        top_fraction=args.top_fraction,
+        n_permutations=args.permutations,
+        seed=args.seed,
+    )
+    summary = interpret(
+        args.workdir,
+        args.udip,
+        args.out,
+        store=args.store,
+        atlas=args.atlas,
+        labels=args.labels,
+        step=args.step,
+        options=options,
+        overwrite=args.overwrite,
+    )
     log.info("top tract per UDIP: %s", json.dumps({k: v["tract"] for k, v in summary["top_tract"].items()}))

@@ -80,22 +80,33 @@ def run_stages(directory: Path, stages: list[Stage]) -> dict[str, dict]:
         start = time.time()
         stage.result = stage.run() or {}
         seconds = time.time() - start
-        manifest.finish(stage.name, {"fingerprint": prints[stage.name], "needs": stage.needs, "settings": stage.settings,
-                                     "outputs": stage.outputs, "seconds": round(seconds, 2),
-                                     "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "result": stage.result})
+        manifest.finish(
+            stage.name,
+            {
+                "fingerprint": prints[stage.name],
+                "needs": stage.needs,
+                "settings": stage.settings,
+                "outputs": stage.outputs,
+                "seconds": round(seconds, 2),
+                "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                "result": stage.result,
+            },
+        )
         log.info("demo: %-12s finished in %.1f s", stage.name, seconds)
     return manifest.record["stages"]
 
 
-def split_subjects(subjects: pd.DataFrame, train_fraction: float, replication_fraction: float, seed: int) -> pd.DataFrame:
+def split_subjects(
+    subjects: pd.DataFrame, train_fraction: float, replication_fraction: float, seed: int
+) -> pd.DataFrame:
     """FID IID SET with SET in train / discovery / replication, deterministic by seed."""
     order = np.random.default_rng([seed, 11]).permutation(len(subjects))
     n_train = int(round(train_fraction * len(subjects)))
     n_rep = int(round(replication_fraction * (len(subjects) - n_train)))
     sets = np.empty(len(subjects), object)
     sets[order[:n_train]] = "train"
-    sets[order[n_train: n_train + n_rep]] = "replication"
-    sets[order[n_train + n_rep:]] = "discovery"
+    sets[order[n_train : n_train + n_rep]] = "replication"
+    sets[order[n_train + n_rep :]] = "discovery"
     return pd.DataFrame({"FID": subjects.FID.to_numpy(), "IID": subjects.IID.to_numpy(), "SET": sets})
 
 
@@ -105,8 +116,12 @@ def _rows_of(table: pd.DataFrame, split: pd.DataFrame, which: str) -> pd.DataFra
 
 
 # Phenotype sets compared in the demo: the table each GWAS reads and the prefix of its columns.
-PHENOTYPE_SETS = {"udip": ("udip.tsv", "UDIP"), "roi": ("roi_fa.tsv", "FA_"), "pca": ("pca.tsv", "IPC"),
-                  "oracle": ("oracle.tsv", "ORACLE_")}
+PHENOTYPE_SETS = {
+    "udip": ("udip.tsv", "UDIP"),
+    "roi": ("roi_fa.tsv", "FA_"),
+    "pca": ("pca.tsv", "IPC"),
+    "oracle": ("oracle.tsv", "ORACLE_"),
+}
 
 
 def _publish_table(frame: pd.DataFrame, path: Path) -> None:
@@ -131,8 +146,13 @@ def stage_split(config, d: Path) -> dict:
     _publish_table(subjects[is_train], d / "subjects_train.tsv")
     _publish_table(subjects[~is_train], d / "subjects_heldout.tsv")
     counts = table.SET.value_counts().to_dict()
-    log.info("split: %d subjects -> %d train, %d discovery, %d replication", len(table), counts.get("train", 0),
-             counts.get("discovery", 0), counts.get("replication", 0))
+    log.info(
+        "split: %d subjects -> %d train, %d discovery, %d replication",
+        len(table),
+        counts.get("train", 0),
+        counts.get("discovery", 0),
+        counts.get("replication", 0),
+    )
     return {k: int(v) for k, v in counts.items()}
 
 
@@ -154,8 +174,13 @@ def stage_train(config, d: Path) -> dict:
 def stage_embed(config, d: Path) -> dict:
     from wm_jax.train.loop import embed
 
-    embed(str(d / "encoder"), str(d / "store_heldout"), str(d / "udip.tsv"), step="best",
-          rotation=str(config.embed.rotation))
+    embed(
+        str(d / "encoder"),
+        str(d / "store_heldout"),
+        str(d / "udip.tsv"),
+        step="best",
+        rotation=str(config.embed.rotation),
+    )
     mse = pd.read_csv(d / "udip.tsv", sep="\t", usecols=["reconstruction_mse"]).reconstruction_mse
     return {"heldout_reconstruction_mse": float(mse.mean())}
 
@@ -173,8 +198,10 @@ def stage_baselines(config, d: Path) -> dict:
     pca = fit_pca(VolumeStore.open(d / "store_train"), int(config.train.model.latent_dim))
     table = pca_table(pca, heldout)
     _publish_table(table, d / "pca.tsv")
-    return {"pca_heldout_reconstruction_mse": float(table.reconstruction_mse.mean()),
-            "pca_components": int(pca.components.shape[0])}
+    return {
+        "pca_heldout_reconstruction_mse": float(table.reconstruction_mse.mean()),
+        "pca_components": int(pca.components.shape[0]),
+    }
 
 
 def stage_gwas(config, d: Path) -> dict:
@@ -190,8 +217,13 @@ def stage_gwas(config, d: Path) -> dict:
         for which in ("discovery", "replication"):
             pheno = d / "gwas" / f"{kind}_{which}.pheno.tsv"
             _publish_table(_rows_of(phenotypes, split, which), pheno)
-            run_gwas(str(d / "cohort" / "genotypes"), str(pheno), str(d / "cohort" / "covariates.tsv"),
-                     str(d / "gwas" / f"{kind}_{which}"), dataclasses.replace(options, pheno_names=names))
+            run_gwas(
+                str(d / "cohort" / "genotypes"),
+                str(pheno),
+                str(d / "cohort" / "covariates.tsv"),
+                str(d / "gwas" / f"{kind}_{which}"),
+                dataclasses.replace(options, pheno_names=names),
+            )
             meta = json.loads((d / "gwas" / f"{kind}_{which}.gwas" / "meta.json").read_text())
             tests[f"{kind}_{which}"] = {"variants": meta["n_variants"], "phenotypes": len(meta["phenotypes"])}
     return tests
@@ -202,42 +234,84 @@ def stage_report(config, d: Path) -> dict:
 
     r = config.report
     options = ClumpOptions(p1=float(r.clump_p1), p2=float(r.clump_p2), r2=float(r.clump_r2), kb=float(r.clump_kb))
-    return {kind: build_report(str(d / "gwas" / f"{kind}_discovery"), str(d / "cohort" / "genotypes"),
-                               str(d / "report" / kind), replication_gwas=str(d / "gwas" / f"{kind}_replication"),
-                               truth=str(d / "cohort" / "truth.tsv"), options=options)
-            for kind in PHENOTYPE_SETS}
+    return {
+        kind: build_report(
+            str(d / "gwas" / f"{kind}_discovery"),
+            str(d / "cohort" / "genotypes"),
+            str(d / "report" / kind),
+            replication_gwas=str(d / "gwas" / f"{kind}_replication"),
+            truth=str(d / "cohort" / "truth.tsv"),
+            options=options,
+        )
+        for kind in PHENOTYPE_SETS
+    }
 
 
 def stage_interpret(config, d: Path) -> dict:
     from wm_jax.interpret import PerdiOptions, interpret
 
-    options = PerdiOptions(n_subjects=int(config.interpret.n_subjects),
-                           n_permutations=int(config.interpret.n_permutations), seed=int(config.seed))
-    return interpret(str(d / "encoder"), str(d / "udip.tsv"), str(d / "interpret"), store=str(d / "store_heldout"),
-                     atlas=str(d / "cohort" / "atlas.nii.gz"), labels=str(d / "cohort" / "atlas_labels.tsv"),
-                     step="best", options=options, truth=str(d / "cohort" / "truth.tsv"),
-                     loci=str(d / "report" / "udip" / "loci.tsv"))
+    options = PerdiOptions(
+        n_subjects=int(config.interpret.n_subjects),
+        n_permutations=int(config.interpret.n_permutations),
+        seed=int(config.seed),
+    )
+    return interpret(
+        str(d / "encoder"),
+        str(d / "udip.tsv"),
+        str(d / "interpret"),
+        store=str(d / "store_heldout"),
+        atlas=str(d / "cohort" / "atlas.nii.gz"),
+        labels=str(d / "cohort" / "atlas_labels.tsv"),
+        step="best",
+        options=options,
+        truth=str(d / "cohort" / "truth.tsv"),
+        loci=str(d / "report" / "udip" / "loci.tsv"),
+    )
 
 
 def demo_stages(config, d: Path) -> list[Stage]:
     """The pipeline as stages: name, settings, the stages it reads, its outputs, what runs it."""
+
     def bound(function):
         return lambda: function(config, d)
 
     gwas_outputs = [f"gwas/{k}_{w}.gwas" for k in PHENOTYPE_SETS for w in ("discovery", "replication")]
     return [
-        Stage("simulate", config.sim.to_dict(), [], ["cohort/genotypes.bed", "cohort/truth.tsv"], bound(stage_simulate)),
-        Stage("split", config.split.to_dict() | {"seed": int(config.seed)}, ["simulate"], ["split.tsv"], bound(stage_split)),
+        Stage(
+            "simulate", config.sim.to_dict(), [], ["cohort/genotypes.bed", "cohort/truth.tsv"], bound(stage_simulate)
+        ),
+        Stage(
+            "split",
+            config.split.to_dict() | {"seed": int(config.seed)},
+            ["simulate"],
+            ["split.tsv"],
+            bound(stage_split),
+        ),
         Stage("prepare", {}, ["split"], ["store_train", "store_heldout"], bound(stage_prepare)),
         Stage("train", config.train.to_dict(), ["prepare"], ["encoder/checkpoints"], bound(stage_train)),
         Stage("embed", config.embed.to_dict(), ["train"], ["udip.tsv"], bound(stage_embed)),
-        Stage("baselines", {"latent_dim": int(config.train.model.latent_dim)}, ["prepare"],
-              ["roi_fa.tsv", "pca.tsv", "oracle.tsv"], bound(stage_baselines)),
+        Stage(
+            "baselines",
+            {"latent_dim": int(config.train.model.latent_dim)},
+            ["prepare"],
+            ["roi_fa.tsv", "pca.tsv", "oracle.tsv"],
+            bound(stage_baselines),
+        ),
         Stage("gwas", config.gwas.to_dict(), ["embed", "baselines"], gwas_outputs, bound(stage_gwas)),
-        Stage("report", config.report.to_dict(), ["gwas"], [f"report/{k}/report.json" for k in PHENOTYPE_SETS],
-              bound(stage_report)),
-        Stage("interpret", config.interpret.to_dict(), ["embed", "report"], ["interpret/interpret.json"],
-              bound(stage_interpret)),
+        Stage(
+            "report",
+            config.report.to_dict(),
+            ["gwas"],
+            [f"report/{k}/report.json" for k in PHENOTYPE_SETS],
+            bound(stage_report),
+        ),
+        Stage(
+            "interpret",
+            config.interpret.to_dict(),
+            ["embed", "report"],
+            ["interpret/interpret.json"],
+            bound(stage_interpret),
+        ),
     ]
 
 
@@ -273,10 +347,12 @@ def verdict(reports: dict) -> dict:
     missed_by_roi = sorted(udip_found - roi_found)
     half = udip.get("n_planted_recovered", 0) * 2 >= udip.get("n_planted", 0) > 0
     holds = bool(missed_by_roi) and half and udip.get("n_false_loci", 0) == 0
-    text = (f"UDIPs recover {len(udip_found)} of {udip.get('n_planted', 0)} planted loci "
-            f"({udip.get('n_false_loci', 0)} loci without a planted variant), ROI-FA {len(roi_found)}; "
-            f"{len(missed_by_roi)} found by UDIPs only: the study's claim "
-            + ("holds on this cohort" if holds else "does not hold on this cohort"))
+    text = (
+        f"UDIPs recover {len(udip_found)} of {udip.get('n_planted', 0)} planted loci "
+        f"({udip.get('n_false_loci', 0)} loci without a planted variant), ROI-FA {len(roi_found)}; "
+        f"{len(missed_by_roi)} found by UDIPs only: the study's claim "
+        + ("holds on this cohort" if holds else "does not hold on this cohort")
+    )
     return {"holds": holds, "udip_only": missed_by_roi, "text": text}
 
 
@@ -285,48 +361,78 @@ def make_summary(d: Path, record: dict) -> dict:
     reports = record["report"]["result"]
     metrics = [json.loads(line) for line in (d / "encoder" / "metrics.jsonl").read_text().splitlines() if line.strip()]
     interpret = record["interpret"]["result"]
-    keys = ("n_phenotypes", "lambda_median", "lambda_min", "lambda_max", "omnibus_lambda", "n_loci", "n_leads",
-            "n_replicated", "n_planted", "n_planted_recovered", "n_false_loci")
-    comparison = {kind: {key: rep.get(key) for key in keys} | {"recall_by_kind": _recall(rep)}
-                  for kind, rep in reports.items()}
+    keys = (
+        "n_phenotypes",
+        "lambda_median",
+        "lambda_min",
+        "lambda_max",
+        "omnibus_lambda",
+        "n_loci",
+        "n_leads",
+        "n_replicated",
+        "n_planted",
+        "n_planted_recovered",
+        "n_false_loci",
+    )
+    comparison = {
+        kind: {key: rep.get(key) for key in keys} | {"recall_by_kind": _recall(rep)} for kind, rep in reports.items()
+    }
     return {
         "run_directory": str(d.resolve()),
         "seconds": {name: stage["seconds"] for name, stage in record.items()},
         "total_seconds": round(sum(stage["seconds"] for stage in record.values()), 1),
         "subjects": record["split"]["result"],
-        "encoder": {"validation_loss": [m["val_loss"] for m in metrics if "val_loss" in m],
-                    "train": record["train"]["result"],
-                    "heldout_reconstruction_mse": record["embed"]["result"].get("heldout_reconstruction_mse"),
-                    "pca_heldout_reconstruction_mse": record["baselines"]["result"].get("pca_heldout_reconstruction_mse")},
+        "encoder": {
+            "validation_loss": [m["val_loss"] for m in metrics if "val_loss" in m],
+            "train": record["train"]["result"],
+            "heldout_reconstruction_mse": record["embed"]["result"].get("heldout_reconstruction_mse"),
+            "pca_heldout_reconstruction_mse": record["baselines"]["result"].get("pca_heldout_reconstruction_mse"),
+        },
         "udip_vs_roi_fa": comparison,
         "recall_by_kind": {kind: _recall(rep) for kind, rep in reports.items()},
         "verdict": verdict(reports),
         "perdi_top_tract": interpret.get("top_tract", {}),
         "perdi_pattern_overlap": interpret.get("pattern_overlap", []),
-        "files": {"udip_report": "report/udip/report.md", "roi_report": "report/roi/report.md",
-                  "perdi_maps": "interpret/perdi_abs_t.nii.gz", "perdi_enrichment": "interpret/enrichment.tsv",
-                  "manifest": "manifest.json"},
+        "files": {
+            "udip_report": "report/udip/report.md",
+            "roi_report": "report/roi/report.md",
+            "perdi_maps": "interpret/perdi_abs_t.nii.gz",
+            "perdi_enrichment": "interpret/enrichment.tsv",
+            "manifest": "manifest.json",
+        },
     }
 
 
 def print_summary(summary: dict) -> str:
     """The end-of-run text: timing, the encoder against PCA, UDIPs against the baselines, the verdict."""
     enc = summary["encoder"]
-    lines = [f"wm-jax demo: {summary['run_directory']} ({summary['total_seconds']:.0f} s)",
-             "  subjects: " + ", ".join(f"{k} {v}" for k, v in sorted(summary["subjects"].items())),
-             "  validation loss by epoch: " + ", ".join(f"{v:.4f}" for v in enc["validation_loss"]),
-             f"  held-out reconstruction MSE: encoder {enc['heldout_reconstruction_mse']:.5f}, "
-             f"PCA (same size, fit on the training store) {enc['pca_heldout_reconstruction_mse']:.5f}"]
+    lines = [
+        f"wm-jax demo: {summary['run_directory']} ({summary['total_seconds']:.0f} s)",
+        "  subjects: " + ", ".join(f"{k} {v}" for k, v in sorted(summary["subjects"].items())),
+        "  validation loss by epoch: " + ", ".join(f"{v:.4f}" for v in enc["validation_loss"]),
+        f"  held-out reconstruction MSE: encoder {enc['heldout_reconstruction_mse']:.5f}, "
+        f"PCA (same size, fit on the training store) {enc['pca_heldout_reconstruction_mse']:.5f}",
+    ]
     kinds = list(summary["udip_vs_roi_fa"])
-    rows = [("phenotypes", "n_phenotypes"), ("lambda GC (median)", "lambda_median"), ("omnibus lambda", "omnibus_lambda"),
-            ("loci (discovery)", "n_loci"), ("leads replicated", "n_replicated"), ("planted loci", "n_planted"),
-            ("planted recovered", "n_planted_recovered"), ("loci without a planted variant", "n_false_loci")]
+    rows = [
+        ("phenotypes", "n_phenotypes"),
+        ("lambda GC (median)", "lambda_median"),
+        ("omnibus lambda", "omnibus_lambda"),
+        ("loci (discovery)", "n_loci"),
+        ("leads replicated", "n_replicated"),
+        ("planted loci", "n_planted"),
+        ("planted recovered", "n_planted_recovered"),
+        ("loci without a planted variant", "n_false_loci"),
+    ]
     cmp = summary["udip_vs_roi_fa"]
     lines.append("  " + f"{'':32s}" + "".join(f"{k:>9s}" for k in kinds))
     for label, key in rows:
         values = [cmp[kind].get(key) for kind in kinds]
-        lines.append("  " + f"{label:32s}" + "".join(
-            f"{('-' if v is None else f'{v:.3f}' if isinstance(v, float) else str(v)):>9s}" for v in values))
+        lines.append(
+            "  "
+            + f"{label:32s}"
+            + "".join(f"{('-' if v is None else f'{v:.3f}' if isinstance(v, float) else str(v)):>9s}" for v in values)
+        )
     loci_kinds = sorted({k for kind in kinds for k in cmp[kind]["recall_by_kind"]})
     for locus_kind in loci_kinds:
         cells = []
@@ -335,8 +441,10 @@ def print_summary(summary: dict) -> str:
             cells.append(f"{r.get('any', 0)}/{r.get('planted', 0)}")
         lines.append("  " + f"{'recall, ' + locus_kind + ' loci':32s}" + "".join(f"{c:>9s}" for c in cells))
     for row in summary.get("perdi_pattern_overlap", []):
-        lines.append(f"  PerDI of {row['udip']} (found {row['variant']}, {row['kind']}): correlation with the planted "
-                     f"pattern {row['correlation']:.2f}, rank {row['rank_among_udips']} of the UDIPs")
+        lines.append(
+            f"  PerDI of {row['udip']} (found {row['variant']}, {row['kind']}): correlation with the planted "
+            f"pattern {row['correlation']:.2f}, rank {row['rank_among_udips']} of the UDIPs"
+        )
     lines.append("  verdict: " + summary["verdict"]["text"])
     lines.append("  reports: " + ", ".join(f"report/{k}/report.md" for k in kinds))
     lines.append("  summary: summary.json, manifest: manifest.json")

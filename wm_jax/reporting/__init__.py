@@ -6,8 +6,11 @@ and the plotting stack when it registers the `report` subcommand.
 
 import importlib
 
-_WHERE = {"GwasResult": "wm_jax.reporting.build", "build_report": "wm_jax.reporting.build",
-          "ClumpOptions": "wm_jax.reporting.stats"}
+_WHERE = {
+    "GwasResult": "wm_jax.reporting.build",
+    "build_report": "wm_jax.reporting.build",
+    "ClumpOptions": "wm_jax.reporting.stats",
+}
 __all__ = sorted(_WHERE)
 
 

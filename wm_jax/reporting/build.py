@@ -29,6 +29,7 @@ from wm_jax.reporting.stats import (
 
 log = logging.getLogger("wm_jax")
 
+
 class GwasResult:
     """A `wm-jax gwas` compact output (PREFIX.gwas/), memory-mapped."""
 
@@ -52,7 +53,11 @@ class GwasResult:
         return self.phenotypes.index(name)
 
     def series(self, name: str) -> np.ndarray:
-        return self.omnibus_log10_p if name == OMNIBUS else np.asarray(self.log10_p[self.phenotype_index(name)], np.float64)
+        return (
+            self.omnibus_log10_p
+            if name == OMNIBUS
+            else np.asarray(self.log10_p[self.phenotype_index(name)], np.float64)
+        )
 
 
 def _read_meta(path: Path) -> dict:
@@ -62,8 +67,9 @@ def _read_meta(path: Path) -> dict:
         raise input_error(path, f"expected the JSON record of a `wm-jax gwas` run ({type(err).__name__}: {err})")
     if not isinstance(meta, dict) or meta.get("format_version") != 2:
         version = meta.get("format_version") if isinstance(meta, dict) else None
-        raise input_error(path, f"format version {version}, expected 2 (written by an older wm-jax gwas, or "
-                                "damaged: rerun it)")
+        raise input_error(
+            path, f"format version {version}, expected 2 (written by an older wm-jax gwas, or damaged: rerun it)"
+        )
     names = meta.get("phenotypes")
     if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
         raise input_error(path, "expected a non-empty list of phenotype names under 'phenotypes'")
@@ -115,13 +121,23 @@ def _bim_rows(result: GwasResult, data, bfile: str) -> np.ndarray:
     bim_row = bim_row[~bim_row.index.duplicated()]
     missing = ~result.variants["ID"].isin(bim_row.index)
     if missing.any():
-        raise input_error(f"{bfile}.bim", f"{int(missing.sum())} of the GWAS's {len(missing)} variants (e.g. "
-                                          f"{result.variants['ID'][missing].iloc[0]}) are not in it: the GWAS ran on another variant set")
+        raise input_error(
+            f"{bfile}.bim",
+            f"{int(missing.sum())} of the GWAS's {len(missing)} variants (e.g. "
+            f"{result.variants['ID'][missing].iloc[0]}) are not in it: the GWAS ran on another variant set",
+        )
     return bim_row[result.variants["ID"]].to_numpy()
 
 
-def build_report(gwas: str, bfile: str, out: str, replication_gwas: str | None = None, truth: str | None = None,
-                 options: ClumpOptions = ClumpOptions(), overwrite: bool = False) -> dict:
+def build_report(
+    gwas: str,
+    bfile: str,
+    out: str,
+    replication_gwas: str | None = None,
+    truth: str | None = None,
+    options: ClumpOptions = ClumpOptions(),
+    overwrite: bool = False,
+) -> dict:
     """Write the report directory; returns the summary also written to report.json."""
     check_output_dir(out, "report", overwrite)
     result = GwasResult(gwas)
@@ -137,11 +153,20 @@ def build_report(gwas: str, bfile: str, out: str, replication_gwas: str | None =
     scoring = score_against_truth(loci, truth_table, options.kb) if truth_table is not None else None
     lambda_values = np.array(list(lambdas.values()))
     summary = {
-        "gwas": str(gwas), "bfile": str(bfile), "replication": replication_gwas, "clump": asdict(options),
-        "n_variants": int(len(result.variants)), "n_phenotypes": len(result.phenotypes),
-        "lambda_median": float(np.median(lambda_values)), "lambda_min": float(lambda_values.min()),
-        "lambda_max": float(lambda_values.max()), "omnibus_lambda": omnibus_lambda, "omnibus_df": result.omnibus_df,
-        "lambda": lambdas, "n_index_variants": int(n_index), "n_loci": int(len(loci)),
+        "gwas": str(gwas),
+        "bfile": str(bfile),
+        "replication": replication_gwas,
+        "clump": asdict(options),
+        "n_variants": int(len(result.variants)),
+        "n_phenotypes": len(result.phenotypes),
+        "lambda_median": float(np.median(lambda_values)),
+        "lambda_min": float(lambda_values.min()),
+        "lambda_max": float(lambda_values.max()),
+        "omnibus_lambda": omnibus_lambda,
+        "omnibus_df": result.omnibus_df,
+        "lambda": lambdas,
+        "n_index_variants": int(n_index),
+        "n_loci": int(len(loci)),
         "n_leads": None if replication_table is None else int(len(replication_table)),
         "n_replicated": None if replication_table is None else int(replication_table.replicated.sum()),
     }
@@ -161,13 +186,19 @@ def _open_replication(replication_gwas: str, result: GwasResult, gwas: str) -> G
         raise input_error(f"{replication_gwas}.gwas", f"no variant in common with the discovery GWAS {gwas}")
     if not set(rep.phenotypes) & set(result.phenotypes):
         raise input_error(f"{replication_gwas}.gwas", f"no phenotype in common with the discovery GWAS {gwas}")
-    log.info("report: replication GWAS shares %d of %d variants and %d of %d phenotypes", len(shared),
-             len(result.variants), len(set(rep.phenotypes) & set(result.phenotypes)), len(result.phenotypes))
+    log.info(
+        "report: replication GWAS shares %d of %d variants and %d of %d phenotypes",
+        len(shared),
+        len(result.variants),
+        len(set(rep.phenotypes) & set(result.phenotypes)),
+        len(result.phenotypes),
+    )
     return rep
 
 
-def _clumped_loci(result: GwasResult, data: PlinkDataset, rows: np.ndarray,
-                  options: ClumpOptions) -> tuple[int, pd.DataFrame]:
+def _clumped_loci(
+    result: GwasResult, data: PlinkDataset, rows: np.ndarray, options: ClumpOptions
+) -> tuple[int, pd.DataFrame]:
     """The number of index variants over every phenotype and the omnibus test, and their loci."""
 
     def dosages(indices):
@@ -179,62 +210,106 @@ def _clumped_loci(result: GwasResult, data: PlinkDataset, rows: np.ndarray,
         clumps[name] = clump(result.variants, result.series(name), dosages, options)
     n_index = sum(len(c) for c in clumps.values())
     loci = merge_loci(clumps, result.variants, options.kb)
-    log.info("report: %d index variants at P <= %g over %d phenotypes + the omnibus test -> %d loci",
-             n_index, options.p1, len(result.phenotypes), len(loci))
+    log.info(
+        "report: %d index variants at P <= %g over %d phenotypes + the omnibus test -> %d loci",
+        n_index,
+        options.p1,
+        len(result.phenotypes),
+        len(loci),
+    )
     return n_index, loci
 
 
 def _replicate(loci: pd.DataFrame, result: GwasResult, rep: GwasResult) -> pd.DataFrame:
     """Each locus lead looked up in the replication GWAS."""
-    leads = pd.DataFrame({"phenotype": loci.lead_phenotype,
-                          "index": [int(np.flatnonzero(result.variants["ID"].to_numpy() == v)[0]) for v in loci.lead_id]})
+    leads = pd.DataFrame(
+        {
+            "phenotype": loci.lead_phenotype,
+            "index": [int(np.flatnonzero(result.variants["ID"].to_numpy() == v)[0]) for v in loci.lead_id],
+        }
+    )
     # per-phenotype leads first, then those of the omnibus test
     leads = leads.sort_values("phenotype", key=lambda name: name == OMNIBUS, kind="stable")
     replication_table = replication(leads, result, rep)
-    log.info("report: %d of %d lead variants replicate (P <= 0.05/%d, same sign)",
-             int(replication_table.replicated.sum()), len(replication_table), max(1, len(leads)))
+    log.info(
+        "report: %d of %d lead variants replicate (P <= 0.05/%d, same sign)",
+        int(replication_table.replicated.sum()),
+        len(replication_table),
+        max(1, len(leads)),
+    )
     return replication_table
 
 
-def _write_report(tmp: Path, result: GwasResult, summary: dict, loci: pd.DataFrame,
-                  replication_table: pd.DataFrame | None) -> None:
+def _write_report(
+    tmp: Path, result: GwasResult, summary: dict, loci: pd.DataFrame, replication_table: pd.DataFrame | None
+) -> None:
     """The tables, the plots, report.json and report.md into the report directory ``tmp``."""
     lambdas = summary["lambda"]
     loci.to_csv(tmp / "loci.tsv", sep="\t", index=False, float_format="%.4g")
     pd.DataFrame({"phenotype": list(lambdas), "lambda_gc": list(lambdas.values())}).to_csv(
-        tmp / "lambda.tsv", sep="\t", index=False, float_format="%.5g")
+        tmp / "lambda.tsv", sep="\t", index=False, float_format="%.5g"
+    )
     if replication_table is not None:
         replication_table.to_csv(tmp / "replication.tsv", sep="\t", index=False, float_format="%.5g")
     min_lp = np.fmax.reduce(np.asarray(result.log10_p, np.float64), axis=0)  # NaN only where all are
-    plots.manhattan(tmp / "manhattan.png", result.variants,
-                    [(f"min P over {len(result.phenotypes)} phenotypes", min_lp, len(result.phenotypes)),
-                     (f"multivariate omnibus test ({result.omnibus_df} df)", result.omnibus_log10_p, 1)])
+    plots.manhattan(
+        tmp / "manhattan.png",
+        result.variants,
+        [
+            (f"min P over {len(result.phenotypes)} phenotypes", min_lp, len(result.phenotypes)),
+            (f"multivariate omnibus test ({result.omnibus_df} df)", result.omnibus_log10_p, 1),
+        ],
+    )
     pooled = np.asarray(result.log10_p, np.float64).ravel()
-    plots.qq(tmp / "qq.png", [(f"all {len(result.phenotypes)} phenotypes", pooled, summary["lambda_median"]),
-                              ("omnibus", result.omnibus_log10_p, summary["omnibus_lambda"])])
+    plots.qq(
+        tmp / "qq.png",
+        [
+            (f"all {len(result.phenotypes)} phenotypes", pooled, summary["lambda_median"]),
+            ("omnibus", result.omnibus_log10_p, summary["omnibus_lambda"]),
+        ],
+    )
     (tmp / "report.json").write_text(json.dumps(summary, indent=2, default=float))
     (tmp / "report.md").write_text(_markdown(summary, loci, replication_table))
 
 
 def _markdown(summary: dict, loci: pd.DataFrame, replication_table: pd.DataFrame | None) -> str:
-    lines = [f"# GWAS report: {summary['gwas']}", "",
-             f"{summary['n_variants']:,} variants x {summary['n_phenotypes']} phenotypes; genomic control lambda "
-             f"median {summary['lambda_median']:.3f} (range {summary['lambda_min']:.3f}-{summary['lambda_max']:.3f}), "
-             f"omnibus ({summary['omnibus_df']} df) {summary['omnibus_lambda']:.3f}.", "",
-             f"Clumping (P1 {summary['clump']['p1']:g}, P2 {summary['clump']['p2']:g}, r2 {summary['clump']['r2']:g}, "
-             f"{summary['clump']['kb']:g} kb): {summary['n_index_variants']} index variants, "
-             f"**{summary['n_loci']} loci** after merging across phenotypes.", "",
-             "![Manhattan](manhattan.png)", "", "![QQ](qq.png)", "", "## Loci", ""]
+    lines = [
+        f"# GWAS report: {summary['gwas']}",
+        "",
+        f"{summary['n_variants']:,} variants x {summary['n_phenotypes']} phenotypes; genomic control lambda "
+        f"median {summary['lambda_median']:.3f} (range {summary['lambda_min']:.3f}-{summary['lambda_max']:.3f}), "
+        f"omnibus ({summary['omnibus_df']} df) {summary['omnibus_lambda']:.3f}.",
+        "",
+        f"Clumping (P1 {summary['clump']['p1']:g}, P2 {summary['clump']['p2']:g}, r2 {summary['clump']['r2']:g}, "
+        f"{summary['clump']['kb']:g} kb): {summary['n_index_variants']} index variants, "
+        f"**{summary['n_loci']} loci** after merging across phenotypes.",
+        "",
+        "![Manhattan](manhattan.png)",
+        "",
+        "![QQ](qq.png)",
+        "",
+        "## Loci",
+        "",
+    ]
     lines += _table(loci) if len(loci) else ["(none)"]
     if replication_table is not None:
-        lines += ["", "## Replication", "",
-                  f"{summary['n_replicated']} of {summary['n_leads']} lead variants replicate "
-                  f"(P <= 0.05 / {summary['n_leads']}, same sign).", ""]
+        lines += [
+            "",
+            "## Replication",
+            "",
+            f"{summary['n_replicated']} of {summary['n_leads']} lead variants replicate "
+            f"(P <= 0.05 / {summary['n_leads']}, same sign).",
+            "",
+        ]
         lines += _table(replication_table) if len(replication_table) else ["(no leads)"]
     if "n_planted" in summary:
-        lines += ["", "## Against the simulation's truth", "",
-                  f"{summary['n_planted_recovered']} of {summary['n_planted']} planted causal variants lie in a locus; "
-                  f"{summary['n_false_loci']} loci hold no planted variant."]
+        lines += [
+            "",
+            "## Against the simulation's truth",
+            "",
+            f"{summary['n_planted_recovered']} of {summary['n_planted']} planted causal variants lie in a locus; "
+            f"{summary['n_false_loci']} loci hold no planted variant.",
+        ]
     lines += ["", "Files: `loci.tsv`, `lambda.tsv`, `replication.tsv`, `report.json`."]
     return "\n".join(lines) + "\n"
 
@@ -243,5 +318,6 @@ def _table(frame: pd.DataFrame) -> list[str]:
     def cell(v):
         return f"{v:.4g}" if isinstance(v, (float, np.floating)) else str(v)
 
-    return (["| " + " | ".join(frame.columns) + " |", "|" + "---|" * len(frame.columns)]
-            + ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)])
+    return ["| " + " | ".join(frame.columns) + " |", "|" + "---|" * len(frame.columns)] + [
+        "| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)
+    ]

@@ -12,14 +12,19 @@ def register(sub) -> None:
     p.add_argument("--out", required=True, help="report directory")
     p.add_argument("--replication", help="replication GWAS prefix (same phenotypes, other samples)")
     p.add_argument("--truth", help="simulator truth.tsv: score loci against the planted causal variants")
-    p.add_argument("--clump-p1", type=o.number(0, 1, low_open=True), default=5e-8,
-                   help="index variant P threshold, in (0, 1]")
-    p.add_argument("--clump-p2", type=o.number(0, 1, low_open=True), default=1e-4,
-                   help="clump member P threshold, in (0, 1]")
+    p.add_argument(
+        "--clump-p1", type=o.number(0, 1, low_open=True), default=5e-8, help="index variant P threshold, in (0, 1]"
+    )
+    p.add_argument(
+        "--clump-p2", type=o.number(0, 1, low_open=True), default=1e-4, help="clump member P threshold, in (0, 1]"
+    )
     p.add_argument("--clump-r2", type=o.number(0, 1), default=0.1, help="clump member r^2 threshold, in [0, 1]")
     p.add_argument("--clump-kb", type=o.number(0, low_open=True), default=250.0, help="clump window in kb, > 0")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace an output directory without this command's marker that holds only report files")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an output directory without this command's marker that holds only report files",
+    )
     p.set_defaults(run=run, accepts_overrides=False)
 
 
@@ -30,5 +35,12 @@ def run(args, overrides) -> None:
     if args.clump_p2 < args.clump_p1:
         raise InputError(f"--clump-p2: expected a threshold >= --clump-p1 ({args.clump_p1:g}), found {args.clump_p2:g}")
     check_output_dir(args.out, "report", args.overwrite)
-    build_report(args.gwas, args.bfile, args.out, args.replication, args.truth,
-                 ClumpOptions(args.clump_p1, args.clump_p2, args.clump_r2, args.clump_kb), overwrite=args.overwrite)
+    build_report(
+        args.gwas,
+        args.bfile,
+        args.out,
+        args.replication,
+        args.truth,
+        ClumpOptions(args.clump_p1, args.clump_p2, args.clump_r2, args.clump_kb),
+        overwrite=args.overwrite,
+    )

@@ -28,7 +28,7 @@ def genomic_control(log10_p: np.ndarray, df: int = 1) -> float:
     if len(lp) == 0:
         return float("nan")
     median_lp = np.median(lp)  # the chi-square transform is monotone, so transform the median only
-    return float(stats.chi2.isf(10.0 ** -median_lp, df) / stats.chi2.ppf(0.5, df))
+    return float(stats.chi2.isf(10.0**-median_lp, df) / stats.chi2.ppf(0.5, df))
 
 
 def r_squared_haplotype(index: np.ndarray, others: np.ndarray, iterations: int = 200) -> np.ndarray:
@@ -72,7 +72,9 @@ def clump(variants: pd.DataFrame, log10_p: np.ndarray, dosages, options: ClumpOp
     for i in np.flatnonzero(lp >= p1)[np.argsort(-lp[lp >= p1], kind="stable")]:
         if clumped[i]:
             continue
-        window = np.flatnonzero((chrom == chrom[i]) & (np.abs(pos - pos[i]) <= options.kb * 1000) & (lp >= p2) & ~clumped)
+        window = np.flatnonzero(
+            (chrom == chrom[i]) & (np.abs(pos - pos[i]) <= options.kb * 1000) & (lp >= p2) & ~clumped
+        )
         window = window[window != i]
         members = np.empty(0, int)
         if len(window):
@@ -84,8 +86,19 @@ def clump(variants: pd.DataFrame, log10_p: np.ndarray, dosages, options: ClumpOp
     return pd.DataFrame(rows, columns=["index", "log10_p", "members"])
 
 
-LOCUS_COLUMNS = ["locus", "chrom", "start", "end", "lead_id", "lead_pos", "lead_log10_p", "lead_phenotype",
-                 "n_phenotypes", "phenotypes", "n_variants"]
+LOCUS_COLUMNS = [
+    "locus",
+    "chrom",
+    "start",
+    "end",
+    "lead_id",
+    "lead_pos",
+    "lead_log10_p",
+    "lead_phenotype",
+    "n_phenotypes",
+    "phenotypes",
+    "n_variants",
+]
 
 
 def _clump_spans(clumps: dict[str, pd.DataFrame], chrom: np.ndarray, pos: np.ndarray) -> list[tuple]:
@@ -94,8 +107,17 @@ def _clump_spans(clumps: dict[str, pd.DataFrame], chrom: np.ndarray, pos: np.nda
     for name, table in clumps.items():
         for row in table.itertuples():
             members = np.concatenate([[row.index], row.members]).astype(int)
-            spans.append((chrom[row.index], pos[members].min(), pos[members].max(), row.log10_p, int(row.index), name,
-                          len(members)))
+            spans.append(
+                (
+                    chrom[row.index],
+                    pos[members].min(),
+                    pos[members].max(),
+                    row.log10_p,
+                    int(row.index),
+                    name,
+                    len(members),
+                )
+            )
     return spans
 
 
@@ -124,9 +146,21 @@ def merge_loci(clumps: dict[str, pd.DataFrame], variants: pd.DataFrame, kb: floa
     for n, locus in enumerate(_merged_spans(spans, kb), 1):
         lead = max(locus["parts"], key=lambda s: s[3])
         names = sorted({s[5] for s in locus["parts"]})
-        rows.append([n, locus["chrom"], int(locus["start"]), int(locus["end"]), variants["ID"].iloc[lead[4]],
-                     int(pos[lead[4]]), lead[3], lead[5], len(names), ",".join(names),
-                     max(s[6] for s in locus["parts"])])
+        rows.append(
+            [
+                n,
+                locus["chrom"],
+                int(locus["start"]),
+                int(locus["end"]),
+                variants["ID"].iloc[lead[4]],
+                int(pos[lead[4]]),
+                lead[3],
+                lead[5],
+                len(names),
+                ",".join(names),
+                max(s[6] for s in locus["parts"]),
+            ]
+        )
     return pd.DataFrame(rows, columns=LOCUS_COLUMNS)
 
 
@@ -151,9 +185,16 @@ def replication(leads: pd.DataFrame, discovery, replicate, n_leads: int | None =
     for lead in leads.itertuples():
         i_d = int(lead.index)
         beta, log10_p = beta_and_log10_p(discovery, lead.phenotype, i_d)
-        row = {"phenotype": lead.phenotype, "ID": discovery.variants["ID"].iloc[i_d],
-               "A1": discovery.variants["A1"].iloc[i_d], "discovery_beta": beta, "discovery_log10_p": log10_p,
-               "replication_beta": np.nan, "replication_log10_p": np.nan, "replicated": False}
+        row = {
+            "phenotype": lead.phenotype,
+            "ID": discovery.variants["ID"].iloc[i_d],
+            "A1": discovery.variants["A1"].iloc[i_d],
+            "discovery_beta": beta,
+            "discovery_log10_p": log10_p,
+            "replication_beta": np.nan,
+            "replication_log10_p": np.nan,
+            "replicated": False,
+        }
         variant_id = row["ID"]
         if variant_id in rep_row.index and (lead.phenotype == OMNIBUS or lead.phenotype in replicate.phenotypes):
             i_r = int(rep_row[variant_id])
@@ -163,8 +204,19 @@ def replication(leads: pd.DataFrame, discovery, replicate, n_leads: int | None =
             same_sign = lead.phenotype == OMNIBUS or np.sign(row["replication_beta"]) == np.sign(row["discovery_beta"])
             row["replicated"] = bool(row["replication_log10_p"] >= threshold and same_sign)
         out.append(row)
-    return pd.DataFrame(out, columns=["phenotype", "ID", "A1", "discovery_beta", "discovery_log10_p",
-                                      "replication_beta", "replication_log10_p", "replicated"])
+    return pd.DataFrame(
+        out,
+        columns=[
+            "phenotype",
+            "ID",
+            "A1",
+            "discovery_beta",
+            "discovery_log10_p",
+            "replication_beta",
+            "replication_log10_p",
+            "replicated",
+        ],
+    )
 
 
 def score_against_truth(loci: pd.DataFrame, truth: pd.DataFrame, kb: float) -> dict:
@@ -175,8 +227,11 @@ def score_against_truth(loci: pd.DataFrame, truth: pd.DataFrame, kb: float) -> d
     found = {"any": set(), "single": set(), "omnibus": set()}
     holds = np.zeros(len(loci), bool)
     for k, locus in enumerate(loci.itertuples()):
-        near = truth[(truth.chrom.astype(str) == str(locus.chrom)) & (truth.pos >= locus.start - kb * 1000)
-                     & (truth.pos <= locus.end + kb * 1000)]
+        near = truth[
+            (truth.chrom.astype(str) == str(locus.chrom))
+            & (truth.pos >= locus.start - kb * 1000)
+            & (truth.pos <= locus.end + kb * 1000)
+        ]
         names = str(locus.phenotypes).split(",")
         found["any"] |= set(near.variant)
         if any(name != OMNIBUS for name in names):
@@ -184,10 +239,15 @@ def score_against_truth(loci: pd.DataFrame, truth: pd.DataFrame, kb: float) -> d
         if OMNIBUS in names:
             found["omnibus"] |= set(near.variant)
         holds[k] = len(near) > 0
-    scores = {"n_planted": int(len(truth)), "n_planted_recovered": len(found["any"]),
-              "planted_recovered": sorted(found["any"]), "n_false_loci": int((~holds).sum())}
+    scores = {
+        "n_planted": int(len(truth)),
+        "n_planted_recovered": len(found["any"]),
+        "planted_recovered": sorted(found["any"]),
+        "n_false_loci": int((~holds).sum()),
+    }
     if "kind" in truth.columns:
         scores["recall_by_kind"] = {
             kind: {"planted": int(len(rows)), **{how: int(rows.variant.isin(found[how]).sum()) for how in found}}
-            for kind, rows in truth.groupby("kind", sort=True)}
+            for kind, rows in truth.groupby("kind", sort=True)
+        }
     return scores

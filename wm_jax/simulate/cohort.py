@@ -68,7 +68,9 @@ def _linear_upsampler(n_out: int, n_coarse: int) -> np.ndarray:
 def _smooth_displacement(shape, rng, amplitude_voxels, coarse: int = 4) -> np.ndarray:
     """A smooth random displacement field (3, X, Y, Z): coarse Gaussian noise, linearly upsampled;
     ``amplitude_voxels`` is one sd or one per axis."""
-    field = rng.standard_normal((3, coarse, coarse, coarse)).astype(np.float32) * np.reshape(amplitude_voxels, (-1, 1, 1, 1))
+    field = rng.standard_normal((3, coarse, coarse, coarse)).astype(np.float32) * np.reshape(
+        amplitude_voxels, (-1, 1, 1, 1)
+    )
     wx, wy, wz = (_linear_upsampler(s, coarse) for s in shape)
     return np.einsum("cijk,xi,yj,zk->cxyz", field, wx, wy, wz, optimize=True)
 
@@ -80,8 +82,18 @@ def _write_genotypes(tmp: Path, config, rng: np.random.Generator):
     subject's deme and the .bim table."""
     n, g = int(config.n_subjects), config.genotypes
     chromosomes = [
-        simulate_chromosome(str(c + 1), n, g.chromosome_length, config.seed * 1000 + 17 * c + 1, g.demes,
-                            g.population_size, g.migration_rate, g.recombination_rate, g.mutation_rate, g.min_maf)
+        simulate_chromosome(
+            str(c + 1),
+            n,
+            g.chromosome_length,
+            config.seed * 1000 + 17 * c + 1,
+            g.demes,
+            g.population_size,
+            g.migration_rate,
+            g.recombination_rate,
+            g.mutation_rate,
+            g.min_maf,
+        )
         for c in tqdm(range(g.n_chromosomes), desc="genotypes", unit="chr")
     ]
     dosage = np.concatenate([c.dosages for c in chromosomes])
@@ -91,16 +103,18 @@ def _write_genotypes(tmp: Path, config, rng: np.random.Generator):
     dosage, deme = dosage[:, order], deme[order]
     observed = rng.random(dosage.shape) >= g.missing_rate
     called = np.where(observed, dosage, -1).astype(np.int8)
-    bim = pd.DataFrame({
-        "chrom": np.concatenate([[c.name] * len(c.positions) for c in chromosomes]),
-        "id": [f"{c.name}:{p}" for c in chromosomes for p in c.positions],
-        "cm": 0.0,
-        "pos": np.concatenate([c.positions for c in chromosomes]),
-        "alt": np.concatenate([c.alt for c in chromosomes]),
-        "ref": np.concatenate([c.ref for c in chromosomes]),
-    })
+    bim = pd.DataFrame(
+        {
+            "chrom": np.concatenate([[c.name] * len(c.positions) for c in chromosomes]),
+            "id": [f"{c.name}:{p}" for c in chromosomes for p in c.positions],
+            "cm": 0.0,
+            "pos": np.concatenate([c.positions for c in chromosomes]),
+            "alt": np.concatenate([c.alt for c in chromosomes]),
+            "ref": np.concatenate([c.ref for c in chromosomes]),
+        }
+    )
     bim.to_csv(tmp / "genotypes.bim", sep="\t", header=False, index=False)
-    write_bed(tmp / "genotypes.bed", (encode_alt_dosages(called[i: i + 4096]) for i in range(0, len(bim), 4096)))
+    write_bed(tmp / "genotypes.bed", (encode_alt_dosages(called[i : i + 4096]) for i in range(0, len(bim), 4096)))
     return dosage, called, deme, bim
 
 
@@ -113,7 +127,9 @@ def _write_subjects(tmp: Path, config, called: np.ndarray, rng: np.random.Genera
     n, v = int(config.n_subjects), config.variation
     iid = subject_ids(n)
     sex = rng.integers(0, 2, n)  # 1 = male
-    fam = pd.DataFrame({"fid": iid, "iid": iid, "father": 0, "mother": 0, "sex": np.where(sex == 1, 1, 2), "phenotype": -9})
+    fam = pd.DataFrame(
+        {"fid": iid, "iid": iid, "father": 0, "mother": 0, "sex": np.where(sex == 1, 1, 2), "phenotype": -9}
+    )
     fam.to_csv(tmp / "genotypes.fam", sep=" ", header=False, index=False)
     age = np.clip(rng.normal(v.age_mean, v.age_sd, n), v.age_min, v.age_max).round(1)
     site = rng.choice(len(v.site_offsets), size=n, p=np.asarray(v.site_weights) / np.sum(v.site_weights))
@@ -124,8 +140,9 @@ def _write_subjects(tmp: Path, config, called: np.ndarray, rng: np.random.Genera
     for k in range(config.n_pcs):
         covariates[f"PC{k + 1}"] = pcs[:, k]
     write_table(tmp / "covariates.tsv", iid, iid, covariates)
-    subjects = pd.DataFrame({"FID": iid, "IID": iid, "fa_path": [f"fa/{i}.nii.gz" for i in iid], "age": age,
-                             "sex": sex, "site": site + 1})
+    subjects = pd.DataFrame(
+        {"FID": iid, "IID": iid, "fa_path": [f"fa/{i}.nii.gz" for i in iid], "age": age, "sex": sex, "site": site + 1}
+    )
     subjects.to_csv(tmp / "subjects.tsv", sep="\t", index=False)
     return subjects
 
@@ -139,33 +156,53 @@ def _nuisance(subjects: pd.DataFrame, deme: np.ndarray, phantom, v, rng: np.rand
     site = subjects.site.to_numpy() - 1
     tract_slopes = np.array([t.age_slope for t in TRACTS])
     tract_coef = decades[:, None] * tract_slopes[None, :] + v.sex_effect * (sex[:, None] - 0.5) * np.ones(len(TRACTS))
-    global_coef = (v.global_age_slope * decades + np.asarray(v.site_offsets)[site]
-                   + np.asarray(v.deme_offsets)[deme % len(v.deme_offsets)])
+    global_coef = (
+        v.global_age_slope * decades
+        + np.asarray(v.site_offsets)[site]
+        + np.asarray(v.deme_offsets)[deme % len(v.deme_offsets)]
+    )
     maps = np.concatenate([phantom.white_matter[None].astype(np.float32), phantom.tract_weight])
     head_scale = 1 + v.head_size_sex * (sex - 0.5) + rng.normal(0, v.head_size_sd, n)
     noise_scale = np.asarray(v.site_noise)[site] * v.noise_sd
     return maps, np.concatenate([global_coef[:, None], tract_coef], axis=1), head_scale, noise_scale
 
 
-def _write_truth(tmp: Path, loci, factors, betas, freq, bim, pattern_share: np.ndarray, factor_coefs: np.ndarray,
-                 affine) -> pd.DataFrame:
+def _write_truth(
+    tmp: Path, loci, factors, betas, freq, bim, pattern_share: np.ndarray, factor_coefs: np.ndarray, affine
+) -> pd.DataFrame:
     """truth.tsv (one row per planted locus) and patterns.nii.gz (its spatial pattern, 4D)."""
     rows = []
     for j, locus in enumerate(loci):
         factor = factors[locus.factor]
         centre = np.array(np.unravel_index(np.abs(factor.pattern).argmax(), factor.pattern.shape))
         p = freq[locus.variant]
-        rows.append({"variant": bim.id.iloc[locus.variant], "chrom": bim.chrom.iloc[locus.variant],
-                     "pos": int(bim.pos.iloc[locus.variant]), "alt": bim.alt.iloc[locus.variant],
-                     "alt_freq": round(float(p), 4), "kind": factor.kind, "factor": factor.name, "tract": factor.tract,
-                     "pattern": j, "pattern_peak_voxel": ",".join(str(int(c)) for c in centre),
-                     "beta_fa_per_alt": float(betas[j]), "factor_sd": factor.sd, "factor_h2": factor.h2,
-                     "var_explained": round(float(locus.share), 6),
-                     "factor_share": round(float(betas[j] ** 2 * 2 * p * (1 - p) / factor_coefs[:, locus.factor].var()), 6),
-                     "pattern_variance_share": round(float(pattern_share[locus.factor]), 6)})
+        rows.append(
+            {
+                "variant": bim.id.iloc[locus.variant],
+                "chrom": bim.chrom.iloc[locus.variant],
+                "pos": int(bim.pos.iloc[locus.variant]),
+                "alt": bim.alt.iloc[locus.variant],
+                "alt_freq": round(float(p), 4),
+                "kind": factor.kind,
+                "factor": factor.name,
+                "tract": factor.tract,
+                "pattern": j,
+                "pattern_peak_voxel": ",".join(str(int(c)) for c in centre),
+                "beta_fa_per_alt": float(betas[j]),
+                "factor_sd": factor.sd,
+                "factor_h2": factor.h2,
+                "var_explained": round(float(locus.share), 6),
+                "factor_share": round(float(betas[j] ** 2 * 2 * p * (1 - p) / factor_coefs[:, locus.factor].var()), 6),
+                "pattern_variance_share": round(float(pattern_share[locus.factor]), 6),
+            }
+        )
     truth = pd.DataFrame(rows)
     truth.to_csv(tmp / "truth.tsv", sep="\t", index=False)
-    patterns = np.stack([factors[locus.factor].pattern for locus in loci], axis=-1) if loci else np.zeros((*factors[0].pattern.shape, 0))
+    patterns = (
+        np.stack([factors[locus.factor].pattern for locus in loci], axis=-1)
+        if loci
+        else np.zeros((*factors[0].pattern.shape, 0))
+    )
     save_nifti(tmp / "patterns.nii.gz", patterns, affine)
     return truth
 
@@ -216,7 +253,8 @@ def simulate_cohort(config, out: str | os.PathLike, overwrite: bool = False) -> 
         affine = grid_affine(shape)
         save_nifti(tmp / "atlas.nii.gz", phantom.atlas.astype(np.float32), affine)
         pd.DataFrame({"label": np.arange(1, len(TRACTS) + 1), "tract": [t.name for t in TRACTS]}).to_csv(
-            tmp / "atlas_labels.tsv", sep="\t", index=False)
+            tmp / "atlas_labels.tsv", sep="\t", index=False
+        )
 
         freq = dosage.mean(axis=1) / 2
         factors = spatial_factors(phantom, config, rng)
@@ -224,9 +262,16 @@ def simulate_cohort(config, out: str | os.PathLike, overwrite: bool = False) -> 
         factor_coefs, genetic_values = factor_coefficients(factors, dosage, freq, config, rng)
         maps, nuisance_coefs, head_scale, noise_scale = _nuisance(subjects, deme, phantom, config.variation, rng)
         maps = np.concatenate([maps, np.stack([f.pattern for f in factors])]) * (phantom.fa > 0)
-        background = [oracle_background_variance(factors[locus.factor].pattern, maps,
-                                                 np.concatenate([nuisance_coefs, factor_coefs], axis=1), phantom.brain,
-                                                 float(np.mean(noise_scale**2))) for locus in loci]
+        background = [
+            oracle_background_variance(
+                factors[locus.factor].pattern,
+                maps,
+                np.concatenate([nuisance_coefs, factor_coefs], axis=1),
+                phantom.brain,
+                float(np.mean(noise_scale**2)),
+            )
+            for locus in loci
+        ]
         betas = add_loci(loci, factors, factor_coefs, genetic_values, background, dosage, freq)
         iid = subject_ids(int(config.n_subjects))
         write_table(tmp / "genetic_values.tsv", iid, iid, {f.name: genetic_values[:, i] for i, f in enumerate(factors)})
@@ -234,15 +279,40 @@ def simulate_cohort(config, out: str | os.PathLike, overwrite: bool = False) -> 
         coefs = np.concatenate([nuisance_coefs, factor_coefs], axis=1).astype(np.float32)
         variance = _write_fa_maps(tmp, config, phantom, maps, coefs, head_scale, noise_scale, affine)
         # Share of the image variance (summed over voxels) that each factor's pattern holds.
-        pattern_share = np.array([factor_coefs[:, i].var() * float((f.pattern**2).sum()) for i, f in enumerate(factors)])
+        pattern_share = np.array(
+            [factor_coefs[:, i].var() * float((f.pattern**2).sum()) for i, f in enumerate(factors)]
+        )
         pattern_share /= variance.sum()
         _write_truth(tmp, loci, factors, betas, freq, bim, pattern_share, factor_coefs, affine)
-        record = {"format_version": 2, "code_version": wm_jax.__version__, "config": config.to_dict(),
-                  "n_subjects": int(config.n_subjects), "n_variants": len(bim), "shape": list(shape), "n_causal": len(loci),
-                  "factors": [{"name": f.name, "kind": f.kind, "tract": f.tract, "sd": f.sd, "h2": f.h2,
-                               "h2_on_simulated_genome": f.h2 * config.genetics.on_genome_share,
-                               "variance_share": round(float(pattern_share[i]), 6)} for i, f in enumerate(factors)]}
+        record = {
+            "format_version": 2,
+            "code_version": wm_jax.__version__,
+            "config": config.to_dict(),
+            "n_subjects": int(config.n_subjects),
+            "n_variants": len(bim),
+            "shape": list(shape),
+            "n_causal": len(loci),
+            "factors": [
+                {
+                    "name": f.name,
+                    "kind": f.kind,
+                    "tract": f.tract,
+                    "sd": f.sd,
+                    "h2": f.h2,
+                    "h2_on_simulated_genome": f.h2 * config.genetics.on_genome_share,
+                    "variance_share": round(float(pattern_share[i]), 6),
+                }
+                for i, f in enumerate(factors)
+            ],
+        }
         (tmp / "simulation.json").write_text(json.dumps(record, indent=2, default=str))
-    log.info("simulate: %d subjects, %d variants on %d chromosomes, %d factors, %d planted loci -> %s",
-             config.n_subjects, len(bim), config.genotypes.n_chromosomes, len(factors), len(loci), out)
+    log.info(
+        "simulate: %d subjects, %d variants on %d chromosomes, %d factors, %d planted loci -> %s",
+        config.n_subjects,
+        len(bim),
+        config.genotypes.n_chromosomes,
+        len(factors),
+        len(loci),
+        out,
+    )
     return Path(out)

@@ -91,19 +91,30 @@ def _factor_patterns(phantom: Phantom, f, rng: np.random.Generator) -> list[Fact
     coords = normalised_coordinates(phantom.fa.shape)
     white = phantom.white_matter.astype(np.float32)
     factors = [Factor("global", "global", _normalised(white), f.global_sd, f.global_h2)]
-    factors += [Factor(f"tract_{t.name}", "tract", _normalised(phantom.tract_weight[i]), f.tract_sd, f.tract_h2, t.name)
-                for i, t in enumerate(TRACTS)]
+    factors += [
+        Factor(f"tract_{t.name}", "tract", _normalised(phantom.tract_weight[i]), f.tract_sd, f.tract_h2, t.name)
+        for i, t in enumerate(TRACTS)
+    ]
     for k in range(f.n_cross):
         a, b = rng.choice(len(TRACTS), 2, replace=False)
         centre = (_point_on(a, rng) + _point_on(b, rng)) / 2
         pattern = _blob(coords, centre, f.cross_width) * phantom.brain
-        factors.append(Factor(f"cross{k + 1}", "cross", _normalised(pattern), f.cross_sd, f.cross_h2,
-                              f"{TRACTS[a].name}+{TRACTS[b].name}"))
+        factors.append(
+            Factor(
+                f"cross{k + 1}",
+                "cross",
+                _normalised(pattern),
+                f.cross_sd,
+                f.cross_h2,
+                f"{TRACTS[a].name}+{TRACTS[b].name}",
+            )
+        )
     for k, t in enumerate(rng.choice(len(TRACTS), f.n_contrast, replace=len(TRACTS) < f.n_contrast)):
         gradient = phantom.tract_weight[t] * (phantom.tract_arc[t] - 0.5) * rng.choice([-1.0, 1.0])
         pattern = _without_tract_means(gradient, phantom.atlas)
-        factors.append(Factor(f"contrast{k + 1}", "contrast", _normalised(pattern), f.contrast_sd, f.contrast_h2,
-                              TRACTS[t].name))
+        factors.append(
+            Factor(f"contrast{k + 1}", "contrast", _normalised(pattern), f.contrast_sd, f.contrast_h2, TRACTS[t].name)
+        )
     for k in range(f.n_local):
         t = int(rng.integers(len(TRACTS)))
         pattern = _blob(coords, _point_on(t, rng), f.local_width) * phantom.tract_weight[t]
@@ -124,8 +135,12 @@ def choose_loci(factors: list[Factor], maf: np.ndarray, config, rng: np.random.G
     candidates = np.flatnonzero(maf >= loci_config.min_maf)
     segments = np.array_split(candidates, len(chosen_factors))  # one locus per stretch of the genome
     order = rng.permutation(len(chosen_factors))  # which kind lands where carries no pattern
-    return [Locus(int(rng.choice(segments[j])), int(chosen_factors[i]), float(loci_config.share), float(rng.choice([-1, 1])))
-            for j, i in enumerate(order)]
+    return [
+        Locus(
+            int(rng.choice(segments[j])), int(chosen_factors[i]), float(loci_config.share), float(rng.choice([-1, 1]))
+        )
+        for j, i in enumerate(order)
+    ]
 
 
 def _standardised(values: np.ndarray) -> np.ndarray:
@@ -134,8 +149,9 @@ def _standardised(values: np.ndarray) -> np.ndarray:
     return values / sd if sd > 0 else values
 
 
-def factor_coefficients(factors: list[Factor], dosage: np.ndarray, freq: np.ndarray, config,
-                        rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def factor_coefficients(
+    factors: list[Factor], dosage: np.ndarray, freq: np.ndarray, config, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """(subjects, factors) coefficients in FA units before any planted locus, and their genetic
     parts (same units: the polygenic score). ``dosage`` is (variants, subjects) true ALT dosage,
     ``freq`` the ALT frequency."""
@@ -155,8 +171,9 @@ def factor_coefficients(factors: list[Factor], dosage: np.ndarray, freq: np.ndar
     return coefficients, genetic_values
 
 
-def oracle_background_variance(pattern: np.ndarray, maps: np.ndarray, coefficients: np.ndarray, brain: np.ndarray,
-                               noise_variance: float) -> float:
+def oracle_background_variance(
+    pattern: np.ndarray, maps: np.ndarray, coefficients: np.ndarray, brain: np.ndarray, noise_variance: float
+) -> float:
     """Variance over subjects of the oracle phenotype of ``pattern`` (its least-squares coefficient
     in a volume, over the brain) for volumes sum_m coefficients[:, m] maps[m] plus white noise of
     ``noise_variance`` per voxel: what a locus on that pattern has to stand out against. Each map is
@@ -170,8 +187,15 @@ def oracle_background_variance(pattern: np.ndarray, maps: np.ndarray, coefficien
     return float(np.var(coefficients @ loadings) + noise_variance * (centred @ centred) / norm**2)
 
 
-def add_loci(loci: list[Locus], factors: list[Factor], coefficients: np.ndarray, genetic_values: np.ndarray,
-             background: list[float], dosage: np.ndarray, freq: np.ndarray) -> np.ndarray:
+def add_loci(
+    loci: list[Locus],
+    factors: list[Factor],
+    coefficients: np.ndarray,
+    genetic_values: np.ndarray,
+    background: list[float],
+    dosage: np.ndarray,
+    freq: np.ndarray,
+) -> np.ndarray:
     """Add each locus to its factor's coefficient (and genetic value) so that it explains its
     ``share`` of the variance of its pattern's oracle phenotype, given that phenotype's
     ``background`` variance; returns each locus's effect per ALT allele in FA units."""

@@ -19,9 +19,18 @@ class Chromosome:
     dosages: np.ndarray  # (M, N) int8 ALT dosage (true genotypes, no missing calls)
 
 
-def simulate_chromosome(name: str, n_individuals: int, length: float, seed: int, demes: int,
-                        population_size: float, migration_rate: float, recombination_rate: float,
-                        mutation_rate: float, min_maf: float) -> Chromosome:
+def simulate_chromosome(
+    name: str,
+    n_individuals: int,
+    length: float,
+    seed: int,
+    demes: int,
+    population_size: float,
+    migration_rate: float,
+    recombination_rate: float,
+    mutation_rate: float,
+    min_maf: float,
+) -> Chromosome:
     import msprime
     import tskit
 
@@ -29,8 +38,13 @@ def simulate_chromosome(name: str, n_individuals: int, length: float, seed: int,
     counts = np.full(demes, n_individuals // demes)
     counts[: n_individuals - counts.sum()] += 1
     samples = [msprime.SampleSet(int(c), population=i) for i, c in enumerate(counts)]
-    ancestry = msprime.sim_ancestry(samples=samples, demography=demography, sequence_length=length,
-                                    recombination_rate=recombination_rate, random_seed=seed)
+    ancestry = msprime.sim_ancestry(
+        samples=samples,
+        demography=demography,
+        sequence_length=length,
+        recombination_rate=recombination_rate,
+        random_seed=seed,
+    )
     ts = msprime.sim_mutations(ancestry, rate=mutation_rate, random_seed=seed + 1)
     sites = ts.tables.sites
     mutations = ts.tables.mutations
@@ -47,7 +61,9 @@ def simulate_chromosome(name: str, n_individuals: int, length: float, seed: int,
     freq = dosage.mean(axis=1) / 2
     keep = np.minimum(freq, 1 - freq) >= min_maf
     dosage = dosage[keep]
-    log.info("chromosome %s: %d biallelic sites, %d with MAF >= %g", name, int(biallelic.sum()), int(keep.sum()), min_maf)
+    log.info(
+        "chromosome %s: %d biallelic sites, %d with MAF >= %g", name, int(biallelic.sum()), int(keep.sum()), min_maf
+    )
     return Chromosome(name, positions[keep], ancestral[keep], derived[keep], dosage)
 
 

@@ -17,11 +17,19 @@ def register(sub) -> None:
     p.add_argument("--store", required=True)
     p.add_argument("--out", required=True, help="UDIP table FID IID UDIP1.. (+ a .manifest.json beside it)")
     p.add_argument("--step", type=o.checkpoint_step, default="latest", help="checkpoint step, 'latest' or 'best'")
-    p.add_argument("--batch-size", type=o.integer(1), default=32,
-                   help="volumes per forward pass, rounded to the device count (lower it for full-size volumes)")
-    p.add_argument("--rotation", choices=("none", "varimax"), default="none",
-                   help="none: the raw bottleneck (the paper's UDIPs); varimax: whitened and rotated so each UDIP "
-                        "moves a compact pattern (the map is kept in the manifest for `wm-jax interpret`)")
+    p.add_argument(
+        "--batch-size",
+        type=o.integer(1),
+        default=32,
+        help="volumes per forward pass, rounded to the device count (lower it for full-size volumes)",
+    )
+    p.add_argument(
+        "--rotation",
+        choices=("none", "varimax"),
+        default="none",
+        help="none: the raw bottleneck (the paper's UDIPs); varimax: whitened and rotated so each UDIP "
+        "moves a compact pattern (the map is kept in the manifest for `wm-jax interpret`)",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out that embed did not write")
     p.set_defaults(run=run_embed, accepts_overrides=False)
 
@@ -42,5 +50,6 @@ def run_train(args, overrides) -> None:
 def run_embed(args, overrides) -> None:
     from wm_jax.train.loop import embed
 
-    embed(args.workdir, args.store, args.out, args.step, args.batch_size, overwrite=args.overwrite,
-          rotation=args.rotation)
+    embed(
+        args.workdir, args.store, args.out, args.step, args.batch_size, overwrite=args.overwrite, rotation=args.rotation
+    )

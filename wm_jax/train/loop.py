@@ -39,10 +39,14 @@ log = logging.getLogger("wm_jax")
 
 def model_config(config) -> AutoencoderConfig:
     m = config.model
-    return AutoencoderConfig(input_shape=tuple(m.input_shape), channels=tuple(m.channels),
-                             latent_dim=int(m.latent_dim), compute_dtype=m.compute_dtype,
-                             conv_formulation=m.get("conv_formulation", "auto"),
-                             linear_path=bool(m.get("linear_path", False)))
+    return AutoencoderConfig(
+        input_shape=tuple(m.input_shape),
+        channels=tuple(m.channels),
+        latent_dim=int(m.latent_dim),
+        compute_dtype=m.compute_dtype,
+        conv_formulation=m.get("conv_formulation", "auto"),
+        linear_path=bool(m.get("linear_path", False)),
+    )
 
 
 def _init_linear_path_from_pca(model: Autoencoder, store: VolumeStore, rows: np.ndarray) -> None:
@@ -54,8 +58,12 @@ def _init_linear_path_from_pca(model: Autoencoder, store: VolumeStore, rows: np.
     offset = pca.reconstruct(np.zeros((1, pca.components.shape[0]), np.float32))[0]
     components = pca.reconstruct(np.eye(pca.components.shape[0], dtype=np.float32)) - offset
     model.init_linear_path(offset, components)
-    log.info("train: linear path started from PCA of %d training volumes (%d components, %.1f s)",
-             len(rows), len(components), time.time() - start)
+    log.info(
+        "train: linear path started from PCA of %d training volumes (%d components, %.1f s)",
+        len(rows),
+        len(components),
+        time.time() - start,
+    )
 
 
 def config_hash(config) -> str:
@@ -77,12 +85,15 @@ def _adam(config, updates_per_epoch: int, scale: float = 1.0) -> optax.GradientT
     if config.schedule == "cosine":
         return optax.adam(optax.cosine_decay_schedule(rate, max(1, config.epochs * updates_per_epoch)))
     if config.schedule == "plateau":
-        return optax.chain(optax.adam(rate), optax.contrib.reduce_on_plateau(patience=max(1, updates_per_epoch), factor=0.5))
+        return optax.chain(
+            optax.adam(rate), optax.contrib.reduce_on_plateau(patience=max(1, updates_per_epoch), factor=0.5)
+        )
     raise InputError(f"--config.schedule={config.schedule}: expected cosine or plateau")
 
 
 def _path_labels(params):
-    """"linear" for the parameters of the model's linear path, "conv" for the rest."""
+    """ "linear" for the parameters of the model's linear path, "conv" for the rest."""
+
     def label(path, _):
         return "linear" if any(getattr(key, "key", None) in LINEAR_PATH_PARAMETERS for key in path) else "conv"
 
@@ -100,7 +111,9 @@ def _transform(config, steps_per_epoch: int) -> optax.GradientTransformation:
     transform = _adam(config, updates_per_epoch)
     if config.get("model") is not None and config.model.get("linear_path", False):
         scale = float(config.get("linear_path_lr_scale", 1.0))
-        transform = optax.multi_transform({"conv": transform, "linear": _adam(config, updates_per_epoch, scale)}, _path_labels)
+        transform = optax.multi_transform(
+            {"conv": transform, "linear": _adam(config, updates_per_epoch, scale)}, _path_labels
+        )
     return optax.MultiSteps(transform, every_k_schedule=k) if k > 1 else transform
 
 
@@ -126,14 +139,17 @@ class _Prefetcher:
 
 def _epoch_batches(train_rows: np.ndarray, batch_size: int, seed: int, epoch: int) -> list[np.ndarray]:
     order = np.random.default_rng([seed, epoch]).permutation(train_rows)
-    return [order[i: i + batch_size] for i in range(0, len(order), batch_size)]
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
 
 def _open_store(store_path, mcfg: AutoencoderConfig) -> VolumeStore:
     store = VolumeStore.open(store_path)
     if tuple(store.volumes.shape[1:]) != tuple(mcfg.input_shape):
-        raise input_error(store_path, f"volumes are {tuple(store.volumes.shape[1:])} but the config's model expects "
-                                      f"{tuple(mcfg.input_shape)} (set --config.model.input_shape or prepare with --crop/--downsample)")
+        raise input_error(
+            store_path,
+            f"volumes are {tuple(store.volumes.shape[1:])} but the config's model expects "
+            f"{tuple(mcfg.input_shape)} (set --config.model.input_shape or prepare with --crop/--downsample)",
+        )
     return store
 
 
@@ -151,7 +167,9 @@ def train_and_evaluate(config, workdir: str, store_path: str, stop_after_steps: 
     store = _open_store(store_path, mcfg)
     n_subjects = len(store) if not config.max_subjects else min(len(store), config.max_subjects)
     train_rows, val_rows = split_subjects(n_subjects, config.val_fraction, config.seed)
-    log.info("train: %d subjects for training, %d for validation (store %s)", len(train_rows), len(val_rows), store_path)
+    log.info(
+        "train: %d subjects for training, %d for validation (store %s)", len(train_rows), len(val_rows), store_path
+    )
     mesh = data_mesh()
     batch_size = config.batch_size
     if batch_size % mesh.size:
@@ -161,9 +179,16 @@ def train_and_evaluate(config, workdir: str, store_path: str, stop_after_steps: 
     model, optimizer = _build(config, mcfg, mesh, steps_per_epoch)
     mask = replicate(mesh, jnp.asarray(store.mask, jnp.float32))
     checkpoint.set_aside_damaged(workdir)
-    record = {"format_version": checkpoint.CHECKPOINT_FORMAT_VERSION, "code_version": wm_jax.__version__,
-              "config": json.loads(config.to_json()), "config_hash": config_hash(config),
-              "store": str(Path(store_path).resolve()), "epoch": 0, "batch_in_epoch": 0, "step": 0}
+    record = {
+        "format_version": checkpoint.CHECKPOINT_FORMAT_VERSION,
+        "code_version": wm_jax.__version__,
+        "config": json.loads(config.to_json()),
+        "config_hash": config_hash(config),
+        "store": str(Path(store_path).resolve()),
+        "epoch": 0,
+        "batch_in_epoch": 0,
+        "step": 0,
+    }
     manager, resumed = _resume(workdir, config.keep, model, optimizer)
     metrics = _Metrics(workdir, tensorboard=bool(config.get("tensorboard", False)))
     if resumed is None and mcfg.linear_path:
@@ -172,21 +197,33 @@ def train_and_evaluate(config, workdir: str, store_path: str, stop_after_steps: 
         # PCA, and the best checkpoint leans to the start unless the convolutions clearly help.
         _init_linear_path_from_pca(model, store, np.arange(n_subjects))
         nnx.update(model, replicate(mesh, nnx.state(model)))
-        _save_start(manager, model, optimizer, record, metrics, _validate(model, store, val_rows, batch_size, mesh, mask))
+        _save_start(
+            manager, model, optimizer, record, metrics, _validate(model, store, val_rows, batch_size, mesh, mask)
+        )
     if resumed is not None:
         record = resumed
         _drop_metrics_after(workdir / "metrics.jsonl", record["step"])
-        log.info("train: resumed from step %d (epoch %d, batch %d)", record["step"], record["epoch"], record["batch_in_epoch"])
+        log.info(
+            "train: resumed from step %d (epoch %d, batch %d)",
+            record["step"],
+            record["epoch"],
+            record["batch_in_epoch"],
+        )
     stop = {"requested": False}
-    previous_handlers = {s: signal.signal(s, lambda *_: stop.update(requested=True)) for s in (signal.SIGTERM, signal.SIGINT)} \
-        if threading.current_thread() is threading.main_thread() else {}
+    previous_handlers = (
+        {s: signal.signal(s, lambda *_: stop.update(requested=True)) for s in (signal.SIGTERM, signal.SIGINT)}
+        if threading.current_thread() is threading.main_thread()
+        else {}
+    )
     step, last = record["step"], {}
     try:
         for epoch in range(record["epoch"], config.epochs):
-            batches = _epoch_batches(train_rows, batch_size, config.seed, epoch)[record["batch_in_epoch"]:]
+            batches = _epoch_batches(train_rows, batch_size, config.seed, epoch)[record["batch_in_epoch"] :]
             skip = record["batch_in_epoch"]
             record["batch_in_epoch"] = 0
-            progress = tqdm(total=len(batches), desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch", mininterval=1.0)
+            progress = tqdm(
+                total=len(batches), desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch", mininterval=1.0
+            )
             start, pending = time.time(), None
             for i, (volumes, n_real) in enumerate(_Prefetcher(store.volumes, batches, batch_size)):
                 volumes_d, weights_d = shard_batch(mesh, volumes, np.asarray(batch_weights(n_real, batch_size)))
@@ -206,8 +243,13 @@ def train_and_evaluate(config, workdir: str, store_path: str, stop_after_steps: 
                     return {"step": step, "stopped": True}
             progress.close()
             val_loss = _validate(model, store, val_rows, batch_size, mesh, mask)
-            last = {"step": step, "epoch": epoch + 1, "train_loss": float(loss), "val_loss": val_loss,
-                    "seconds": time.time() - start}
+            last = {
+                "step": step,
+                "epoch": epoch + 1,
+                "train_loss": float(loss),
+                "val_loss": val_loss,
+                "seconds": time.time() - start,
+            }
             metrics.write(last)
             log.info("epoch %d: train loss %.4f, validation loss %.4f", epoch + 1, last["train_loss"], val_loss)
             record.update(epoch=epoch + 1, batch_in_epoch=0, step=step)
@@ -294,7 +336,7 @@ def _validate(model, store, rows, batch_size, mesh, mask) -> float:
     total, count = 0.0, 0
     model.eval()  # BatchNorm uses its running statistics
     for start in range(0, len(rows), batch_size):
-        chunk = rows[start: start + batch_size]
+        chunk = rows[start : start + batch_size]
         batch = np.zeros((batch_size, *store.volumes.shape[1:]), np.float32)
         batch[: len(chunk)] = store.volumes[chunk]
         volumes_d, weights_d = shard_batch(mesh, batch, np.asarray(batch_weights(len(chunk), batch_size)))
@@ -362,8 +404,15 @@ def decoder_jacobian(model, code: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return np.asarray(jacobian, np.float64)[np.asarray(mask, bool)]
 
 
-def embed(workdir: str, store_path: str, out: str, step: str | int | None = None, batch_size: int = 32,
-          overwrite: bool = False, rotation: str = "none") -> Path:
+def embed(
+    workdir: str,
+    store_path: str,
+    out: str,
+    step: str | int | None = None,
+    batch_size: int = 32,
+    overwrite: bool = False,
+    rotation: str = "none",
+) -> Path:
     """Write the UDIP table (FID IID UDIP1..) for every subject of the store, and its manifest. An
     existing table is replaced when its manifest says embed wrote it, or with ``overwrite``.
 
@@ -405,10 +454,17 @@ def embed(workdir: str, store_path: str, out: str, step: str | int | None = None
     table["reconstruction_mse"] = np.concatenate(errors)
     with atomic_path(out) as tmp:
         table.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
-    manifest = {"command": "embed", "checkpoint_step": int(chosen), "workdir": str(workdir.resolve()),
-                "config_hash": record["config_hash"], "store": str(Path(store_path).resolve()), "n_subjects": len(table),
-                "code_version": wm_jax.__version__, "rotation": rotation,
-                "latent_map": None if latent_map is None else latent_map.to_json()}
+    manifest = {
+        "command": "embed",
+        "checkpoint_step": int(chosen),
+        "workdir": str(workdir.resolve()),
+        "config_hash": record["config_hash"],
+        "store": str(Path(store_path).resolve()),
+        "n_subjects": len(table),
+        "code_version": wm_jax.__version__,
+        "rotation": rotation,
+        "latent_map": None if latent_map is None else latent_map.to_json(),
+    }
     with atomic_path(manifest_path) as tmp:
         tmp.write_text(json.dumps(manifest, indent=2))
     log.info("embed: %d subjects x %d UDIPs from checkpoint step %d -> %s", len(table), codes.shape[1], chosen, out)

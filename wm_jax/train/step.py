@@ -31,8 +31,9 @@ def replicate(mesh, tree):
 
 
 @nnx.jit
-def train_step(model: Autoencoder, optimizer: nnx.Optimizer, volumes: jax.Array, weights: jax.Array,
-               mask: jax.Array) -> jax.Array:
+def train_step(
+    model: Autoencoder, optimizer: nnx.Optimizer, volumes: jax.Array, weights: jax.Array, mask: jax.Array
+) -> jax.Array:
     """One optimisation step on a (possibly padded) batch; ``weights`` is 0 for padding entries."""
 
     def loss_fn(model):

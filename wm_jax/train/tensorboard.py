@@ -68,8 +68,9 @@ class EventWriter:
 
     def _write(self, data: bytes) -> None:
         length = struct.pack("<Q", len(data))
-        self._file.write(length + struct.pack("<I", _masked(crc32c(length))) + data
-                         + struct.pack("<I", _masked(crc32c(data))))
+        self._file.write(
+            length + struct.pack("<I", _masked(crc32c(length))) + data + struct.pack("<I", _masked(crc32c(data)))
+        )
 
     def scalar(self, tag: str, value: float, step: int) -> None:
         value_message = _field(1, tag.encode()) + b"\x15" + struct.pack("<f", float(value))
