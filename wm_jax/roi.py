@@ -16,29 +16,44 @@ from wm_jax.data.store import VolumeStore
 from wm_jax.errors import input_error, require_file
 
 
-def _region_means(store: VolumeStore, masks: np.ndarray, chunk: int = 256) -> np.ndarray:
-    """(subjects, regions) mean of the store's volumes over each boolean mask (regions, X, Y, Z)."""
-    weights = masks.reshape(len(masks), -1).astype(np.float32)
-    weights /= np.maximum(weights.sum(axis=1, keepdims=True), 1)
-    out = np.empty((len(store), len(masks)), np.float64)
+def _weighted_sums(store: VolumeStore, weights: np.ndarray, chunk: int = 256) -> np.ndarray:
+    """(subjects, maps): each volume of the store dotted with each weight map (maps, X, Y, Z)."""
+    weights = weights.reshape(len(weights), -1).astype(np.float32)
+    out = np.empty((len(store), len(weights)), np.float64)
     for start in range(0, len(store), chunk):
         block = np.asarray(store.volumes[start : start + chunk], np.float32).reshape(-1, weights.shape[1])
         out[start : start + chunk] = block @ weights.T
     return out
 
 
+def _region_means(store: VolumeStore, masks: np.ndarray) -> np.ndarray:
+    """(subjects, regions) mean of the store's volumes over each boolean mask (regions, X, Y, Z)."""
+    weights = masks.reshape(len(masks), -1).astype(np.float32)
+    return _weighted_sums(store, weights / np.maximum(weights.sum(axis=1, keepdims=True), 1))
+
+
+def _as_store_was(store: VolumeStore, array: np.ndarray) -> np.ndarray:
+    """An array on the FA maps' grid (its last three axes) cropped and downsampled as the store's
+    volumes were; a downsampled block takes the value at its centre."""
+    prep = store.record["preprocessing"]
+    if prep["crop"]:
+        array = array[(..., *(slice(a, b) for a, b in prep["crop"]))]
+    factor = prep["downsample"]
+    if factor > 1:
+        array = array[..., factor // 2 :: factor, factor // 2 :: factor, factor // 2 :: factor]
+    return array
+
+
+def _with_ids(store: VolumeStore, frame: pd.DataFrame) -> pd.DataFrame:
+    frame.insert(0, "IID", store.index.IID.to_numpy())
+    frame.insert(0, "FID", store.index.FID.to_numpy())
+    return frame
+
+
 def _atlas_on_store_grid(store: VolumeStore, atlas_path: str | os.PathLike) -> np.ndarray:
     """The atlas on the store's grid. It must be on the FA maps' grid (shape and affine, as recorded
     in the store) and is cropped and downsampled as the store was."""
-    atlas = _read_atlas(store, atlas_path)
-    prep = store.record["preprocessing"]
-    crop = tuple(tuple(c) for c in prep["crop"]) if prep["crop"] else None
-    if crop is not None:
-        atlas = atlas[tuple(slice(a, b) for a, b in crop)]
-    factor = prep["downsample"]
-    if factor > 1:  # majority label of each block is approximated by the label at the block centre
-        atlas = atlas[factor // 2 :: factor, factor // 2 :: factor, factor // 2 :: factor]
-    atlas = np.rint(atlas).astype(np.int32)
+    atlas = np.rint(_as_store_was(store, _read_atlas(store, atlas_path))).astype(np.int32)
     if atlas.shape != store.volumes.shape[1:]:
         raise input_error(atlas_path, f"atlas grid {atlas.shape} does not fit the store's {store.volumes.shape[1:]}")
     return atlas
@@ -88,28 +103,16 @@ def tract_means(store: VolumeStore, atlas_path, labels_path) -> pd.DataFrame:
             )
         if not mask.any():
             raise input_error(labels_path, f"label {label} ({tract}) has no voxel inside the store's brain mask")
-    values = _region_means(store, masks)
-    frame = pd.DataFrame(values, columns=[f"FA_{t}" for t in labels.tract])
-    frame.insert(0, "IID", store.index.IID.to_numpy())
-    frame.insert(0, "FID", store.index.FID.to_numpy())
-    return frame
+    return _with_ids(store, pd.DataFrame(_region_means(store, masks), columns=[f"FA_{t}" for t in labels.tract]))
 
 
 def _patterns_on_store_grid(store: VolumeStore, patterns_path) -> np.ndarray:
     """(loci, X, Y, Z) planted patterns, cropped and subsampled as the store's volumes were."""
     import nibabel as nib
 
-    if not os.path.isfile(patterns_path):
-        raise input_error(patterns_path, "planted patterns not found (written by `wm-jax simulate` beside truth.tsv)")
+    require_file(patterns_path, "planted patterns (written by `wm-jax simulate` beside truth.tsv)")
     patterns = np.asarray(nib.load(str(patterns_path)).get_fdata(), np.float32)
-    patterns = np.moveaxis(patterns.reshape(*patterns.shape[:3], -1), -1, 0)
-    prep = store.record["preprocessing"]
-    if prep["crop"]:
-        patterns = patterns[(slice(None), *(slice(a, b) for a, b in prep["crop"]))]
-    factor = prep["downsample"]
-    if factor > 1:
-        patterns = patterns[:, factor // 2 :: factor, factor // 2 :: factor, factor // 2 :: factor]
-    patterns = patterns[(slice(None), *(slice(0, s) for s in store.volumes.shape[1:]))]
+    patterns = _as_store_was(store, np.moveaxis(patterns.reshape(*patterns.shape[:3], -1), -1, 0))
     if patterns.shape[1:] != store.volumes.shape[1:]:
         raise input_error(
             patterns_path, f"pattern grid {patterns.shape[1:]} does not fit the store's {store.volumes.shape[1:]}"
@@ -128,11 +131,5 @@ def oracle_phenotypes(store: VolumeStore, truth_path) -> pd.DataFrame:
         raise input_error(truth_path, f"{len(truth)} loci but patterns.nii.gz holds {len(patterns)} patterns")
     weights = (patterns * store.mask).reshape(len(patterns), -1).astype(np.float32)
     weights /= np.maximum((weights**2).sum(axis=1, keepdims=True), 1e-12)
-    out = np.empty((len(store), len(weights)), np.float64)
-    for start in range(0, len(store), 256):
-        block = np.asarray(store.volumes[start : start + 256], np.float32).reshape(-1, weights.shape[1])
-        out[start : start + 256] = block @ weights.T
-    frame = pd.DataFrame(out, columns=[f"ORACLE_{v.replace(':', '_')}" for v in truth.variant])
-    frame.insert(0, "IID", store.index.IID.to_numpy())
-    frame.insert(0, "FID", store.index.FID.to_numpy())
-    return frame
+    columns = [f"ORACLE_{v.replace(':', '_')}" for v in truth.variant]
+    return _with_ids(store, pd.DataFrame(_weighted_sums(store, weights), columns=columns))
