@@ -31,7 +31,7 @@ from flax import nnx
 from wm_jax.data.store import VolumeStore
 from wm_jax.model.autoencoder import Autoencoder, AutoencoderConfig, masked_mse
 from wm_jax.pca import fit_pca
-from wm_jax.train.loop import _path_labels
+from wm_jax.train.state import path_labels as _path_labels
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -109,7 +109,7 @@ def torch_step_seconds(shape, channels, latent, batch, steps) -> float | None:
 
 def pipeline_volumes_per_second(shape, batch, n_batches=30) -> float:
     """The training loop's prefetcher reading random batches from a memory-mapped store."""
-    from wm_jax.train.loop import _Prefetcher
+    from wm_jax.train.batches import Prefetcher
 
     with tempfile.TemporaryDirectory() as tmp:
         volumes = np.lib.format.open_memmap(Path(tmp) / "v.npy", "w+", np.float32, (batch * n_batches, *shape))
@@ -119,7 +119,7 @@ def pipeline_volumes_per_second(shape, batch, n_batches=30) -> float:
         rows = np.random.default_rng(0).permutation(len(volumes))
         batches = [rows[i : i + batch] for i in range(0, len(rows), batch)]
         start = time.perf_counter()
-        count = sum(n for _, n in _Prefetcher(volumes, batches, batch))
+        count = sum(n for _, _, n in Prefetcher(volumes, batches, batch))
         return count / (time.perf_counter() - start)
 
 

@@ -88,11 +88,11 @@ def _fake_checkpoints(workdir: Path, store: Path, val_losses: list[float], keep:
     from flax import nnx
 
     from wm_jax import checkpoint
-    from wm_jax.train.loop import _build, config_hash, model_config
-    from wm_jax.train.step import data_mesh
+    from wm_jax.sharding import data_mesh
+    from wm_jax.train.state import build, config_hash, model_config
 
     config = _tiny_train_config()
-    model, optimizer = _build(config, model_config(config), data_mesh(), 5)
+    model, optimizer = build(config, model_config(config), data_mesh(), 5)
     manager = checkpoint.checkpoint_manager(workdir, keep=keep)
     steps = []
     for epoch, loss in enumerate(val_losses, start=1):

@@ -8,7 +8,8 @@ import optax
 from flax import nnx
 
 from wm_jax.model.autoencoder import Autoencoder, AutoencoderConfig, TransposedConv2x, masked_mse, max_pool_2x
-from wm_jax.train.step import data_mesh, replicate, shard_batch, train_step
+from wm_jax.sharding import data_mesh, replicate, shard_batch
+from wm_jax.train.step import train_step
 
 SMALL = AutoencoderConfig(input_shape=(13, 18, 11), channels=(4, 8, 8), latent_dim=6)
 
@@ -141,7 +142,7 @@ def test_gradient_accumulation_equals_one_large_batch():
     volume's loss does not depend on its batch-mates)."""
     import ml_collections
 
-    from wm_jax.train.loop import _transform
+    from wm_jax.train.state import transform as _transform
 
     config = ml_collections.ConfigDict(
         {"schedule": "cosine", "learning_rate": 1e-2, "epochs": 1, "grad_accum_steps": 2}

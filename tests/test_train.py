@@ -9,8 +9,9 @@ import pytest
 
 from wm_jax.config import load_config
 from wm_jax.data.store import Preprocessing, prepare_store
+from wm_jax.embed import embed
 from wm_jax.errors import InputError
-from wm_jax.train.loop import embed, train_and_evaluate
+from wm_jax.train.loop import train_and_evaluate
 
 
 @pytest.fixture(scope="module")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import re
 import signal
 import sys
@@ -185,6 +186,11 @@ def main(argv: list[str] | None = None) -> int:
         command_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     _setup_logging(args.verbose)
     set_command(args.command)
+    try:
+        _start_distributed()
+    except InputError as err:
+        print(f"wm-jax {args.command}: error: {_one_line(str(err))}", file=sys.stderr)
+        return 2
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _on_sigterm) if in_main_thread else None
     start = time.time()
@@ -209,6 +215,17 @@ def main(argv: list[str] | None = None) -> int:
             signal.signal(signal.SIGTERM, previous)
     log.info("%s finished in %.1f s", args.command, time.time() - start)
     return 0
+
+
+def _start_distributed() -> None:
+    """Join a multi-process run when a launcher (launch/*.sh) set it up; only process 0 logs
+    information then. Imports JAX only in that case, so one-process start-up is unchanged."""
+    if "WM_JAX_COORDINATOR" not in os.environ and "WM_JAX_DISTRIBUTED" not in os.environ:
+        return
+    from wm_jax import sharding
+
+    if sharding.initialize() and not sharding.is_main_process():
+        logging.getLogger("wm_jax").setLevel(logging.WARNING)
 
 
 def _one_line(text: str) -> str:

@@ -217,7 +217,7 @@ def interpret(
     from wm_jax.data.nifti import save_nifti
     from wm_jax.data.tables import read_labels, read_table
     from wm_jax.roi import _atlas_on_store_grid
-    from wm_jax.train.loop import _open_store, load_model
+    from wm_jax.train.state import load_model, open_store
 
     udip = Path(udip)
     table = read_table(udip)
@@ -232,7 +232,7 @@ def interpret(
     model, config, record, chosen = load_model(workdir, step)
     if len(columns) != model.config.latent_dim:
         raise input_error(udip, f"{len(columns)} UDIP columns but the checkpoint's model has {model.config.latent_dim}")
-    volume_store = _open_store(store, model.config)
+    volume_store = open_store(store, model.config)
     present = np.isin(table.iid.astype(str), volume_store.index.IID.astype(str).to_numpy())
     if not present.any():
         raise input_error(udip, f"none of its {len(present)} subjects is in the store {store}")

@@ -172,7 +172,7 @@ def stage_train(config, d: Path) -> dict:
 
 
 def stage_embed(config, d: Path) -> dict:
-    from wm_jax.train.loop import embed
+    from wm_jax.embed import embed
 
     embed(
         str(d / "encoder"),

@@ -48,7 +48,7 @@ def run_train(args, overrides) -> None:
 
 
 def run_embed(args, overrides) -> None:
-    from wm_jax.train.loop import embed
+    from wm_jax.embed import embed
 
     embed(
         args.workdir, args.store, args.out, args.step, args.batch_size, overwrite=args.overwrite, rotation=args.rotation

@@ -1,4 +1,5 @@
-"""The training step: masked MSE, optax update, batch sharded over a `data` mesh axis.
+"""The compiled steps: training (masked MSE, optax update), evaluation and embedding, on a batch
+sharded over the `data` axis of `wm_jax.sharding.data_mesh`.
 
 Parameters are replicated and the batch is split over devices; the compiler turns the global
 batch statistics of BatchNorm and the gradient mean into all-reduces, so one step on D devices
@@ -10,24 +11,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 from flax import nnx
-from jax.sharding import NamedSharding, PartitionSpec
 
 from wm_jax.model.autoencoder import Autoencoder, masked_mse
-
-
-def data_mesh(n_devices: int | None = None) -> jax.sharding.Mesh:
-    devices = jax.devices()[: n_devices or jax.device_count()]
-    return jax.make_mesh((len(devices),), ("data",), axis_types=(jax.sharding.AxisType.Auto,), devices=devices)
-
-
-def shard_batch(mesh, *arrays):
-    """Put batch-leading arrays on the mesh, split along `data`."""
-    sharding = NamedSharding(mesh, PartitionSpec("data"))
-    return tuple(jax.device_put(a, sharding) for a in arrays)
-
-
-def replicate(mesh, tree):
-    return jax.device_put(tree, NamedSharding(mesh, PartitionSpec()))
 
 
 @nnx.jit
@@ -50,10 +35,12 @@ def eval_step(model: Autoencoder, volumes: jax.Array, weights: jax.Array, mask: 
 
 
 @nnx.jit
-def embed_step(model: Autoencoder, volumes: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """UDIPs and the reconstruction, in one compiled call."""
+def embed_step(model: Autoencoder, volumes: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """UDIPs and each volume's reconstruction error (mean squared error inside the mask), in one
+    compiled call: the reconstructions never leave the device."""
     latent = model.encode(volumes)
-    return latent, model.decode(latent)
+    error = jnp.sum((model.decode(latent).astype(jnp.float32) - volumes) ** 2 * mask, axis=(1, 2, 3))
+    return latent, error / jnp.sum(mask)
 
 
 def batch_weights(n_real: int, batch_size: int) -> jnp.ndarray:

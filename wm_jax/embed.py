@@ -1,0 +1,113 @@
+"""`wm-jax embed`: the UDIP table of every subject of a store, from a trained checkpoint.
+
+Across processes the store's subjects are split as a training batch is (`wm_jax.train.batches`):
+each process reads its slice of every batch, the codes are gathered, and process 0 writes one
+table, the same as a one-process run's. Called by `wm_jax.train.cli` and `wm_jax.pipeline.run`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+import wm_jax
+from wm_jax import sharding
+from wm_jax.errors import InputError, atomic_path, check_output_file
+from wm_jax.train import batches as batching
+from wm_jax.train.state import load_model, open_store
+from wm_jax.train.step import embed_step
+
+log = logging.getLogger("wm_jax")
+
+
+def decoder_jacobian(model, code: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """(mask voxels, latent_dim): d reconstruction / d code at ``code``, inside the mask."""
+    jacobian = jax.jacfwd(lambda z: model.decode(z[None])[0])(jnp.asarray(code, jnp.float32))
+    return sharding.gather(jacobian).astype(np.float64)[np.asarray(mask, bool)]
+
+
+def embed(
+    workdir: str,
+    store_path: str,
+    out: str,
+    step: str | int | None = None,
+    batch_size: int = 32,
+    overwrite: bool = False,
+    rotation: str = "none",
+) -> Path:
+    """Write the UDIP table (FID IID UDIP1..) for every subject of the store, and its manifest. An
+    existing table is replaced when its manifest says embed wrote it, or with ``overwrite``.
+
+    ``rotation="varimax"``: the codes whitened and varimax-rotated (`wm_jax.rotation`); the map is
+    recorded in the manifest (``latent_map``) for PerDI. ``"none"``: the raw bottleneck."""
+    if rotation not in ("none", "varimax"):
+        raise InputError(f"--rotation {rotation}: expected none or varimax")
+    workdir, out = Path(workdir), Path(out)
+    manifest_path = out.with_suffix(out.suffix + ".manifest.json")
+    owned = _written_by_embed(manifest_path)
+    check_output_file(out, "embed", overwrite, owned=owned)
+    check_output_file(manifest_path, "embed", overwrite, owned=owned)
+    model, _, record, chosen = load_model(workdir, step)
+    store = open_store(store_path, model.config)
+    codes, errors = _codes(model, store, batch_size)
+    latent_map = None
+    if rotation == "varimax":
+        from wm_jax.rotation import whitened_varimax
+
+        latent_map = whitened_varimax(codes.astype(np.float64), decoder_jacobian(model, codes.mean(axis=0), store.mask))
+        codes = latent_map.apply(codes)
+    table = pd.DataFrame(codes, columns=[f"UDIP{j + 1}" for j in range(codes.shape[1])])
+    table.insert(0, "IID", store.index.IID.to_numpy())
+    table.insert(0, "FID", store.index.FID.to_numpy())
+    table["reconstruction_mse"] = errors
+    manifest = {
+        "command": "embed",
+        "checkpoint_step": int(chosen),
+        "workdir": str(workdir.resolve()),
+        "config_hash": record["config_hash"],
+        "store": str(Path(store_path).resolve()),
+        "n_subjects": len(table),
+        "code_version": wm_jax.__version__,
+        "rotation": rotation,
+        "latent_map": None if latent_map is None else latent_map.to_json(),
+    }
+    if sharding.is_main_process():
+        with atomic_path(out) as tmp:
+            table.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
+        with atomic_path(manifest_path) as tmp:
+            tmp.write_text(json.dumps(manifest, indent=2))
+    sharding.barrier("embed: table written")
+    log.info("embed: %d subjects x %d UDIPs from checkpoint step %d -> %s", len(table), codes.shape[1], chosen, out)
+    return out
+
+
+def _codes(model, store, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every subject's code and reconstruction error, in store order, on every process."""
+    mesh = sharding.data_mesh()
+    mask = sharding.replicate(mesh, jnp.asarray(store.mask, jnp.float32))
+    batch_size = max(batch_size, mesh.size) // mesh.size * mesh.size
+    part = sharding.process_slice(mesh, batch_size)
+    codes, errors = [], []
+    batches = batching.consecutive_batches(np.arange(len(store)), batch_size)
+    for rows in tqdm(batches, desc="embed", unit="batch", mininterval=1.0, disable=not sharding.is_main_process()):
+        volumes, _ = batching.read_batch(store.volumes, rows, batch_size, part)
+        (volumes_d,) = sharding.shard_batch(mesh, volumes, global_batch=batch_size)
+        latent, error = embed_step(model, volumes_d, mask)
+        codes.append(sharding.gather(latent)[: len(rows)])
+        errors.append(sharding.gather(error)[: len(rows)])
+    return np.concatenate(codes), np.concatenate(errors)
+
+
+def _written_by_embed(manifest: Path) -> bool:
+    try:
+        record = json.loads(manifest.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(record, dict) and "checkpoint_step" in record and record.get("command", "embed") == "embed"

@@ -1,0 +1,190 @@
+"""The distributed runtime and every device mesh: one place for how work is laid out on devices.
+
+Processes. `initialize()` starts `jax.distributed` once per process, from (first that applies):
+  1. explicit arguments (coordinator address, process count, process id);
+  2. the environment `launch/local.sh` sets: WM_JAX_COORDINATOR, WM_JAX_NUM_PROCESSES,
+     WM_JAX_PROCESS_ID (and WM_JAX_CPU_DEVICES, CPU devices per process);
+  3. WM_JAX_DISTRIBUTED=auto: JAX's own cluster detection (SLURM, Open MPI, Cloud TPU pods).
+With none of these it does nothing: one process, as before. On CPU, processes talk through gloo.
+
+Meshes.
+  data_mesh()    every device of every process on one `data` axis: training, embedding, PerDI.
+                 A global batch is split over it in order, so process p feeds one contiguous
+                 slice of the batch (`process_slice`) and reads only those rows.
+  local_mesh()   this process's devices on a `blocks` axis: the GWAS, whose variant blocks need no
+                 communication; processes split the variants instead (`wm_jax.gwas.plan`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+
+import jax
+import numpy as np
+from jax.experimental import multihost_utils
+from jax.sharding import NamedSharding, PartitionSpec
+
+from wm_jax.errors import InputError
+
+log = logging.getLogger("wm_jax")
+
+ENV_COORDINATOR = "WM_JAX_COORDINATOR"
+ENV_NUM_PROCESSES = "WM_JAX_NUM_PROCESSES"
+ENV_PROCESS_ID = "WM_JAX_PROCESS_ID"
+ENV_CPU_DEVICES = "WM_JAX_CPU_DEVICES"
+ENV_AUTO = "WM_JAX_DISTRIBUTED"
+# A process that dies is noticed by the others within this many seconds (their next collective or
+# barrier fails), so a job never hangs on a lost peer.
+HEARTBEAT_SECONDS = 20
+
+_started = False
+
+
+def _from_environment() -> dict | None:
+    """The launch settings in the environment, or None when the process was started alone."""
+    if os.environ.get(ENV_AUTO) == "auto":
+        return {}
+    if ENV_COORDINATOR not in os.environ:
+        return None
+    try:
+        settings = {
+            "coordinator_address": os.environ[ENV_COORDINATOR],
+            "num_processes": int(os.environ[ENV_NUM_PROCESSES]),
+            "process_id": int(os.environ[ENV_PROCESS_ID]),
+        }
+    except (KeyError, ValueError) as err:
+        raise InputError(
+            f"{ENV_COORDINATOR} is set, so {ENV_NUM_PROCESSES} and {ENV_PROCESS_ID} must be integers ({err})"
+        ) from None
+    if not 0 <= settings["process_id"] < settings["num_processes"]:
+        raise InputError(f"{ENV_PROCESS_ID}={settings['process_id']}: expected 0..{settings['num_processes'] - 1}")
+    return settings
+
+
+def initialize(
+    coordinator_address: str | None = None, num_processes: int | None = None, process_id: int | None = None
+) -> bool:
+    """Start the distributed runtime (see the module docstring); True when this is a multi-process run.
+    Idempotent; must run before anything touches a device."""
+    global _started
+    if _started:
+        return jax.process_count() > 1
+    if coordinator_address is not None:
+        settings = {"coordinator_address": coordinator_address, "num_processes": num_processes}
+        settings["process_id"] = process_id
+    else:
+        settings = _from_environment()
+    if settings is None:
+        return False
+    cpu_devices = os.environ.get(ENV_CPU_DEVICES)
+    if cpu_devices:
+        jax.config.update("jax_num_cpu_devices", int(cpu_devices))
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(**settings, heartbeat_timeout_seconds=HEARTBEAT_SECONDS)
+    _started = True
+    log.info(
+        "process %d of %d: %d local device(s), %d in all",
+        jax.process_index(),
+        jax.process_count(),
+        jax.local_device_count(),
+        jax.device_count(),
+    )
+    return jax.process_count() > 1
+
+
+def is_main_process() -> bool:
+    """True on the process that writes shared outputs (tables, logs, progress bars)."""
+    return jax.process_index() == 0
+
+
+def barrier(name: str) -> None:
+    """Every process waits here until all arrive (no-op for one process)."""
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices(name)
+
+
+def broadcast(value):
+    """Process 0's ``value`` (a numpy-compatible pytree) on every process."""
+    if jax.process_count() == 1:
+        return value
+    return multihost_utils.broadcast_one_to_all(value)
+
+
+def any_process(flag: bool) -> bool:
+    """True on every process when ``flag`` is True on any (e.g. a stop request)."""
+    if jax.process_count() == 1:
+        return flag
+    return bool(np.asarray(multihost_utils.process_allgather(np.array([flag], np.int32))).any())
+
+
+def data_mesh(n_devices: int | None = None) -> jax.sharding.Mesh:
+    """Every device (of every process, process by process) on one ``data`` axis; ``n_devices``
+    takes the first few of one process (tests)."""
+    devices = jax.devices()[: n_devices or jax.device_count()]
+    return jax.make_mesh((len(devices),), ("data",), axis_types=(jax.sharding.AxisType.Auto,), devices=devices)
+
+
+def local_mesh(axis: str = "blocks") -> jax.sharding.Mesh:
+    """This process's devices on one axis."""
+    devices = jax.local_devices()
+    return jax.make_mesh((len(devices),), (axis,), axis_types=(jax.sharding.AxisType.Auto,), devices=devices)
+
+
+def process_slice(mesh: jax.sharding.Mesh, global_batch: int) -> slice:
+    """The rows of a ``global_batch`` that this process feeds on ``mesh`` (split along its first axis)."""
+    sharding = NamedSharding(mesh, PartitionSpec(mesh.axis_names[0]))
+    indices = sharding.addressable_devices_indices_map((global_batch,))
+    starts = sorted(index[0].start or 0 for index in indices.values())
+    stops = sorted(global_batch if index[0].stop is None else index[0].stop for index in indices.values())
+    return slice(starts[0], stops[-1])
+
+
+def shard_batch(mesh: jax.sharding.Mesh, *local_parts: np.ndarray, global_batch: int | None = None):
+    """Batch-leading arrays on the mesh, split along its first axis. Each process passes the rows of
+    its `process_slice`; with one process these are the whole batch."""
+    sharding = NamedSharding(mesh, PartitionSpec(mesh.axis_names[0]))
+    out = []
+    for part in local_parts:
+        part = np.asarray(part)
+        if jax.process_count() == 1:
+            out.append(jax.device_put(part, sharding))
+            continue
+        shape = (global_batch or part.shape[0] * jax.process_count(), *part.shape[1:])
+        out.append(jax.make_array_from_process_local_data(sharding, part, shape))
+    return tuple(out)
+
+
+def replicate(mesh: jax.sharding.Mesh, tree):
+    """A pytree copied to every device of the mesh (host values must agree across processes)."""
+    sharding = NamedSharding(mesh, PartitionSpec())
+    if jax.process_count() == 1:
+        return jax.device_put(tree, sharding)
+    return jax.tree.map(lambda x: _replicated(np.asarray(x) if not isinstance(x, jax.Array) else x, sharding), tree)
+
+
+def _replicated(x, sharding: NamedSharding) -> jax.Array:
+    if isinstance(x, jax.Array) and x.is_fully_addressable is False:
+        return jax.jit(lambda a: a, out_shardings=sharding)(x)
+    host = np.asarray(x)
+    return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+
+def gather(x: jax.Array) -> np.ndarray:
+    """A (possibly process-spanning) array as one numpy array on every process."""
+    if jax.process_count() == 1 or x.is_fully_addressable:
+        return np.asarray(x)
+    mesh = x.sharding.mesh
+    return np.asarray(jax.jit(lambda a: a, out_shardings=NamedSharding(mesh, PartitionSpec()))(x))
+
+
+def split_evenly(n: int, parts: int, index: int) -> slice:
+    """The index-th of ``parts`` contiguous, near-equal ranges of range(n)."""
+    bounds = np.linspace(0, n, parts + 1).round().astype(int)
+    return slice(int(bounds[index]), int(bounds[index + 1]))
+
+
+def device_summary(devices: Sequence | None = None) -> str:
+    devices = jax.devices() if devices is None else devices
+    return f"{len(devices)} device(s) in {jax.process_count()} process(es): " + ", ".join(str(d) for d in devices[:8])
