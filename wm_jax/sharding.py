@@ -119,6 +119,33 @@ def any_process(flag: bool) -> bool:
     return bool(np.asarray(multihost_utils.process_allgather(np.array([flag], np.int32))).any())
 
 
+def gather_parts(local: np.ndarray) -> np.ndarray:
+    """Each process's ``local`` rows (any number), concatenated in process order on every process."""
+    local = np.asarray(local)
+    if jax.process_count() == 1:
+        return local
+    sizes = np.asarray(multihost_utils.process_allgather(np.array([len(local)], np.int64))).ravel()
+    padded = np.zeros((int(sizes.max()), *local.shape[1:]), local.dtype)
+    padded[: len(local)] = local
+    stacked = np.asarray(multihost_utils.process_allgather(padded))  # (processes, max rows, ...)
+    return np.concatenate([stacked[i, :n] for i, n in enumerate(sizes)])
+
+
+def broadcast_text(text: str, limit: int = 8192) -> str:
+    """Process 0's ``text`` (UTF-8, at most ``limit`` bytes) on every process."""
+    if jax.process_count() == 1:
+        return text
+    raw = np.zeros(limit, np.uint8)
+    encoded = text.encode()[:limit]
+    raw[: len(encoded)] = np.frombuffer(encoded, np.uint8)
+    return bytes(np.asarray(multihost_utils.broadcast_one_to_all(raw))).rstrip(b"\0").decode()
+
+
+def this_process_share(n: int) -> slice:
+    """This process's contiguous share of ``n`` items split evenly over the processes."""
+    return split_evenly(n, jax.process_count(), jax.process_index())
+
+
 def data_mesh(n_devices: int | None = None) -> jax.sharding.Mesh:
     """Every device (of every process, process by process) on one ``data`` axis; ``n_devices``
     takes the first few of one process (tests)."""

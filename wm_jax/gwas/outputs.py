@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from wm_jax import sharding
 from wm_jax.errors import (
     AtomicFiles,
     InputError,
@@ -89,20 +90,26 @@ def check_outputs(out: Path, planned: list[Path], previous: list[Path], overwrit
 
 
 def claim_outputs(
-    files: AtomicFiles, out: Path, pheno_names: list[str], glm_files_suffix: str | None, overwrite: bool
+    files: AtomicFiles | None, out: Path, pheno_names: list[str], glm_files_suffix: str | None, overwrite: bool
 ) -> list[Path]:
-    """The run's outputs, once checked; those of an earlier run to this prefix are replaced on commit."""
+    """The run's outputs, once checked (by every process: each stops on the same error); those of
+    an earlier run to this prefix are replaced on commit."""
     planned, previous = planned_outputs(out, pheno_names, glm_files_suffix), previous_outputs(out)
     check_outputs(out, planned, previous, overwrite)
-    files.replaces = previous
+    if files is not None:
+        files.replaces = previous
     return planned
 
 
 @contextlib.contextmanager
-def run_files(out: Path, overwrite: bool) -> Iterator[AtomicFiles]:
+def run_files(out: Path, overwrite: bool) -> Iterator[AtomicFiles | None]:
     """The run's output files, published together when the block ends without an error and
-    discarded otherwise; the ``wm_jax`` log goes to PREFIX.log (at least INFO) meanwhile."""
+    discarded otherwise; the ``wm_jax`` log goes to PREFIX.log (at least INFO) meanwhile.
+    Process 0 of a multi-process run writes every output: the others get None."""
     check_output_location(out)
+    if not sharding.is_main_process():
+        yield None
+        return
     remove_stale_partials(out.parent, f"{out.name}.")
     files = AtomicFiles(overwrite=overwrite, command="gwas")
     handler = logging.FileHandler(files.path(Path(f"{out}.log")), mode="w")

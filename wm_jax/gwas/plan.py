@@ -7,10 +7,11 @@ Called by `wm_jax.gwas.run` (the driver); `plan_passes` is pure, so tests call i
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 
 import numpy as np
 
+from wm_jax import sharding
 from wm_jax.data.plink import PlinkDataset
 from wm_jax.errors import InputError
 from wm_jax.gwas import qc
@@ -56,7 +57,7 @@ def variants_to_test(data: PlinkDataset, bfile: str, filters: qc.VariantFilters,
     """--chr, then the QC filters (each logged); A1 is ALT with ``a1_alt``, else the minor allele.
     No variant left is an error naming ``bfile`` (the --bfile prefix as given) and every filter."""
     selected = qc.select_chromosomes(data, filters.chromosomes)
-    counts = qc.count_genotypes(data.bed, selected)
+    counts = _count_in_shares(data, selected)
     removed: list[str] = []
     keep = qc.apply_filters(counts, filters.maf, filters.mac, filters.geno, filters.hwe, removed)
     if not keep.any():
@@ -67,6 +68,20 @@ def variants_to_test(data: PlinkDataset, bfile: str, filters: qc.VariantFilters,
         )
     a1_is_ref = np.zeros(int(keep.sum()), bool) if a1_alt else alt_is_major(counts)[keep]
     return TestedVariants(rows=selected[keep], missing_calls=counts.missing[keep], a1_is_ref=a1_is_ref)
+
+
+def _count_in_shares(data: PlinkDataset, selected: np.ndarray) -> qc.VariantCounts:
+    """The genotype counts of the ``selected`` variants; with several processes each counts its
+    share and every process gets them all, so every process plans the same passes."""
+    local = qc.count_genotypes(data.bed, selected[sharding.this_process_share(len(selected))])
+    return qc.VariantCounts(*(sharding.gather_parts(getattr(local, f.name)) for f in fields(local)))
+
+
+def this_process(passes: list[Pass]) -> list[Pass]:
+    """This process's share of every pass: a contiguous run of each pass's variants, so that the
+    work (uniform within a pass) is balanced and each process writes its own result columns."""
+    shares = [replace(p, variants=p.variants[sharding.this_process_share(len(p.variants))]) for p in passes]
+    return [p for p in shares if len(p.variants)]
 
 
 def passes_for(tested: TestedVariants, grouped: GroupedPhenotypes, block_size: int, max_missing: int) -> list[Pass]:

@@ -29,9 +29,12 @@ GENOME_WIDE_NEG_LOG10_P = -np.log10(GENOME_WIDE_P)
 class ResultStore:
     """Preallocated memory-mapped result columns (the compact format), filled block by block."""
 
-    def __init__(self, directory: Path, n_variants: int, n_phenotypes: int, n_groups: int) -> None:
-        directory.mkdir(parents=True)
-        self.directory = directory
+    def __init__(self, directory: Path, n_variants: int, n_phenotypes: int, n_groups: int, create: bool = True):
+        """Create the columns in a new ``directory``; with ``create=False`` open the columns another
+        process created there (each process of a multi-process run fills its own variants)."""
+        if create:
+            directory.mkdir(parents=True)
+        self.directory, self.create = directory, create
         self.beta = self._column("beta", (n_phenotypes, n_variants), np.float32)
         self.se = self._column("se", (n_phenotypes, n_variants), np.float32)
         self.log10_p = self._column("log10_p", (n_phenotypes, n_variants), np.float32)
@@ -41,7 +44,13 @@ class ResultStore:
         self.omnibus = self._column("omnibus_chi2", (n_variants,), np.float32)
 
     def _column(self, name: str, shape: tuple[int, ...], dtype: type) -> np.memmap:
-        return np.lib.format.open_memmap(self.directory / f"{name}.npy", "w+", dtype, shape)
+        path = self.directory / f"{name}.npy"
+        if self.create:
+            return np.lib.format.open_memmap(path, "w+", dtype, shape)
+        column = np.load(path, mmap_mode="r+")
+        if column.shape != shape or column.dtype != dtype:
+            raise RuntimeError(f"{path}: expected {dtype} {shape}, found {column.dtype} {column.shape}")
+        return column
 
     def _columns(self) -> tuple[np.memmap, ...]:
         return self.beta, self.se, self.log10_p, self.obs_ct, self.a1_freq, self.reason, self.omnibus

@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 
 import wm_jax
+from wm_jax import sharding
 from wm_jax.data.plink import PlinkDataset
 from wm_jax.errors import AtomicFiles
 from wm_jax.gwas import design, inputs, outputs, plan, qc, results, stream
@@ -99,11 +100,13 @@ def run_gwas(bfile: str, pheno: str, covar: str, out: str | os.PathLike, options
         log.info("%d variants x %d phenotypes to test", len(tested.rows), len(aligned.pheno_names))
         passes = plan.passes_for(tested, grouped, options.block_size, options.max_missing)
 
-        # Association: every pass streamed through the compiled kernel into the result store.
-        store = results.ResultStore(
-            files.path(Path(f"{out}.gwas")), len(tested.rows), len(aligned.pheno_names), len(grouped.groups)
-        )
-        stream.associate(data, tested, grouped, passes, store)
+        # Association: every pass streamed through the compiled kernel into the result store; with
+        # several processes, each streams its share of every pass into the store process 0 made.
+        store = _result_store(files, out, len(tested.rows), len(aligned.pheno_names), len(grouped.groups))
+        stream.associate(data, tested, grouped, plan.this_process(passes), store)
+        sharding.barrier("gwas: every process has stored its variants")
+        if files is None:
+            return out  # process 0 writes the tables and publishes
 
         # Results: variants.tsv and meta.json beside the store; hits, multivariate test, .glm.linear files.
         variant_table = results.write_variant_table(store.directory, data.bim.iloc[tested.rows], tested.a1_is_ref)
@@ -111,6 +114,15 @@ def run_gwas(bfile: str, pheno: str, covar: str, out: str | os.PathLike, options
         _write_tables(out, options, aligned.pheno_names, grouped.group_of_phenotype, variant_table, store, files)
         log.info("total %.2f s", time.time() - start)
     return out
+
+
+def _result_store(files: AtomicFiles | None, out: Path, *shape: int) -> results.ResultStore:
+    """The result store: created by process 0 (``files``) under a temporary name, and opened by the
+    other processes (``files`` None) at the name process 0 sends them."""
+    path = files.path(Path(f"{out}.gwas")) if files is not None else None
+    store = results.ResultStore(path, *shape) if files is not None else None
+    shared = sharding.broadcast_text(str(path) if path is not None else "")
+    return store if store is not None else results.ResultStore(Path(shared), *shape, create=False)
 
 
 def _log_invocation(bfile: str, pheno: str, covar: str, out: Path, options: GwasOptions) -> None:

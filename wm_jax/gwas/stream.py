@@ -17,6 +17,7 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
+from wm_jax import sharding
 from wm_jax.data.plink import PlinkDataset
 from wm_jax.gwas.design import GroupedPhenotypes, device_inputs, kernel_inputs
 from wm_jax.gwas.kernel import AssociationInputs, make_block_fn, missing_call_index
@@ -40,12 +41,13 @@ class _Stream:
     on the mesh, the result store, the reader thread and the progress bar."""
 
     def __init__(
-        self, data: PlinkDataset, tested: TestedVariants, grouped: GroupedPhenotypes, store: ResultStore
+        self, data: PlinkDataset, tested: TestedVariants, grouped: GroupedPhenotypes, store: ResultStore, n: int
     ) -> None:
         self.data, self.tested, self.grouped, self.store = data, tested, grouped, store
-        self.n_devices = jax.device_count()
-        # Blocks are independent: the rows of a step are sharded over the devices, no communication.
-        mesh = jax.make_mesh((self.n_devices,), ("blocks",), axis_types=(jax.sharding.AxisType.Auto,))
+        # Blocks are independent: the rows of a step are sharded over this process's devices, with no
+        # communication (other processes, if any, stream other variants).
+        mesh = sharding.local_mesh("blocks")
+        self.n_devices = mesh.size
         self.block_sharding = NamedSharding(mesh, PartitionSpec("blocks"))
         self.inputs: AssociationInputs = device_inputs(kernel_inputs(grouped, 4 * data.bed.row_bytes), mesh)
         self.column_order = grouped.column_order
@@ -58,7 +60,12 @@ class _Stream:
         self.compile_seconds = 0.0
         self.reader = concurrent.futures.ThreadPoolExecutor(max_workers=1)
         self.progress = tqdm(
-            total=len(tested.rows), desc="association", unit="variant", unit_scale=True, mininterval=1.0
+            total=n,
+            desc="association",
+            unit="variant",
+            unit_scale=True,
+            mininterval=1.0,
+            disable=not sharding.is_main_process(),
         )
 
     def compile(self, plan: Pass) -> jax.stages.Compiled:
@@ -124,13 +131,14 @@ def associate(
     data: PlinkDataset, tested: TestedVariants, grouped: GroupedPhenotypes, passes: list[Pass], store: ResultStore
 ) -> None:
     """Test every variant of every pass against every phenotype, into ``store``; logs the timing."""
-    stream = _Stream(data, tested, grouped, store)
+    n_variants = sum(len(p.variants) for p in passes)
+    stream = _Stream(data, tested, grouped, store, n_variants)
     compute_start = time.time()
     for plan in passes:
         stream.run(plan)
     stream.close()
     compute_seconds = time.time() - compute_start
-    n_tests = len(tested.rows) * len(grouped.column_order)
+    n_tests = n_variants * len(grouped.column_order)
     log.info(
         "association: %d variant-phenotype tests in %.2f s (%.3g tests/s), of which %.2f s compiling",
         n_tests,
