@@ -175,6 +175,8 @@ def _train_epoch(run: _Run, epoch: int, stop_after_steps: int | None) -> tuple[f
             progress.set_postfix(vol_s=f"{(i + 1) * run.batch_size / (time.time() - start):.1f}")
         stop_now = stop_after_steps is not None and record["step"] >= stop_after_steps
         if sharding.any_process(run.stop["requested"]) or stop_now:
+            if pending is not None:
+                run.metrics.write({"step": pending[0], "train_loss": float(pending[1])})
             record.update(epoch=epoch, batch_in_epoch=skip + i + 1, train_loss=float(loss))
             checkpoint.save(run.manager, record["step"], nnx.state((run.model, run.optimizer)), record)
             log.info("train: stopped at step %d; checkpoint saved, rerun to resume", record["step"])

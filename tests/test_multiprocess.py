@@ -1,0 +1,195 @@
+"""Several processes on this machine (launch/local.sh, jax.distributed over gloo, 2 CPU devices each)
+against one process: the GWAS gives the same bytes, training started on 2 processes continues on
+1 as if it had run there, and a killed process fails the job without leaving outputs."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import REPO
+
+LAUNCH = str(REPO / "launch" / "local.sh")
+WM_JAX = [sys.executable, "-m", "wm_jax.cli"]
+
+
+def _environment(devices_per_process: int, cache) -> dict:
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS" and not k.startswith("WM_JAX_")}
+    env["WM_JAX_CPU_DEVICES"] = str(devices_per_process)
+    env["JAX_COMPILATION_CACHE_DIR"] = str(cache)
+    return env
+
+
+def _launch(n: int, args: list[str], cache, timeout: int = 600) -> subprocess.CompletedProcess:
+    """``n`` processes of ``wm-jax args`` with 2 CPU devices each."""
+    return subprocess.run(
+        ["bash", LAUNCH, str(n), *WM_JAX, *args],
+        env=_environment(2, cache),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def _alone(args: list[str], devices: int, cache, timeout: int = 600) -> subprocess.CompletedProcess:
+    """One process with ``devices`` CPU devices."""
+    env = _environment(devices, cache)
+    del env["WM_JAX_CPU_DEVICES"]
+    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    return subprocess.run([*WM_JAX, *args], env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def _ok(result: subprocess.CompletedProcess) -> None:
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+@pytest.fixture(scope="module")
+def phenotypes(tiny_cohort, tmp_path_factory):
+    """Six phenotypes, three with their own missing samples (three missingness groups)."""
+    fam = pd.read_csv(tiny_cohort / "genotypes.fam", sep=r"\s+", header=None)
+    rng = np.random.default_rng(5)
+    table = pd.DataFrame({"FID": fam[0], "IID": fam[1]})
+    for j in range(6):
+        values = rng.normal(size=len(table))
+        if j % 2:
+            values[rng.random(len(table)) < 0.1] = np.nan
+        table[f"P{j}"] = values
+    path = tmp_path_factory.mktemp("mp") / "pheno.tsv"
+    table.to_csv(path, sep="\t", index=False, na_rep="NA")
+    return path
+
+
+def _gwas_args(cohort, pheno, out) -> list[str]:
+    return [
+        "gwas", "--bfile", str(cohort / "genotypes"), "--pheno", str(pheno), "--covar", str(cohort / "covariates.tsv"),
+        "--covar-name", "age,sex,PC1-PC3", "--maf", "0.01", "--format", "plink2", "--out", str(out),
+    ]  # fmt: skip
+
+
+def test_gwas_on_two_processes_equals_one(tiny_cohort, phenotypes, tmp_path):
+    """The same bytes in every table and result column (same devices per process: see the README)."""
+    _ok(_launch(2, _gwas_args(tiny_cohort, phenotypes, tmp_path / "two"), tmp_path / "cache"))
+    _ok(_alone(_gwas_args(tiny_cohort, phenotypes, tmp_path / "one"), 2, tmp_path / "cache"))
+    names = [f"P{j}.glm.linear" for j in range(6)] + ["hits.tsv", "multivariate.tsv"]
+    names += [f"gwas/{c}.npy" for c in ("beta", "se", "log10_p", "obs_ct", "a1_freq", "reason", "omnibus_chi2")]
+    names += ["gwas/variants.tsv"]
+    for name in names:
+        one, two = (tmp_path / f"one.{name}").read_bytes(), (tmp_path / f"two.{name}").read_bytes()
+        assert one == two, name
+    assert len((tmp_path / "one.P1.glm.linear").read_text().splitlines()) > 1000
+    meta = json.loads((tmp_path / "two.gwas" / "meta.json").read_text())
+    assert meta["n_variants"] == json.loads((tmp_path / "one.gwas" / "meta.json").read_text())["n_variants"]
+    assert len(meta["group_sizes"]) == 4  # the complete phenotypes, and one group per NA pattern
+    # The second process wrote nothing of its own: no log lines past warnings, no extra files.
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("two")) == sorted(
+        p.name.replace("one", "two", 1) for p in tmp_path.iterdir() if p.name.startswith("one")
+    )
+
+
+def _train_args(store, workdir, epochs: int) -> list[str]:
+    return [
+        "train", "--config", "demo", "--store", str(store), "--workdir", str(workdir),
+        "--config.model.input_shape=(12,12,12)", "--config.model.channels=(2,4)", "--config.model.latent_dim=4",
+        "--config.batch_size=8", "--config.max_subjects=40", "--config.learning_rate=3e-3",
+        f"--config.epochs={epochs}", "--config.log_every=1",
+    ]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def store(tiny_cohort, tmp_path_factory):
+    from wm_jax.data.store import Preprocessing, prepare_store
+
+    return prepare_store(
+        tiny_cohort / "subjects.tsv",
+        tmp_path_factory.mktemp("mp_store") / "store",
+        Preprocessing(crop=((0, 24), (2, 26), (0, 24)), downsample=2),
+    )
+
+
+def _parameters(workdir):
+    import jax
+    import orbax.checkpoint as ocp
+
+    from wm_jax import checkpoint
+
+    manager = checkpoint.checkpoint_manager(workdir)
+    restored = manager.restore(manager.latest_step(), args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+    return manager.latest_step(), [np.asarray(x) for x in jax.tree.leaves(restored["state"])]
+
+
+def test_training_stopped_on_two_processes_continues_on_one(store, tmp_path):
+    """2 processes x 2 devices, one of them sent SIGTERM during epoch 1: both checkpoint at the same
+    step and exit 0. The run then finishes on 1 process x 4 devices, and every logged loss and the
+    final parameters agree with a run done wholly there (float32 all-reduce order only)."""
+    workdir = tmp_path / "split"
+    launcher = subprocess.Popen(
+        ["bash", LAUNCH, "2", *WM_JAX, *_train_args(store, workdir, 2)],
+        env=_environment(2, tmp_path / "cache"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.time() + 300
+    while not (workdir / "metrics.jsonl").is_file() or not (workdir / "metrics.jsonl").read_text():
+        assert launcher.poll() is None and time.time() < deadline, launcher.stderr.read()[-3000:]
+        time.sleep(0.05)
+    os.kill(_process(launcher, 1), signal.SIGTERM)
+    _, stderr = launcher.communicate(timeout=300)
+    assert launcher.returncode == 0, stderr[-3000:]
+    stopped = [int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()]
+    assert len(stopped) == 1 and 1 <= stopped[0] < 10
+    _ok(_alone(_train_args(store, workdir, 2), 4, tmp_path / "cache"))
+    _ok(_alone(_train_args(store, tmp_path / "whole", 2), 4, tmp_path / "cache"))
+
+    def losses(workdir):
+        rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+        return [(r["step"], r.get("train_loss"), r.get("val_loss", 0.0)) for r in rows]
+
+    split, whole = losses(workdir), losses(tmp_path / "whole")
+    assert [r[0] for r in split] == [r[0] for r in whole] and len(split) == 10  # a row a step
+    for a, b in zip(split, whole):
+        np.testing.assert_allclose(np.array(a[1:], float), np.array(b[1:], float), rtol=1e-5)
+    (step_a, params_a), (step_b, params_b) = _parameters(workdir), _parameters(tmp_path / "whole")
+    assert step_a == step_b == 10 and len(params_a) == len(params_b)
+    for a, b in zip(params_a, params_b):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def _process(launcher: subprocess.Popen, index: int) -> int:
+    """The pid of process ``index`` of a launch/local.sh run."""
+    children = subprocess.run(["pgrep", "-P", str(launcher.pid)], capture_output=True, text=True).stdout.split()
+    found = [
+        int(p) for p in children if f"WM_JAX_PROCESS_ID={index}\0".encode() in open(f"/proc/{p}/environ", "rb").read()
+    ]
+    assert len(found) == 1, children
+    return found[0]
+
+
+def test_a_killed_process_fails_the_job_without_outputs(tiny_cohort, phenotypes, tmp_path):
+    """Process 1 is killed (SIGKILL) once process 0 has made its temporary result store: the job
+    exits non-zero within the timeout, and nothing under the output prefix is left."""
+    out = tmp_path / "out" / "killed"
+    out.parent.mkdir()
+    launcher = subprocess.Popen(
+        ["bash", LAUNCH, "2", *WM_JAX, *_gwas_args(tiny_cohort, phenotypes, out)],
+        env=_environment(2, tmp_path / "cache"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.time() + 300
+    while not any(".gwas.partial" in p.name for p in out.parent.iterdir()):
+        assert launcher.poll() is None and time.time() < deadline, "process 0 never started its result store"
+        time.sleep(0.02)
+    os.kill(_process(launcher, 1), signal.SIGKILL)
+    start = time.time()
+    _, stderr = launcher.communicate(timeout=120)
+    assert launcher.returncode != 0, stderr[-2000:]
+    assert time.time() - start < 120
+    assert list(out.parent.iterdir()) == [], [p.name for p in out.parent.iterdir()]
