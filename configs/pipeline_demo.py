@@ -37,7 +37,7 @@ def get_config():
     c.train.model.latent_dim = 32
     # The linear path starts the encoder from PCA of the training volumes: within the demo's budget
     # (tens of optimiser steps) the convolutional autoencoder alone does not get near PCA's
-    # reconstruction (README, "Why the demo's encoder has a linear path").
+    # reconstruction (README, "Why the demo's encoder starts from PCA").
     c.train.model.linear_path = True
     c.train.batch_size = 16
     c.train.epochs = 1
