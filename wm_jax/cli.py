@@ -38,7 +38,8 @@ def cmd_simulate(args, overrides) -> None:
     from wm_jax.errors import check_output_dir
     from wm_jax.simulate.cohort import simulate_cohort
 
-    config = apply_overrides(load_config(args.config or f"sim:{args.preset}"), overrides)
+    spec = args.config or (f"sim:{args.preset}" if args.preset else "sim")  # configs/sim.py has the default preset
+    config = apply_overrides(load_config(spec), overrides)
     if args.n_subjects is not None:
         config.n_subjects = args.n_subjects
     if args.seed is not None:
@@ -111,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("simulate", help="write a synthetic imaging-genetics cohort")
     p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--preset", default="demo", help="tiny, demo or paper (the presets of configs/sim.py)")
+    p.add_argument("--preset", help="tiny, demo or paper: a preset of configs/sim.py (without one, its default)")
     p.add_argument(
         "--config", help="a config file, FILE or FILE:PRESET (overrides --preset); fields via --config.KEY=VALUE"
     )

@@ -384,13 +384,21 @@ def _udip_decoder(model, manifest_path: Path) -> Callable:
 
 
 def pattern_overlap(
-    changes: np.ndarray, mask: np.ndarray, truth: str | os.PathLike, loci: str | os.PathLike, store, kb: float = 250
+    changes: np.ndarray,
+    mask: np.ndarray,
+    truth: str | os.PathLike,
+    loci: str | os.PathLike,
+    store,
+    kb: float | None = None,
 ) -> list[dict]:
     """For each planted locus that a UDIP found (inside a locus span widened by kb, as the report
-    scores it): the correlation, over the brain mask, of the |mean change| PerDI finds for that
-    UDIP with the locus's |pattern|, and that correlation's rank among all UDIPs' maps."""
-    from wm_jax.reporting.stats import OMNIBUS
+    scores it; by default the report's default window): the correlation, over the brain mask, of the
+    |mean change| PerDI finds for that UDIP with the locus's |pattern|, and that correlation's rank
+    among all UDIPs' maps."""
+    from wm_jax.reporting.stats import OMNIBUS, ClumpOptions
     from wm_jax.roi import _patterns_on_store_grid
+
+    kb = ClumpOptions().kb if kb is None else kb
 
     truth_table = pd.read_csv(truth, sep="\t", dtype={"chrom": str})
     loci_table = pd.read_csv(loci, sep="\t", dtype={"chrom": str})
