@@ -46,6 +46,10 @@ def test_demo_sections_are_the_options_of_the_subcommands():
     config.gwas.mafx = 0.1
     with pytest.raises(InputError, match=r"--config\.gwas\.mafx: not an option of GwasOptions"):
         stage_options(config)
+    del config.gwas.mafx
+    config.interpret.seed = 5  # PerDI's seed is the demo's
+    with pytest.raises(InputError, match=r"--config\.interpret\.seed: not an option of PerdiOptions"):
+        stage_options(config)
 
 
 @pytest.fixture(scope="module")

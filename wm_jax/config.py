@@ -90,16 +90,16 @@ def options_section(options, *names: str, prefix: str = "") -> ml_collections.Co
 def section_options(config: ml_collections.ConfigDict, section: str, options_class, prefix: str = "", **fixed):
     """The stage's options from ``config[section]`` (as `options_section` made it, with overrides);
     fields the section does not hold keep their defaults, ``fixed`` sets fields directly. A key that
-    names no field is an InputError."""
-    fields = {field.name for field in dataclasses.fields(options_class)}
+    names no field, or one that ``fixed`` sets, is an InputError."""
+    settable = {field.name for field in dataclasses.fields(options_class)} - set(fixed)
     values = {}
     for key, value in config[section].items():
         name = key[len(prefix) :] if key.startswith(prefix) else None
-        if name not in fields:
-            expected = ", ".join(prefix + f for f in sorted(fields))
+        if name not in settable:
+            expected = ", ".join(prefix + f for f in sorted(settable))
             raise InputError(f"--config.{section}.{key}: not an option of {options_class.__name__} (one of {expected})")
         values[name] = value
-    return options_class(**(values | fixed))
+    return options_class(**values, **fixed)
 
 
 def apply_overrides(config: ml_collections.ConfigDict, overrides: list[str]) -> ml_collections.ConfigDict:
