@@ -3,20 +3,27 @@
     wm-jax demo --out demo_run [--config.train.epochs=2] [--config.sim.n_subjects=3000]
 
 Volumes are 24x28x24 (the demo preset's phantom at half resolution) because XLA:CPU's 3D
-convolutions are the bottleneck on a CPU (benchmarks/results/train_speed_attempts.md); the
-same pipeline runs the paper's sizes with `configs/pipeline_paper.py`-style overrides.
+convolutions are the bottleneck on a CPU (benchmarks/results/train_speed_attempts.md).
+
+The sections of the stages that have their own subcommand (gwas, report, interpret) are made from
+that subcommand's options dataclass: they hold the fields the demo sets, with the dataclass's
+defaults where the demo keeps them, and the pipeline turns them back into that dataclass.
 """
 
 import ml_collections
 
 from configs.demo import get_config as train_config
-from configs.sim_demo import get_config as sim_config
+from configs.sim import get_config as sim_config
+from wm_jax.config import options_section
+from wm_jax.gwas.run import GwasOptions
+from wm_jax.interpret import PerdiOptions
+from wm_jax.reporting import ClumpOptions
 
 
 def get_config():
     c = ml_collections.ConfigDict()
     c.seed = 0
-    c.sim = sim_config()
+    c.sim = sim_config("demo")
     c.sim.shape = (24, 28, 24)
     c.sim.n_subjects = 2000
 
@@ -30,7 +37,7 @@ def get_config():
     c.train.model.latent_dim = 32
     # The linear path starts the encoder from PCA of the training volumes: within the demo's budget
     # (tens of optimiser steps) the convolutional autoencoder alone does not get near PCA's
-    # reconstruction (README, "Why the demo's encoder has a linear path").
+    # reconstruction (README, "Why the demo's encoder starts from PCA").
     c.train.model.linear_path = True
     c.train.batch_size = 16
     c.train.epochs = 1
@@ -39,17 +46,9 @@ def get_config():
     c.embed = ml_collections.ConfigDict()
     c.embed.rotation = "varimax"  # whitened, varimax-rotated UDIPs (wm_jax/rotation.py); "none": raw codes
 
-    c.gwas = ml_collections.ConfigDict()
-    c.gwas.maf = 0.05  # at ~900 discovery subjects, rarer variants carry < 90 minor alleles: the least reliable tests
-    c.gwas.block_size = 512
-
-    c.report = ml_collections.ConfigDict()
-    c.report.clump_p1 = 5e-8
-    c.report.clump_p2 = 1e-4
-    c.report.clump_r2 = 0.1
-    c.report.clump_kb = 250
-
-    c.interpret = ml_collections.ConfigDict()
-    c.interpret.n_subjects = 16  # decoding dominates on CPU: (32 dims + 1) x 16 subjects decoded
-    c.interpret.n_permutations = 2000
+    # MAF >= 5%: at ~900 discovery subjects, rarer variants carry < 90 minor alleles, the least reliable tests.
+    c.gwas = options_section(GwasOptions(maf=0.05), "maf", "block_size")
+    c.report = options_section(ClumpOptions(), prefix="clump_")  # keys as the flags of `wm-jax report`
+    # Decoding dominates on CPU: (32 dims + 1) x 16 subjects decoded.
+    c.interpret = options_section(PerdiOptions(n_subjects=16, n_permutations=2000), "n_subjects", "n_permutations")
     return c

@@ -30,7 +30,7 @@ def tiny_cohort(tmp_path_factory) -> Path:
     from wm_jax.simulate.cohort import simulate_cohort
 
     out = tmp_path_factory.mktemp("cohort") / "tiny"
-    simulate_cohort(load_config("tiny", prefix="sim_"), out)
+    simulate_cohort(load_config("sim:tiny"), out)
     return out
 
 

@@ -1122,8 +1122,8 @@ def test_config_file_is_loaded_by_path_without_putting_its_folders_first_on_sys_
     _write(tmp_path / "a" / "json.py", "raise RuntimeError('shadowed the standard library')\n")
     path = _write(
         config_dir / "my.py",
-        "from configs.sim_common import base_config\n\ndef get_config():\n"
-        "    c = base_config()\n    c.n_subjects = 12\n    return c\n",
+        "from configs.sim import get_config as sim_config\n\ndef get_config():\n"
+        "    c = sim_config('tiny')\n    c.n_subjects = 12\n    return c\n",
     )
     before = list(sys.path)
     assert load_config(str(path)).n_subjects == 12

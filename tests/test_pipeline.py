@@ -27,6 +27,31 @@ def small_config():
     return config
 
 
+def test_demo_sections_are_the_options_of_the_subcommands():
+    from wm_jax.config import apply_overrides
+    from wm_jax.errors import InputError
+    from wm_jax.gwas.run import GwasOptions
+    from wm_jax.interpret import PerdiOptions
+    from wm_jax.pipeline.run import stage_options
+    from wm_jax.reporting import ClumpOptions
+
+    config = load_config("pipeline_demo")
+    options = stage_options(config)
+    assert options["gwas"] == GwasOptions(maf=0.05)
+    assert options["report"] == ClumpOptions()
+    assert options["interpret"] == PerdiOptions(n_subjects=16, n_permutations=2000, seed=0)
+    overrides = ["--config.report.clump_kb=100", "--config.gwas.block_size=64", "--config.seed=3"]
+    options = stage_options(apply_overrides(config, overrides))
+    assert (options["report"].kb, options["gwas"].block_size, options["interpret"].seed) == (100.0, 64, 3)
+    config.gwas.mafx = 0.1
+    with pytest.raises(InputError, match=r"--config\.gwas\.mafx: not an option of GwasOptions"):
+        stage_options(config)
+    del config.gwas.mafx
+    config.interpret.seed = 5  # PerDI's seed is the demo's
+    with pytest.raises(InputError, match=r"--config\.interpret\.seed: not an option of PerdiOptions"):
+        stage_options(config)
+
+
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
     from wm_jax.pipeline.run import demo

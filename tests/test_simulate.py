@@ -11,7 +11,7 @@ from wm_jax.simulate.phantom import TRACTS, build_phantom
 
 
 def _simulate(tmp_path, name, **overrides):
-    config = load_config("tiny", prefix="sim_")
+    config = load_config("sim:tiny")
     config = apply_overrides(config, [f"--config.{k}={v}" for k, v in overrides.items()])
     config.n_subjects = 41
     config.genotypes.chromosome_length = 3e5

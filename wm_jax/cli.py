@@ -39,7 +39,8 @@ def cmd_simulate(args, overrides) -> None:
     from wm_jax.errors import check_output_dir
     from wm_jax.simulate.cohort import simulate_cohort
 
-    config = apply_overrides(load_config(args.config or args.preset, prefix="sim_"), overrides)
+    spec = args.config or (f"sim:{args.preset}" if args.preset else "sim")  # configs/sim.py has the default preset
+    config = apply_overrides(load_config(spec), overrides)
     if args.n_subjects is not None:
         config.n_subjects = args.n_subjects
     if args.seed is not None:
@@ -52,10 +53,10 @@ def cmd_simulate(args, overrides) -> None:
 def cmd_prepare(args, overrides) -> None:
     from wm_jax.data.store import Preprocessing, prepare_store
     from wm_jax.errors import check_output_dir
+    from wm_jax.options import options_from_args
 
     check_output_dir(args.out, "prepare", args.overwrite)
-    prep = Preprocessing(crop=args.crop, downsample=args.downsample, mask_fraction=args.mask_fraction, dtype=args.dtype)
-    prepare_store(args.subjects, args.out, prep, overwrite=args.overwrite)
+    prepare_store(args.subjects, args.out, options_from_args(Preprocessing, args), overwrite=args.overwrite)
 
 
 def cmd_roi(args, overrides) -> None:
@@ -112,25 +113,28 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("simulate", help="write a synthetic imaging-genetics cohort")
     p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--preset", default="demo", help="tiny, demo or paper (configs/sim_<preset>.py)")
-    p.add_argument("--config", help="a config file (overrides --preset); fields via --config.KEY=VALUE")
+    p.add_argument("--preset", help="tiny, demo or paper: a preset of configs/sim.py (without one, its default)")
+    p.add_argument(
+        "--config", help="a config file, FILE or FILE:PRESET (overrides --preset); fields via --config.KEY=VALUE"
+    )
     p.add_argument("--n-subjects", type=o.integer(10), help="subjects to simulate, >= 10")
     p.add_argument("--seed", type=o.integer(0))
     p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     p.set_defaults(run=cmd_simulate, accepts_overrides=True)
 
+    # --crop, --downsample, --mask-fraction and --dtype are the fields of Preprocessing (wm_jax/data/store.py),
+    # which holds their defaults.
     p = sub.add_parser("prepare", help="validate, normalise and pack FA maps into a volume store")
     p.add_argument("--subjects", required=True, help="table FID IID fa_path ...")
     p.add_argument("--out", required=True, help="store directory")
     p.add_argument("--crop", type=o.crop, help="x0,x1,y0,y1,z0,z1 in voxels")
-    p.add_argument("--downsample", type=o.integer(1), default=1, help="integer block-mean factor")
+    p.add_argument("--downsample", type=o.integer(1), help="integer block-mean factor")
     p.add_argument(
         "--mask-fraction",
         type=o.number(0, 1, low_open=True),
-        default=0.5,
         help="brain mask: non-zero in this fraction of subjects, in (0, 1]",
     )
-    p.add_argument("--dtype", choices=["float32", "float16"], default="float32")
+    p.add_argument("--dtype", choices=["float32", "float16"])
     p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     p.set_defaults(run=cmd_prepare, accepts_overrides=False)
 

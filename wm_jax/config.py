@@ -2,11 +2,17 @@
 
 `--config.KEY=VALUE` on the command line overrides a field (dotted keys reach nested fields);
 the value is parsed to the field's current type.
+
+A stage that has its own subcommand takes its options as a dataclass (`GwasOptions`,
+`ClumpOptions`, `PerdiOptions`), whose fields hold the defaults. A config section for such a stage
+is made from that dataclass (`options_section`) and turned back into it (`section_options`), so
+`wm-jax demo` and the subcommand run the stage with the same options object and the same defaults.
 """
 
 from __future__ import annotations
 
 import ast
+import dataclasses
 import importlib.util
 import math
 import sys
@@ -19,25 +25,36 @@ from wm_jax.errors import InputError, input_error
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 
 
-def resolve_config_path(spec: str, prefix: str = "") -> Path:
-    """A config file path, or a preset name looked up as configs/<prefix><name>.py."""
+def split_config_spec(spec: str) -> tuple[str, str | None]:
+    """``FILE_OR_NAME[:ARG]`` -> (file or name, ARG or None), as big_vision's ``config.py:arg``."""
+    head, sep, arg = spec.rpartition(":")
+    if sep and head and arg and "/" not in arg:
+        return head, arg
+    return spec, None
+
+
+def resolve_config_path(spec: str) -> Path:
+    """A config file path, or a name looked up as configs/<name>.py."""
     path = Path(spec)
     if path.suffix == ".py":
         if not path.is_file():
             raise input_error(path, "config file not found")
         return path
-    candidate = CONFIG_DIR / f"{prefix}{spec}.py"
+    candidate = CONFIG_DIR / f"{spec}.py"
     if not candidate.is_file():
-        presets = sorted(p.stem[len(prefix) :] for p in CONFIG_DIR.glob(f"{prefix}*.py") if p.stem != f"{prefix}common")
-        raise InputError(f"{spec}: no such preset (expected one of {', '.join(presets)} or a .py config file)")
+        names = sorted(p.stem for p in CONFIG_DIR.glob("*.py") if p.stem != "__init__")
+        raise InputError(f"{spec}: no such config (expected one of {', '.join(names)} or a .py config file)")
     return candidate
 
 
-def load_config(spec: str, prefix: str = "") -> ml_collections.ConfigDict:
-    """Run the file's ``get_config()``. The file is loaded by its path; only when it imports the
+def load_config(spec: str) -> ml_collections.ConfigDict:
+    """Run ``get_config()`` of the file named by ``spec``: ``NAME`` (configs/NAME.py) or a path, and
+    with ``:ARG`` appended, ``get_config(ARG)`` (e.g. ``sim:tiny``; ARG must be one of the file's
+    ``PRESETS`` when it has them). The file is loaded by its path; only when it imports the
     repository's ``configs`` package and that is not importable is the repository root appended to
     ``sys.path`` (last, so it shadows nothing). Any failure, SystemExit included, is an InputError."""
-    path = resolve_config_path(spec, prefix)
+    spec, arg = split_config_spec(spec)
+    path = resolve_config_path(spec)
     if importlib.util.find_spec("configs") is None and str(CONFIG_DIR.parent) not in sys.path:
         sys.path.append(str(CONFIG_DIR.parent))
     module_spec = importlib.util.spec_from_file_location(f"wm_jax_config_{path.stem}", path)
@@ -47,7 +64,10 @@ def load_config(spec: str, prefix: str = "") -> ml_collections.ConfigDict:
         get_config = getattr(module, "get_config", None)
         if get_config is None:
             raise input_error(path, "expected a function get_config() returning an ml_collections.ConfigDict")
-        config = get_config()
+        presets = getattr(module, "PRESETS", None)
+        if arg is not None and presets is not None and arg not in presets:
+            raise InputError(f"{arg}: no such preset (expected one of {', '.join(presets)} or a .py config file)")
+        config = get_config() if arg is None else get_config(arg)
     except InputError:
         raise
     except KeyboardInterrupt:
@@ -57,6 +77,29 @@ def load_config(spec: str, prefix: str = "") -> ml_collections.ConfigDict:
     if not isinstance(config, ml_collections.ConfigDict):
         raise input_error(path, f"get_config() returned {type(config).__name__}, expected an ml_collections.ConfigDict")
     return config
+
+
+def options_section(options, *names: str, prefix: str = "") -> ml_collections.ConfigDict:
+    """A config section holding the fields ``names`` of a stage's options (every field when none is
+    named) under the keys ``prefix + name``, with their values in ``options``: a config file writes
+    only what it changes, and the dataclass supplies the rest."""
+    names = names or tuple(field.name for field in dataclasses.fields(options))
+    return ml_collections.ConfigDict({prefix + name: getattr(options, name) for name in names})
+
+
+def section_options(config: ml_collections.ConfigDict, section: str, options_class, prefix: str = "", **fixed):
+    """The stage's options from ``config[section]`` (as `options_section` made it, with overrides);
+    fields the section does not hold keep their defaults, ``fixed`` sets fields directly. A key that
+    names no field, or one that ``fixed`` sets, is an InputError."""
+    settable = {field.name for field in dataclasses.fields(options_class)} - set(fixed)
+    values = {}
+    for key, value in config[section].items():
+        name = key[len(prefix) :] if key.startswith(prefix) else None
+        if name not in settable:
+            expected = ", ".join(prefix + f for f in sorted(settable))
+            raise InputError(f"--config.{section}.{key}: not an option of {options_class.__name__} (one of {expected})")
+        values[name] = value
+    return options_class(**values, **fixed)
 
 
 def apply_overrides(config: ml_collections.ConfigDict, overrides: list[str]) -> ml_collections.ConfigDict:

@@ -20,6 +20,7 @@ import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -214,7 +215,54 @@ def interpret(
 
     With a simulator's ``truth`` and the UDIP report's ``loci``, also how well the PerDI map of each
     UDIP that found a planted locus matches that locus's pattern (`pattern_overlap`)."""
-    from wm_jax.data.nifti import save_nifti
+    # Inputs: the UDIPs of subjects in the store, the checkpoint's decoder, the atlas on the store's grid.
+    inputs = read_inputs(workdir, udip, store, atlas, labels, step, options.n_subjects)
+
+    # PerDI: paired t of the decoder's change per UDIP, smoothed, and the tracts its top voxels enrich.
+    changes: list = []
+    maps, enrichment = perdi(
+        inputs.decoder, inputs.codes, inputs.mask, inputs.atlas, inputs.labels, inputs.voxel_mm, options, changes
+    )
+
+    # Summary: the top tract of each UDIP and, on a simulated cohort, the match with the planted patterns.
+    summary = _summary(inputs, options, udip, enrichment, len(maps))
+    if truth is not None and loci is not None:
+        summary["pattern_overlap"] = pattern_overlap(changes[0], inputs.mask, truth, loci, inputs.volume_store)
+
+    # Outputs: maps, montages, enrichment and summary, published together.
+    _write_outputs(Path(out), overwrite, inputs, maps, changes[0], enrichment, summary)
+    log.info("interpret: %d PerDI maps -> %s", len(maps), out)
+    return summary
+
+
+@dataclass
+class PerdiInputs:
+    """What PerDI reads: the UDIPs of the subjects in the store, the decoder as a function of them,
+    and the brain mask and atlas on the store's grid."""
+
+    codes: np.ndarray  # (subjects, UDIPs) float32
+    decoder: Callable
+    checkpoint_step: int
+    store: str
+    volume_store: Any  # wm_jax.data.store.VolumeStore
+    mask: np.ndarray  # (X, Y, Z) bool
+    atlas: np.ndarray  # (X, Y, Z) labels
+    labels: pd.DataFrame
+    affine: np.ndarray
+    voxel_mm: np.ndarray
+
+
+def read_inputs(
+    workdir: str | os.PathLike,
+    udip: str | os.PathLike,
+    store: str | None,
+    atlas: str | None,
+    labels: str | None,
+    step: str | int | None,
+    n_subjects: int,
+) -> PerdiInputs:
+    """The UDIP table (and the store its manifest names), the checkpoint's model, the codes of the
+    first ``n_subjects`` rows in the store, and the atlas (by default beside the store's subjects)."""
     from wm_jax.data.tables import read_labels, read_table
     from wm_jax.roi import _atlas_on_store_grid
     from wm_jax.train.state import load_model, open_store
@@ -236,7 +284,7 @@ def interpret(
     present = np.isin(table.iid.astype(str), volume_store.index.IID.astype(str).to_numpy())
     if not present.any():
         raise input_error(udip, f"none of its {len(present)} subjects is in the store {store}")
-    codes = table.values[present][:, [table.columns.index(c) for c in columns]][: options.n_subjects].astype(np.float32)
+    codes = table.values[present][:, [table.columns.index(c) for c in columns]][:n_subjects].astype(np.float32)
     log.info(
         "interpret: %d of %d UDIP rows are in the store; PerDI over the first %d",
         int(present.sum()),
@@ -249,26 +297,61 @@ def interpret(
     for path in (atlas, labels):
         if not Path(path).exists():
             raise input_error(path, "atlas file not found (pass --atlas and --labels)")
-    atlas_grid = _atlas_on_store_grid(volume_store, atlas)
-    label_table = read_labels(labels)
-    mask = np.asarray(volume_store.mask, bool)
+    atlas_grid, label_table = _atlas_on_store_grid(volume_store, atlas), read_labels(labels)
     affine = np.asarray(volume_store.grid.affine)
-    voxel_mm = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
-
-    changes: list = []
-    maps, enrichment = perdi(
-        _udip_decoder(model, manifest_path), codes, mask, atlas_grid, label_table, voxel_mm, options, changes=changes
+    return PerdiInputs(
+        codes=codes,
+        decoder=_udip_decoder(model, manifest_path),
+        checkpoint_step=chosen,
+        store=store,
+        volume_store=volume_store,
+        mask=np.asarray(volume_store.mask, bool),
+        atlas=atlas_grid,
+        labels=label_table,
+        affine=affine,
+        voxel_mm=np.sqrt((affine[:3, :3] ** 2).sum(axis=0)),
     )
 
-    out = Path(out)
+
+def _summary(inputs: PerdiInputs, options: PerdiOptions, udip, enrichment: pd.DataFrame, n_maps: int) -> dict:
+    """interpret.json: what was read, with which options, and the top tract of each UDIP."""
+    top = enrichment[enrichment["rank"] == 1]
+    return {
+        "checkpoint_step": inputs.checkpoint_step,
+        "n_subjects": len(inputs.codes),
+        "n_dimensions": int(n_maps),
+        "options": asdict(options),
+        "udip": str(Path(udip)),
+        "store": str(inputs.store),
+        "top_tract": {
+            f"UDIP{int(r.dimension)}": {"tract": r.tract, "enrichment": float(r.enrichment), "p_perm": float(r.p_perm)}
+            for r in top.itertuples()
+        },
+    }
+
+
+def _write_outputs(
+    out: Path,
+    overwrite: bool,
+    inputs: PerdiInputs,
+    maps: np.ndarray,
+    mean_change: np.ndarray,
+    enrichment: pd.DataFrame,
+    summary: dict,
+) -> None:
+    """perdi_abs_t.nii.gz, perdi_mean_change.nii.gz, enrichment.tsv, montages/UDIPk.png and
+    interpret.json, written under a temporary name and published together."""
+    from wm_jax.data.nifti import save_nifti
+
     files = AtomicFiles(overwrite=overwrite, command="interpret")
     try:
         directory = files.path(out)
         directory.mkdir(parents=True)
-        save_nifti(directory / "perdi_abs_t.nii.gz", np.moveaxis(maps, 0, -1), affine)
-        save_nifti(directory / "perdi_mean_change.nii.gz", np.moveaxis(changes[0], 0, -1), affine)
+        save_nifti(directory / "perdi_abs_t.nii.gz", np.moveaxis(maps, 0, -1), inputs.affine)
+        save_nifti(directory / "perdi_mean_change.nii.gz", np.moveaxis(mean_change, 0, -1), inputs.affine)
         enrichment.to_csv(directory / "enrichment.tsv", sep="\t", index=False, float_format="%.6g")
-        background = np.asarray(volume_store.volumes[: min(len(volume_store), 64)], np.float32).mean(axis=0)
+        volumes = inputs.volume_store.volumes
+        background = np.asarray(volumes[: min(len(inputs.volume_store), 64)], np.float32).mean(axis=0)
         (directory / "montages").mkdir()
         for d in tqdm(range(len(maps)), desc="montages", unit="UDIP", mininterval=1.0):
             best = enrichment[(enrichment.dimension == d + 1) & (enrichment["rank"] == 1)].iloc[0]
@@ -278,32 +361,11 @@ def interpret(
                 background,
                 f"UDIP{d + 1}: top tract {best.tract} (x{best.enrichment:.1f}, p={best.p_perm:.2g})",
             )
-        top = enrichment[enrichment["rank"] == 1]
-        summary = {
-            "checkpoint_step": chosen,
-            "n_subjects": len(codes),
-            "n_dimensions": int(len(maps)),
-            "options": asdict(options),
-            "udip": str(udip),
-            "store": str(store),
-            "top_tract": {
-                f"UDIP{int(r.dimension)}": {
-                    "tract": r.tract,
-                    "enrichment": float(r.enrichment),
-                    "p_perm": float(r.p_perm),
-                }
-                for r in top.itertuples()
-            },
-        }
-        if truth is not None and loci is not None:
-            summary["pattern_overlap"] = pattern_overlap(changes[0], mask, truth, loci, volume_store)
         (directory / "interpret.json").write_text(json.dumps(summary, indent=2))
         files.commit()
     except BaseException:
         files.discard()
         raise
-    log.info("interpret: %d PerDI maps -> %s", len(maps), out)
-    return summary
 
 
 def _udip_decoder(model, manifest_path: Path) -> Callable:
@@ -322,13 +384,21 @@ def _udip_decoder(model, manifest_path: Path) -> Callable:
 
 
 def pattern_overlap(
-    changes: np.ndarray, mask: np.ndarray, truth: str | os.PathLike, loci: str | os.PathLike, store, kb: float = 250
+    changes: np.ndarray,
+    mask: np.ndarray,
+    truth: str | os.PathLike,
+    loci: str | os.PathLike,
+    store,
+    kb: float | None = None,
 ) -> list[dict]:
     """For each planted locus that a UDIP found (inside a locus span widened by kb, as the report
-    scores it): the correlation, over the brain mask, of the |mean change| PerDI finds for that
-    UDIP with the locus's |pattern|, and that correlation's rank among all UDIPs' maps."""
-    from wm_jax.reporting.stats import OMNIBUS
+    scores it; by default the report's default window): the correlation, over the brain mask, of the
+    |mean change| PerDI finds for that UDIP with the locus's |pattern|, and that correlation's rank
+    among all UDIPs' maps."""
+    from wm_jax.reporting.stats import OMNIBUS, ClumpOptions
     from wm_jax.roi import _patterns_on_store_grid
+
+    kb = ClumpOptions().kb if kb is None else kb
 
     truth_table = pd.read_csv(truth, sep="\t", dtype={"chrom": str})
     loci_table = pd.read_csv(loci, sep="\t", dtype={"chrom": str})

@@ -1,16 +1,25 @@
 """Command-line option values, validated at parse time: each type states its range when it fails.
 
 argparse turns an ``ArgumentTypeError`` into ``wm-jax <command>: error: --option: <message>``.
+
+A stage's options are a dataclass (`GwasOptions`, `ClumpOptions`, `PerdiOptions`, `Preprocessing`),
+the one place their defaults are written: a flag of that stage has no default of its own (None when
+not given, an on/off flag off) and `options_from_args` keeps the dataclass's default for a flag not
+given. `wm-jax demo` builds the same dataclasses from its config sections (`wm_jax.config`).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import re
 from collections.abc import Callable
+from typing import TypeVar
 
 from wm_jax.data.chromosomes import parse_chromosome_list
+
+Options = TypeVar("Options")
 
 
 def _fail(expected: str, raw: str) -> argparse.ArgumentTypeError:
@@ -99,3 +108,15 @@ def checkpoint_step(raw: str) -> str | int:
     if re.fullmatch(r"\d+", raw.strip()):
         return int(raw)
     raise _fail("a checkpoint step (an integer >= 0), 'latest' or 'best'", raw)
+
+
+def options_from_args(options_class: type[Options], args: argparse.Namespace, prefix: str = "", **fixed) -> Options:
+    """``options_class`` from the parsed flags: each field takes the value of the flag whose
+    destination is ``prefix + field`` when that flag was given (not None), and keeps its default
+    otherwise; ``fixed`` sets fields directly."""
+    given = {
+        field.name: getattr(args, prefix + field.name)
+        for field in dataclasses.fields(options_class)
+        if field.name not in fixed and getattr(args, prefix + field.name, None) is not None
+    }
+    return options_class(**given, **fixed)

@@ -6,12 +6,15 @@ from __future__ import annotations
 def register(sub) -> None:
     from wm_jax import options as o
 
+    # Each flag's destination is a field of GwasOptions (wm_jax/gwas/run.py), which holds the defaults.
     p = sub.add_parser("gwas", help="linear association of every phenotype, PLINK 2 --glm statistics")
     p.add_argument("--bfile", required=True, help="PLINK 1 binary prefix (.bed/.bim/.fam)")
     p.add_argument("--pheno", required=True, help="phenotype table FID IID ... (-9 is missing, as in PLINK 2)")
-    p.add_argument("--pheno-name", type=o.name_list, help="comma-separated names, ranges like UDIP1-UDIP16")
+    p.add_argument(
+        "--pheno-name", dest="pheno_names", type=o.name_list, help="comma-separated names, ranges like UDIP1-UDIP16"
+    )
     p.add_argument("--covar", required=True, help="covariate table FID IID ... (-9 is missing, as in PLINK 2)")
-    p.add_argument("--covar-name", type=o.name_list, help="comma-separated names or ranges")
+    p.add_argument("--covar-name", dest="covar_names", type=o.name_list, help="comma-separated names or ranges")
     p.add_argument("--out", required=True, help="output prefix")
     p.add_argument("--maf", type=o.number(0, 0.5), help="minimum minor allele frequency, in [0, 0.5]")
     p.add_argument("--mac", type=o.integer(0), help="minimum minor allele count, >= 0")
@@ -26,10 +29,9 @@ def register(sub) -> None:
     p.add_argument(
         "--block-size",
         type=o.integer(1, 1 << 20),
-        default=512,
-        help="variants per device block (fixed shape; 512 fastest here)",
+        help="variants per device block (fixed shape; the default was fastest: benchmarks/results/gwas_block_size.md)",
     )
-    p.add_argument("--format", choices=["compact", "plink2"], default="compact")
+    p.add_argument("--format", choices=["compact", "plink2"])
     p.add_argument("--gzip", action="store_true", help="gzip the .glm.linear files")
     p.add_argument("--a1-alt", action="store_true", help="A1 = ALT (.bim 5th column) always, like PLINK 2 omit-ref")
     p.add_argument(
@@ -42,19 +44,6 @@ def register(sub) -> None:
 
 def run(args, overrides) -> None:
     from wm_jax.gwas.run import GwasOptions, run_gwas
+    from wm_jax.options import options_from_args
 
-    options = GwasOptions(
-        pheno_names=args.pheno_name,
-        covar_names=args.covar_name,
-        maf=args.maf,
-        mac=args.mac,
-        geno=args.geno,
-        hwe=args.hwe,
-        chromosomes=args.chromosomes,
-        block_size=args.block_size,
-        format=args.format,
-        gzip=args.gzip,
-        a1_alt=args.a1_alt,
-        overwrite=args.overwrite,
-    )
-    run_gwas(args.bfile, args.pheno, args.covar, args.out, options)
+    run_gwas(args.bfile, args.pheno, args.covar, args.out, options_from_args(GwasOptions, args))

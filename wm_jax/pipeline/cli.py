@@ -26,16 +26,16 @@ def register(sub) -> None:
     p.add_argument("--atlas", help="tract atlas NIfTI (default: atlas.nii.gz beside the store's subjects table)")
     p.add_argument("--labels", help="atlas labels TSV: label tract (default: atlas_labels.tsv beside it)")
     p.add_argument("--step", type=o.checkpoint_step, default="best", help="checkpoint step, 'latest' or 'best'")
-    p.add_argument("--n-subjects", type=o.integer(3), default=200, help="subjects whose codes are perturbed, >= 3")
-    p.add_argument("--fwhm", type=o.number(0), default=3.0, help="Gaussian smoothing FWHM in mm, >= 0")
+    # The PerDI flags' defaults are PerdiOptions' (wm_jax/interpret.py).
+    p.add_argument("--n-subjects", type=o.integer(3), help="subjects whose codes are perturbed, >= 3")
+    p.add_argument("--fwhm", dest="fwhm_mm", type=o.number(0), help="Gaussian smoothing FWHM in mm, >= 0")
     p.add_argument(
         "--top-fraction",
         type=o.number(0, 1, low_open=True),
-        default=0.01,
         help="share of mask voxels tested for enrichment, in (0, 1]",
     )
-    p.add_argument("--permutations", type=o.integer(1), default=10000)
-    p.add_argument("--seed", type=o.integer(0), default=0)
+    p.add_argument("--permutations", dest="n_permutations", type=o.integer(1))
+    p.add_argument("--seed", type=o.integer(0))
     p.add_argument(
         "--overwrite",
         action="store_true",
@@ -46,10 +46,11 @@ def register(sub) -> None:
 
 def run_demo(args, overrides) -> None:
     from wm_jax.config import DEMO_RULES, apply_overrides, load_config, validate_config
-    from wm_jax.pipeline.run import demo, print_summary
+    from wm_jax.pipeline.run import demo, print_summary, stage_options
 
     config = apply_overrides(load_config(args.config), overrides)
     validate_config(config, DEMO_RULES)
+    stage_options(config)  # a section key that names no option: an error before the run directory is claimed
     _claim_run_directory(args.out)
     summary = demo(config, args.out)
     print(print_summary(summary))
@@ -86,15 +87,10 @@ def _claim_run_directory(out: str) -> None:
 def run_interpret(args, overrides) -> None:
     from wm_jax.errors import check_output_dir
     from wm_jax.interpret import PerdiOptions, interpret
+    from wm_jax.options import options_from_args
 
     check_output_dir(args.out, "interpret", args.overwrite)
-    options = PerdiOptions(
-        n_subjects=args.n_subjects,
-        fwhm_mm=args.fwhm,
-        top_fraction=args.top_fraction,
-        n_permutations=args.permutations,
-        seed=args.seed,
-    )
+    options = options_from_args(PerdiOptions, args)
     summary = interpret(
         args.workdir,
         args.udip,

@@ -25,7 +25,11 @@ import numpy as np
 import pandas as pd
 
 import wm_jax
+from wm_jax.config import section_options
 from wm_jax.errors import atomic_path
+from wm_jax.gwas.run import GwasOptions
+from wm_jax.interpret import PerdiOptions
+from wm_jax.reporting import ClumpOptions
 
 log = logging.getLogger("wm_jax")
 
@@ -129,18 +133,28 @@ def _publish_table(frame: pd.DataFrame, path: Path) -> None:
         frame.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
 
 
+def stage_options(config) -> dict:
+    """The options of the stages that have their own subcommand, the dataclasses those subcommands
+    build from their flags: from the config's sections, with the dataclasses' defaults for the rest."""
+    return {
+        "gwas": section_options(config, "gwas", GwasOptions),
+        "report": section_options(config, "report", ClumpOptions, prefix="clump_"),
+        "interpret": section_options(config, "interpret", PerdiOptions, seed=config.seed),
+    }
+
+
 def stage_simulate(config, d: Path) -> dict:
     from wm_jax.simulate.cohort import simulate_cohort
 
     simulate_cohort(config.sim, d / "cohort", overwrite=True)
-    return {"n_subjects": int(config.sim.n_subjects), "shape": list(config.sim.shape)}
+    return {"n_subjects": config.sim.n_subjects, "shape": list(config.sim.shape)}
 
 
 def stage_split(config, d: Path) -> dict:
     cohort = d / "cohort"
     subjects = pd.read_csv(cohort / "subjects.tsv", sep="\t", dtype={"FID": str, "IID": str})
     subjects["fa_path"] = [str((cohort / p).resolve()) for p in subjects.fa_path]  # the tables live elsewhere
-    table = split_subjects(subjects, config.split.train_fraction, config.split.replication_fraction, int(config.seed))
+    table = split_subjects(subjects, config.split.train_fraction, config.split.replication_fraction, config.seed)
     _publish_table(table, d / "split.tsv")
     is_train = (table.SET == "train").to_numpy()  # split_subjects keeps the subjects' row order
     _publish_table(subjects[is_train], d / "subjects_train.tsv")
@@ -179,7 +193,7 @@ def stage_embed(config, d: Path) -> dict:
         str(d / "store_heldout"),
         str(d / "udip.tsv"),
         step="best",
-        rotation=str(config.embed.rotation),
+        rotation=config.embed.rotation,
     )
     mse = pd.read_csv(d / "udip.tsv", sep="\t", usecols=["reconstruction_mse"]).reconstruction_mse
     return {"heldout_reconstruction_mse": float(mse.mean())}
@@ -195,7 +209,7 @@ def stage_baselines(config, d: Path) -> dict:
     cohort, heldout = d / "cohort", VolumeStore.open(d / "store_heldout")
     _publish_table(tract_means(heldout, cohort / "atlas.nii.gz", cohort / "atlas_labels.tsv"), d / "roi_fa.tsv")
     _publish_table(oracle_phenotypes(heldout, cohort / "truth.tsv"), d / "oracle.tsv")
-    pca = fit_pca(VolumeStore.open(d / "store_train"), int(config.train.model.latent_dim))
+    pca = fit_pca(VolumeStore.open(d / "store_train"), config.train.model.latent_dim)
     table = pca_table(pca, heldout)
     _publish_table(table, d / "pca.tsv")
     return {
@@ -205,10 +219,10 @@ def stage_baselines(config, d: Path) -> dict:
 
 
 def stage_gwas(config, d: Path) -> dict:
-    from wm_jax.gwas.run import GwasOptions, run_gwas
+    from wm_jax.gwas.run import run_gwas
 
     split = pd.read_csv(d / "split.tsv", sep="\t", dtype={"FID": str, "IID": str})
-    options = GwasOptions(maf=float(config.gwas.maf), block_size=int(config.gwas.block_size))
+    options = stage_options(config)["gwas"]
     (d / "gwas").mkdir(exist_ok=True)
     tests = {}
     for kind, (source, prefix) in PHENOTYPE_SETS.items():
@@ -230,10 +244,9 @@ def stage_gwas(config, d: Path) -> dict:
 
 
 def stage_report(config, d: Path) -> dict:
-    from wm_jax.reporting import ClumpOptions, build_report
+    from wm_jax.reporting import build_report
 
-    r = config.report
-    options = ClumpOptions(p1=float(r.clump_p1), p2=float(r.clump_p2), r2=float(r.clump_r2), kb=float(r.clump_kb))
+    options = stage_options(config)["report"]
     return {
         kind: build_report(
             str(d / "gwas" / f"{kind}_discovery"),
@@ -248,13 +261,8 @@ def stage_report(config, d: Path) -> dict:
 
 
 def stage_interpret(config, d: Path) -> dict:
-    from wm_jax.interpret import PerdiOptions, interpret
+    from wm_jax.interpret import interpret
 
-    options = PerdiOptions(
-        n_subjects=int(config.interpret.n_subjects),
-        n_permutations=int(config.interpret.n_permutations),
-        seed=int(config.seed),
-    )
     return interpret(
         str(d / "encoder"),
         str(d / "udip.tsv"),
@@ -263,7 +271,7 @@ def stage_interpret(config, d: Path) -> dict:
         atlas=str(d / "cohort" / "atlas.nii.gz"),
         labels=str(d / "cohort" / "atlas_labels.tsv"),
         step="best",
-        options=options,
+        options=stage_options(config)["interpret"],
         truth=str(d / "cohort" / "truth.tsv"),
         loci=str(d / "report" / "udip" / "loci.tsv"),
     )
@@ -282,7 +290,7 @@ def demo_stages(config, d: Path) -> list[Stage]:
         ),
         Stage(
             "split",
-            config.split.to_dict() | {"seed": int(config.seed)},
+            config.split.to_dict() | {"seed": config.seed},
             ["simulate"],
             ["split.tsv"],
             bound(stage_split),
@@ -292,7 +300,7 @@ def demo_stages(config, d: Path) -> list[Stage]:
         Stage("embed", config.embed.to_dict(), ["train"], ["udip.tsv"], bound(stage_embed)),
         Stage(
             "baselines",
-            {"latent_dim": int(config.train.model.latent_dim)},
+            {"latent_dim": config.train.model.latent_dim},
             ["prepare"],
             ["roi_fa.tsv", "pca.tsv", "oracle.tsv"],
             bound(stage_baselines),
@@ -319,6 +327,7 @@ def demo(config, out: str) -> dict:
     """Run (or resume) the whole pipeline into ``out``; returns the summary also written to summary.json."""
     import jax
 
+    stage_options(config)  # a section key that names no option fails here, before any stage runs
     d = Path(out)
     d.mkdir(parents=True, exist_ok=True)
     # A persistent compilation cache in the run directory: the GWAS kernel has the same shapes for

@@ -6,20 +6,17 @@ from __future__ import annotations
 def register(sub) -> None:
     from wm_jax import options as o
 
+    # The --clump-* flags are the fields of ClumpOptions (wm_jax/reporting/stats.py), which holds the defaults.
     p = sub.add_parser("report", help="lambda GC, clumped loci, Manhattan/QQ plots, replication, one Markdown page")
     p.add_argument("--gwas", required=True, help="discovery GWAS prefix (PREFIX.gwas/ from `wm-jax gwas`)")
     p.add_argument("--bfile", required=True, help="the genotypes the GWAS ran on (LD for clumping)")
     p.add_argument("--out", required=True, help="report directory")
     p.add_argument("--replication", help="replication GWAS prefix (same phenotypes, other samples)")
     p.add_argument("--truth", help="simulator truth.tsv: score loci against the planted causal variants")
-    p.add_argument(
-        "--clump-p1", type=o.number(0, 1, low_open=True), default=5e-8, help="index variant P threshold, in (0, 1]"
-    )
-    p.add_argument(
-        "--clump-p2", type=o.number(0, 1, low_open=True), default=1e-4, help="clump member P threshold, in (0, 1]"
-    )
-    p.add_argument("--clump-r2", type=o.number(0, 1), default=0.1, help="clump member r^2 threshold, in [0, 1]")
-    p.add_argument("--clump-kb", type=o.number(0, low_open=True), default=250.0, help="clump window in kb, > 0")
+    p.add_argument("--clump-p1", type=o.number(0, 1, low_open=True), help="index variant P threshold, in (0, 1]")
+    p.add_argument("--clump-p2", type=o.number(0, 1, low_open=True), help="clump member P threshold, in (0, 1]")
+    p.add_argument("--clump-r2", type=o.number(0, 1), help="clump member r^2 threshold, in [0, 1]")
+    p.add_argument("--clump-kb", type=o.number(0, low_open=True), help="clump window in kb, > 0")
     p.add_argument(
         "--overwrite",
         action="store_true",
@@ -30,17 +27,11 @@ def register(sub) -> None:
 
 def run(args, overrides) -> None:
     from wm_jax.errors import InputError, check_output_dir
+    from wm_jax.options import options_from_args
     from wm_jax.reporting import ClumpOptions, build_report
 
-    if args.clump_p2 < args.clump_p1:
-        raise InputError(f"--clump-p2: expected a threshold >= --clump-p1 ({args.clump_p1:g}), found {args.clump_p2:g}")
+    options = options_from_args(ClumpOptions, args, prefix="clump_")
+    if options.p2 < options.p1:
+        raise InputError(f"--clump-p2: expected a threshold >= --clump-p1 ({options.p1:g}), found {options.p2:g}")
     check_output_dir(args.out, "report", args.overwrite)
-    build_report(
-        args.gwas,
-        args.bfile,
-        args.out,
-        args.replication,
-        args.truth,
-        ClumpOptions(args.clump_p1, args.clump_p2, args.clump_r2, args.clump_kb),
-        overwrite=args.overwrite,
-    )
+    build_report(args.gwas, args.bfile, args.out, args.replication, args.truth, options, overwrite=args.overwrite)

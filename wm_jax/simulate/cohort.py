@@ -242,7 +242,7 @@ def _write_fa_maps(tmp: Path, config, phantom, maps: np.ndarray, coefs: np.ndarr
 
 
 def simulate_cohort(config, out: str | os.PathLike, overwrite: bool = False) -> Path:
-    """Simulate the cohort described by ``config`` (see configs/sim_*.py) into ``out``."""
+    """Simulate the cohort described by ``config`` (see configs/sim.py) into ``out``."""
     rng = np.random.default_rng(config.seed)
     shape = tuple(int(s) for s in config.shape)
     with atomic_dir(out, overwrite=overwrite, command="simulate") as tmp:

@@ -78,7 +78,7 @@ def _without_tract_means(pattern: np.ndarray, atlas: np.ndarray) -> np.ndarray:
 
 
 def spatial_factors(phantom: Phantom, config, rng: np.random.Generator) -> list[Factor]:
-    """The factors of ``config.factors`` (see configs/sim_common.py) on the phantom's grid."""
+    """The factors of ``config.factors`` (see configs/sim.py) on the phantom's grid."""
     f = config.factors
     factors = _factor_patterns(phantom, f, rng)
     # Factors of one kind differ in size: each sd is scaled by a draw from [1 - spread, 1 + spread].

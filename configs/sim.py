@@ -1,9 +1,21 @@
-"""Shared simulator settings; the presets (sim_tiny, sim_demo, sim_paper) override a few."""
+"""The simulator's settings (`wm-jax simulate`), with named presets: `demo` (the base below),
+`tiny` and `paper` change a few fields.
+
+    wm-jax simulate --preset tiny --out tiny_data
+    wm-jax simulate --config configs/sim.py:paper --out paper_data
+"""
 
 import ml_collections
 
 
-def base_config() -> ml_collections.ConfigDict:
+def get_config(preset: str = "demo") -> ml_collections.ConfigDict:
+    """The settings of ``preset``, one of PRESETS: the base below with the preset's changes."""
+    c = _base()
+    PRESETS[preset](c)
+    return c
+
+
+def _base() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.seed = 1
     c.n_subjects = 2000
@@ -84,3 +96,36 @@ def base_config() -> ml_collections.ConfigDict:
     c.loci.share = 0.08
     c.loci.min_maf = 0.1
     return c
+
+
+def _demo(c: ml_collections.ConfigDict) -> None:
+    """2,000 subjects at 48x56x48, a few minutes on 2 CPU cores: the base as it is."""
+
+
+def _tiny(c: ml_collections.ConfigDict) -> None:
+    """For tests: 103 subjects (not a multiple of 4) at 24x28x24, one locus of each kind."""
+    c.n_subjects = 103
+    c.shape = (24, 28, 24)
+    c.genotypes.n_chromosomes = 2
+    c.genotypes.chromosome_length = 1e6
+    c.genotypes.missing_rate = 0.01
+    c.loci.per_kind = 1
+    c.factors.n_cross = c.factors.n_contrast = c.factors.n_local = 2
+    c.pc_max_variants = 5000
+
+
+def _paper(c: ml_collections.ConfigDict) -> None:
+    """40,000 subjects at 182x218x182 (UK Biobank scale). Volumes are written one at a time, so
+    memory holds one volume plus the genotype matrix."""
+    c.n_subjects = 40000
+    c.shape = (182, 218, 182)
+    c.genotypes.n_chromosomes = 22
+    c.genotypes.chromosome_length = 10e6
+    c.factors.n_cross = c.factors.n_contrast = c.factors.n_local = 12
+    c.loci.per_kind = 10
+    c.loci.share = 0.003  # real-size loci: 40,000 subjects find them
+    c.genetics.on_genome_share = 0.07  # 22 x 10 Mb of a 3 Gb genome
+    c.genetics.n_causal = 2000
+
+
+PRESETS = {"tiny": _tiny, "demo": _demo, "paper": _paper}
