@@ -33,6 +33,8 @@ LINEAR_PATH_PARAMETERS = ("offset", "linear_in", "linear_out")
 
 
 def model_config(config) -> AutoencoderConfig:
+    """The model of a training config. `.get` defaults are for the configs kept in checkpoints written
+    before those fields existed; a config from `configs/` has every field."""
     m = config.model
     return AutoencoderConfig(
         input_shape=tuple(m.input_shape),
