@@ -76,3 +76,22 @@ def write_bgen(
                 continue
             packed = zlib.compress(payload) if compression == 1 else compressor.compress(payload)
             handle.write(struct.pack("<II", len(packed) + 4, len(payload)) + packed)
+
+
+def write_pgen(prefix, alt_calls: np.ndarray, fam, bim) -> None:
+    """A hard-call .pgen/.pvar/.psam (pgenlib's writer, no plink2 needed) of ALT counts (M, N) with
+    NaN missing, for the samples of ``fam`` and the variants of ``bim`` (wm_jax.data.plink tables)."""
+    import pgenlib
+
+    calls = np.where(np.isnan(alt_calls), -9, alt_calls).astype(np.int8)
+    writer = pgenlib.PgenWriter(f"{prefix}.pgen".encode(), calls.shape[1], calls.shape[0], False)
+    for row in calls:
+        writer.append_biallelic(np.ascontiguousarray(row))
+    writer.close()
+    lines = ["#CHROM\tPOS\tID\tREF\tALT"] + [
+        f"{c}\t{p}\t{i}\t{r}\t{a}" for c, p, i, r, a in zip(bim.chrom, bim.pos, bim.id, bim.ref, bim.alt)
+    ]
+    with open(f"{prefix}.pvar", "w") as handle:
+        handle.write("\n".join(lines) + "\n")
+    with open(f"{prefix}.psam", "w") as handle:
+        handle.write("#FID\tIID\n" + "".join(f"{f}\t{i}\n" for f, i in zip(fam.fid, fam.iid)))

@@ -76,12 +76,15 @@ def _header(data, path: Path) -> tuple[int, int, int, int, bool, _Cursor]:
     try:
         offset, header_length, n_variants, n_samples = cursor.unpack("<IIII")
         magic = cursor.take(4)
-        cursor.take(header_length - 20)
-        (flags,) = cursor.unpack("<I")
     except (_Truncated, struct.error):
         raise input_error(path, "truncated BGEN header; expected a BGEN file")
     if magic not in (b"bgen", b"\0\0\0\0") or header_length < 20 or offset < header_length:
         raise input_error(path, "not a BGEN file (expected the magic number 'bgen' in its header)")
+    try:
+        cursor.take(header_length - 20)
+        (flags,) = cursor.unpack("<I")
+    except (_Truncated, struct.error):
+        raise input_error(path, "truncated BGEN header; expected a BGEN file")
     layout, compression = (flags >> 2) & 0xF, flags & 3
     if layout != 2:
         raise input_error(path, f"BGEN layout {layout}; expected layout 2 (BGEN v1.2 or v1.3)")

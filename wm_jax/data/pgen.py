@@ -128,7 +128,9 @@ class PgenDataset:
             self._reader = pgenlib.PgenReader(bytes(self.pgen_path), raw_sample_ct=self.n_samples)
             file_variants = self._reader.get_variant_ct()
         except RuntimeError as err:
-            raise input_error(self.pgen_path, f"not a readable .pgen for {self.n_samples} samples ({_reason(err)})")
+            raise input_error(
+                self.pgen_path, f"truncated or corrupt, or not a .pgen of {self.n_samples} samples ({_reason(err)})"
+            )
         if file_variants != self.n_variants:
             raise input_error(
                 self.pgen_path, f"holds {file_variants} variants, the .pvar {self.n_variants}; expected the same"
