@@ -1225,7 +1225,7 @@ def test_chromosome_codes_follow_plink(ctx):
     assert parse_chromosome_list("1-3, X,chrY") == {1, 2, 3, 23, 24}
     assert parse_chromosome_list("chr2-chr4") == {2, 3, 4}
     bim = pd.DataFrame({"chrom": ["1", "chr1", "X", "chrX", "23", "25", "MT", "GL1"]})
-    data = SimpleNamespace(bim=bim, n_variants=len(bim), files=SimpleNamespace(bim="g.bim"))
+    data = SimpleNamespace(variants=bim, n_variants=len(bim), variants_path=Path("g.bim"))
     assert list(select_chromosomes(data, "X")) == [2, 3, 4]
     assert list(select_chromosomes(data, "23,1")) == [0, 1, 2, 3, 4]
     assert list(select_chromosomes(data, "XY,26")) == [5, 6]
