@@ -202,6 +202,72 @@ def _gwas_args(c, pheno=None, *extra, out=None, d=None):
     ]
 
 
+def _genotype_rows(c, every: int = 10):
+    from wm_jax.data.plink import PlinkDataset
+
+    data = PlinkDataset(c.bfile)
+    rows = np.arange(0, data.n_variants, every)
+    return data, rows, data.bed.dosages(rows)
+
+
+def _bgen_file(c, d: Path, damage=None) -> Path:
+    """The cohort's genotypes (every 10th variant) as an 8-bit zlib BGEN with a .sample beside it;
+    ``damage(path, variant_offsets)`` then breaks it."""
+    from genotype_files import imputed_probabilities, quantize, write_bgen
+
+    from wm_jax.data.bgen import BgenDataset
+
+    data, rows, alt = _genotype_rows(c)
+    bim = data.bim.iloc[rows]
+    variants = list(zip(bim.chrom.astype(str), bim.id, bim.pos.astype(int), bim.ref, bim.alt))
+    stored = quantize(imputed_probabilities(alt, np.random.default_rng(0)), 8)
+    path = d / "g.bgen"
+    write_bgen(path, stored, 8, 1, variants, list(data.fam.iid), np.isnan(alt))
+    sample_lines = ["ID_1 ID_2 missing sex", "0 0 0 D", *(f"{f} {i} 0 NA" for f, i in zip(data.fam.fid, data.fam.iid))]
+    _write(d / "g.sample", "\n".join(sample_lines) + "\n")
+    if damage:
+        offsets = BgenDataset(path, d / "g.sample")._offsets
+        damage(path, offsets)
+    return path
+
+
+def _corrupt_block(path: Path, offsets) -> None:
+    """Garbage inside the compressed genotype block of a variant in the middle of the file."""
+    data = bytearray(path.read_bytes())
+    start = int(offsets[len(offsets) // 2]) + 8
+    data[start + 2 : start + 40] = bytes(range(38))
+    path.write_bytes(bytes(data))
+
+
+def _truncate_mid_variant(path: Path, offsets) -> None:
+    """The BGEN cut inside the genotype block of a variant in the middle."""
+    _truncate(path, int(offsets[len(offsets) // 2]) + 20)
+
+
+def _truncate_pgen_body(prefix: Path) -> None:
+    """The .pgen cut in half: its header and index still read, its last variants do not."""
+    path = Path(f"{prefix}.pgen")
+    _truncate(path, path.stat().st_size // 2)
+
+
+def _pgen_prefix(c, d: Path, damage=None) -> Path:
+    """The cohort's hard calls (every 10th variant) as .pgen/.pvar/.psam; ``damage(prefix)`` breaks it."""
+    from genotype_files import write_pgen
+
+    data, rows, alt = _genotype_rows(c)
+    write_pgen(d / "g", alt, data.fam, data.bim.iloc[rows])
+    if damage:
+        damage(d / "g")
+    return d / "g"
+
+
+def _with_genotypes(c, d, *genotype_args, extra=()):
+    """_gwas_args with other genotype options in place of --bfile."""
+    args = _gwas_args(c, None, *extra, d=d)
+    at = args.index("--bfile")
+    return args[:at] + list(genotype_args) + args[at + 2 :]
+
+
 def _udip_table(c, d: Path) -> Path:
     table = pd.read_csv(c.store / "index.tsv", sep="\t", dtype={"FID": str, "IID": str})[["FID", "IID"]]
     for j in range(6):
@@ -607,6 +673,66 @@ CASES = [
             str(d / "res"),
         ],
         ".bed file (from --bfile",
+    ),
+    (
+        "gwas-bgen-truncated",
+        lambda c, d: _with_genotypes(
+            c,
+            d,
+            "--bgen",
+            str(_bgen_file(c, d, lambda p, o: _truncate(p, int(o[len(o) // 2])))),
+            "--sample",
+            str(d / "g.sample"),
+        ),
+        "g.bgen: truncated: variant",
+    ),
+    (
+        "gwas-bgen-corrupt-block",
+        lambda c, d: _with_genotypes(
+            c, d, "--bgen", str(_bgen_file(c, d, _corrupt_block)), "--sample", str(d / "g.sample")
+        ),
+        "g.bgen: variant",
+    ),
+    (
+        "gwas-bgen-not-bgen",
+        lambda c, d: _with_genotypes(c, d, "--bgen", str(_write(d / "g.bgen", "FID IID\n" * 20))),
+        "g.bgen: not a BGEN file",
+    ),
+    (
+        "gwas-bgen-sample-count",
+        lambda c, d: _with_genotypes(
+            c, d, "--bgen", str(_bgen_file(c, d)), "--sample", str(_write(d / "s.sample", "ID_1 ID_2\n0 0\na a\n"))
+        ),
+        "s.sample: lists 1 samples; the BGEN has",
+    ),
+    (
+        "gwas-bgen-bad-mode",
+        lambda c, d: _with_genotypes(c, d, "--bgen", str(_bgen_file(c, d)), "ref-middle"),
+        "--bgen: expected FILE [ref-first|ref-last]",
+    ),
+    (
+        "gwas-pgen-truncated",
+        lambda c, d: _with_genotypes(c, d, "--pfile", str(_pgen_prefix(c, d, _truncate_pgen_body))),
+        "g.pgen: truncated or corrupt",
+    ),
+    (
+        "gwas-pgen-header-garbage",
+        lambda c, d: _with_genotypes(
+            c, d, "--pfile", str(_pgen_prefix(c, d, lambda p: _write(Path(f"{p}.pgen"), "not a pgen")))
+        ),
+        "g.pgen: truncated or corrupt, or not a .pgen",
+    ),
+    (
+        "gwas-pgen-pvar-short",
+        lambda c, d: _with_genotypes(
+            c, d, "--pfile", str(_pgen_prefix(c, d, lambda p: _truncate(Path(f"{p}.pvar"), 2000)))
+        ),
+        "g.p",
+    ),
+    (
+        "gwas-sample-without-bgen",
+        lambda c, d: _gwas_args(c, None, "--sample", str(_write(d / "s.sample", "ID_1 ID_2\n")), d=d),
+        "--sample: expected only with --bgen",
     ),
     (
         "gwas-plink2-name-traversal",
@@ -1099,7 +1225,7 @@ def test_chromosome_codes_follow_plink(ctx):
     assert parse_chromosome_list("1-3, X,chrY") == {1, 2, 3, 23, 24}
     assert parse_chromosome_list("chr2-chr4") == {2, 3, 4}
     bim = pd.DataFrame({"chrom": ["1", "chr1", "X", "chrX", "23", "25", "MT", "GL1"]})
-    data = SimpleNamespace(bim=bim, n_variants=len(bim), files=SimpleNamespace(bim="g.bim"))
+    data = SimpleNamespace(variants=bim, n_variants=len(bim), variants_path=Path("g.bim"))
     assert list(select_chromosomes(data, "X")) == [2, 3, 4]
     assert list(select_chromosomes(data, "23,1")) == [0, 1, 2, 3, 4]
     assert list(select_chromosomes(data, "XY,26")) == [5, 6]

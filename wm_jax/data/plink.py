@@ -15,12 +15,15 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
+from wm_jax.data.genotypes import VariantCounts
 from wm_jax.errors import InputError, input_error, require_file
 
 log = logging.getLogger("wm_jax")
 
 BED_MAGIC = bytes([0x6C, 0x1B, 0x01])
+_EVEN = np.uint64(0x5555555555555555)  # the low bit of every 2-bit code in a 64-bit word
 
 # ALT dosage for each 2-bit code; NaN for missing.
 CODE_TO_ALT_DOSAGE = np.array([2.0, np.nan, 1.0, 0.0], dtype=np.float32)
@@ -188,8 +191,69 @@ def write_bed(path: str | os.PathLike, raw_rows_iter) -> None:
             handle.write(np.ascontiguousarray(rows, dtype=np.uint8).tobytes())
 
 
+def count_genotypes(bed, variant_indices: np.ndarray, chunk: int = 4096) -> VariantCounts:
+    """Genotype counts over all samples of the .bed, for the given variants.
+
+    32 samples per 64-bit word: with lo the low and hi the high bit of each code, codes 01
+    (missing), 10 (het) and 11 (hom REF) are lo & ~hi, hi & ~lo and lo & hi, each counted with one
+    popcount per word; hom ALT (00) is what remains. Padding codes (past the last sample, and the
+    zero bytes that fill the last word) are 00 and only change that remainder.
+    """
+    n = bed.n_samples
+    words_per_row = -(-bed.row_bytes // 8)
+    counts = np.zeros((len(variant_indices), 4), np.int64)
+    block = np.zeros((chunk, words_per_row * 8), np.uint8)
+    for start in tqdm(
+        range(0, len(variant_indices), chunk),
+        desc="genotype counts",
+        unit="block",
+        disable=len(variant_indices) < 50 * chunk,
+        mininterval=1.0,
+    ):
+        rows = variant_indices[start : start + chunk]
+        block[: len(rows), : bed.row_bytes] = bed.raw(rows)
+        words = block[: len(rows)].view("<u8")
+        lo, hi = words & _EVEN, (words >> np.uint64(1)) & _EVEN
+        for code, bits in ((1, lo & ~hi), (2, hi & ~lo), (3, lo & hi)):
+            counts[start : start + len(rows), code] = np.bitwise_count(bits).sum(axis=1, dtype=np.int64)
+        bed.release()
+    counts[:, 0] = n - counts[:, 1:].sum(axis=1)
+    return VariantCounts(counts[:, 0], counts[:, 2], counts[:, 3], counts[:, 1])
+
+
+def missing_call_index(raw: np.ndarray, n_samples: int, width: int) -> np.ndarray:
+    """(B, width) sample positions of each variant's missing calls, padded with 4 * raw.shape[1],
+    one past the last sample slot: the zero row of the kernel's tables.
+
+    Computed on the host from the same raw bytes, 32 samples at a time: in 64-bit words, a missing
+    call (code 01) is an even bit set whose odd neighbour is clear, x & ~(x >> 1) & 0x55..55 (the
+    shift only moves odd bits into even-masked-out places). Missing calls are rare, so only the few
+    flagged words are expanded. The same index serves every phenotype group.
+    """
+    n_variants, row_bytes = raw.shape
+    words = np.zeros((n_variants, -(-row_bytes // 8) * 8), np.uint8)
+    words[:, :row_bytes] = raw
+    words = words.view("<u8")  # little-endian: byte 0 (samples 0-3) in the low bits
+    flags = words & ~(words >> np.uint64(1)) & _EVEN
+    rows, word_cols = np.nonzero(flags)
+    bits = (flags[rows, word_cols][:, None] >> (2 * np.arange(32, dtype=np.uint64))) & np.uint64(1)
+    hit, position = np.nonzero(bits)  # row-major: samples stay in order within each variant
+    rows, samples = rows[hit], word_cols[hit] * 32 + position
+    keep = samples < n_samples
+    rows, samples = rows[keep], samples[keep]
+    rank = np.arange(len(rows)) - np.searchsorted(rows, rows)
+    if len(rank) and rank.max() >= width:
+        raise ValueError(f"a variant has more than {width} missing calls in this block")
+    index = np.full((n_variants, width), 4 * row_bytes, np.int32)
+    index[rows, rank] = samples
+    return index
+
+
 class PlinkDataset:
-    """A validated .bed/.bim/.fam triple."""
+    """A validated .bed/.bim/.fam triple; a genotype source (`wm_jax.data.genotypes`) whose blocks
+    are the raw .bed bytes, decoded on the device."""
+
+    block_dtype = np.uint8
 
     def __init__(self, prefix: str | os.PathLike) -> None:
         self.files = PlinkFiles(Path(prefix))
@@ -201,7 +265,36 @@ class PlinkDataset:
             dup = self.bim["id"][self.bim["id"].duplicated()].iloc[0]
             log.warning("%s: variant ID %s appears more than once", self.files.bim, dup)
         self.bed = BedReader(self.files.bed, len(self.fam), len(self.bim))
+        self.name, self.variants_path = str(prefix), self.files.bim
         log.info("%s: %d samples, %d variants", prefix, len(self.fam), len(self.bim))
+
+    @property
+    def variants(self) -> pd.DataFrame:
+        return self.bim
+
+    @property
+    def samples(self) -> pd.DataFrame:
+        return self.fam
+
+    @property
+    def row_width(self) -> int:
+        return self.bed.row_bytes
+
+    @property
+    def n_slots(self) -> int:
+        return 4 * self.bed.row_bytes
+
+    def read_block(self, rows: np.ndarray) -> np.ndarray:
+        return self.bed.raw(rows)
+
+    def missing_index(self, block: np.ndarray, width: int) -> np.ndarray:
+        return missing_call_index(block, self.n_samples, width)
+
+    def count(self, rows: np.ndarray) -> VariantCounts:
+        return count_genotypes(self.bed, rows)
+
+    def release(self) -> None:
+        self.bed.release()
 
     @property
     def n_samples(self) -> int:
@@ -214,6 +307,8 @@ class PlinkDataset:
 
 __all__ = [
     "BedReader",
+    "count_genotypes",
+    "missing_call_index",
     "PlinkDataset",
     "InputError",
     "decode_alt_dosages",

@@ -1,5 +1,6 @@
 """The phenotype and covariate tables of `wm-jax gwas`: which columns are tested or adjusted for
-(--pheno-name, --covar-name) and their values aligned to the samples of the .fam.
+(--pheno-name, --covar-name) and their values aligned to the samples of the genotypes (.fam,
+.psam or .sample; `wm_jax.data.genotypes`).
 
 Called by `wm_jax.gwas.run` (the driver).
 """
@@ -11,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 
-from wm_jax.data.plink import PlinkDataset
 from wm_jax.data.tables import SampleTable, align_to_samples, expand_names, read_table, select_columns
 from wm_jax.errors import InputError, input_error
 
@@ -80,14 +80,15 @@ def covariate_columns(table: SampleTable, covar_names: str | None) -> list[int]:
     return select_columns(table, names, "covariate")
 
 
-def aligned_columns(table: SampleTable, columns: list[int], data: PlinkDataset) -> np.ndarray:
-    """The table's ``columns`` in the order of the .fam (NaN for a sample the table lacks)."""
-    fam_fid, fam_iid = data.fam.fid.to_numpy(str), data.fam.iid.to_numpy(str)
+def aligned_columns(table: SampleTable, columns: list[int], data) -> np.ndarray:
+    """The table's ``columns`` in the order of the genotype source's samples (NaN for a sample the
+    table lacks)."""
+    fam_fid, fam_iid = data.samples.fid.to_numpy(str), data.samples.iid.to_numpy(str)
     return align_to_samples(table, fam_fid, fam_iid)[:, columns]
 
 
 def align_inputs(
-    pheno_table: SampleTable, pheno_columns: list[int], covar: str, covar_names: str | None, data: PlinkDataset
+    pheno_table: SampleTable, pheno_columns: list[int], covar: str, covar_names: str | None, data
 ) -> AlignedInputs:
     """The selected phenotypes aligned to the .fam, then the covariate table read, selected and aligned."""
     phenotypes = aligned_columns(pheno_table, pheno_columns, data)

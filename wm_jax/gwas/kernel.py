@@ -1,4 +1,8 @@
-"""The association kernel: exact per-variant OLS for many phenotypes from raw .bed bytes.
+"""The association kernel: exact per-variant OLS for many phenotypes from raw .bed bytes or dosages.
+
+Blocks arrive as raw .bed bytes (uint8, 4 hard calls per byte) or as ALT dosages in plink2's unit
+(uint16, 1/16384 of an allele; `wm_jax.data.genotypes`); only the decoding differs
+(`_decoded_projections`). A missing dosage is a missing call: the same correction removes it.
 
 Notation. S is the set of analysed samples (every covariate and
 at least one phenotype), Q an orthonormal basis of [1, covariates] on S. Phenotypes are grouped by
@@ -30,8 +34,10 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
+from wm_jax.data.genotypes import DOSAGE_UNIT
+from wm_jax.data.genotypes import MISSING_DOSAGE as DOSAGE_MISSING
+from wm_jax.data.plink import missing_call_index  # noqa: F401 (the .bed rows' missing calls; tests import it here)
 from wm_jax.gwas.pvalues import neg_log10_p
 
 REASON_OK = 0
@@ -41,7 +47,8 @@ REASON_CONSTANT = 2  # monomorphic, or genotype collinear with the covariates
 
 class AssociationInputs(NamedTuple):
     """Device arrays describing every phenotype group (replicated on the mesh), built on the host by
-    `wm_jax.gwas.design.kernel_inputs`. R = 4 * (bytes per .bed row): one row per sample slot of a
+    `wm_jax.gwas.design.kernel_inputs`. R = 4 * (bytes per .bed row), or the samples padded to a
+    multiple of 4 for dosages (the source's n_slots): one row per sample slot of a
     decoded block. Padded indices are R: the gathered tables have a zero row there.
 
     Phenotype columns are ordered group by group, and groups stack by stack (see `Layout`). The
@@ -90,6 +97,30 @@ def decode_block(raw: jax.Array) -> jax.Array:
     b0 = (codes & 1).astype(jnp.float32)
     b1 = ((codes >> 1) & 1).astype(jnp.float32)
     return ((1.0 - b0) * (2.0 - b1)).reshape(raw.shape[0], -1)
+
+
+def decode_dosage_block(raw: jax.Array) -> jax.Array:
+    """ALT dosages in plink2's unit, 1/16384 of an allele (B, R) uint16 -> float32 (B, R), missing
+    dosages (DOSAGE_MISSING) as 0, like the missing calls of `decode_block`. Exact: a 15-bit integer
+    times a power of two."""
+    return jnp.where(raw == DOSAGE_MISSING, 0.0, raw.astype(jnp.float32) * (1.0 / DOSAGE_UNIT))
+
+
+def _decoded_projections(raw: jax.Array, inputs: AssociationInputs) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """The decoded block (B, R), the one big matmul with [Q | 1 | Y] (B, k + 1 + P), and each
+    variant's sum of squared dosages over S (B,). The block's dtype picks the decoder (static):
+    uint8 is raw .bed bytes, uint16 dosages (`wm_jax.data.genotypes`)."""
+    k = inputs.base_gram.shape[-1]
+    if raw.dtype == jnp.uint16:
+        dosage = decode_dosage_block(raw)
+        return dosage, dosage @ inputs.design, (dosage * dosage) @ inputs.design[:, k]
+    dosage = decode_block(raw)  # (B, R)
+    projections = dosage @ inputs.design  # the one big matmul: (B, k + 1 + P)
+    # g^2 = 2 g - [het] for g in {0, 1, 2}: the sum of squares over S from the bytes, not another pass
+    # over the decoded block. Heterozygous codes are 10: bit 2s + 1 set and bit 2s clear.
+    het = jax.lax.population_count((raw >> 1) & ~raw & inputs.analysed_bits[None, :])
+    sum_sq = 2.0 * projections[:, k] - jnp.sum(het.astype(jnp.float32), axis=1)  # exact: counts < 2^24
+    return dosage, projections, sum_sq
 
 
 def invert_spd(a: jax.Array) -> jax.Array:
@@ -153,13 +184,8 @@ def _shared_terms(raw: jax.Array, missing_index: jax.Array, inputs: AssociationI
     """The one big matmul, the corrections for each group's excluded samples and each variant's
     missing calls, and the genotype's residual sum of squares gg per variant and group."""
     k = inputs.base_gram.shape[-1]
-    dosage = decode_block(raw)  # (B, R)
-    projections = dosage @ inputs.design  # the one big matmul: (B, k + 1 + P)
+    dosage, projections, sum_sq = _decoded_projections(raw, inputs)
     proj_q, proj_1, proj_y = projections[:, :k], projections[:, k], projections[:, k + 1 :]
-    # g^2 = 2 g - [het] for g in {0, 1, 2}: the sum of squares over S from the bytes, not another pass
-    # over the decoded block. Heterozygous codes are 10: bit 2s + 1 set and bit 2s clear.
-    het = jax.lax.population_count((raw >> 1) & ~raw & inputs.analysed_bits[None, :])
-    sum_sq = 2.0 * proj_1 - jnp.sum(het.astype(jnp.float32), axis=1)  # exact: counts < 2^24
 
     # Samples of S that each group excludes (its phenotypes' NA): columns of the block.
     excluded = jnp.take(dosage, inputs.excluded_index, axis=1, mode="fill", fill_value=0.0)  # (B, G, U)
@@ -241,7 +267,7 @@ def associate_block(
 ) -> BlockResult:
     """Exact OLS statistics of one block of variants for every phenotype.
 
-    raw: (B, W) .bed bytes; missing_index: (B, L) sample slots of each variant's missing calls,
+    raw: (B, W) .bed bytes or (B, R) uint16 dosages; missing_index: (B, L) sample slots of each variant's missing calls,
     padded with R (the zero row of the gathered tables). ``small_df=False`` promises that no test
     has fewer than SMALL_DF degrees of freedom (see `neg_log10_p`).
     """
@@ -271,34 +297,3 @@ def make_block_fn(layout: Layout, small_df: bool = True):
     bytes are not donated: no output has their shape, so XLA could not reuse the buffer.
     """
     return jax.jit(functools.partial(associate_block, layout=layout, small_df=small_df))
-
-
-_EVEN_BITS = np.uint64(0x5555555555555555)
-
-
-def missing_call_index(raw: np.ndarray, n_samples: int, width: int) -> np.ndarray:
-    """(B, width) sample positions of each variant's missing calls, padded with 4 * raw.shape[1],
-    one past the last sample slot: the zero row of the kernel's tables.
-
-    Computed on the host from the same raw bytes, 32 samples at a time: in 64-bit words, a missing
-    call (code 01) is an even bit set whose odd neighbour is clear, x & ~(x >> 1) & 0x55..55 (the
-    shift only moves odd bits into even-masked-out places). Missing calls are rare, so only the few
-    flagged words are expanded. The same index serves every phenotype group.
-    """
-    n_variants, row_bytes = raw.shape
-    words = np.zeros((n_variants, -(-row_bytes // 8) * 8), np.uint8)
-    words[:, :row_bytes] = raw
-    words = words.view("<u8")  # little-endian: byte 0 (samples 0-3) in the low bits
-    flags = words & ~(words >> np.uint64(1)) & _EVEN_BITS
-    rows, word_cols = np.nonzero(flags)
-    bits = (flags[rows, word_cols][:, None] >> (2 * np.arange(32, dtype=np.uint64))) & np.uint64(1)
-    hit, position = np.nonzero(bits)  # row-major: samples stay in order within each variant
-    rows, samples = rows[hit], word_cols[hit] * 32 + position
-    keep = samples < n_samples
-    rows, samples = rows[keep], samples[keep]
-    rank = np.arange(len(rows)) - np.searchsorted(rows, rows)
-    if len(rank) and rank.max() >= width:
-        raise ValueError(f"a variant has more than {width} missing calls in this block")
-    index = np.full((n_variants, width), 4 * row_bytes, np.int32)
-    index[rows, rank] = samples
-    return index

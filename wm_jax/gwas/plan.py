@@ -12,7 +12,6 @@ from dataclasses import dataclass, fields, replace
 import numpy as np
 
 from wm_jax import sharding
-from wm_jax.data.plink import PlinkDataset
 from wm_jax.errors import InputError
 from wm_jax.gwas import qc
 from wm_jax.gwas.design import GroupedPhenotypes
@@ -28,7 +27,7 @@ class TestedVariants:
     """The variants that passed the filters, in .bim order."""
 
     rows: np.ndarray  # their rows in the .bim
-    missing_calls: np.ndarray  # missing calls of each
+    missing_calls: np.ndarray  # missing calls (dosages) of each: the kernel's missing-sample correction
     a1_is_ref: np.ndarray  # True where A1 (the counted allele) is REF; the kernel counts ALT
 
 
@@ -47,15 +46,16 @@ def alt_is_major(counts: qc.VariantCounts) -> np.ndarray:
     computed as count * (1 / (2 * observed)) in float64, is below 0.5. On an exact tie that product
     rounds either way depending on the count (e.g. below 0.5 for 49, 98, 103 or 107 observed
     samples, not for 100 or 5003), and plink2 follows the rounding, as we do."""
-    alt_count = 2 * counts.hom_alt + counts.het
-    ref_count = 2 * counts.observed - alt_count
+    alt_count, observed = counts.alt_count, counts.dosage_observed  # on dosages: their sums
+    ref_count = 2 * observed - alt_count
     with np.errstate(divide="ignore", invalid="ignore"):
-        return ref_count * (1.0 / (2.0 * counts.observed)) < 0.5
+        return ref_count * (1.0 / (2.0 * observed)) < 0.5
 
 
-def variants_to_test(data: PlinkDataset, bfile: str, filters: qc.VariantFilters, a1_alt: bool) -> TestedVariants:
-    """--chr, then the QC filters (each logged); A1 is ALT with ``a1_alt``, else the minor allele.
-    No variant left is an error naming ``bfile`` (the --bfile prefix as given) and every filter."""
+def variants_to_test(data, name: str, filters: qc.VariantFilters, a1_alt: bool) -> TestedVariants:
+    """--chr, then the QC filters (each logged) on the genotype source ``data``; A1 is ALT with
+    ``a1_alt``, else the minor allele. No variant left is an error naming ``name`` (the --bfile or
+    --pfile prefix, or the --bgen file, as given) and every filter."""
     selected = qc.select_chromosomes(data, filters.chromosomes)
     counts = _count_in_shares(data, selected)
     removed: list[str] = []
@@ -63,18 +63,20 @@ def variants_to_test(data: PlinkDataset, bfile: str, filters: qc.VariantFilters,
     if not keep.any():
         selection = f" on --chr {filters.chromosomes}" if filters.chromosomes else ""
         raise InputError(
-            f"{bfile}: expected at least one variant to test; none is left of the {len(keep)} "
+            f"{name}: expected at least one variant to test; none is left of the {len(keep)} "
             f"variants{selection}{' after ' + ', '.join(removed) if removed else ''}"
         )
     a1_is_ref = np.zeros(int(keep.sum()), bool) if a1_alt else alt_is_major(counts)[keep]
-    return TestedVariants(rows=selected[keep], missing_calls=counts.missing[keep], a1_is_ref=a1_is_ref)
+    return TestedVariants(rows=selected[keep], missing_calls=counts.missing_dosages[keep], a1_is_ref=a1_is_ref)
 
 
-def _count_in_shares(data: PlinkDataset, selected: np.ndarray) -> qc.VariantCounts:
-    """The genotype counts of the ``selected`` variants; with several processes each counts its
-    share and every process gets them all, so every process plans the same passes."""
-    local = qc.count_genotypes(data.bed, selected[sharding.this_process_share(len(selected))])
-    return qc.VariantCounts(*(sharding.gather_parts(getattr(local, f.name)) for f in fields(local)))
+def _count_in_shares(data, selected: np.ndarray) -> qc.VariantCounts:
+    """The genotype counts of the ``selected`` variants of the genotype source ``data``; with several
+    processes each counts its share and every process gets them all (fields that are None, as the
+    dosage sums of hard calls, stay None), so every process plans the same passes."""
+    local = data.count(selected[sharding.this_process_share(len(selected))])
+    gathered = {f.name: getattr(local, f.name) for f in fields(local)}
+    return replace(local, **{k: sharding.gather_parts(v) for k, v in gathered.items() if v is not None})
 
 
 def this_process(passes: list[Pass]) -> list[Pass]:

@@ -1,5 +1,9 @@
-"""Variant selection for `wm-jax gwas`: --chr, per-variant genotype counts from raw .bed bytes, and
-the PLINK 2 style QC filters."""
+"""Variant selection for `wm-jax gwas`: --chr and the PLINK 2 style QC filters, on the genotype
+counts of any source (`wm_jax.data.genotypes`).
+
+On dosage data (--pfile, --bgen) the filters follow plink2's defaults: --maf and --mac use the ALT
+dosages (summed over the samples that have one), --geno and --hwe the hard calls (in a BGEN, the
+dosage's nearest genotype within --hard-call-threshold 0.1, as plink2 imports it)."""
 
 from __future__ import annotations
 
@@ -8,15 +12,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from wm_jax.data.chromosomes import chromosome_numbers, parse_chromosome_list
-from wm_jax.data.plink import PlinkDataset
+from wm_jax.data.genotypes import VariantCounts
+from wm_jax.data.plink import count_genotypes  # noqa: F401 (the .bed's counts, also used from here)
 from wm_jax.errors import InputError, input_error
 
 log = logging.getLogger("wm_jax")
-
-_EVEN = np.uint64(0x5555555555555555)  # the low bit of every 2-bit code in a 64-bit word
 
 
 @dataclass(frozen=True)
@@ -30,7 +32,7 @@ class VariantFilters:
     hwe: float | None = None
 
 
-def select_chromosomes(data: PlinkDataset, chromosomes: str | None) -> np.ndarray:
+def select_chromosomes(data, chromosomes: str | None) -> np.ndarray:
     """Variants on the chromosomes of ``--chr`` (PLINK's codes: X, chrX and 23 are one); all without it."""
     selected = np.arange(data.n_variants)
     if chromosomes:
@@ -38,57 +40,16 @@ def select_chromosomes(data: PlinkDataset, chromosomes: str | None) -> np.ndarra
             wanted = parse_chromosome_list(chromosomes)
         except ValueError as err:
             raise InputError(f"--chr: {err}") from None
-        selected = np.flatnonzero(np.isin(chromosome_numbers(data.bim.chrom), sorted(wanted)))
+        selected = np.flatnonzero(np.isin(chromosome_numbers(data.variants.chrom), sorted(wanted)))
         log.info("--chr %s: %d of %d variants kept", chromosomes, len(selected), data.n_variants)
         if len(selected) == 0:
-            present = ", ".join(map(str, pd.unique(data.bim.chrom.astype(str))[:10]))
+            kind = data.variants_path.suffix or "variant list"
+            present = ", ".join(map(str, pd.unique(data.variants.chrom.astype(str))[:10]))
             raise input_error(
-                data.files.bim,
-                f"no variant on --chr {chromosomes}; expected variants on those chromosomes (the .bim has {present})",
+                data.variants_path,
+                f"no variant on --chr {chromosomes}; expected variants on those chromosomes (the {kind} has {present})",
             )
     return selected
-
-
-@dataclass
-class VariantCounts:
-    hom_alt: np.ndarray
-    het: np.ndarray
-    hom_ref: np.ndarray
-    missing: np.ndarray
-
-    @property
-    def observed(self) -> np.ndarray:
-        return self.hom_alt + self.het + self.hom_ref
-
-
-def count_genotypes(bed, variant_indices: np.ndarray, chunk: int = 4096) -> VariantCounts:
-    """Genotype counts over all samples of the .bed, for the given variants.
-
-    32 samples per 64-bit word: with lo the low and hi the high bit of each code, codes 01
-    (missing), 10 (het) and 11 (hom REF) are lo & ~hi, hi & ~lo and lo & hi, each counted with one
-    popcount per word; hom ALT (00) is what remains. Padding codes (past the last sample, and the
-    zero bytes that fill the last word) are 00 and only change that remainder.
-    """
-    n = bed.n_samples
-    words_per_row = -(-bed.row_bytes // 8)
-    counts = np.zeros((len(variant_indices), 4), np.int64)
-    block = np.zeros((chunk, words_per_row * 8), np.uint8)
-    for start in tqdm(
-        range(0, len(variant_indices), chunk),
-        desc="genotype counts",
-        unit="block",
-        disable=len(variant_indices) < 50 * chunk,
-        mininterval=1.0,
-    ):
-        rows = variant_indices[start : start + chunk]
-        block[: len(rows), : bed.row_bytes] = bed.raw(rows)
-        words = block[: len(rows)].view("<u8")
-        lo, hi = words & _EVEN, (words >> np.uint64(1)) & _EVEN
-        for code, bits in ((1, lo & ~hi), (2, hi & ~lo), (3, lo & hi)):
-            counts[start : start + len(rows), code] = np.bitwise_count(bits).sum(axis=1, dtype=np.int64)
-        bed.release()
-    counts[:, 0] = n - counts[:, 1:].sum(axis=1)
-    return VariantCounts(counts[:, 0], counts[:, 2], counts[:, 3], counts[:, 1])
 
 
 def hwe_exact_p(het: np.ndarray, hom1: np.ndarray, hom2: np.ndarray) -> np.ndarray:
@@ -161,11 +122,11 @@ def apply_filters(
         keep[drop_idx] = False
         log.info("--hwe %g: %d variants removed, %d remain", hwe, len(drop_idx), int(keep.sum()))
         removed.append(f"--hwe {hwe:g} removed {len(drop_idx)}")
-    alt_count = 2 * counts.hom_alt + counts.het
-    minor_count = np.minimum(alt_count, 2 * counts.observed - alt_count)
+    alt_count, observed = counts.alt_count, counts.dosage_observed  # the hard calls' on a .bed
+    minor_count = np.minimum(alt_count, 2 * observed - alt_count)
     if maf is not None:
         with np.errstate(invalid="ignore", divide="ignore"):
-            minor_freq = np.where(counts.observed > 0, minor_count / (2 * counts.observed), 0.0)
+            minor_freq = np.where(observed > 0, minor_count / (2 * observed), 0.0)
         drop = keep & (minor_freq < maf)
         log.info("--maf %g: %d variants removed, %d remain", maf, int(drop.sum()), int((keep & ~drop).sum()))
         removed.append(f"--maf {maf:g} removed {int(drop.sum())}")

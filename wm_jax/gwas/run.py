@@ -1,7 +1,7 @@
 """`wm-jax gwas`, the driver: each section of `run_gwas` hands its work to one module of `wm_jax.gwas`:
 
   outputs   the prefix's files: which, whether they may be replaced, the .log, publishing them
-  inputs    phenotype and covariate columns, aligned to the .fam
+  inputs    phenotype and covariate columns, aligned to the genotypes' samples (.fam, .psam, .sample)
   design    phenotype groups by missingness pattern, the covariate basis, the kernel's inputs
   plan      --chr and QC (qc), the A1 allele, the kernel's passes (`Pass`)
   stream    the mesh, one compilation per pass, genotype blocks through the kernel (kernel, pvalues)
@@ -35,7 +35,7 @@ import pandas as pd
 
 import wm_jax
 from wm_jax import sharding
-from wm_jax.data.plink import PlinkDataset
+from wm_jax.data.genotypes import GenotypeInput, open_genotypes
 from wm_jax.errors import AtomicFiles
 from wm_jax.gwas import design, inputs, outputs, plan, qc, results, stream
 
@@ -68,16 +68,25 @@ class GwasOptions:
         return outputs.glm_suffix(self.gzip) if self.format == "plink2" else None
 
 
-def run_gwas(bfile: str, pheno: str, covar: str, out: str | os.PathLike, options: GwasOptions = GwasOptions()) -> Path:
-    """Run the association study; returns the output prefix."""
+def run_gwas(
+    genotypes: GenotypeInput | str,
+    pheno: str,
+    covar: str,
+    out: str | os.PathLike,
+    options: GwasOptions = GwasOptions(),
+) -> Path:
+    """Run the association study of ``genotypes`` (a --bfile prefix, or any `GenotypeInput`);
+    returns the output prefix."""
     start = time.time()
+    if not isinstance(genotypes, GenotypeInput):
+        genotypes = GenotypeInput("bfile", str(genotypes))
     out = outputs.output_prefix(out)
     with outputs.run_files(out, options.overwrite) as files:
-        _log_invocation(bfile, pheno, covar, out, options)
+        _log_invocation(genotypes, pheno, covar, out, options)
 
         # Inputs: the genotypes, the phenotypes to test (which name the outputs: checked before any work),
         # phenotypes and covariates aligned to the .fam.
-        data = PlinkDataset(bfile)
+        data = open_genotypes(genotypes)
         pheno_table = inputs.read_phenotype_table(pheno)
         pheno_columns = inputs.phenotype_columns(pheno_table, options.pheno_names, options.glm_files_suffix)
         planned = outputs.claim_outputs(
@@ -96,7 +105,7 @@ def run_gwas(bfile: str, pheno: str, covar: str, out: str | os.PathLike, options
         )
 
         # Plan: --chr and the QC filters, the A1 allele, the kernel's passes over the variants.
-        tested = plan.variants_to_test(data, bfile, options.variant_filters, options.a1_alt)
+        tested = plan.variants_to_test(data, genotypes.path, options.variant_filters, options.a1_alt)
         log.info("%d variants x %d phenotypes to test", len(tested.rows), len(aligned.pheno_names))
         passes = plan.passes_for(tested, grouped, options.block_size, options.max_missing)
 
@@ -109,8 +118,8 @@ def run_gwas(bfile: str, pheno: str, covar: str, out: str | os.PathLike, options
             return out  # process 0 writes the tables and publishes
 
         # Results: variants.tsv and meta.json beside the store; hits, multivariate test, .glm.linear files.
-        variant_table = results.write_variant_table(store.directory, data.bim.iloc[tested.rows], tested.a1_is_ref)
-        results.write_meta(store.directory, _run_record(bfile, options, aligned, grouped, tested, planned))
+        variant_table = results.write_variant_table(store.directory, data.variants.iloc[tested.rows], tested.a1_is_ref)
+        results.write_meta(store.directory, _run_record(genotypes, options, aligned, grouped, tested, planned))
         _write_tables(out, options, aligned.pheno_names, grouped.group_of_phenotype, variant_table, store, files)
         log.info("total %.2f s", time.time() - start)
     return out
@@ -125,15 +134,17 @@ def _result_store(files: AtomicFiles | None, out: Path, *shape: int) -> results.
     return store if store is not None else results.ResultStore(Path(shared), *shape, create=False)
 
 
-def _log_invocation(bfile: str, pheno: str, covar: str, out: Path, options: GwasOptions) -> None:
+def _log_invocation(genotypes: GenotypeInput, pheno: str, covar: str, out: Path, options: GwasOptions) -> None:
     """The command, its options and the devices, first in the .log."""
-    log.info("wm-jax %s gwas --bfile %s --pheno %s --covar %s --out %s", wm_jax.__version__, bfile, pheno, covar, out)
+    log.info(
+        "wm-jax %s gwas %s --pheno %s --covar %s --out %s", wm_jax.__version__, genotypes.describe(), pheno, covar, out
+    )
     log.info("options: %s", json.dumps({k: v for k, v in asdict(options).items() if v is not None}))
     log.info("devices: %s", ", ".join(str(d) for d in jax.devices()))
 
 
 def _run_record(
-    bfile: str,
+    genotypes: GenotypeInput,
     options: GwasOptions,
     aligned: inputs.AlignedInputs,
     grouped: design.GroupedPhenotypes,
@@ -150,10 +161,18 @@ def _run_record(
         "n_covariates": len(aligned.covar_names),
         "covariates": aligned.covar_names,
         "n_variants": int(len(tested.rows)),
-        "bfile": str(bfile),
+        **_genotype_record(genotypes),
         "options": asdict(options),
         "outputs": [p.name for p in planned],
     }
+
+
+def _genotype_record(genotypes: GenotypeInput) -> dict:
+    """meta.json's name of the genotypes: "bfile" (as before), "pfile" or "bgen" (+ "sample")."""
+    record = {genotypes.kind: str(genotypes.path)}
+    if genotypes.kind == "bgen":
+        record.update(sample=genotypes.sample, bgen_ref="first" if genotypes.bgen_ref_first else "last")
+    return record
 
 
 def _write_tables(

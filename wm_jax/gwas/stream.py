@@ -1,5 +1,5 @@
 """Genotype blocks through the compiled association kernel: one mesh over the devices, one
-compilation per `Pass`, the next step's .bed rows read on a thread while the device computes, and
+compilation per `Pass`, the next step's genotype rows read on a thread while the device computes, and
 each step's results copied into the result store one step late (so the host never waits on the
 device it just launched).
 
@@ -18,9 +18,8 @@ from jax.sharding import NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
 from wm_jax import sharding
-from wm_jax.data.plink import PlinkDataset
 from wm_jax.gwas.design import GroupedPhenotypes, device_inputs, kernel_inputs
-from wm_jax.gwas.kernel import AssociationInputs, make_block_fn, missing_call_index
+from wm_jax.gwas.kernel import AssociationInputs, make_block_fn
 from wm_jax.gwas.plan import Pass, TestedVariants
 from wm_jax.gwas.results import ResultStore, store_step
 
@@ -29,27 +28,26 @@ log = logging.getLogger("wm_jax")
 RELEASE_EVERY = 64  # steps between dropping the pages of the result store and the .bed from memory
 
 
-def _read_step(data: PlinkDataset, rows: np.ndarray, n_rows: int, width: int) -> tuple[np.ndarray, np.ndarray]:
-    """One step's raw .bed rows, padded with zero rows to ``n_rows``, and their missing-call index."""
-    raw = np.zeros((n_rows, data.bed.row_bytes), np.uint8)
-    raw[: len(rows)] = data.bed.raw(rows)
-    return raw, missing_call_index(raw, data.n_samples, width)
+def _read_step(data, rows: np.ndarray, n_rows: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """One step's rows of the genotype source (`wm_jax.data.genotypes`: raw .bed bytes or dosages),
+    padded with zero rows to ``n_rows``, and their missing-call index."""
+    raw = np.zeros((n_rows, data.row_width), data.block_dtype)
+    raw[: len(rows)] = data.read_block(rows)
+    return raw, data.missing_index(raw, width)
 
 
 class _Stream:
     """What every pass shares: the genotypes, the tested variants, the grouping, the device inputs
     on the mesh, the result store, the reader thread and the progress bar."""
 
-    def __init__(
-        self, data: PlinkDataset, tested: TestedVariants, grouped: GroupedPhenotypes, store: ResultStore, n: int
-    ) -> None:
+    def __init__(self, data, tested: TestedVariants, grouped: GroupedPhenotypes, store: ResultStore, n: int) -> None:
         self.data, self.tested, self.grouped, self.store = data, tested, grouped, store
         # Blocks are independent: the rows of a step are sharded over this process's devices, with no
         # communication (other processes, if any, stream other variants).
         mesh = sharding.local_mesh("blocks")
         self.n_devices = mesh.size
         self.block_sharding = NamedSharding(mesh, PartitionSpec("blocks"))
-        self.inputs: AssociationInputs = device_inputs(kernel_inputs(grouped, 4 * data.bed.row_bytes), mesh)
+        self.inputs: AssociationInputs = device_inputs(kernel_inputs(grouped, data.n_slots), mesh)
         self.column_order = grouped.column_order
         log.info(
             "%d phenotype group(s) in %d stack(s) of equal size; one matmul for all %d phenotypes",
@@ -74,7 +72,7 @@ class _Stream:
         block_fn = make_block_fn(self.grouped.layout, small_df=plan.small_df)
         start = time.time()
         step_fn = block_fn.lower(
-            self._spec((per_step, self.data.bed.row_bytes), np.uint8),
+            self._spec((per_step, self.data.row_width), self.data.block_dtype),
             self._spec((per_step, plan.missing_width), np.int32),
             self.inputs,
         ).compile()
@@ -113,7 +111,7 @@ class _Stream:
                 store_step(self.store, self.column_order, self.tested.a1_is_ref, *previous)
             if step_number % RELEASE_EVERY == RELEASE_EVERY - 1:
                 self.store.release()
-                self.data.bed.release()
+                self.data.release()
             previous = (step_indices, results)
             self.progress.update(len(step_indices))
         store_step(self.store, self.column_order, self.tested.a1_is_ref, *previous)
@@ -127,9 +125,7 @@ class _Stream:
         self.store.flush()
 
 
-def associate(
-    data: PlinkDataset, tested: TestedVariants, grouped: GroupedPhenotypes, passes: list[Pass], store: ResultStore
-) -> None:
+def associate(data, tested: TestedVariants, grouped: GroupedPhenotypes, passes: list[Pass], store: ResultStore) -> None:
     """Test every variant of every pass against every phenotype, into ``store``; logs the timing."""
     n_variants = sum(len(p.variants) for p in passes)
     stream = _Stream(data, tested, grouped, store, n_variants)
