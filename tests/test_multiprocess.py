@@ -166,6 +166,12 @@ def test_training_stopped_on_two_processes_continues_on_one(store, tmp_path):
         np.testing.assert_allclose(a[2], b[2], rtol=1e-2)
     (step_a, params_a), (step_b, params_b) = _parameters(workdir), _parameters(tmp_path / "whole")
     assert step_a == step_b == 10 and params_a.keys() == params_b.keys()
+    # The UDIP table from 2 processes (each embedding its slice of every batch) is the 1-process table.
+    embed = ["embed", "--workdir", str(tmp_path / "whole"), "--store", str(store), "--batch-size", "16"]
+    _ok(_launch(2, [*embed, "--out", str(tmp_path / "two.tsv")], tmp_path / "cache"))
+    _ok(_alone([*embed, "--out", str(tmp_path / "one.tsv")], 4, tmp_path / "cache"))
+    assert (tmp_path / "two.tsv").read_bytes() == (tmp_path / "one.tsv").read_bytes()
+    assert len((tmp_path / "one.tsv").read_text().splitlines()) == 104
     kernels = [k for k in params_a if k.endswith("kernel']")]
     assert len(kernels) >= 8
     for key in kernels:
