@@ -4,6 +4,12 @@ import os
 
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4").strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# One persistent compilation cache for the session, so that the many `wm-jax` subprocesses that
+# compile the same kernel (CLI, hostile-input and multi-process tests) compile it once.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    import tempfile
+
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="wm-jax-tests-jax-cache-")
 
 import shutil
 from pathlib import Path

@@ -21,9 +21,11 @@ WM_JAX = [sys.executable, "-m", "wm_jax.cli"]
 
 
 def _environment(devices_per_process: int, cache) -> dict:
+    """The launch environment: the session's compilation cache (tests/conftest.py) unless ``cache``."""
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS" and not k.startswith("WM_JAX_")}
     env["WM_JAX_CPU_DEVICES"] = str(devices_per_process)
-    env["JAX_COMPILATION_CACHE_DIR"] = str(cache)
+    if cache is not None:
+        env["JAX_COMPILATION_CACHE_DIR"] = str(cache)
     return env
 
 
@@ -75,8 +77,8 @@ def _gwas_args(cohort, pheno, out) -> list[str]:
 
 def test_gwas_on_two_processes_equals_one(tiny_cohort, phenotypes, tmp_path):
     """The same bytes in every table and result column (same devices per process: see the README)."""
-    _ok(_launch(2, _gwas_args(tiny_cohort, phenotypes, tmp_path / "two"), tmp_path / "cache"))
-    _ok(_alone(_gwas_args(tiny_cohort, phenotypes, tmp_path / "one"), 2, tmp_path / "cache"))
+    _ok(_launch(2, _gwas_args(tiny_cohort, phenotypes, tmp_path / "two"), None))
+    _ok(_alone(_gwas_args(tiny_cohort, phenotypes, tmp_path / "one"), 2, None))
     names = [f"P{j}.glm.linear" for j in range(6)] + ["hits.tsv", "multivariate.tsv"]
     names += [f"gwas/{c}.npy" for c in ("beta", "se", "log10_p", "obs_ct", "a1_freq", "reason", "omnibus_chi2")]
     names += ["gwas/variants.tsv"]
@@ -138,7 +140,7 @@ def test_training_stopped_on_two_processes_continues_on_one(store, tmp_path):
     workdir = tmp_path / "split"
     launcher = subprocess.Popen(
         ["bash", LAUNCH, "2", *WM_JAX, *_train_args(store, workdir, 2)],
-        env=_environment(2, tmp_path / "cache"),
+        env=_environment(2, None),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
@@ -150,10 +152,11 @@ def test_training_stopped_on_two_processes_continues_on_one(store, tmp_path):
     os.kill(_process(launcher, 1), signal.SIGTERM)
     _, stderr = launcher.communicate(timeout=300)
     assert launcher.returncode == 0, stderr[-3000:]
+    assert stderr.count("checkpoint saved, rerun to resume") == 1  # logged by process 0 alone
     stopped = [int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()]
     assert len(stopped) == 1 and 1 <= stopped[0] < 10
-    _ok(_alone(_train_args(store, workdir, 2), 4, tmp_path / "cache"))
-    _ok(_alone(_train_args(store, tmp_path / "whole", 2), 4, tmp_path / "cache"))
+    _ok(_alone(_train_args(store, workdir, 2), 4, None))
+    _ok(_alone(_train_args(store, tmp_path / "whole", 2), 4, None))
 
     def losses(workdir):
         rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
@@ -168,8 +171,8 @@ def test_training_stopped_on_two_processes_continues_on_one(store, tmp_path):
     assert step_a == step_b == 10 and params_a.keys() == params_b.keys()
     # The UDIP table from 2 processes (each embedding its slice of every batch) is the 1-process table.
     embed = ["embed", "--workdir", str(tmp_path / "whole"), "--store", str(store), "--batch-size", "16"]
-    _ok(_launch(2, [*embed, "--out", str(tmp_path / "two.tsv")], tmp_path / "cache"))
-    _ok(_alone([*embed, "--out", str(tmp_path / "one.tsv")], 4, tmp_path / "cache"))
+    _ok(_launch(2, [*embed, "--out", str(tmp_path / "two.tsv")], None))
+    _ok(_alone([*embed, "--out", str(tmp_path / "one.tsv")], 4, None))
     assert (tmp_path / "two.tsv").read_bytes() == (tmp_path / "one.tsv").read_bytes()
     assert len((tmp_path / "one.tsv").read_text().splitlines()) == 104
     kernels = [k for k in params_a if k.endswith("kernel']")]
@@ -195,7 +198,7 @@ def test_a_killed_process_fails_the_job_without_outputs(tiny_cohort, phenotypes,
     out.parent.mkdir()
     launcher = subprocess.Popen(
         ["bash", LAUNCH, "2", *WM_JAX, *_gwas_args(tiny_cohort, phenotypes, out)],
-        env=_environment(2, tmp_path / "cache"),
+        env=_environment(2, None),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,

@@ -1,4 +1,5 @@
-"""Training loop: loss goes down, kill-and-resume equals an uninterrupted run, embed, bad input."""
+"""Training loop: loss goes down, kill-and-resume equals an uninterrupted run, embed, bad input
+(SIGTERM through the command line: tests/test_multiprocess.py)."""
 
 import json
 
@@ -82,47 +83,3 @@ def test_bad_inputs(store, tmp_path):
     with pytest.raises(InputError, match="not a volume store"):
         train_and_evaluate(_config(), str(tmp_path / "w"), str(tmp_path))
     assert not (tmp_path / "u.tsv").exists()
-
-
-def test_sigterm_saves_and_a_rerun_resumes(store, tmp_path):
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
-
-    command = [
-        sys.executable,
-        "-m",
-        "wm_jax.cli",
-        "train",
-        "--config",
-        "demo",
-        "--store",
-        str(store),
-        "--workdir",
-        str(tmp_path / "w"),
-        "--config.model.input_shape=(12,12,12)",
-        "--config.model.channels=(4,8)",
-        "--config.model.latent_dim=6",
-        "--config.max_subjects=48",
-        "--config.epochs=50",
-        "--config.log_every=1",
-    ]
-    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 240
-    while not (tmp_path / "w" / "metrics.jsonl").exists() and time.time() < deadline and process.poll() is None:
-        time.sleep(0.2)
-    process.send_signal(signal.SIGTERM)
-    _, stderr = process.communicate(timeout=240)
-    assert process.returncode == 0, stderr[-2000:]
-    assert "checkpoint saved, rerun to resume" in stderr
-    resumed = subprocess.run(
-        command[:-2] + ["--config.epochs=1", "--config.log_every=1"],
-        capture_output=True,
-        text=True,
-        timeout=240,
-        env={**os.environ},
-    )
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert "resumed from step" in resumed.stderr
