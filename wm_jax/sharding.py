@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
 
 import jax
 import numpy as np
@@ -103,13 +102,6 @@ def barrier(name: str) -> None:
     """Every process waits here until all arrive (no-op for one process)."""
     if jax.process_count() > 1:
         multihost_utils.sync_global_devices(name)
-
-
-def broadcast(value):
-    """Process 0's ``value`` (a numpy-compatible pytree) on every process."""
-    if jax.process_count() == 1:
-        return value
-    return multihost_utils.broadcast_one_to_all(value)
 
 
 def any_process(flag: bool) -> bool:
@@ -210,8 +202,3 @@ def split_evenly(n: int, parts: int, index: int) -> slice:
     """The index-th of ``parts`` contiguous, near-equal ranges of range(n)."""
     bounds = np.linspace(0, n, parts + 1).round().astype(int)
     return slice(int(bounds[index]), int(bounds[index + 1]))
-
-
-def device_summary(devices: Sequence | None = None) -> str:
-    devices = jax.devices() if devices is None else devices
-    return f"{len(devices)} device(s) in {jax.process_count()} process(es): " + ", ".join(str(d) for d in devices[:8])
