@@ -220,3 +220,13 @@ def test_a_killed_process_fails_the_job_without_outputs(tiny_cohort, phenotypes,
     for name in left:
         pid = int(name.split(".partial-")[1].split("-")[0])
         assert not Path(f"/proc/{pid}").exists(), name
+
+
+def test_commands_that_run_as_one_process_refuse_a_launcher(tiny_cohort, tmp_path):
+    result = _launch(2, ["roi", "--store", str(tmp_path), "--atlas", str(tiny_cohort / "atlas.nii.gz"), "--labels",
+                         str(tiny_cohort / "atlas_labels.tsv"), "--out", str(tmp_path / "roi.tsv")], None)  # fmt: skip
+    assert result.returncode == 2
+    assert "wm-jax roi: error: runs as one process; start it without a launcher" in result.stderr
+    assert not (tmp_path / "roi.tsv").exists()
+    usage = subprocess.run(["bash", LAUNCH, "two", "wm-jax"], capture_output=True, text=True)
+    assert usage.returncode == 2 and "usage: launch/local.sh N" in usage.stderr

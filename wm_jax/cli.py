@@ -191,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     _setup_logging(args.verbose)
     set_command(args.command)
     try:
-        _start_distributed()
+        _start_distributed(args.command)
     except InputError as err:
         print(f"wm-jax {args.command}: error: {_one_line(str(err))}", file=sys.stderr)
         return 2
@@ -221,11 +221,19 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _start_distributed() -> None:
+MULTI_PROCESS_COMMANDS = ("train", "embed", "gwas")
+
+
+def _start_distributed(command: str) -> None:
     """Join a multi-process run when a launcher (launch/*.sh) set it up; only process 0 logs
     information then. Imports JAX only in that case, so one-process start-up is unchanged."""
     if "WM_JAX_COORDINATOR" not in os.environ and "WM_JAX_DISTRIBUTED" not in os.environ:
         return
+    if command not in MULTI_PROCESS_COMMANDS:
+        raise InputError(
+            f"runs as one process; start it without a launcher (WM_JAX_COORDINATOR or WM_JAX_DISTRIBUTED is "
+            f"set; commands that run across processes: {', '.join(MULTI_PROCESS_COMMANDS)})"
+        )
     from wm_jax import sharding
 
     if sharding.initialize() and not sharding.is_main_process():
