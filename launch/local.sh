@@ -43,7 +43,14 @@ while [ "$remaining" -gt 0 ]; do
     status="$code"
     echo "launch/local.sh: process with pid $done_pid exited with $code; stopping the others" >&2
     forward TERM
-    (sleep 30 && kill -s KILL "${pids[@]}" 2>/dev/null) &
+    # SIGKILL for any still running after 30 s; its own output closed, so callers reading this
+    # script's output are not held open by it, and stopped (with its sleep) when all have exited.
+    (
+      trap 'kill "$nap" 2>/dev/null; exit 0' TERM
+      sleep 30 &
+      nap=$!
+      wait "$nap" && kill -s KILL "${!running[@]}" 2>/dev/null
+    ) >/dev/null 2>&1 &
     killer=$!
   fi
   unset done_pid
