@@ -4,7 +4,8 @@ device and a step-time model, from the compiled step of the paper's model on thi
     python benchmarks/pod_plan.py
 
 Measured here (XLA:CPU compile, no allocation): the step's FLOPs per volume (`cost_analysis`) and
-its memory per device at 1 volume per device (`memory_analysis`), in float32 and bfloat16 compute.
+its memory per device at 1 volume per device (`memory_analysis`), in float32 and bfloat16 compute,
+with the library convolution (`lax.conv`, what "auto" picks on GPU and TPU).
 Assumed (vendor figures, marked in the output): peak dense bf16 FLOP/s, HBM size and all-reduce
 bandwidth of each accelerator, and a model FLOP utilisation (MFU) for 3D convolutions. Writes
 benchmarks/results/pod_plan.md. Everything in it is a model until it runs on such hardware.
@@ -55,7 +56,7 @@ def main() -> None:
     rows = {}
     for dtype in ("float32", "bfloat16"):
         start = time.perf_counter()
-        compiled, n_params = compiled_step(AutoencoderConfig(compute_dtype=dtype), 1)
+        compiled, n_params = compiled_step(AutoencoderConfig(compute_dtype=dtype, conv_formulation="library"), 1)
         cost = compiled.cost_analysis()
         cost = cost[0] if isinstance(cost, list) else cost
         memory = compiled.memory_analysis()

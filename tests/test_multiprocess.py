@@ -26,6 +26,7 @@ def _environment(devices_per_process: int, cache) -> dict:
     """The launch environment: the session's compilation cache (tests/conftest.py) unless ``cache``."""
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS" and not k.startswith("WM_JAX_")}
     env["WM_JAX_CPU_DEVICES"] = str(devices_per_process)
+    env["WM_JAX_HEARTBEAT_SECONDS"] = "8"  # a lost process is noticed sooner than the default 20 s
     if cache is not None:
         env["JAX_COMPILATION_CACHE_DIR"] = str(cache)
     return env

@@ -35,8 +35,9 @@ ENV_PROCESS_ID = "WM_JAX_PROCESS_ID"
 ENV_CPU_DEVICES = "WM_JAX_CPU_DEVICES"
 ENV_AUTO = "WM_JAX_DISTRIBUTED"
 # A process that dies is noticed by the others within this many seconds (their next collective or
-# barrier fails), so a job never hangs on a lost peer.
+# barrier fails), so a job never hangs on a lost peer. WM_JAX_HEARTBEAT_SECONDS overrides it.
 HEARTBEAT_SECONDS = 20
+ENV_HEARTBEAT = "WM_JAX_HEARTBEAT_SECONDS"
 
 _started = False
 
@@ -81,7 +82,8 @@ def initialize(
     if cpu_devices:
         jax.config.update("jax_num_cpu_devices", int(cpu_devices))
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    jax.distributed.initialize(**settings, heartbeat_timeout_seconds=HEARTBEAT_SECONDS)
+    heartbeat = int(os.environ.get(ENV_HEARTBEAT, HEARTBEAT_SECONDS))
+    jax.distributed.initialize(**settings, heartbeat_timeout_seconds=heartbeat)
     _started = True
     log.info(
         "process %d of %d: %d local device(s), %d in all",
