@@ -103,7 +103,7 @@ def _train_args(store, workdir, epochs: int) -> list[str]:
         "train", "--config", "demo", "--store", str(store), "--workdir", str(workdir),
         "--config.model.input_shape=(12,12,12)", "--config.model.channels=(2,4)", "--config.model.latent_dim=4",
         "--config.batch_size=8", "--config.max_subjects=40", "--config.learning_rate=3e-3",
-        f"--config.epochs={epochs}", "--config.log_every=1",
+        f"--config.epochs={epochs}", "--config.log_every=1", "--config.schedule=plateau",
     ]  # fmt: skip
 
 

@@ -25,7 +25,7 @@ def train_step(
         return masked_mse(model(volumes), volumes, mask, weights)
 
     loss, grads = nnx.value_and_grad(loss_fn)(model)
-    optimizer.update(model, grads)
+    optimizer.update(model, grads, value=loss)  # the loss feeds reduce_on_plateau (the paper schedule)
     return loss
 
 
