@@ -40,6 +40,7 @@ HEARTBEAT_SECONDS = 20
 ENV_HEARTBEAT = "WM_JAX_HEARTBEAT_SECONDS"
 
 _started = False
+_barriers = 0
 
 
 def _from_environment() -> dict | None:
@@ -85,6 +86,7 @@ def initialize(
     heartbeat = int(os.environ.get(ENV_HEARTBEAT, HEARTBEAT_SECONDS))
     jax.distributed.initialize(**settings, heartbeat_timeout_seconds=heartbeat)
     _started = True
+    barrier("started")  # so that the first device collective (which sets up gloo) starts in step
     log.info(
         "process %d of %d: %d local device(s), %d in all",
         jax.process_index(),
@@ -100,10 +102,18 @@ def is_main_process() -> bool:
     return jax.process_index() == 0
 
 
-def barrier(name: str) -> None:
-    """Every process waits here until all arrive (no-op for one process)."""
-    if jax.process_count() > 1:
-        multihost_utils.sync_global_devices(name)
+def barrier(name: str, timeout_seconds: int = 3600) -> None:
+    """Every process waits here until all arrive (no-op for one process). A barrier of the
+    coordination service, not a device collective: processes may arrive minutes apart (a device
+    collective's first use sets up gloo with a 30 s limit), and a lost process is still noticed by
+    heartbeat. Every process must pass the same barriers in the same order."""
+    global _barriers
+    if jax.process_count() == 1:
+        return
+    _barriers += 1
+    from jax._src import distributed  # the coordination-service client; JAX has no public barrier without devices
+
+    distributed.global_state.client.wait_at_barrier(f"wm_jax/{_barriers}/{name}", timeout_seconds * 1000)
 
 
 def any_process(flag: bool) -> bool:

@@ -75,6 +75,7 @@ def _count_in_shares(data, selected: np.ndarray) -> qc.VariantCounts:
     processes each counts its share and every process gets them all (fields that are None, as the
     dosage sums of hard calls, stay None), so every process plans the same passes."""
     local = data.count(selected[sharding.this_process_share(len(selected))])
+    sharding.barrier("gwas: genotypes counted")
     gathered = {f.name: getattr(local, f.name) for f in fields(local)}
     return replace(local, **{k: sharding.gather_parts(v) for k, v in gathered.items() if v is not None})
 
