@@ -1,6 +1,6 @@
 """wm-jax gwas against plink2 --glm on the same simulated cohort, side by side in one run.
 
-    python benchmarks/gwas_vs_plink2.py [--phenotypes 1,16,128] [--n-subjects 5003]
+    python benchmarks/gwas_vs_plink2.py [--phenotypes 1,16,128] [--inputs bed,pgen,bgen] [--n-subjects 5003]
 
 Writes benchmarks/results/gwas_vs_plink2.md (and .json): wall time and peak RSS of each whole
 process, variant-phenotype tests per second, the speed ratio, the kernel's GFLOP/s against this
@@ -122,161 +122,197 @@ def accuracy(ours_prefix: Path, plink_prefix: Path, names: list[str]) -> dict:
     }
 
 
-def without_missing_calls(cohort: Path, out: Path) -> Path:
-    """A copy of the cohort's genotypes (and covariates) with every missing call (code 01) made
-    homozygous REF (11): set the high bit wherever the low bit is set."""
+def without_missing_calls(cohort: Path, out: Path, every: int = 1) -> Path:
+    """A copy of the cohort's genotypes (and covariates) with the missing calls (code 01) of every
+    ``every``-th variant (from the first) made homozygous REF (11): set the high bit wherever the
+    low bit is set. ``every=2`` leaves missing calls in half the variants."""
     out.mkdir(parents=True, exist_ok=True)
     body = np.fromfile(cohort / "genotypes.bed", np.uint8)
-    genotypes = body[3:]
-    missing = genotypes & ~(genotypes >> 1) & 0x55
-    np.concatenate([body[:3], genotypes | (missing << 1)]).tofile(out / "genotypes.bed")
+    n_samples = sum(1 for _ in open(cohort / "genotypes.fam"))
+    genotypes = body[3:].reshape(-1, -(-n_samples // 4))
+    cleared = genotypes[::every]
+    genotypes[::every] = cleared | ((cleared & ~(cleared >> 1) & 0x55) << 1)
+    np.concatenate([body[:3], genotypes.ravel()]).tofile(out / "genotypes.bed")
     for name in ("genotypes.bim", "genotypes.fam", "covariates.tsv"):
         shutil.copy(cohort / name, out / name)
     return out
 
 
-def main() -> None:
+def genotype_inputs(cohort: Path, kinds: list[str], work: Path, plink2: str) -> dict[str, tuple[list, list]]:
+    """Each input kind's flags for plink2 and for wm-jax: the cohort's .bed, and a PGEN and an
+    8-bit BGEN 1.2 (zlib, REF last, as plink2 writes it) that plink2 makes of it in ``work``."""
+    bfile = str(cohort / "genotypes")
+    flags = {"bed": (["--bfile", bfile], ["--bfile", bfile])}
+    for kind in kinds:
+        if kind == "pgen":
+            prefix = str(work / "genotypes_pgen")
+            if not Path(prefix + ".pgen").exists():
+                subprocess.run(
+                    [plink2, "--bfile", bfile, "--make-pgen", "--out", prefix], check=True, capture_output=True
+                )
+            flags[kind] = (["--pfile", prefix], ["--pfile", prefix])
+        elif kind == "bgen":
+            prefix = str(work / "genotypes_bgen")
+            if not Path(prefix + ".bgen").exists():
+                export = ["--export", "bgen-1.2", "bits=8", "--out", prefix]
+                subprocess.run([plink2, "--bfile", bfile, *export], check=True, capture_output=True)
+            bgen = [prefix + ".bgen", "ref-last", "--sample", prefix + ".sample"]
+            flags[kind] = (["--bgen", *bgen], ["--bgen", *bgen])
+        elif kind != "bed":
+            sys.exit(f"--inputs: unknown input {kind}; expected bed, pgen or bgen")
+    return {kind: flags[kind] for kind in kinds}
+
+
+def run_plink2(plink2: str, genotype_flags: list, pheno: Path, covar: Path, prefix: Path) -> tuple[float, float]:
+    seconds, rss, _ = timed_rss(
+        [plink2, *genotype_flags, "--pheno", str(pheno), "--covar", str(covar), "--glm", "hide-covar"]
+        + ["--threads", "2", "--out", str(prefix)],
+        env={"OPENBLAS_NUM_THREADS": "1"},
+    )
+    return seconds, rss
+
+
+def run_wmjax(genotype_flags: list, pheno: Path, covar: Path, prefix: Path, cache: Path, extra: list) -> tuple:
+    """One whole `wm-jax gwas` process with its compilation cache in ``cache``: (seconds, RSS, log)."""
+    for old in prefix.parent.glob(f"{prefix.name}*"):
+        shutil.rmtree(old) if old.is_dir() else old.unlink()
+    seconds, rss, _ = timed_rss(
+        [sys.executable, "-m", "wm_jax.cli", "gwas", *genotype_flags, "--pheno", str(pheno), "--covar", str(covar)]
+        + ["--out", str(prefix), *extra],
+        env={"JAX_COMPILATION_CACHE_DIR": str(cache)},
+    )
+    return seconds, rss, Path(f"{prefix}.log").read_text()
+
+
+def log_timing(log_text: str) -> tuple[float, float, int, float]:
+    """(association seconds, seconds compiling before a pass could start, groups, seconds before
+    the association began) from a `wm-jax gwas` .log."""
+    found = re.search(
+        r"association: \d+ variant-phenotype tests in ([\d.]+) s .* of which ([\d.]+) s compiling", log_text
+    )
+    groups = int(re.search(r"(\d+) phenotype group", log_text).group(1))
+    began = re.search(r"\[\s*([\d.]+)s\] \d+ phenotype group\(s\) in", log_text)
+    return float(found.group(1)), float(found.group(2)), groups, float(began.group(1))
+
+
+def benchmark_job(job: dict, args, gemm: float) -> dict:
+    """plink2, then wm-jax with an empty compilation cache (a new user's first run), then wm-jax
+    again with the cache that run filled, on one input and phenotype count."""
+    kind, (plink_flags, ours_flags), p, cohort, work = (job[k] for k in ("kind", "flags", "p", "cohort", "work"))
+    pheno, covar = work / f"pheno_{p}.tsv", cohort / "covariates.tsv"
+    names = [f"UDIP{j + 1}" for j in range(p)]
+    plink_prefix, ours_prefix = work / f"plink2_{kind}_{p}", work / f"wmjax_{kind}_{p}"
+    plink_seconds, plink_rss = run_plink2(job["plink2"], plink_flags, pheno, covar, plink_prefix)
+    cache = work / "jax_cache"
+    shutil.rmtree(cache, ignore_errors=True)
+    extra = ["--block-size", str(args.block_size)]
+    ours_seconds, ours_rss, log_text = run_wmjax(ours_flags, pheno, covar, ours_prefix, cache, extra)
+    warm_seconds, _, warm_log = run_wmjax(ours_flags, pheno, covar, ours_prefix, cache, extra)
+    association_seconds, compile_seconds, groups, startup_seconds = log_timing(log_text)
+    kernel_seconds = association_seconds - compile_seconds
+    n_variants, n_samples, k = job["n_variants"], job["n_samples"], job["n_covariates"] + 1
+    # The work the kernel cannot avoid: one product of the decoded genotypes with [Q | 1 | Y]
+    # (k + 1 + P columns) per variant, whatever the number of missingness groups.
+    flops = 2.0 * n_samples * n_variants * (p + k + 1)
+    row = {
+        "input": kind,
+        "phenotypes": p,
+        "missingness_groups": groups,
+        "variants": n_variants,
+        "samples": n_samples,
+        "plink2_s": round(plink_seconds, 2),
+        "wmjax_s": round(ours_seconds, 2),
+        "speedup": round(plink_seconds / ours_seconds, 2),
+        "wmjax_warm_cache_s": round(warm_seconds, 2),
+        "speedup_warm_cache": round(plink_seconds / warm_seconds, 2),
+        "plink2_rss_mib": round(plink_rss),
+        "wmjax_rss_mib": round(ours_rss),
+        "wmjax_tests_per_s": round(n_variants * p / ours_seconds),
+        "log_start_to_association_s": startup_seconds,
+        "association_s": association_seconds,
+        "compile_wait_s": compile_seconds,
+        "compile_wait_warm_cache_s": log_timing(warm_log)[1],
+        "kernel_s": round(kernel_seconds, 2),
+        "kernel_gflops": round(flops / kernel_seconds / 1e9, 1),
+        "kernel_fraction_of_gemm": round(flops / kernel_seconds / 1e9 / gemm, 3),
+        "load_before": job["load"],
+        **accuracy(ours_prefix, plink_prefix, names),
+    }
+    if args.text_format and kind == "bed" and p == max(int(x) for x in args.phenotypes.split(",")):
+        extra = [*extra, "--format", "plink2"]
+        row["wmjax_plink2_format_s"] = round(
+            run_wmjax(ours_flags, pheno, covar, work / f"text_{p}", cache, extra)[0], 2
+        )
+    return row
+
+
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--phenotypes", default="1,16,128")
+    parser.add_argument("--inputs", default="bed", help="comma-separated: bed, pgen, bgen (made from the .bed)")
     parser.add_argument("--n-subjects", type=int, default=5003)
     parser.add_argument("--workdir", default=str(REPO / "benchmarks" / "work"))
     parser.add_argument("--cohort", help="an existing `wm-jax simulate` directory")
     parser.add_argument("--block-size", type=int, default=512)
     parser.add_argument("--name", default="gwas_vs_plink2", help="results file name in benchmarks/results/")
+    parser.add_argument("--text-format", action="store_true", help="also time --format plink2 (bed, most phenotypes)")
     parser.add_argument(
         "--without-missing-calls",
         action="store_true",
         help="run on a copy of the cohort whose missing calls are set to homozygous REF "
         "(as hard-called imputed genotypes have none)",
     )
-    args = parser.parse_args()
-    work = Path(args.workdir)
-    work.mkdir(parents=True, exist_ok=True)
+    parser.add_argument(
+        "--missing-calls-in-half",
+        action="store_true",
+        help="run on a copy of the cohort whose missing calls are kept in every other variant only",
+    )
+    return parser.parse_args()
+
+
+def simulated_cohort(args, work: Path) -> Path:
     cohort = Path(args.cohort) if args.cohort else work / "cohort"
     if not cohort.exists():
         subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "wm_jax.cli",
-                "simulate",
-                "--out",
-                str(cohort),
-                "--n-subjects",
-                str(args.n_subjects),
-                "--config.shape=(16,20,16)",
-                "--config.genotypes.n_chromosomes=8",
-                "--config.genotypes.chromosome_length=4.5e6",
-            ],
+            [sys.executable, "-m", "wm_jax.cli", "simulate", "--out", str(cohort)]
+            + ["--n-subjects", str(args.n_subjects), "--config.shape=(16,20,16)"]
+            + ["--config.genotypes.n_chromosomes=8", "--config.genotypes.chromosome_length=4.5e6"],
             check=True,
         )
     if args.without_missing_calls:
-        cohort = without_missing_calls(cohort, work / "cohort_without_missing_calls")
+        return without_missing_calls(cohort, work / "cohort_without_missing_calls")
+    if args.missing_calls_in_half:
+        return without_missing_calls(cohort, work / "cohort_missing_calls_in_half", every=2)
+    return cohort
+
+
+def main() -> None:
+    args = parse_args()
+    work = Path(args.workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    cohort = simulated_cohort(args, work)
     plink2 = shutil.which("plink2")
     if plink2 is None:
         sys.exit("plink2 not found: apt-get install plink2 libopenblas0-pthread")
-    n_variants = sum(1 for _ in open(cohort / "genotypes.bim"))
-    n_samples = sum(1 for _ in open(cohort / "genotypes.fam"))
-    n_covariates = len(open(cohort / "covariates.tsv").readline().split("\t")) - 2
+    inputs = genotype_inputs(cohort, args.inputs.split(","), work, plink2)
+    shape = {
+        "n_variants": sum(1 for _ in open(cohort / "genotypes.bim")),
+        "n_samples": sum(1 for _ in open(cohort / "genotypes.fam")),
+        "n_covariates": len(open(cohort / "covariates.tsv").readline().split("\t")) - 2,
+    }
     gemm = gemm_gflops()
     rows = []
     for p in [int(x) for x in args.phenotypes.split(",")]:
-        n_na = 0 if p == 1 else (2 if p <= 16 else 4)
-        pheno = work / f"pheno_{p}.tsv"
-        make_phenotypes(cohort, p, n_na, pheno, seed=p)
-        names = [f"UDIP{j + 1}" for j in range(p)]
-        plink_prefix, ours_prefix = work / f"plink2_{p}", work / f"wmjax_{p}"
-        plink_seconds, plink_rss, _ = timed_rss(
-            [
-                plink2,
-                "--bfile",
-                str(cohort / "genotypes"),
-                "--pheno",
-                str(pheno),
-                "--covar",
-                str(cohort / "covariates.tsv"),
-                "--glm",
-                "hide-covar",
-                "--threads",
-                "2",
-                "--out",
-                str(plink_prefix),
-            ],
-            env={"OPENBLAS_NUM_THREADS": "1"},
-        )
-        for old in work.glob(f"wmjax_{p}*"):
-            shutil.rmtree(old) if old.is_dir() else old.unlink()
-        ours_seconds, ours_rss, stderr = timed_rss(
-            [
-                sys.executable,
-                "-m",
-                "wm_jax.cli",
-                "gwas",
-                "--bfile",
-                str(cohort / "genotypes"),
-                "--pheno",
-                str(pheno),
-                "--covar",
-                str(cohort / "covariates.tsv"),
-                "--out",
-                str(ours_prefix),
-                "--block-size",
-                str(args.block_size),
-            ]
-        )
-        log_text = Path(f"{ours_prefix}.log").read_text()
-        found = re.search(
-            r"association: \d+ variant-phenotype tests in ([\d.]+) s .* of which ([\d.]+) s compiling", log_text
-        )
-        association_seconds, compile_seconds = float(found.group(1)), float(found.group(2))
-        kernel_seconds = association_seconds - compile_seconds
-        groups = int(re.search(r"(\d+) phenotype group", log_text).group(1))
-        k = n_covariates + 1
-        # The work the kernel cannot avoid: one product of the decoded genotypes with [Q | 1 | Y]
-        # (k + 1 + P columns) per variant, whatever the number of missingness groups.
-        flops = 2.0 * n_samples * n_variants * (p + k + 1)
-        row = {
-            "phenotypes": p,
-            "missingness_groups": groups,
-            "variants": n_variants,
-            "samples": n_samples,
-            "plink2_s": round(plink_seconds, 2),
-            "wmjax_s": round(ours_seconds, 2),
-            "speedup": round(plink_seconds / ours_seconds, 2),
-            "plink2_rss_mib": round(plink_rss),
-            "wmjax_rss_mib": round(ours_rss),
-            "wmjax_tests_per_s": round(n_variants * p / ours_seconds),
-            "association_s": association_seconds,
-            "compile_s": compile_seconds,
-            "kernel_s": round(kernel_seconds, 2),
-            "kernel_gflops": round(flops / kernel_seconds / 1e9, 1),
-            "kernel_fraction_of_gemm": round(flops / kernel_seconds / 1e9 / gemm, 3),
-            **accuracy(ours_prefix, plink_prefix, names),
-        }
-        if p == max(int(x) for x in args.phenotypes.split(",")):
-            text_seconds, _, _ = timed_rss(
-                [
-                    sys.executable,
-                    "-m",
-                    "wm_jax.cli",
-                    "gwas",
-                    "--bfile",
-                    str(cohort / "genotypes"),
-                    "--pheno",
-                    str(pheno),
-                    "--covar",
-                    str(cohort / "covariates.tsv"),
-                    "--out",
-                    str(work / f"text_{p}"),
-                    "--format",
-                    "plink2",
-                    "--block-size",
-                    str(args.block_size),
-                ]
-            )
-            row["wmjax_plink2_format_s"] = round(text_seconds, 2)
-        rows.append(row)
-        print(json.dumps(row), flush=True)
+        make_phenotypes(cohort, p, 0 if p == 1 else (2 if p <= 16 else 4), work / f"pheno_{p}.tsv", seed=p)
+        for kind, flags in inputs.items():
+            load = Path("/proc/loadavg").read_text().split()[0]
+            job = {"kind": kind, "flags": flags, "p": p, "cohort": cohort, "work": work, "plink2": plink2, "load": load}
+            rows.append(benchmark_job({**job, **shape}, args, gemm))
+            print(json.dumps(rows[-1]), flush=True)
+    write_results(args, plink2, gemm, rows)
+
+
+def write_results(args, plink2: str, gemm: float, rows: list[dict]) -> None:
     result = {
         "command": "python benchmarks/gwas_vs_plink2.py " + " ".join(sys.argv[1:]),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
@@ -291,7 +327,9 @@ def main() -> None:
     table = pd.DataFrame(rows)
     (out / f"{args.name}.md").write_text(
         f"# wm-jax gwas vs plink2 --glm\n\n`{result['command']}` on {result['machine']}, {result['date']}; "
-        f"{result['plink2']}; float32 GEMM {result['gemm_float32_gflops']} GFLOP/s.\n\n" + markdown_table(table) + "\n"
+        f"{result['plink2']}; float32 GEMM {result['gemm_float32_gflops']} GFLOP/s. wmjax_s starts from an "
+        "empty compilation cache, wmjax_warm_cache_s reruns with the cache that run filled; load_before is "
+        "the 1-minute load average before the row's first process.\n\n" + markdown_table(table) + "\n"
     )
     print(table.to_string(index=False))
 

@@ -15,6 +15,7 @@ allele as REF; otherwise the last allele is REF ('ref-last', the order plink2 --
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 import mmap
 import os
@@ -32,6 +33,7 @@ from wm_jax.data.genotypes import (
     VariantCounts,
     concatenate_counts,
     dosage_counts,
+    hard_call_table,
     hard_calls_from_dosages,
     missing_dosage_index,
     padded_slots,
@@ -41,11 +43,17 @@ from wm_jax.errors import input_error, require_file
 log = logging.getLogger("wm_jax")
 
 COUNT_CHUNK = 4096
+DECODE_BATCH = 256  # 8-bit blocks decoded at once
+DECODE_THREADS = 2
+_INVALID = 65534  # `_dosage_table`'s mark of probabilities that sum past 1
 _COMPRESSION = {0: "none", 1: "zlib", 2: "zstd"}
 
 
 class _Truncated(Exception):
     """A read past the end of the file."""
+
+
+_CORRUPT = (ValueError, struct.error, zlib.error, zstandard.ZstdError, _Truncated)
 
 
 class _Cursor:
@@ -129,23 +137,37 @@ def read_sample_file(path: str | os.PathLike, n_samples: int) -> pd.DataFrame:
 
 def _index_variants(data, start: int, n_variants: int, path: Path) -> tuple[pd.DataFrame, np.ndarray]:
     """Every variant's header (as a .bim-like table: first allele, last allele) and where its
-    genotype block starts (at its length field)."""
-    cursor = _Cursor(data, start)
-    rows, offsets = [], np.empty(n_variants, np.int64)
+    genotype block starts (at its length field). The headers have variable lengths, so this is one
+    walk, kept to the fewest Python operations per variant."""
+    u16, u32, size = struct.Struct("<H").unpack_from, struct.Struct("<I").unpack_from, len(data)
+    rows, offsets, position = [], np.empty(n_variants, np.int64), start
     for i in range(n_variants):
         try:
-            snp_id, rsid, chrom = cursor.text("<H"), cursor.text("<H"), cursor.text("<H")
-            position, n_alleles = cursor.unpack("<IH")
-            alleles = [cursor.text("<I") for _ in range(n_alleles)]
-            offsets[i] = cursor.position
-            (block_length,) = cursor.unpack("<I")
-            cursor.take(block_length)
-        except (_Truncated, struct.error):
+            fields = []
+            for _ in range(3):  # variant ID, rsID, chromosome
+                (length,) = u16(data, position)
+                fields.append(data[position + 2 : position + 2 + length])
+                position += 2 + length
+            bp, n_alleles = u32(data, position)[0], u16(data, position + 4)[0]
+            position += 6
+            alleles = []
+            for _ in range(n_alleles):
+                (length,) = u32(data, position)
+                alleles.append(data[position + 4 : position + 4 + length])
+                position += 4 + length
+            offsets[i] = position
+            position += 4 + u32(data, position)[0]
+        except struct.error:
+            position = size + 1
+        if position > size:
             raise input_error(path, f"truncated: variant {i + 1} of {n_variants} ends past the end of the file")
         if n_alleles != 2:
-            raise input_error(path, f"variant {rsid or snp_id} has {n_alleles} alleles; expected biallelic variants")
-        rows.append((chrom, rsid or snp_id, position, alleles[0], alleles[1]))
+            name = (fields[1] or fields[0]).decode("utf-8", errors="replace")
+            raise input_error(path, f"variant {name} has {n_alleles} alleles; expected biallelic variants")
+        rows.append((fields[2], fields[1] or fields[0], bp, alleles[0], alleles[1]))
     table = pd.DataFrame(rows, columns=["chrom", "id", "pos", "first", "last"])
+    for column in ("chrom", "id", "first", "last"):
+        table[column] = table[column].str.decode("utf-8", errors="replace")
     table["chrom"] = table.chrom.str.replace(r"^0+(?=\d)", "", regex=True)  # UK Biobank's "01" is plink2's 1
     return table, offsets
 
@@ -167,6 +189,21 @@ def to_dosage_units(numerator: np.ndarray, top: int) -> np.ndarray:
     down. Checked against plink2's import of every 3- and 8-bit probability pair (tests)."""
     rounding = max((top - 3) // 2, 0)
     return ((numerator * DOSAGE_UNIT + rounding) // top).astype(np.uint16)
+
+
+def dosage_table(ref_first: bool) -> np.ndarray:
+    """ALT dosages (DOSAGE_UNIT) of every pair of 8-bit probabilities, indexed [phased, first + 256 second]
+    (the pair read as one little-endian uint16), computed as `BgenDataset._decode` computes them;
+    _INVALID where unphased probabilities sum past 1."""
+    pair = np.arange(1 << 16, dtype=np.int64)
+    first, second, top = pair & 255, pair >> 8, 255
+    table = np.empty((2, 1 << 16), np.uint16)
+    for phased in (0, 1):
+        first_allele = (1 if phased else 2) * first + second
+        units = to_dosage_units(2 * top - first_allele, top)
+        table[phased] = units if ref_first else (2 * DOSAGE_UNIT - units).astype(np.uint16)
+    table[0, first + second > top] = _INVALID
+    return table
 
 
 def _decompress(block: bytes, compression: int, size: int) -> bytes:
@@ -201,6 +238,9 @@ class BgenDataset:
         )
         self.ref_first, self.n_variants = ref_first, n_variants
         self.n_slots = self.row_width = padded_slots(self.n_samples)
+        self._block_head = np.frombuffer(struct.pack("<IHBB", self.n_samples, 2, 2, 2), np.uint8)
+        self._dosage_table = dosage_table(ref_first)
+        self._decoders = concurrent.futures.ThreadPoolExecutor(DECODE_THREADS)
         log.info(
             "%s: %d samples, %d variants, %s-compressed blocks",
             path,
@@ -248,21 +288,60 @@ class BgenDataset:
         units[(ploidy & 0x80) != 0] = MISSING_DOSAGE
         return units
 
-    def _dosages(self, rows: np.ndarray) -> np.ndarray:
-        out = np.empty((len(rows), self.n_samples), np.uint16)
-        for j, i in enumerate(np.asarray(rows).tolist()):
-            try:
-                out[j] = self._decode(i)
-            except (ValueError, struct.error, zlib.error, zstandard.ZstdError, _Truncated) as err:
-                reason = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
-                raise input_error(
-                    self.path, f"variant {self.variants.id.iloc[i]} (number {i + 1}): corrupt or truncated ({reason})"
-                ) from None
+    def _dosages(self, rows: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """ALT dosages of ``rows`` (rows, n_samples), into ``out`` if given, in batches on DECODE_THREADS
+        threads (decompression and NumPy release the GIL)."""
+        rows = np.asarray(rows)
+        out = np.empty((len(rows), self.n_samples), np.uint16) if out is None else out
+        starts = range(0, len(rows), DECODE_BATCH)
+        batches = [(rows[s : s + DECODE_BATCH], out[s : s + DECODE_BATCH]) for s in starts]
+        for _ in self._decoders.map(lambda batch: self._decode_batch(*batch), batches):
+            pass
         return out
+
+    def _decode_batch(self, rows: np.ndarray, out: np.ndarray) -> None:
+        """8-bit blocks decoded at once; any other block (or a batch with a corrupt one, so that the
+        error names it) one by one."""
+        try:
+            decoded = self._decode_8bit(rows, out)
+        except _CORRUPT:
+            decoded = False
+        if not decoded:
+            for j, i in enumerate(rows.tolist()):
+                out[j] = self._checked_decode(i)
+
+    def _decode_8bit(self, rows: np.ndarray, out: np.ndarray) -> bool:
+        """Decode ``rows`` into ``out`` when every block holds 8-bit probabilities of this file's
+        samples, through `_dosage_table`; False (``out`` unfinished) otherwise or if any is corrupt."""
+        n = self.n_samples
+        payloads = [self._payload(i) for i in rows.tolist()]
+        if any(len(payload) != 10 + 3 * n for payload in payloads):
+            return False
+        block = np.frombuffer(b"".join(payloads), np.uint8).reshape(len(payloads), 10 + 3 * n)
+        if not ((block[:, :8] == self._block_head).all() and (block[:, 9 + n] == 8).all()):
+            return False
+        phased, pairs = block[:, 8 + n] != 0, block[:, 10 + n :].view("<u2")
+        out[:] = self._dosage_table[0][pairs]
+        if phased.any():
+            out[phased] = self._dosage_table[1][pairs[phased]]
+        if (out == _INVALID).any():
+            return False
+        out[(block[:, 8 : 8 + n] & 0x80) != 0] = MISSING_DOSAGE
+        return True
+
+    def _checked_decode(self, i: int) -> np.ndarray:
+        """`_decode`, its failure an input error naming the variant."""
+        try:
+            return self._decode(i)
+        except _CORRUPT as err:
+            reason = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
+            raise input_error(
+                self.path, f"variant {self.variants.id.iloc[i]} (number {i + 1}): corrupt or truncated ({reason})"
+            ) from None
 
     def read_block(self, rows: np.ndarray) -> np.ndarray:
         block = np.zeros((len(rows), self.n_slots), np.uint16)
-        block[:, : self.n_samples] = self._dosages(rows)
+        self._dosages(rows, block[:, : self.n_samples])
         return block
 
     def missing_index(self, block: np.ndarray, width: int) -> np.ndarray:
@@ -273,7 +352,7 @@ class BgenDataset:
         parts = []
         for start in range(0, len(rows), COUNT_CHUNK):
             units = self._dosages(rows[start : start + COUNT_CHUNK])
-            parts.append(dosage_counts(units, hard_calls_from_dosages(units)))
+            parts.append(dosage_counts(units, hard_call_table()[units]))
             self.release()
         empty = np.zeros((0, 0), np.uint16)
         return concatenate_counts(parts) if parts else dosage_counts(empty, hard_calls_from_dosages(empty))

@@ -25,6 +25,7 @@ between 1 and 2), and uint8 with a scale cannot hold the 511 dosage levels of an
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 
@@ -121,10 +122,16 @@ def hard_calls_from_dosages(units: np.ndarray) -> np.ndarray:
     return calls
 
 
+@functools.cache
+def hard_call_table() -> np.ndarray:
+    """`hard_calls_from_dosages` of every uint16, to look a block's hard calls up in one gather."""
+    return hard_calls_from_dosages(np.arange(1 << 16, dtype=np.uint16))
+
+
 def dosage_counts(units: np.ndarray, hard_calls: np.ndarray) -> VariantCounts:
     """VariantCounts of a block of ALT dosages (rows, samples) in DOSAGE_UNIT and its hard calls (-9 missing)."""
     missing = units == MISSING_DOSAGE
-    alt_units = np.where(missing, 0, units).astype(np.int64).sum(axis=1)
+    alt_units = units.sum(axis=1, dtype=np.int64) - int(MISSING_DOSAGE) * missing.sum(axis=1)
     return VariantCounts(
         hom_alt=(hard_calls == 2).sum(axis=1),
         het=(hard_calls == 1).sum(axis=1),

@@ -73,12 +73,12 @@ def read_table(
         if name not in data_columns:
             raise input_error(path, f"expected a column {name} ({what}); the header has {', '.join(names)[:80]}")
     rows, line_numbers = _split_rows(path, lines[1:], split, len(header))
-    columns = dict(zip(names, map(np.array, zip(*rows)))) if rows else {n: np.array([], str) for n in names}
+    fields = np.array(rows, dtype=str) if rows else np.empty((0, len(names)), str)
+    columns = {name: fields[:, j] for j, name in enumerate(names)}
     _check_ids(path, columns, id_columns, line_numbers)
     numeric_columns = [c for c in data_columns if c not in text_columns]
-    values = np.empty((len(rows), len(numeric_columns)), np.float64)
-    for j, column in enumerate(numeric_columns):
-        values[:, j] = _parse_numbers(path, column, columns[column], line_numbers, missing_code)
+    numeric_fields = fields[:, [names.index(c) for c in numeric_columns]]
+    values = _parse_numbers(path, numeric_columns, numeric_fields, line_numbers, missing_code)
     return SampleTable(
         path=path,
         fid=columns["FID"].astype(str) if has_fid else None,
@@ -124,20 +124,24 @@ def _check_ids(path: Path, columns: dict, id_columns: list[str], line_numbers: n
 
 
 def _parse_numbers(
-    path: Path, column: str, raw: np.ndarray, line_numbers: np.ndarray, missing_code: float | None
+    path: Path, columns: list[str], raw: np.ndarray, line_numbers: np.ndarray, missing_code: float | None
 ) -> np.ndarray:
-    text = pd.Series(raw, dtype=str).str.strip()
+    """The (rows, columns) numbers of the text fields ``raw``, parsed in one pass (column by column
+    in memory, so that an error names the first column with a bad value, at its first bad line)."""
+    text = pd.Series(raw.ravel(order="F"), dtype=str).str.strip()
     missing = text.isin(MISSING_TOKENS).to_numpy()
     parsed = pd.to_numeric(text.where(~missing, "nan"), errors="coerce").to_numpy(np.float64)
     bad = (np.isnan(parsed) & ~missing) | np.isinf(parsed)
     if bad.any():
-        row = int(np.flatnonzero(bad)[0])
+        column, row = divmod(int(np.flatnonzero(bad)[0]), raw.shape[0])
         raise input_error(
-            path, f"line {line_numbers[row]}, column {column}: expected a finite number or NA, found {text.iloc[row]!r}"
+            path,
+            f"line {line_numbers[row]}, column {columns[column]}: expected a finite number or NA, "
+            f"found {text.iloc[column * raw.shape[0] + row]!r}",
         )
     if missing_code is not None:
         parsed[parsed == missing_code] = np.nan
-    return parsed
+    return np.ascontiguousarray(parsed.reshape(raw.shape, order="F"))
 
 
 def align_to_samples(table: SampleTable, fid: np.ndarray, iid: np.ndarray) -> np.ndarray:

@@ -55,6 +55,7 @@ def run(args, overrides) -> None:
     from wm_jax.gwas.run import GwasOptions, run_gwas
     from wm_jax.options import options_from_args
 
+    use_compilation_cache()
     run_gwas(genotype_input(args), args.pheno, args.covar, args.out, options_from_args(GwasOptions, args))
 
 
@@ -73,3 +74,20 @@ def genotype_input(args):
     if args.pfile is not None:
         return GenotypeInput("pfile", args.pfile)
     return GenotypeInput("bfile", args.bfile)
+
+
+def use_compilation_cache() -> None:
+    """A persistent compilation cache, so that a later run with the same shapes (cohort, phenotype
+    groups, block size) loads its kernels instead of compiling them: JAX_COMPILATION_CACHE_DIR when
+    set, else ${XDG_CACHE_HOME:-~/.cache}/wm-jax/jax (the directory launch/*.sh use). Every kernel
+    is kept, however fast it compiled, unless JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS says otherwise."""
+    import os
+    from pathlib import Path
+
+    import jax
+
+    if not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+        cache_home = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+        jax.config.update("jax_compilation_cache_dir", str(cache_home / "wm-jax" / "jax"))
+    if "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS" not in os.environ:
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)

@@ -25,6 +25,7 @@ from wm_jax.gwas.results import ResultStore, store_step
 
 log = logging.getLogger("wm_jax")
 
+COMPILE_THREADS = 2  # kernels compiled at once (see `_Stream.compile_all`)
 RELEASE_EVERY = 64  # steps between dropping the pages of the result store and the .bed from memory
 
 
@@ -55,7 +56,12 @@ class _Stream:
             len(grouped.layout),
             len(self.column_order),
         )
-        self.compile_seconds = 0.0
+        self.start = time.time()  # the association's clock, for the .log's timeline
+        self.compile_durations: list[float] = []
+        self.compile_wait_seconds = 0.0
+        # Two compiler threads: the first pass's kernel and the next compile side by side while the
+        # first block is read; later ones while earlier passes run.
+        self.compiler = concurrent.futures.ThreadPoolExecutor(max_workers=COMPILE_THREADS)
         self.reader = concurrent.futures.ThreadPoolExecutor(max_workers=1)
         self.progress = tqdm(
             total=n,
@@ -67,7 +73,8 @@ class _Stream:
         )
 
     def compile(self, plan: Pass) -> jax.stages.Compiled:
-        """The kernel for the pass's shapes (its compilation time added to ``compile_seconds``)."""
+        """The kernel for the pass's shapes, its compilation logged with when it started and ended
+        (seconds since the association began: the .log's timeline)."""
         per_step = plan.block_size * self.n_devices
         block_fn = make_block_fn(self.grouped.layout, small_df=plan.small_df)
         start = time.time()
@@ -76,12 +83,15 @@ class _Stream:
             self._spec((per_step, plan.missing_width), np.int32),
             self.inputs,
         ).compile()
-        self.compile_seconds += time.time() - start
+        seconds = time.time() - start
+        self.compile_durations.append(seconds)  # from several threads: list.append is atomic
         memory = step_fn.memory_analysis()
         log.info(
-            "kernel compiled in %.2f s for steps of %d variants (%d per device), room for %d missing calls "
-            "each; %.0f MiB of temporaries per device",
-            time.time() - start,
+            "kernel compiled in %.2f s (at %.2f-%.2f s) for steps of %d variants (%d per device), room for %d "
+            "missing calls each; %.0f MiB of temporaries per device",
+            seconds,
+            start - self.start,
+            start - self.start + seconds,
             per_step,
             plan.block_size,
             plan.missing_width,
@@ -89,16 +99,29 @@ class _Stream:
         )
         return step_fn
 
+    def compile_all(self, passes: list[Pass]) -> list[concurrent.futures.Future]:
+        """Every pass's kernel, compiled on threads in pass order (XLA compiles without the GIL), so
+        that later passes compile while earlier ones run."""
+        return [self.compiler.submit(self.compile, plan) for plan in passes]
+
+    def wait_for(self, compiled: concurrent.futures.Future) -> jax.stages.Compiled:
+        """The compiled kernel, the time spent waiting for it added to ``compile_wait_seconds``."""
+        start = time.time()
+        step_fn = compiled.result()
+        self.compile_wait_seconds += time.time() - start
+        return step_fn
+
     def _spec(self, shape: tuple[int, int], dtype: type) -> jax.ShapeDtypeStruct:
         return jax.ShapeDtypeStruct(shape, dtype, sharding=self.block_sharding)
 
-    def run(self, plan: Pass) -> None:
-        """Every step of the pass. The kernel compiles while the first block is read; results are
+    def run(self, plan: Pass, compiled: concurrent.futures.Future) -> None:
+        """Every step of the pass. The first block is read while the kernel compiles; results are
         stored one step late, while the device computes the next."""
         per_step = plan.block_size * self.n_devices
         steps = [plan.variants[s : s + per_step] for s in range(0, len(plan.variants), per_step)]
         pending_read = self._submit_read(steps[0], per_step, plan.missing_width)
-        step_fn = self.compile(plan)
+        step_fn = self.wait_for(compiled)
+        start = time.time()
         previous = None
         for step_number, step_indices in enumerate(steps):
             raw, missing = pending_read.result()
@@ -115,13 +138,23 @@ class _Stream:
             previous = (step_indices, results)
             self.progress.update(len(step_indices))
         store_step(self.store, self.column_order, self.tested.a1_is_ref, *previous)
+        log.info(
+            "pass of %d variants (room for %d missing calls each) ran in %.2f s (at %.2f-%.2f s)",
+            len(plan.variants),
+            plan.missing_width,
+            time.time() - start,
+            start - self.start,
+            time.time() - self.start,
+        )
 
     def _submit_read(self, step_indices: np.ndarray, n_rows: int, width: int) -> concurrent.futures.Future:
         return self.reader.submit(_read_step, self.data, self.tested.rows[step_indices], n_rows, width)
 
     def close(self) -> None:
+        """Stop the threads (kernels not yet compiled, after a failure, are not) and flush the store."""
         self.progress.close()
         self.reader.shutdown()
+        self.compiler.shutdown(cancel_futures=True)
         self.store.flush()
 
 
@@ -130,15 +163,19 @@ def associate(data, tested: TestedVariants, grouped: GroupedPhenotypes, passes: 
     n_variants = sum(len(p.variants) for p in passes)
     stream = _Stream(data, tested, grouped, store, n_variants)
     compute_start = time.time()
-    for plan in passes:
-        stream.run(plan)
-    stream.close()
+    try:
+        for plan, compiled in zip(passes, stream.compile_all(passes)):
+            stream.run(plan, compiled)
+    finally:
+        stream.close()
     compute_seconds = time.time() - compute_start
     n_tests = n_variants * len(grouped.column_order)
     log.info(
-        "association: %d variant-phenotype tests in %.2f s (%.3g tests/s), of which %.2f s compiling",
+        "association: %d variant-phenotype tests in %.2f s (%.3g tests/s), of which %.2f s compiling "
+        "before a pass could start (%.2f s of compilation in all, the rest while passes ran)",
         n_tests,
         compute_seconds,
         n_tests / max(compute_seconds, 1e-9),
-        stream.compile_seconds,
+        stream.compile_wait_seconds,
+        sum(stream.compile_durations),
     )
