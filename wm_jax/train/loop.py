@@ -174,7 +174,9 @@ def _train_epoch(run: _Run, epoch: int, stop_after_steps: int | None) -> tuple[f
             pending = (record["step"], loss)
             progress.set_postfix(vol_s=f"{(i + 1) * run.batch_size / (time.time() - start):.1f}")
         stop_now = stop_after_steps is not None and record["step"] >= stop_after_steps
-        if sharding.any_process(run.stop["requested"]) or stop_now:
+        # A stop request is agreed at logging steps only: the agreement is a collective and a host
+        # sync, too dear for every step of a fast accelerator.
+        if stop_now or (record["step"] % config.log_every == 0 and sharding.any_process(run.stop["requested"])):
             if pending is not None:
                 run.metrics.write({"step": pending[0], "train_loss": float(pending[1])})
             record.update(epoch=epoch, batch_in_epoch=skip + i + 1, train_loss=float(loss))
