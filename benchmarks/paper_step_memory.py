@@ -15,11 +15,9 @@ import time
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
-import optax
-from flax import nnx
+from pod_plan import compiled_step
 
-from wm_jax.model.autoencoder import Autoencoder, AutoencoderConfig, masked_mse
+from wm_jax.model.autoencoder import AutoencoderConfig
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -34,31 +32,10 @@ def main() -> None:
     args = parser.parse_args()
     config = AutoencoderConfig()
 
-    def build():
-        model = Autoencoder(config, rngs=nnx.Rngs(0))
-        return model, nnx.Optimizer(model, optax.adam(3e-4), wrt=nnx.Param)
-
-    abstract = nnx.eval_shape(build)
-    graph, state = nnx.split(abstract)
-
-    def step(state, volumes, mask):
-        model, optimizer = nnx.merge(graph, state)
-        loss, grads = nnx.value_and_grad(lambda m: masked_mse(m(volumes), volumes, mask))(model)
-        optimizer.update(model, grads)
-        return nnx.state((model, optimizer)), loss
-
     rows = []
     for batch in [int(b) for b in args.batches.split(",")]:
         start = time.perf_counter()
-        compiled = (
-            jax.jit(step, donate_argnums=(0,))
-            .lower(
-                state,
-                jax.ShapeDtypeStruct((batch, *config.input_shape), jnp.float32),
-                jax.ShapeDtypeStruct(config.input_shape, jnp.float32),
-            )
-            .compile()
-        )
+        compiled, _ = compiled_step(config, batch)  # the step pod_plan.py plans with
         memory = compiled.memory_analysis()
         row = {
             "batch": batch,
