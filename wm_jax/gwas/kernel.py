@@ -156,8 +156,14 @@ def _sum_over_missing(q_m: jax.Array, y_m: jax.Array) -> jax.Array:
 
 
 def _rows_of(table: jax.Array, index: jax.Array) -> jax.Array:
-    """Rows of ``table`` at ``index`` (in bounds: padding points at the table's zero row)."""
-    return table.at[index].get(mode="promise_in_bounds")
+    """Rows of ``table`` at ``index`` (in bounds: padding points at the table's zero row). A bare
+    XLA gather: ``table.at[index]`` would add a wrap of negative indices, fused into every gather."""
+    dimensions = jax.lax.GatherDimensionNumbers(
+        offset_dims=(index.ndim,), collapsed_slice_dims=(0,), start_index_map=(0,)
+    )
+    return jax.lax.gather(
+        table, index[..., None], dimensions, (1, table.shape[1]), indices_are_sorted=False, mode="promise_in_bounds"
+    )
 
 
 def _by_group(x: jax.Array, n_groups: int, n_pheno: int) -> jax.Array:

@@ -1,0 +1,54 @@
+"""Keep the host allocator from handing large blocks back to the kernel between device steps.
+
+XLA:CPU allocates each executable's temporaries (tens of MiB for a GWAS step, more for a training
+step) when the step starts and frees them when it ends. glibc serves blocks above its mmap
+threshold (at most 32 MiB) with a fresh mmap and returns them with munmap, and trims the top of
+its heap once more than 128 KiB there is free. Either way every step touches its temporaries as
+new pages: a page fault and a zeroed page per 4 KiB. For the GWAS kernel at 512 variants and room
+for 64 missing calls that was about 9,100 faults per step and 40% of the step's time on this
+machine (`benchmarks/results/gwas_speed_attempts.md`).
+
+`keep_freed_memory()` raises both thresholds (to WM_JAX_MALLOC_KEEP_MIB, 1024 MiB by default), so
+freed temporaries stay in the process and the next step reuses them. The cost: the process keeps
+its peak heap until it exits. It is a no-op off glibc (macOS, musl) and on accelerators' device
+memory, which has its own allocator. The `wm-jax` command calls it once at start-up; library
+users may call it themselves. WM_JAX_MALLOC_KEEP_MIB=0 leaves glibc's defaults.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import logging
+import os
+
+log = logging.getLogger("wm_jax")
+
+ENV_KEEP_MIB = "WM_JAX_MALLOC_KEEP_MIB"
+DEFAULT_KEEP_MIB = 1024
+_M_TRIM_THRESHOLD = -1  # glibc's mallopt parameter numbers (malloc.h)
+_M_MMAP_THRESHOLD = -3
+
+
+def keep_freed_memory(mib: int | None = None) -> bool:
+    """Raise glibc's mmap and trim thresholds to ``mib`` MiB (default: $WM_JAX_MALLOC_KEEP_MIB or
+    1024). Returns whether glibc took them."""
+    if mib is None:
+        text = os.environ.get(ENV_KEEP_MIB, str(DEFAULT_KEEP_MIB))
+        try:
+            mib = int(text)
+        except ValueError:
+            log.warning("%s=%r is not a whole number of MiB; glibc's defaults kept", ENV_KEEP_MIB, text)
+            return False
+    if mib <= 0:
+        return False
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError, TypeError):
+        return False  # not glibc
+    value = ctypes.c_int(min(mib, 2047) << 20)
+    taken = bool(mallopt(_M_MMAP_THRESHOLD, value)) and bool(mallopt(_M_TRIM_THRESHOLD, value))
+    log.debug("host allocator keeps freed blocks up to %d MiB: %s", mib, taken)
+    return taken
