@@ -214,19 +214,31 @@ def test_bgen_decoder_agrees_with_cbgen(tiny_cohort, tmp_path):
     reader.close()
 
 
-def test_pgen_and_bed_give_the_same_statistics(tiny_cohort, phenotypes, tmp_path):
-    """Hard calls through the dosage path (uint16) and through the .bed path (2-bit bytes): equal
-    up to float32 rounding, so the dosage decoder adds no error of its own."""
+def test_hard_call_pgen_is_read_as_bed_bytes(tiny_cohort, phenotypes, tmp_path):
+    """A hard-call .pgen (plink2 --make-pgen of the .bed) is read as the .bed's own bytes, with the
+    .bed's genotype counts, so its statistics are the .bed's to the bit; read through the dosage
+    path instead (uint16), the statistics agree up to float32 rounding."""
     plink2_or_skip()
     _plink2("--bfile", tiny_cohort / "genotypes", "--make-pgen", "--out", tmp_path / "hard")
+    pgen, bed = PgenDataset(tmp_path / "hard"), PlinkDataset(tiny_cohort / "genotypes")
+    assert pgen.hard_calls and pgen.block_dtype == np.uint8
+    rows = np.arange(bed.n_variants)
+    np.testing.assert_array_equal(pgen.read_block(rows), bed.read_block(rows))
+    assert bed.count(rows).missing.sum() > 0  # the cohort has missing calls
+    for field in ("hom_alt", "het", "hom_ref", "missing"):
+        np.testing.assert_array_equal(getattr(pgen.count(rows), field), getattr(bed.count(rows), field))
+    dosage_path = PgenDataset(tmp_path / "hard", as_dosages=True)
+    assert not dosage_path.hard_calls
+    expected = bed.bed.dosages(rows)  # (variants, samples) ALT counts, NaN missing
+    units = dosage_path.read_block(rows)[:, : bed.n_samples]
+    np.testing.assert_array_equal(units == MISSING_DOSAGE, np.isnan(expected))
+    np.testing.assert_array_equal(units[~np.isnan(expected)], expected[~np.isnan(expected)] * DOSAGE_UNIT)
+
     covar = str(tiny_cohort / "covariates.tsv")
     run_gwas(GenotypeInput("pfile", str(tmp_path / "hard")), str(phenotypes), covar, str(tmp_path / "pgen"))
     run_gwas(str(tiny_cohort / "genotypes"), str(phenotypes), covar, str(tmp_path / "bed"))
     for column in ("beta", "se", "log10_p"):
-        np.testing.assert_allclose(
-            np.load(tmp_path / f"pgen.gwas/{column}.npy"),
-            np.load(tmp_path / f"bed.gwas/{column}.npy"),
-            rtol=1e-4,
-            atol=1e-6,
+        np.testing.assert_array_equal(
+            np.load(tmp_path / f"pgen.gwas/{column}.npy"), np.load(tmp_path / f"bed.gwas/{column}.npy")
         )
     assert (tmp_path / "bed.gwas/variants.tsv").read_text() == (tmp_path / "pgen.gwas/variants.tsv").read_text()

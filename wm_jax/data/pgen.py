@@ -1,6 +1,10 @@
-"""PLINK 2 genotypes (--pfile PREFIX: .pgen/.pvar/.psam), read through `pgenlib` as ALT dosages in
-plink2's unit (hard-call-only files give dosages 0, 1, 2). The interface is that of
-`wm_jax.data.genotypes`."""
+"""PLINK 2 genotypes (--pfile PREFIX: .pgen/.pvar/.psam), read through `pgenlib`. The interface is
+that of `wm_jax.data.genotypes`.
+
+A .pgen whose header allows no dosage (4-bit variant record types, as `plink2 --make-pgen` writes
+from a .bed or any hard-call data, or fixed-width hard calls) is read as hard calls and packed into
+.bed bytes, so it takes the .bed path on the device: a quarter of the bytes, and pgenlib's own
+genotype counts for QC. Any other .pgen is read as ALT dosages in plink2's unit."""
 
 from __future__ import annotations
 
@@ -20,6 +24,7 @@ from wm_jax.data.genotypes import (
     missing_dosage_index,
     padded_slots,
 )
+from wm_jax.data.plink import missing_call_index
 from wm_jax.errors import input_error, require_file
 
 log = logging.getLogger("wm_jax")
@@ -107,12 +112,39 @@ def read_psam(path: str | os.PathLike) -> pd.DataFrame:
     return table
 
 
+def hard_calls_only(pgen_path: Path) -> bool:
+    """Whether the .pgen's header rules out dosages: fixed-width hard calls (storage mode 0x11), or
+    variable-width records (0x10) with 4-bit record types (header control byte, bits 0-3 below
+    4), which have no room for the dosage flags. Anything else may hold dosages."""
+    with open(pgen_path, "rb") as handle:
+        header = handle.read(12)
+    if len(header) < 12 or header[:2] != b"\x6c\x1b":
+        return False  # pgenlib names the problem when it opens the file
+    return header[2] == 0x11 or (header[2] == 0x10 and (header[11] & 15) < 4)
+
+
+def pack_bed_bytes(calls: np.ndarray, n_slots: int) -> np.ndarray:
+    """pgenlib hard calls (rows, samples) int8 (0, 1, 2 ALT alleles; -9 missing) -> .bed bytes
+    (rows, n_slots / 4), 4 samples per byte from the low bits; padding slots are 00.
+
+    The kernel's .bed decoder reads 00 as 2 ALT alleles, 10 as 1, 11 as 0 and 01 as missing. With
+    c = call & 3 (missing: -9 & 3 = 3), that code is (3 - c) ^ (c >> 1). Four codes, one per byte
+    of a little-endian 32-bit word, are gathered into its low byte by shifts."""
+    c = np.zeros((calls.shape[0], n_slots), np.uint8)
+    c[:, : calls.shape[1]] = calls.view(np.uint8) & 3
+    codes = (3 - c) ^ (c >> 1)
+    codes[:, calls.shape[1] :] = 0
+    words = codes.view("<u4")
+    return ((words | words >> 6 | words >> 12 | words >> 18) & 0xFF).astype(np.uint8)
+
+
 class PgenDataset:
-    """A validated .pgen/.pvar/.psam triple, read as ALT dosages (uint16, 1/16384 units)."""
+    """A validated .pgen/.pvar/.psam triple, read as .bed bytes (hard-call files) or as ALT dosages
+    (uint16, 1/16384 units)."""
 
-    block_dtype = np.uint16
-
-    def __init__(self, prefix: str | os.PathLike) -> None:
+    def __init__(self, prefix: str | os.PathLike, as_dosages: bool = False) -> None:
+        """``as_dosages`` reads dosages even where the header rules them out (the tests compare the
+        two paths)."""
         import pgenlib
 
         self.name = str(prefix)
@@ -123,7 +155,7 @@ class PgenDataset:
         self.variants = read_pvar(self.variants_path)
         self.samples = read_psam(samples_path)
         self.n_samples, self.n_variants = len(self.samples), len(self.variants)
-        self.n_slots = self.row_width = padded_slots(self.n_samples)
+        self.n_slots = padded_slots(self.n_samples)
         try:
             self._reader = pgenlib.PgenReader(bytes(self.pgen_path), raw_sample_ct=self.n_samples)
             file_variants = self._reader.get_variant_ct()
@@ -135,7 +167,16 @@ class PgenDataset:
             raise input_error(
                 self.pgen_path, f"holds {file_variants} variants, the .pvar {self.n_variants}; expected the same"
             )
-        log.info("%s: %d samples, %d variants", prefix, self.n_samples, self.n_variants)
+        self.hard_calls = not as_dosages and hard_calls_only(self.pgen_path)
+        self.block_dtype = np.uint8 if self.hard_calls else np.uint16
+        self.row_width = self.n_slots // 4 if self.hard_calls else self.n_slots
+        log.info(
+            "%s: %d samples, %d variants, %s",
+            prefix,
+            self.n_samples,
+            self.n_variants,
+            "hard calls (read as .bed bytes)" if self.hard_calls else "dosages",
+        )
 
     def _dosages(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """ALT dosages of ``rows`` in DOSAGE_UNIT (len(rows), n_samples) uint16."""
@@ -147,27 +188,48 @@ class PgenDataset:
         units = np.rint(values * DOSAGE_UNIT)
         return np.where(values < 0, MISSING_DOSAGE, units).astype(np.uint16)
 
+    def _hard_calls(self, rows: np.ndarray) -> np.ndarray:
+        """pgenlib's hard calls of ``rows`` (len(rows), n_samples) int8: ALT alleles, -9 missing."""
+        calls = np.empty((len(rows), self.n_samples), np.int8)
+        try:
+            self._reader.read_list(np.asarray(rows, np.uint32), calls)
+        except RuntimeError as err:
+            raise input_error(self.pgen_path, f"truncated or corrupt ({_reason(err)})")
+        return calls
+
     def read_block(self, rows: np.ndarray) -> np.ndarray:
+        if self.hard_calls:
+            return pack_bed_bytes(self._hard_calls(rows), self.n_slots)
         block = np.zeros((len(rows), self.n_slots), np.uint16)
         if len(rows):
             block[:, : self.n_samples] = self._dosages(rows)
         return block
 
     def missing_index(self, block: np.ndarray, width: int) -> np.ndarray:
+        if self.hard_calls:
+            return missing_call_index(block, self.n_samples, width)
         return missing_dosage_index(block, self.n_samples, width)
 
     def count(self, rows: np.ndarray) -> VariantCounts:
-        """Hard-call counts (the .pgen's hard calls) and dosage sums of ``rows``."""
+        """Hard-call counts (the .pgen's hard calls) and, for dosage files, dosage sums of ``rows``."""
+        if self.hard_calls:
+            return self._count_hard_calls(rows)
         parts = []
         for start in range(0, len(rows), COUNT_CHUNK):
             chunk = np.asarray(rows[start : start + COUNT_CHUNK], np.uint32)
-            calls = np.empty((len(chunk), self.n_samples), np.int8)
-            try:
-                self._reader.read_list(chunk, calls)
-            except RuntimeError as err:
-                raise input_error(self.pgen_path, f"truncated or corrupt ({_reason(err)})")
-            parts.append(dosage_counts(self._dosages(chunk), calls))
+            parts.append(dosage_counts(self._dosages(chunk), self._hard_calls(chunk)))
         return concatenate_counts(parts) if parts else dosage_counts(np.zeros((0, 0), np.uint16), np.zeros((0, 0)))
+
+    def _count_hard_calls(self, rows: np.ndarray) -> VariantCounts:
+        """pgenlib's genotype counts (0, 1, 2 ALT alleles, missing) of each of ``rows``."""
+        counts = np.empty((len(rows), 4), np.uint32)
+        try:
+            for i, row in enumerate(np.asarray(rows, np.uint32).tolist()):
+                self._reader.count(row, counts[i])
+        except RuntimeError as err:
+            raise input_error(self.pgen_path, f"truncated or corrupt ({_reason(err)})")
+        counts = counts.astype(np.int64)
+        return VariantCounts(hom_alt=counts[:, 2], het=counts[:, 1], hom_ref=counts[:, 0], missing=counts[:, 3])
 
     def release(self) -> None:
         """Nothing is mapped: pgenlib reads through its own buffers."""
