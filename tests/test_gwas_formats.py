@@ -10,7 +10,15 @@ import pytest
 from genotype_files import imputed_probabilities, quantize, write_bgen
 
 from wm_jax.data.bgen import BgenDataset
-from wm_jax.data.genotypes import DOSAGE_UNIT, MISSING_DOSAGE, GenotypeInput, open_genotypes
+from wm_jax.data.genotypes import (
+    DOSAGE_UNIT,
+    MISSING_DOSAGE,
+    GenotypeInput,
+    counts_of_dosages,
+    dosage_counts,
+    hard_calls_from_dosages,
+    open_genotypes,
+)
 from wm_jax.data.pgen import PgenDataset
 from wm_jax.data.plink import PlinkDataset
 from wm_jax.gwas.run import GwasOptions, run_gwas
@@ -242,3 +250,18 @@ def test_hard_call_pgen_is_read_as_bed_bytes(tiny_cohort, phenotypes, tmp_path):
             np.load(tmp_path / f"pgen.gwas/{column}.npy"), np.load(tmp_path / f"bed.gwas/{column}.npy")
         )
     assert (tmp_path / "bed.gwas/variants.tsv").read_text() == (tmp_path / "pgen.gwas/variants.tsv").read_text()
+
+
+def test_counts_of_dosages_equal_the_counts_of_their_hard_calls():
+    """The one-bincount counts of a dosage block equal the plain ones over `hard_calls_from_dosages`,
+    on dosages at, near and between the hard calls (the threshold's edges included) and missing."""
+    rng = np.random.default_rng(1)
+    units = rng.integers(0, 2 * DOSAGE_UNIT + 1, size=(300, 777)).astype(np.uint16)
+    edges = np.array([0, 1638, 1639, 14745, 14746, DOSAGE_UNIT, 18022, 18023, 31129, 31130, 2 * DOSAGE_UNIT])
+    mask = rng.random(units.shape) < 0.4
+    units[mask] = rng.choice(edges.astype(np.uint16), size=mask.sum())
+    units[rng.random(units.shape) < 0.05] = MISSING_DOSAGE
+    fast, plain = counts_of_dosages(units), dosage_counts(units, hard_calls_from_dosages(units))
+    assert plain.missing.min() > plain.dosage_missing.max() > 0  # some dosages without a hard call
+    for field in ("hom_alt", "het", "hom_ref", "missing", "alt_dosage", "dosage_missing"):
+        np.testing.assert_array_equal(getattr(fast, field), getattr(plain, field), err_msg=field)

