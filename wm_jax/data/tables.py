@@ -78,7 +78,9 @@ def read_table(
     _check_ids(path, columns, id_columns, line_numbers)
     numeric_columns = [c for c in data_columns if c not in text_columns]
     numeric_fields = fields[:, [names.index(c) for c in numeric_columns]]
-    values = _parse_numbers(path, numeric_columns, numeric_fields, line_numbers, missing_code)
+    # Fields split on tabs may carry spaces around a value; fields split on whitespace cannot.
+    padded = "\t" in header_line and any(" " in line for _, line in lines)
+    values = _parse_numbers(path, numeric_columns, numeric_fields, line_numbers, missing_code, padded)
     return SampleTable(
         path=path,
         fid=columns["FID"].astype(str) if has_fid else None,
@@ -124,11 +126,19 @@ def _check_ids(path: Path, columns: dict, id_columns: list[str], line_numbers: n
 
 
 def _parse_numbers(
-    path: Path, columns: list[str], raw: np.ndarray, line_numbers: np.ndarray, missing_code: float | None
+    path: Path,
+    columns: list[str],
+    raw: np.ndarray,
+    line_numbers: np.ndarray,
+    missing_code: float | None,
+    padded: bool = True,
 ) -> np.ndarray:
     """The (rows, columns) numbers of the text fields ``raw``, parsed in one pass (column by column
-    in memory, so that an error names the first column with a bad value, at its first bad line)."""
-    text = pd.Series(raw.ravel(order="F"), dtype=str).str.strip()
+    in memory, so that an error names the first column with a bad value, at its first bad line).
+    ``padded``: fields may have spaces around them (stripped first)."""
+    text = pd.Series(raw.ravel(order="F"), dtype=str)
+    if padded:
+        text = text.str.strip()
     missing = text.isin(MISSING_TOKENS).to_numpy()
     parsed = pd.to_numeric(text.where(~missing, "nan"), errors="coerce").to_numpy(np.float64)
     bad = (np.isnan(parsed) & ~missing) | np.isinf(parsed)
