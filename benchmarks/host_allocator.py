@@ -1,0 +1,107 @@
+"""The GWAS kernel step with glibc's default allocator settings against `wm_jax.hostmemory`'s.
+
+    python benchmarks/host_allocator.py --cohort COHORT [--phenotypes 128] [--width 64] [--rounds 3]
+
+One block of 512 variants with missing calls (room for --width of them) of a real job (the
+phenotypes of gwas_vs_plink2.py), on the device, timed in a fresh process per setting, the two
+settings alternated --rounds times: milliseconds per step (best of 15) and minor page faults per
+step. Writes benchmarks/results/host_allocator.md (and .json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from gwas_vs_plink2 import write_result_table
+
+CHILD = """
+import json, resource, sys, tempfile, time
+from pathlib import Path
+import numpy as np
+cohort, phenotypes, width, keep = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "keep"
+if keep:
+    from wm_jax.hostmemory import keep_freed_memory
+    assert keep_freed_memory()
+import jax
+sys.path.insert(0, sys.argv[5])
+from gwas_vs_plink2 import make_phenotypes
+from wm_jax.data.plink import PlinkDataset
+from wm_jax.data.tables import align_to_samples, read_table
+from wm_jax.gwas.design import build_groups, kernel_inputs
+from wm_jax.gwas.kernel import make_block_fn, missing_call_index
+data = PlinkDataset(cohort / "genotypes")
+fid, iid = data.fam.fid.to_numpy(str), data.fam.iid.to_numpy(str)
+with tempfile.TemporaryDirectory() as tmp:
+    make_phenotypes(cohort, phenotypes, 4, Path(tmp) / "p.tsv", seed=phenotypes)
+    pheno = read_table(Path(tmp) / "p.tsv")
+covar = read_table(cohort / "covariates.tsv")
+grouped = build_groups(align_to_samples(pheno, fid, iid), align_to_samples(covar, fid, iid),
+                       pheno.columns, covar.columns, pheno.path, covar.path)
+counts = data.count(np.arange(min(data.n_variants, 50000)))
+rows = np.flatnonzero((counts.missing > 0) & (counts.missing <= width))[:512]
+raw = np.asarray(data.read_block(rows))
+args = (jax.device_put(raw), jax.device_put(missing_call_index(raw, data.n_samples, width)),
+        jax.device_put(kernel_inputs(grouped, 4 * raw.shape[1])))
+step = make_block_fn(grouped.layout, small_df=False).lower(*args).compile()
+jax.block_until_ready(step(*args))
+times, faults = [], []
+for _ in range(15):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    start = time.perf_counter()
+    jax.block_until_ready(step(*args))
+    times.append(time.perf_counter() - start)
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(json.dumps({"ms_per_step": min(times) * 1e3, "faults_per_step": float(np.median(faults))}))
+"""
+
+
+def run_child(cohort: str, phenotypes: int, width: int, setting: str) -> dict:
+    here = str(Path(__file__).resolve().parent)
+    result = subprocess.run(
+        [sys.executable, "-c", CHILD, cohort, str(phenotypes), str(width), setting, here],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cohort", required=True)
+    parser.add_argument("--phenotypes", type=int, default=128)
+    parser.add_argument("--width", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    rows = []
+    for round_number in range(args.rounds):
+        measured = {s: run_child(args.cohort, args.phenotypes, args.width, s) for s in ("default", "keep")}
+        rows.append(
+            {
+                "round": round_number + 1,
+                "default_ms_per_step": round(measured["default"]["ms_per_step"], 1),
+                "kept_ms_per_step": round(measured["keep"]["ms_per_step"], 1),
+                "speedup": round(measured["default"]["ms_per_step"] / measured["keep"]["ms_per_step"], 2),
+                "default_faults_per_step": measured["default"]["faults_per_step"],
+                "kept_faults_per_step": measured["keep"]["faults_per_step"],
+            }
+        )
+        print(rows[-1], flush=True)
+    print(
+        write_result_table(
+            "host_allocator",
+            "GWAS kernel step: glibc's default allocator settings against wm_jax.hostmemory's",
+            f"{args.phenotypes} phenotypes in 5 missingness groups, 512 variants with missing calls, room for "
+            f"{args.width}; a fresh process per setting, settings alternated.",
+            rows,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
