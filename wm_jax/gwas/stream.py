@@ -26,7 +26,12 @@ from wm_jax.gwas.results import ResultStore, store_step
 log = logging.getLogger("wm_jax")
 
 COMPILE_THREADS = 2  # kernels compiled at once (see `_Stream.compile_all`)
-RELEASE_EVERY = 64  # steps between dropping the pages of the result store and the .bed from memory
+# The pages of the result store and of the genotype file are dropped from memory once the steps since
+# the last drop have spanned this many variant positions: 64 steps of 512 consecutive variants. A
+# pass over variants scattered through the file (the few with many missing calls) spans the whole
+# store in each step, since each variant's results sit in every phenotype's row; counting steps
+# alone let such a pass keep every page of the store resident (peak RSS grew with the variants).
+RELEASE_SPAN = 64 * 512
 
 
 def _read_step(data, rows: np.ndarray, n_rows: int, width: int) -> tuple[np.ndarray, np.ndarray]:
@@ -122,7 +127,7 @@ class _Stream:
         pending_read = self._submit_read(steps[0], per_step, plan.missing_width)
         step_fn = self.wait_for(compiled)
         start = time.time()
-        previous = None
+        previous, span = None, 0
         for step_number, step_indices in enumerate(steps):
             raw, missing = pending_read.result()
             if step_number + 1 < len(steps):
@@ -132,9 +137,11 @@ class _Stream:
             )
             if previous is not None:
                 store_step(self.store, self.column_order, self.tested.a1_is_ref, *previous)
-            if step_number % RELEASE_EVERY == RELEASE_EVERY - 1:
+            span += int(step_indices[-1] - step_indices[0]) + 1
+            if span >= RELEASE_SPAN:
                 self.store.release()
                 self.data.release()
+                span = 0
             previous = (step_indices, results)
             self.progress.update(len(step_indices))
         store_step(self.store, self.column_order, self.tested.a1_is_ref, *previous)
