@@ -284,3 +284,27 @@ def test_a1_on_exact_frequency_ties_as_plink2(tmp_path, n_samples):
     ref = pd.read_csv(tmp_path / "ref.y.glm.linear", sep="\t")
     np.testing.assert_array_equal(ours.A1, ref.A1)
     np.testing.assert_allclose(ours.BETA, ref.BETA, rtol=1e-3, atol=1e-5)
+
+
+def test_result_pages_are_dropped_by_the_span_written(tiny_cohort, phenotypes, tmp_path, monkeypatch):
+    """The stream drops the result store's pages once its steps since the last drop have spanned
+    RELEASE_SPAN variant positions, however few steps that took (a pass over scattered variants
+    spans the whole store in each step); counting steps alone (64 between drops) would not drop
+    them at all on this cohort."""
+    from wm_jax.gwas import results, stream
+
+    calls = []
+    release = results.ResultStore.release
+    monkeypatch.setattr(results.ResultStore, "release", lambda self: (calls.append(1), release(self))[1])
+    monkeypatch.setattr(stream, "RELEASE_SPAN", 1000)
+    run_gwas(
+        str(tiny_cohort / "genotypes"),
+        str(phenotypes),
+        str(tiny_cohort / "covariates.tsv"),
+        str(tmp_path / "run"),
+        GwasOptions(block_size=64),
+    )
+    n_tested = len(pd.read_csv(tmp_path / "run.gwas" / "variants.tsv", sep="\t"))
+    n_passes = (tmp_path / "run.log").read_text().count("pass of")
+    # Each pass drops pages at least once per 1000 positions it spans, and its steps span at least its variants.
+    assert len(calls) >= n_tested // 1000 - n_passes > 2
