@@ -5,8 +5,8 @@ step) when the step starts and frees them when it ends. glibc serves blocks abov
 threshold (at most 32 MiB) with a fresh mmap and returns them with munmap, and trims the top of
 its heap once more than 128 KiB there is free. Either way every step touches its temporaries as
 new pages: a page fault and a zeroed page per 4 KiB. For the GWAS kernel at 512 variants and room
-for 64 missing calls that was about 9,100 faults per step and 40% of the step's time on this
-machine (`benchmarks/results/gwas_speed_attempts.md`).
+for 64 missing calls that was about 9,070 faults per step and a quarter to a third of the step's
+time on this machine (`benchmarks/results/host_allocator.md`).
 
 `keep_freed_memory()` raises both thresholds (to WM_JAX_MALLOC_KEEP_MIB, 1024 MiB by default), so
 freed temporaries stay in the process and the next step reuses them. The cost: the process keeps
