@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 from wm_jax.errors import InputError
-from wm_jax.hostmemory import keep_freed_memory
 
 log = logging.getLogger("wm_jax")
 
@@ -191,7 +190,6 @@ def main(argv: list[str] | None = None) -> int:
         command_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     _setup_logging(args.verbose)
     set_command(args.command)
-    keep_freed_memory()  # before the first device step (see wm_jax.hostmemory)
     try:
         _start_distributed(args.command)
     except InputError as err:

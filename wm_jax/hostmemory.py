@@ -11,8 +11,10 @@ time on this machine (`benchmarks/results/host_allocator.md`).
 `keep_freed_memory()` raises both thresholds (to WM_JAX_MALLOC_KEEP_MIB, 1024 MiB by default), so
 freed temporaries stay in the process and the next step reuses them. The cost: the process keeps
 its peak heap until it exits. It is a no-op off glibc (macOS, musl) and on accelerators' device
-memory, which has its own allocator. The `wm-jax` command calls it once at start-up; library
-users may call it themselves. WM_JAX_MALLOC_KEEP_MIB=0 leaves glibc's defaults.
+memory, which has its own allocator. `wm-jax gwas` calls it before its first step; library users
+may call it themselves. WM_JAX_MALLOC_KEEP_MIB=0 leaves glibc's defaults. Training does not call
+it: its step was no faster so (0.87-1.01x, `benchmarks/results/host_allocator_train.md`), perhaps
+because freshly mapped blocks get transparent huge pages and heap blocks need not.
 """
 
 from __future__ import annotations

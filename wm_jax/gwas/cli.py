@@ -53,9 +53,11 @@ def register(sub) -> None:
 
 def run(args, overrides) -> None:
     from wm_jax.gwas.run import GwasOptions, run_gwas
+    from wm_jax.hostmemory import keep_freed_memory
     from wm_jax.options import options_from_args
 
     use_compilation_cache()
+    keep_freed_memory()  # before the first device step (see wm_jax.hostmemory)
     run_gwas(genotype_input(args), args.pheno, args.covar, args.out, options_from_args(GwasOptions, args))
 
 
