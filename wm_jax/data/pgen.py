@@ -24,7 +24,7 @@ from wm_jax.data.genotypes import (
     missing_dosage_index,
     padded_slots,
 )
-from wm_jax.data.plink import missing_call_index
+from wm_jax.data.plink import missing_call_index, pack_bed_codes
 from wm_jax.errors import input_error, require_file
 
 log = logging.getLogger("wm_jax")
@@ -128,14 +128,14 @@ def pack_bed_bytes(calls: np.ndarray, n_slots: int) -> np.ndarray:
     (rows, n_slots / 4), 4 samples per byte from the low bits; padding slots are 00.
 
     The kernel's .bed decoder reads 00 as 2 ALT alleles, 10 as 1, 11 as 0 and 01 as missing. With
-    c = call & 3 (missing: -9 & 3 = 3), that code is (3 - c) ^ (c >> 1). Four codes, one per byte
-    of a little-endian 32-bit word, are gathered into its low byte by shifts."""
+    c = call & 3 (missing: -9 & 3 = 3), that code is (3 - c) ^ (c >> 1): integer arithmetic on the reader
+    thread's hot path, where `encode_alt_dosages`'s float comparisons are too slow; both share
+    `pack_bed_codes`."""
     c = np.zeros((calls.shape[0], n_slots), np.uint8)
     c[:, : calls.shape[1]] = calls.view(np.uint8) & 3
     codes = (3 - c) ^ (c >> 1)
     codes[:, calls.shape[1] :] = 0
-    words = codes.view("<u4")
-    return ((words | words >> 6 | words >> 12 | words >> 18) & 0xFF).astype(np.uint8)
+    return pack_bed_codes(codes)
 
 
 class PgenDataset:
@@ -178,7 +178,7 @@ class PgenDataset:
             "hard calls (read as .bed bytes)" if self.hard_calls else "dosages",
         )
 
-    def _dosages(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    def _dosages(self, rows: np.ndarray) -> np.ndarray:
         """ALT dosages of ``rows`` in DOSAGE_UNIT (len(rows), n_samples) uint16."""
         values = np.empty((len(rows), self.n_samples), np.float32)
         try:

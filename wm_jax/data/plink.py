@@ -178,9 +178,15 @@ def encode_alt_dosages(dosages: np.ndarray) -> np.ndarray:
     codes[dosages == 0] = 3
     padded = np.zeros((n_variants, 4 * bytes_per_variant(n_samples)), np.uint8)
     padded[:, :n_samples] = codes
-    quads = padded.reshape(n_variants, -1, 4).astype(np.uint16)
-    raw = quads[..., 0] | (quads[..., 1] << 2) | (quads[..., 2] << 4) | (quads[..., 3] << 6)
-    return raw.astype(np.uint8)
+    return pack_bed_codes(padded)
+
+
+def pack_bed_codes(codes: np.ndarray) -> np.ndarray:
+    """2-bit .bed codes (variants x sample slots, a multiple of 4) uint8 -> raw .bed rows, 4 samples
+    per byte from the low bits: the four codes of a little-endian 32-bit word gathered into its low
+    byte by shifts."""
+    words = np.ascontiguousarray(codes, np.uint8).view("<u4")
+    return ((words | words >> 6 | words >> 12 | words >> 18) & 0xFF).astype(np.uint8)
 
 
 def write_bed(path: str | os.PathLike, raw_rows_iter) -> None:
@@ -313,6 +319,7 @@ __all__ = [
     "InputError",
     "decode_alt_dosages",
     "encode_alt_dosages",
+    "pack_bed_codes",
     "read_bim",
     "read_fam",
     "write_bed",
