@@ -34,26 +34,18 @@ def best_seconds(fn, *args, repeats: int = 7) -> float:
     return min(times)
 
 
-def main() -> None:
-    import jax
-
+def kernel_job(cohort: Path, phenotypes: int):
+    """The .bed and the phenotype groups of a real job on ``cohort`` (the phenotypes of
+    gwas_vs_plink2.py): (PlinkDataset, GroupedPhenotypes)."""
     from wm_jax.data.plink import PlinkDataset
     from wm_jax.data.tables import align_to_samples, read_table
-    from wm_jax.gwas import qc
-    from wm_jax.gwas.design import build_groups, kernel_inputs
-    from wm_jax.gwas.kernel import decode_block, make_block_fn, missing_call_index
+    from wm_jax.gwas.design import build_groups
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cohort", required=True)
-    parser.add_argument("--phenotypes", type=int, default=128)
-    parser.add_argument("--block-size", type=int, default=512)
-    args = parser.parse_args()
-    cohort = Path(args.cohort)
     data = PlinkDataset(cohort / "genotypes")
     fid, iid = data.fam.fid.to_numpy(str), data.fam.iid.to_numpy(str)
     with tempfile.TemporaryDirectory() as tmp:
         pheno_path = Path(tmp) / "pheno.tsv"
-        make_phenotypes(cohort, args.phenotypes, 4, pheno_path, seed=args.phenotypes)
+        make_phenotypes(cohort, phenotypes, 4, pheno_path, seed=phenotypes)
         pheno = read_table(pheno_path)
     covar = read_table(cohort / "covariates.tsv")
     grouped = build_groups(
@@ -64,6 +56,22 @@ def main() -> None:
         pheno.path,
         covar.path,
     )
+    return data, grouped
+
+
+def main() -> None:
+    import jax
+
+    from wm_jax.gwas import qc
+    from wm_jax.gwas.design import kernel_inputs
+    from wm_jax.gwas.kernel import decode_block, make_block_fn, missing_call_index
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cohort", required=True)
+    parser.add_argument("--phenotypes", type=int, default=128)
+    parser.add_argument("--block-size", type=int, default=512)
+    args = parser.parse_args()
+    data, grouped = kernel_job(Path(args.cohort), args.phenotypes)
     raw = np.asarray(data.bed.raw(np.arange(args.block_size)))
     most_missing = int(qc.count_genotypes(data.bed, np.arange(args.block_size)).missing.max())
     width = 1 << max(1, most_missing).bit_length()  # as wm_jax.gwas.plan sizes it

@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gwas_vs_plink2 import write_result_table
 
 CHILD = """
-import json, resource, sys, tempfile, time
+import json, resource, sys, time
 from pathlib import Path
 import numpy as np
 cohort, phenotypes, width, keep = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "keep"
@@ -32,19 +32,10 @@ if keep:
     assert keep_freed_memory()
 import jax
 sys.path.insert(0, sys.argv[5])
-from gwas_vs_plink2 import make_phenotypes
-from wm_jax.data.plink import PlinkDataset
-from wm_jax.data.tables import align_to_samples, read_table
-from wm_jax.gwas.design import build_groups, kernel_inputs
+from gwas_kernel_profile import kernel_job
+from wm_jax.gwas.design import kernel_inputs
 from wm_jax.gwas.kernel import make_block_fn, missing_call_index
-data = PlinkDataset(cohort / "genotypes")
-fid, iid = data.fam.fid.to_numpy(str), data.fam.iid.to_numpy(str)
-with tempfile.TemporaryDirectory() as tmp:
-    make_phenotypes(cohort, phenotypes, 4, Path(tmp) / "p.tsv", seed=phenotypes)
-    pheno = read_table(Path(tmp) / "p.tsv")
-covar = read_table(cohort / "covariates.tsv")
-grouped = build_groups(align_to_samples(pheno, fid, iid), align_to_samples(covar, fid, iid),
-                       pheno.columns, covar.columns, pheno.path, covar.path)
+data, grouped = kernel_job(cohort, phenotypes)
 counts = data.count(np.arange(min(data.n_variants, 50000)))
 rows = np.flatnonzero((counts.missing > 0) & (counts.missing <= width))[:512]
 raw = np.asarray(data.read_block(rows))
