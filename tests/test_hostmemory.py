@@ -1,6 +1,7 @@
 """The host allocator keeps freed blocks (wm_jax.hostmemory): a large block freed and allocated
 again is served from memory the process already has, not from fresh pages."""
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -38,3 +39,16 @@ def test_freed_blocks_are_reused():
     assert default >= (48 << 20) // (2 << 20)
     # Kept: the second and later allocations reuse the freed block.
     assert _faults("keep") < default // 10
+
+
+def test_a_bad_setting_is_one_line_naming_it(tmp_path):
+    """WM_JAX_MALLOC_KEEP_MIB that is not a whole number: `wm-jax gwas` stops with one line naming
+    the variable, exit 2, before it writes anything."""
+    env = {"WM_JAX_MALLOC_KEEP_MIB": "lots"}
+    command = [sys.executable, "-m", "wm_jax.cli", "gwas", "--bfile", str(tmp_path / "g"), "--pheno", "p"]
+    command += ["--covar", "c", "--out", str(tmp_path / "out")]
+    result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, **env})
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "WM_JAX_MALLOC_KEEP_MIB='lots'" in lines[0] and "whole number" in lines[0]
+    assert list(tmp_path.iterdir()) == []

@@ -244,3 +244,17 @@ def test_commands_that_run_as_one_process_refuse_a_launcher(tiny_cohort, tmp_pat
     assert not (tmp_path / "roi.tsv").exists()
     usage = subprocess.run(["bash", LAUNCH, "two", "wm-jax"], capture_output=True, text=True)
     assert usage.returncode == 2 and "usage: launch/local.sh N" in usage.stderr
+
+
+def test_a_bad_heartbeat_setting_is_one_line_naming_it(tmp_path):
+    """WM_JAX_HEARTBEAT_SECONDS that is not a positive whole number: one line naming it, exit 2,
+    before the runtime starts or anything is written."""
+    env = {**os.environ, "WM_JAX_COORDINATOR": "127.0.0.1:1", "WM_JAX_NUM_PROCESSES": "2"}
+    env.update(WM_JAX_PROCESS_ID="0", WM_JAX_HEARTBEAT_SECONDS="soon")
+    command = [sys.executable, "-m", "wm_jax.cli", "gwas", "--bfile", str(tmp_path / "g"), "--pheno", "p"]
+    command += ["--covar", "c", "--out", str(tmp_path / "out")]
+    result = subprocess.run(command, capture_output=True, text=True, env=env)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "WM_JAX_HEARTBEAT_SECONDS='soon'" in lines[0]
+    assert list(tmp_path.iterdir()) == []

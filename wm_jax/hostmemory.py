@@ -24,6 +24,8 @@ import ctypes.util
 import logging
 import os
 
+from wm_jax.errors import InputError
+
 log = logging.getLogger("wm_jax")
 
 ENV_KEEP_MIB = "WM_JAX_MALLOC_KEEP_MIB"
@@ -34,14 +36,12 @@ _M_MMAP_THRESHOLD = -3
 
 def keep_freed_memory(mib: int | None = None) -> bool:
     """Raise glibc's mmap and trim thresholds to ``mib`` MiB (default: $WM_JAX_MALLOC_KEEP_MIB or
-    1024). Returns whether glibc took them."""
+    1024; anything but a whole number there is an InputError). Returns whether glibc took them."""
     if mib is None:
         text = os.environ.get(ENV_KEEP_MIB, str(DEFAULT_KEEP_MIB))
-        try:
-            mib = int(text)
-        except ValueError:
-            log.warning("%s=%r is not a whole number of MiB; glibc's defaults kept", ENV_KEEP_MIB, text)
-            return False
+        if not text.strip().isdigit():
+            raise InputError(f"{ENV_KEEP_MIB}={text!r}: expected a whole number of MiB (0 keeps glibc's defaults)")
+        mib = int(text)
     if mib <= 0:
         return False
     name = ctypes.util.find_library("c")

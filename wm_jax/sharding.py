@@ -83,7 +83,10 @@ def initialize(
     if cpu_devices:
         jax.config.update("jax_num_cpu_devices", int(cpu_devices))
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    heartbeat = int(os.environ.get(ENV_HEARTBEAT, HEARTBEAT_SECONDS))
+    heartbeat_text = os.environ.get(ENV_HEARTBEAT, str(HEARTBEAT_SECONDS))
+    if not heartbeat_text.strip().isdigit() or int(heartbeat_text) == 0:
+        raise InputError(f"{ENV_HEARTBEAT}={heartbeat_text!r}: expected a whole number of seconds, at least 1")
+    heartbeat = int(heartbeat_text)
     jax.distributed.initialize(**settings, heartbeat_timeout_seconds=heartbeat)
     _started = True
     barrier("started")  # so that the first device collective (which sets up gloo) starts in step
