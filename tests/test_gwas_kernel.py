@@ -1,5 +1,7 @@
 """The block kernel against a float64 NumPy least-squares reference on fresh random data."""
 
+import re
+
 import jax
 import numpy as np
 import pytest
@@ -168,3 +170,39 @@ def test_variants_without_missing_calls_use_the_precomputed_inverse():
             beta, se, log10p, _ = _reference_ols(g, covariates, np.nan_to_num(phenotypes[:, p]))
             assert abs(fast.beta[v, column] - beta) <= 1e-3 * se
             assert abs(fast.neg_log10_p[v, column] - log10p) <= max(1e-3, 1e-4 * log10p)
+
+
+def _dots_below_highest(hlo_text: str) -> tuple[int, list[str]]:
+    """The dots and convolutions of StableHLO or compiled HLO text, and those not at HIGHEST precision."""
+    dots = [
+        line
+        for line in hlo_text.splitlines()
+        if re.search(r"stablehlo\.(dot_general|convolution)| (dot|convolution)\(", line)
+    ]
+    highest = re.compile(r"precision = \[HIGHEST, HIGHEST\]|operand_precision=\{highest,highest\}")
+    return len(dots), [line.strip()[:200] for line in dots if not highest.search(line)]
+
+
+@pytest.mark.parametrize("width", [0, 8])
+def test_no_dot_of_the_compiled_kernel_is_left_at_default_precision(width):
+    """Default precision is TF32 on NVIDIA GPUs and one bf16 pass on TPUs: every dot of the kernel,
+    in the lowered StableHLO and in the compiled HLO, must ask for HIGHEST. Two phenotype groups
+    (excluded-sample gathers), with and without the per-variant inversion of missing calls."""
+    dosage, covariates, phenotypes = _problem(6)
+    phenotypes[:9, 1] = np.nan
+    grouped = build_groups(
+        phenotypes, covariates, [f"y{j}" for j in range(5)], [f"c{j}" for j in range(3)], "pheno.tsv", "covar.tsv"
+    )
+    assert len(grouped.groups) == 2
+    mesh = jax.make_mesh((1,), ("blocks",), axis_types=(jax.sharding.AxisType.Auto,), devices=jax.devices()[:1])
+    width_bytes = (dosage.shape[1] + 3) // 4
+    inputs = device_inputs(kernel_inputs(grouped, 4 * width_bytes), mesh)
+    lowered = make_block_fn(grouped.layout).lower(
+        jax.ShapeDtypeStruct((64, width_bytes), np.uint8), jax.ShapeDtypeStruct((64, width), np.int32), inputs
+    )
+    for text in (lowered.as_text(), lowered.compile().as_text()):
+        n_dots, below = _dots_below_highest(text)
+        assert n_dots >= 3 and below == [], below
+    # The check sees a dot at default precision (it would fail on a kernel without the precision).
+    plain = jax.jit(lambda a, b: a @ b).lower(np.ones((4, 4), np.float32), np.ones((4, 4), np.float32))
+    assert _dots_below_highest(plain.as_text())[1] != []

@@ -297,12 +297,33 @@ def associate_block(
     return BlockResult(beta, se, log10p, shared.obs.astype(jnp.int32), alt_freq, shared.reason, omnibus)
 
 
+# Every dot of the association runs at full float32 precision, on every backend. Left to the
+# default, XLA runs float32 matmuls in TF32 on NVIDIA GPUs (10-bit mantissa) and in one bf16 pass on
+# TPUs; on an H200 that put BETA up to 1.3e-3 SE and log10 P 4e-3 from the CPU's. "highest" is
+# float32 on GPUs and the 6-pass bf16 algorithm (float32-accurate) on TPUs; XLA:CPU is float32
+# either way. tests/test_gwas_kernel.py checks that no dot of the compiled kernel is left at default.
+STATISTICS_PRECISION = "highest"
+
+
+def at_full_precision(fn):
+    """``fn`` traced with every matmul, einsum and dot at STATISTICS_PRECISION (the precision is
+    fixed when the function is traced, so it is recorded in the HLO of each dot)."""
+
+    @functools.wraps(fn)
+    def traced_at_full_precision(*args, **kwargs):
+        with jax.default_matmul_precision(STATISTICS_PRECISION):
+            return fn(*args, **kwargs)
+
+    return traced_at_full_precision
+
+
 def make_block_fn(layout: Layout, small_df: bool = True):
-    """A jitted function of (raw bytes (D*B, W), missing-call indices (D*B, L), inputs) -> BlockResult.
+    """A jitted function of (raw bytes (D*B, W), missing-call indices (D*B, L), inputs) -> BlockResult,
+    every dot at full float32 precision (`at_full_precision`).
 
     Every operation is row-wise over variants, so sharding the leading axis over a mesh of D
     devices splits the step into D independent blocks with no communication; the inputs are
     replicated. (A vmap over a separate device axis was measured 2.4x slower on XLA:CPU.) The raw
     bytes are not donated: no output has their shape, so XLA could not reuse the buffer.
     """
-    return jax.jit(functools.partial(associate_block, layout=layout, small_df=small_df))
+    return jax.jit(at_full_precision(functools.partial(associate_block, layout=layout, small_df=small_df)))
