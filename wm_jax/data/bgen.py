@@ -364,6 +364,10 @@ class BgenDataset:
             self.release()
         return concatenate_counts(parts) if parts else counts_of_dosages(np.zeros((0, 0), np.uint16))
 
+    def block_counts(self, block: np.ndarray, rows: np.ndarray) -> VariantCounts:
+        """The counts of ``rows`` from their block of dosages, as read (`read_block`)."""
+        return counts_of_dosages(block[:, : self.n_samples])
+
     def release(self) -> None:
         """Drop the pages read so far from this process (they stay in the page cache)."""
         if hasattr(mmap, "MADV_DONTNEED"):

@@ -176,7 +176,9 @@ def dosage_counts(units: np.ndarray, hard_calls: np.ndarray) -> VariantCounts:
 def concatenate_counts(parts: list[VariantCounts]) -> VariantCounts:
     """One VariantCounts from the counts of consecutive blocks."""
     fields = ("hom_alt", "het", "hom_ref", "missing", "alt_dosage", "dosage_missing")
-    return VariantCounts(*(np.concatenate([getattr(p, f) for p in parts]) for f in fields))
+    return VariantCounts(
+        *(None if getattr(parts[0], f) is None else np.concatenate([getattr(p, f) for p in parts]) for f in fields)
+    )
 
 
 def missing_dosage_index(block: np.ndarray, n_samples: int, width: int) -> np.ndarray:

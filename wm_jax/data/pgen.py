@@ -24,7 +24,7 @@ from wm_jax.data.genotypes import (
     missing_dosage_index,
     padded_slots,
 )
-from wm_jax.data.plink import missing_call_index, pack_bed_codes
+from wm_jax.data.plink import bed_row_counts, missing_call_index, pack_bed_codes
 from wm_jax.errors import input_error, require_file
 
 log = logging.getLogger("wm_jax")
@@ -219,6 +219,14 @@ class PgenDataset:
             chunk = np.asarray(rows[start : start + COUNT_CHUNK], np.uint32)
             parts.append(dosage_counts(self._dosages(chunk), self._hard_calls(chunk)))
         return concatenate_counts(parts) if parts else dosage_counts(np.zeros((0, 0), np.uint16), np.zeros((0, 0)))
+
+    def block_counts(self, block: np.ndarray, rows: np.ndarray) -> VariantCounts:
+        """The counts of ``rows`` from their block, as read (`read_block`): popcounts of the .bed
+        bytes of a hard-call file; for dosages, their sums and the .pgen's hard calls (read again:
+        a .pgen stores them apart from the dosages)."""
+        if self.hard_calls:
+            return bed_row_counts(block, self.n_samples)
+        return dosage_counts(block[:, : self.n_samples], self._hard_calls(rows))
 
     def _count_hard_calls(self, rows: np.ndarray) -> VariantCounts:
         """pgenlib's genotype counts (0, 1, 2 ALT alleles, missing) of each of ``rows``."""

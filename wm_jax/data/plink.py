@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from wm_jax.data.genotypes import VariantCounts
+from wm_jax.data.genotypes import VariantCounts, concatenate_counts
 from wm_jax.errors import InputError, input_error, require_file
 
 log = logging.getLogger("wm_jax")
@@ -142,7 +142,12 @@ class BedReader:
             self._body = np.memmap(self.path, dtype=np.uint8, mode="r", offset=3, shape=(n_variants, self.row_bytes))
 
     def raw(self, variant_indices: np.ndarray | slice) -> np.ndarray:
-        """Raw bytes (len(indices), ceil(N/4)) of the given variants."""
+        """Raw bytes (len(indices), ceil(N/4)) of the given variants (a consecutive run in one
+        sequential copy)."""
+        if isinstance(variant_indices, np.ndarray) and len(variant_indices) > 1:
+            first, last = int(variant_indices[0]), int(variant_indices[-1])
+            if last - first == len(variant_indices) - 1 and (np.diff(variant_indices) == 1).all():
+                return np.array(self._body[first : last + 1])
         return np.asarray(self._body[variant_indices])
 
     def release(self) -> None:
@@ -198,17 +203,9 @@ def write_bed(path: str | os.PathLike, raw_rows_iter) -> None:
 
 
 def count_genotypes(bed, variant_indices: np.ndarray, chunk: int = 4096) -> VariantCounts:
-    """Genotype counts over all samples of the .bed, for the given variants.
-
-    32 samples per 64-bit word: with lo the low and hi the high bit of each code, codes 01
-    (missing), 10 (het) and 11 (hom REF) are lo & ~hi, hi & ~lo and lo & hi, each counted with one
-    popcount per word; hom ALT (00) is what remains. Padding codes (past the last sample, and the
-    zero bytes that fill the last word) are 00 and only change that remainder.
-    """
-    n = bed.n_samples
-    words_per_row = -(-bed.row_bytes // 8)
-    counts = np.zeros((len(variant_indices), 4), np.int64)
-    block = np.zeros((chunk, words_per_row * 8), np.uint8)
+    """Genotype counts over all samples of the .bed, for the given variants (`bed_row_counts`
+    chunk by chunk; the GWAS counts the blocks it streams instead)."""
+    parts = []
     for start in tqdm(
         range(0, len(variant_indices), chunk),
         desc="genotype counts",
@@ -216,14 +213,28 @@ def count_genotypes(bed, variant_indices: np.ndarray, chunk: int = 4096) -> Vari
         disable=len(variant_indices) < 50 * chunk,
         mininterval=1.0,
     ):
-        rows = variant_indices[start : start + chunk]
-        block[: len(rows), : bed.row_bytes] = bed.raw(rows)
-        words = block[: len(rows)].view("<u8")
-        lo, hi = words & _EVEN, (words >> np.uint64(1)) & _EVEN
-        for code, bits in ((1, lo & ~hi), (2, hi & ~lo), (3, lo & hi)):
-            counts[start : start + len(rows), code] = np.bitwise_count(bits).sum(axis=1, dtype=np.int64)
+        parts.append(bed_row_counts(bed.raw(variant_indices[start : start + chunk]), bed.n_samples))
         bed.release()
-    counts[:, 0] = n - counts[:, 1:].sum(axis=1)
+    return concatenate_counts(parts) if parts else bed_row_counts(np.zeros((0, bed.row_bytes), np.uint8), 0)
+
+
+def bed_row_counts(raw: np.ndarray, n_samples: int) -> VariantCounts:
+    """Genotype counts of raw .bed rows (variants x bytes) over their ``n_samples`` samples.
+
+    32 samples per 64-bit word: with lo the low and hi the high bit of each code, codes 01
+    (missing), 10 (het) and 11 (hom REF) are lo & ~hi, hi & ~lo and lo & hi, each counted with one
+    popcount per word; hom ALT (00) is what remains. Padding codes (past the last sample, and the
+    zero bytes that fill the last word) are 00 and only change that remainder.
+    """
+    n_rows, row_bytes = raw.shape
+    words = np.zeros((n_rows, -(-row_bytes // 8) * 8), np.uint8)
+    words[:, :row_bytes] = raw
+    words = words.view("<u8")
+    lo, hi = words & _EVEN, (words >> np.uint64(1)) & _EVEN
+    counts = np.zeros((n_rows, 4), np.int64)
+    for code, bits in ((1, lo & ~hi), (2, hi & ~lo), (3, lo & hi)):
+        counts[:, code] = np.bitwise_count(bits).sum(axis=1, dtype=np.int64)
+    counts[:, 0] = n_samples - counts[:, 1:].sum(axis=1)
     return VariantCounts(counts[:, 0], counts[:, 2], counts[:, 3], counts[:, 1])
 
 
@@ -298,6 +309,10 @@ class PlinkDataset:
 
     def count(self, rows: np.ndarray) -> VariantCounts:
         return count_genotypes(self.bed, rows)
+
+    def block_counts(self, block: np.ndarray, rows: np.ndarray) -> VariantCounts:
+        """The counts of ``rows`` from their block, as read (`read_block`)."""
+        return bed_row_counts(block, self.n_samples)
 
     def release(self) -> None:
         self.bed.release()

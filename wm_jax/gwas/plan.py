@@ -1,7 +1,9 @@
-"""Which variants `wm-jax gwas` tests, which allele it counts (the A1 rule), and the passes of the
-kernel over them: each `Pass` is a set of variants with one compiled shape.
+"""Which variants `wm-jax gwas` streams (--chr) and tests (the QC filters, on the counts taken as
+they stream), which allele it counts (the A1 rule), and which kernel shape (`Pass`) each variant
+goes through (`Router`).
 
-Called by `wm_jax.gwas.run` (the driver); `plan_passes` is pure, so tests call it directly.
+Called by `wm_jax.gwas.run` (the driver) and `wm_jax.gwas.stream`; `Router` is pure, so tests call
+it directly.
 """
 
 from __future__ import annotations
@@ -27,18 +29,56 @@ class TestedVariants:
     """The variants that passed the filters, in .bim order."""
 
     rows: np.ndarray  # their rows in the .bim
-    missing_calls: np.ndarray  # missing calls (dosages) of each: the kernel's missing-sample correction
+    positions: np.ndarray  # their positions among the variants streamed (the result store's columns before QC)
     a1_is_ref: np.ndarray  # True where A1 (the counted allele) is REF; the kernel counts ALT
 
 
 @dataclass(frozen=True)
 class Pass:
-    """Variants that go through the kernel with one shape (compiled once for the pass)."""
+    """One compiled shape of the kernel: the variants routed to it share it (a "pass" in the .log)."""
 
-    variants: np.ndarray  # positions among the tested variants, ascending
     block_size: int  # variants per device in one step
     missing_width: int  # room for missing calls per variant in the gathered correction (0: none)
     small_df: bool  # some test may have fewer than SMALL_DF degrees of freedom (continued fraction compiled)
+
+
+@dataclass(frozen=True)
+class Router:
+    """Which kernel shape (`Pass`) each variant goes through, from its number of missing calls, as
+    its genotypes are read (one streaming pass; nothing is counted beforehand):
+
+    - no missing call: no per-variant Gram matrix (the precomputed inverse);
+    - up to ``max_missing``: the gathered correction, room for ``max_missing`` calls;
+    - more (rare after --geno): the exact path, room for the next power of two of its calls, in
+      blocks sized by EXACT_PASS_VALUES.
+
+    ``fewest_samples`` is the smallest phenotype group and ``n_basis`` the covariate basis with the
+    intercept: with the room for missing calls they bound the degrees of freedom."""
+
+    block_size: int
+    max_missing: int
+    fewest_samples: int
+    n_basis: int
+    n_groups: int
+    n_phenotypes: int
+
+    def widths(self, missing_calls: np.ndarray) -> np.ndarray:
+        """The room for missing calls (the pass) of variants with ``missing_calls`` each."""
+        missing = np.asarray(missing_calls, np.int64)
+        exact = np.left_shift(1, np.ceil(np.log2(np.maximum(missing, 1))).astype(np.int64))
+        exact = np.maximum(exact, 2 * self.max_missing)
+        # log2 in float64 is exact at powers of two; a count just past one rounds up, never down
+        exact = np.where(exact < missing, 2 * exact, exact)
+        return np.where(missing == 0, 0, np.where(missing <= self.max_missing, self.max_missing, exact))
+
+    def shape(self, width: int) -> Pass:
+        """The kernel shape of the pass with room for ``width`` missing calls."""
+        size = self.block_size
+        if width > self.max_missing:
+            per_variant = width * (self.n_groups * self.n_basis + self.n_phenotypes)
+            size = int(np.clip(1 << max(0, (EXACT_PASS_VALUES // per_variant).bit_length() - 1), 8, self.block_size))
+        fewest_df = self.fewest_samples - width - self.n_basis - 1
+        return Pass(size, int(width), small_df=fewest_df < SMALL_DF)
 
 
 def alt_is_major(counts: qc.VariantCounts) -> np.ndarray:
@@ -52,12 +92,17 @@ def alt_is_major(counts: qc.VariantCounts) -> np.ndarray:
         return ref_count * (1.0 / (2.0 * observed)) < 0.5
 
 
-def variants_to_test(data, name: str, filters: qc.VariantFilters, a1_alt: bool) -> TestedVariants:
-    """--chr, then the QC filters (each logged) on the genotype source ``data``; A1 is ALT with
-    ``a1_alt``, else the minor allele. No variant left is an error naming ``name`` (the --bfile or
-    --pfile prefix, or the --bgen file, as given) and every filter."""
-    selected = qc.select_chromosomes(data, filters.chromosomes)
-    counts = _count_in_shares(data, selected)
+def selected_variants(data, filters: qc.VariantFilters) -> np.ndarray:
+    """The rows of the genotype source that --chr selects (all without it): the variants streamed."""
+    return qc.select_chromosomes(data, filters.chromosomes)
+
+
+def variants_to_test(
+    counts: qc.VariantCounts, selected: np.ndarray, name: str, filters: qc.VariantFilters, a1_alt: bool
+) -> TestedVariants:
+    """The QC filters (each logged) on the ``counts`` of the ``selected`` variants, counted as they
+    were streamed; A1 is ALT with ``a1_alt``, else the minor allele. No variant left is an error
+    naming ``name`` (the --bfile or --pfile prefix, or the --bgen file, as given) and every filter."""
     removed: list[str] = []
     keep = qc.apply_filters(counts, filters.maf, filters.mac, filters.geno, filters.hwe, removed)
     if not keep.any():
@@ -66,31 +111,31 @@ def variants_to_test(data, name: str, filters: qc.VariantFilters, a1_alt: bool) 
             f"{name}: expected at least one variant to test; none is left of the {len(keep)} "
             f"variants{selection}{' after ' + ', '.join(removed) if removed else ''}"
         )
-    a1_is_ref = np.zeros(int(keep.sum()), bool) if a1_alt else alt_is_major(counts)[keep]
-    return TestedVariants(rows=selected[keep], missing_calls=counts.missing_dosages[keep], a1_is_ref=a1_is_ref)
+    a1 = a1_is_ref(counts, a1_alt)[keep]
+    return TestedVariants(rows=selected[keep], positions=np.flatnonzero(keep), a1_is_ref=a1)
 
 
-def _count_in_shares(data, selected: np.ndarray) -> qc.VariantCounts:
-    """The genotype counts of the ``selected`` variants of the genotype source ``data``; with several
-    processes each counts its share and every process gets them all (fields that are None, as the
-    dosage sums of hard calls, stay None), so every process plans the same passes."""
-    local = data.count(selected[sharding.this_process_share(len(selected))])
-    sharding.barrier("gwas: genotypes counted")
+def a1_is_ref(counts: qc.VariantCounts, a1_alt: bool) -> np.ndarray:
+    """Where A1 is REF: never with --a1-alt, else where ALT is the major allele (`alt_is_major`)."""
+    return np.zeros(len(counts.het), bool) if a1_alt else alt_is_major(counts)
+
+
+def gather_counts(local: qc.VariantCounts) -> qc.VariantCounts:
+    """Every process's counts of its share of the variants, in order, on every process (fields that
+    are None, as the dosage sums of hard calls, stay None)."""
     gathered = {f.name: getattr(local, f.name) for f in fields(local)}
     return replace(local, **{k: sharding.gather_parts(v) for k, v in gathered.items() if v is not None})
 
 
-def this_process(passes: list[Pass]) -> list[Pass]:
-    """This process's share of every pass: a contiguous run of each pass's variants, so that the
-    work (uniform within a pass) is balanced and each process writes its own result columns."""
-    shares = [replace(p, variants=p.variants[sharding.this_process_share(len(p.variants))]) for p in passes]
-    return [p for p in shares if len(p.variants)]
+def this_process(n_variants: int) -> np.ndarray:
+    """This process's share of the ``n_variants`` streamed: a contiguous run, so that each process
+    reads its own stretch of the file and writes its own result columns."""
+    return np.arange(n_variants)[sharding.this_process_share(n_variants)]
 
 
-def passes_for(tested: TestedVariants, grouped: GroupedPhenotypes, block_size: int, max_missing: int) -> list[Pass]:
-    """`plan_passes` for the tested variants and the phenotype groups."""
-    return plan_passes(
-        tested.missing_calls,
+def router_for(grouped: GroupedPhenotypes, block_size: int, max_missing: int) -> Router:
+    """The `Router` for the phenotype groups."""
+    return Router(
         block_size,
         max_missing,
         fewest_samples=min(len(g.samples) for g in grouped.groups),
@@ -98,56 +143,3 @@ def passes_for(tested: TestedVariants, grouped: GroupedPhenotypes, block_size: i
         n_groups=len(grouped.groups),
         n_phenotypes=len(grouped.column_order),
     )
-
-
-def plan_passes(
-    missing_calls: np.ndarray,
-    block_size: int,
-    max_missing: int,
-    fewest_samples: int,
-    n_basis: int,
-    n_groups: int,
-    n_phenotypes: int,
-) -> list[Pass]:
-    """The kernel's passes over variants with ``missing_calls`` each:
-
-    - variants without any missing call need no per-variant Gram matrix: a pass of their own when
-      they are common enough to repay its compilation (a quarter of the variants; hard-called
-      imputed data: all of them);
-    - variants with up to ``max_missing`` missing calls: the gathered correction;
-    - variants with more (rare after --geno): the exact path, whose gather covers their most
-      missing calls, in blocks sized by EXACT_PASS_VALUES.
-
-    ``fewest_samples`` is the smallest phenotype group and ``n_basis`` the covariate basis with the
-    intercept: they bound the degrees of freedom. Empty passes are left out."""
-    none_missing = missing_calls == 0
-    if none_missing.sum() < len(missing_calls) / 4:
-        none_missing[:] = False
-    many_missing = missing_calls > max_missing
-    if none_missing.any():
-        log.info(
-            "%d variants have no missing call: a pass without the missing-call correction", int(none_missing.sum())
-        )
-    if many_missing.any():
-        log.info(
-            "%d variants have more than %d missing calls: exact path over all samples",
-            int(many_missing.sum()),
-            max_missing,
-        )
-    selections = [(none_missing, 0), (~none_missing & ~many_missing, max_missing), (many_missing, None)]
-    passes = []
-    for selected, width_limit in selections:
-        variants = np.flatnonzero(selected)
-        if len(variants) == 0:
-            continue
-        most_missing = int(missing_calls[variants].max())
-        # Room for the most missing calls of any variant in this pass (a power of two, so few shapes).
-        width = 1 << int(max(1, most_missing)).bit_length()
-        if width_limit is None:
-            per_variant = width * (n_groups * n_basis + n_phenotypes)
-            size = int(np.clip(1 << max(0, (EXACT_PASS_VALUES // per_variant).bit_length() - 1), 8, block_size))
-        else:
-            width, size = min(width, width_limit), block_size
-        fewest_df = fewest_samples - most_missing - n_basis - 1
-        passes.append(Pass(variants, size, width, small_df=fewest_df < SMALL_DF))
-    return passes

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,8 +53,31 @@ class ResultStore:
             raise RuntimeError(f"{path}: expected {dtype} {shape}, found {column.dtype} {column.shape}")
         return column
 
+    _NAMES = {"beta": "beta", "se": "se", "log10_p": "log10_p", "obs_ct": "obs_ct", "a1_freq": "a1_freq"}
+    _NAMES.update(reason="reason", omnibus="omnibus_chi2")  # attribute -> file name
+
     def _columns(self) -> tuple[np.memmap, ...]:
         return self.beta, self.se, self.log10_p, self.obs_ct, self.a1_freq, self.reason, self.omnibus
+
+    def keep_columns(self, positions: np.ndarray, chunk: int = 1 << 20) -> None:
+        """Keep only the variant columns at ``positions`` (ascending: the variants that passed QC,
+        counted as they streamed), each file rewritten under a temporary name and moved over the old
+        one, a row and ``chunk`` columns at a time. Nothing to do when every column is kept."""
+        if len(positions) == self.omnibus.shape[-1]:
+            return
+        for attribute, name in self._NAMES.items():
+            array = getattr(self, attribute)
+            path, kept_path = self.directory / f"{name}.npy", self.directory / f".{name}.kept.npy"
+            kept = np.lib.format.open_memmap(kept_path, "w+", array.dtype, (*array.shape[:-1], len(positions)))
+            for row in np.ndindex(array.shape[:-1]):
+                for start in range(0, len(positions), chunk):
+                    kept[row + (slice(start, start + chunk),)] = array[row][positions[start : start + chunk]]
+                release_pages(array)
+                release_pages(kept)
+            kept.flush()
+            del kept
+            os.replace(kept_path, path)
+            setattr(self, attribute, np.load(path, mmap_mode="r+"))
 
     def flush(self) -> None:
         for array in self._columns():
@@ -67,13 +91,12 @@ class ResultStore:
 
 
 def store_step(
-    store: ResultStore, column_order: np.ndarray, a1_is_ref: np.ndarray, step_indices: np.ndarray, results: BlockResult
+    store: ResultStore, column_order: np.ndarray, flip: np.ndarray, step_indices: np.ndarray, results: BlockResult
 ) -> None:
-    """Copy one step's device results into the output columns at the variants' positions, oriented
-    to A1: the kernel counts ALT, so BETA and the frequency flip where A1 is REF. Kernel column c
-    is phenotype column_order[c]; groups are numbered in kernel order."""
+    """Copy results (device or host arrays) into the output columns at the variants' positions,
+    oriented to A1: the kernel counts ALT, so BETA and the frequency flip where ``flip`` (A1 is REF,
+    one per variant). Kernel column c is phenotype column_order[c]; groups are numbered in kernel order."""
     n = len(step_indices)
-    flip = a1_is_ref[step_indices]
     host = type(results)(*(np.asarray(x)[:n] for x in results))  # one transfer per array
     where = slice(step_indices[0], step_indices[0] + n) if step_indices[-1] - step_indices[0] == n - 1 else step_indices
     rows = slice(None) if (column_order == np.arange(len(column_order))).all() else column_order

@@ -104,18 +104,27 @@ def run_gwas(
             aligned.covar_path,
         )
 
-        # Plan: --chr and the QC filters, the A1 allele, the kernel's passes over the variants.
-        tested = plan.variants_to_test(data, genotypes.path, options.variant_filters, options.a1_alt)
-        log.info("%d variants x %d phenotypes to test", len(tested.rows), len(aligned.pheno_names))
-        passes = plan.passes_for(tested, grouped, options.block_size, options.max_missing)
+        # Plan: --chr (the variants streamed), and which kernel shape each variant goes through.
+        selected = plan.selected_variants(data, options.variant_filters)
+        log.info("%d variants x %d phenotypes to stream", len(selected), len(aligned.pheno_names))
+        router = plan.router_for(grouped, options.block_size, options.max_missing)
 
-        # Association: every pass streamed through the compiled kernel into the result store; with
-        # several processes, each streams its share of every pass into the store process 0 made.
-        store = _result_store(files, out, len(tested.rows), len(aligned.pheno_names), len(grouped.groups))
-        stream.associate(data, tested, grouped, plan.this_process(passes), store)
+        # Association: one streaming pass; each process streams its share of the variants into the
+        # store process 0 made, counting their genotypes from the same blocks.
+        store = _result_store(files, out, len(selected), len(aligned.pheno_names), len(grouped.groups))
+        share = plan.this_process(len(selected))
+        local_counts = stream.associate(
+            data, selected[share], int(share[0]) if len(share) else 0, grouped, router, store, options.a1_alt
+        )
+        counts = plan.gather_counts(local_counts)
         sharding.barrier("gwas: every process has stored its variants")
+
+        # QC on the counts: the filters (each logged), the A1 allele; the store keeps the tested variants.
+        tested = plan.variants_to_test(counts, selected, genotypes.path, options.variant_filters, options.a1_alt)
+        log.info("%d variants x %d phenotypes tested", len(tested.rows), len(aligned.pheno_names))
         if files is None:
             return out  # process 0 writes the tables and publishes
+        store.keep_columns(tested.positions)
 
         # Results: variants.tsv and meta.json beside the store; hits, multivariate test, .glm.linear files.
         variant_table = results.write_variant_table(store.directory, data.variants.iloc[tested.rows], tested.a1_is_ref)

@@ -1,16 +1,25 @@
-"""Genotype blocks through the compiled association kernel: one mesh over the devices, one
-compilation per `Pass`, the next step's genotype rows read on a thread while the device computes, and
-each step's results copied into the result store one step late (so the host never waits on the
-device it just launched).
+"""Genotype blocks through the compiled association kernel in one streaming pass.
+
+The variants this process streams are read in chunks of consecutive rows, on several reader
+threads, ahead of the device. From each chunk, as read, the reader thread takes the genotype counts
+(QC and the A1 rule, applied after the pass) and each variant's missing calls, which route it to a
+kernel shape (`wm_jax.gwas.plan.Router`: no missing call, a few, many). Each shape fills its own
+steps; a step is launched when full, its results read back a few steps later (so the host never
+waits on the device it just launched) into the staging of their chunk, and a chunk whose variants
+all have results is written to the result store in one contiguous run by a writer thread. Kernels
+compile on threads the first time a shape is needed, while reading goes on.
 
 Called by `wm_jax.gwas.run` (the driver).
 """
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import logging
+import os
 import time
+from dataclasses import dataclass, field
 
 import jax
 import numpy as np
@@ -18,36 +27,92 @@ from jax.sharding import NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
 from wm_jax import sharding
+from wm_jax.data.genotypes import VariantCounts, concatenate_counts
 from wm_jax.gwas.design import GroupedPhenotypes, device_inputs, kernel_inputs
-from wm_jax.gwas.kernel import AssociationInputs, make_block_fn
-from wm_jax.gwas.plan import Pass, TestedVariants
+from wm_jax.gwas.kernel import AssociationInputs, BlockResult, make_block_fn
+from wm_jax.gwas.plan import Pass, Router, a1_is_ref
 from wm_jax.gwas.results import ResultStore, store_step
 
 log = logging.getLogger("wm_jax")
 
-COMPILE_THREADS = 2  # kernels compiled at once (see `_Stream.compile_all`)
-# The pages of the result store and of the genotype file are dropped from memory once the steps since
-# the last drop have spanned this many variant positions: 64 steps of 512 consecutive variants. A
-# pass over variants scattered through the file (the few with many missing calls) spans the whole
-# store in each step, since each variant's results sit in every phenotype's row; counting steps
-# alone let such a pass keep every page of the store resident (peak RSS grew with the variants).
+COMPILE_THREADS = 2  # kernels compiled at once
+READ_THREADS = max(2, min(8, os.cpu_count() or 2))  # chunks read, counted and indexed at once
+CHUNK_BYTES = 1 << 24  # genotype bytes per chunk (16 MiB), at least one step of the main shape
+STEPS_IN_FLIGHT = 2  # steps launched before the oldest one's results are read back
+# A chunk waits for every variant it holds; a shape that fills slowly (the few variants with many
+# missing calls) has its partial step launched once it holds variants of a chunk this many chunks
+# behind the newest, so that staged chunks (and memory) stay bounded.
+MAX_STAGED_CHUNKS = 4
+# The pages of the result store and of the genotype file are dropped from memory each time this
+# many variant positions have been written (memory flat in the number of variants).
 RELEASE_SPAN = 64 * 512
 
 
-def _read_step(data, rows: np.ndarray, n_rows: int, width: int) -> tuple[np.ndarray, np.ndarray]:
-    """One step's rows of the genotype source (`wm_jax.data.genotypes`: raw .bed bytes or dosages),
-    padded with zero rows to ``n_rows``, and their missing-call index."""
-    raw = np.zeros((n_rows, data.row_width), data.block_dtype)
-    raw[: len(rows)] = data.read_block(rows)
-    return raw, data.missing_index(raw, width)
+@dataclass
+class _Chunk:
+    """Consecutive variants as read: their genotype block, counts and, per kernel shape (room for
+    missing calls), which of them go there with their missing-call index."""
+
+    start: int  # the first variant's column in the result store
+    block: np.ndarray  # (C, row_width)
+    counts: VariantCounts
+    routes: dict[int, tuple[np.ndarray, np.ndarray]]  # width -> (rows of the chunk, (n, width) missing index)
+    seconds: float  # reading, counting and indexing it
+
+
+def _read_chunk(data, router: Router, start: int, rows: np.ndarray) -> _Chunk:
+    """Read, count and route the source ``rows`` (on a reader thread)."""
+    began = time.perf_counter()
+    block = data.read_block(rows)
+    counts = data.block_counts(block, rows)
+    widths = router.widths(counts.missing_dosages)
+    routes = {}
+    for width in np.unique(widths).tolist():
+        chosen = np.flatnonzero(widths == width)
+        index = data.missing_index(block[chosen], width) if width else np.zeros((len(chosen), 0), np.int32)
+        routes[width] = (chosen, index)
+    return _Chunk(start, block, counts, routes, time.perf_counter() - began)
+
+
+@dataclass
+class _Staged:
+    """A chunk's results, filled as its variants' steps come back; written once ``missing`` is 0."""
+
+    start: int
+    results: BlockResult  # host arrays, (C, ...) each
+    counts: VariantCounts
+    missing: int
+
+
+@dataclass
+class _Step:
+    """The variants gathered for one step of a kernel shape: store columns and where they came from."""
+
+    raw: np.ndarray
+    missing: np.ndarray
+    columns: list = field(default_factory=list)  # arrays of store columns, in order
+    filled: int = 0
+
+
+class _Shape:
+    """One kernel shape: its compilation, the step being filled, its timeline for the .log."""
+
+    def __init__(self, shape: Pass, width: int, per_step: int, compiled: concurrent.futures.Future) -> None:
+        self.shape, self.width, self.per_step, self.compiled = shape, width, per_step, compiled
+        self.step_fn = None
+        self.step: _Step | None = None
+        self.n_variants = self.n_steps = 0
+        self.first_launch = self.last_result = None
 
 
 class _Stream:
-    """What every pass shares: the genotypes, the tested variants, the grouping, the device inputs
-    on the mesh, the result store, the reader thread and the progress bar."""
+    """What the pass shares: the genotypes, the grouping, the device inputs on the mesh, the shapes,
+    the staged chunks, the threads and the progress bar."""
 
-    def __init__(self, data, tested: TestedVariants, grouped: GroupedPhenotypes, store: ResultStore, n: int) -> None:
-        self.data, self.tested, self.grouped, self.store = data, tested, grouped, store
+    def __init__(
+        self, data, router: Router, grouped: GroupedPhenotypes, store: ResultStore, n: int, a1_alt: bool
+    ) -> None:
+        self.data, self.router, self.grouped, self.store, self.a1_alt = data, router, grouped, store, a1_alt
         # Blocks are independent: the rows of a step are sharded over this process's devices, with no
         # communication (other processes, if any, stream other variants).
         mesh = sharding.local_mesh("blocks")
@@ -63,11 +128,16 @@ class _Stream:
         )
         self.start = time.time()  # the association's clock, for the .log's timeline
         self.compile_durations: list[float] = []
-        self.compile_wait_seconds = 0.0
-        # Two compiler threads: the first pass's kernel and the next compile side by side while the
-        # first block is read; later ones while earlier passes run.
         self.compiler = concurrent.futures.ThreadPoolExecutor(max_workers=COMPILE_THREADS)
-        self.reader = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+        self.writer = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+        self.shapes: dict[int, _Shape] = {}
+        self.staged: collections.OrderedDict[int, _Staged] = collections.OrderedDict()
+        self.in_flight: collections.deque = collections.deque()
+        self.writes: list[concurrent.futures.Future] = []
+        self.counts: list[VariantCounts] = []
+        self.read_seconds = self.wait_seconds = 0.0
+        self.bytes_read = 0
+        self.released_at = 0
         self.progress = tqdm(
             total=n,
             desc="association",
@@ -77,9 +147,18 @@ class _Stream:
             disable=not sharding.is_main_process(),
         )
 
-    def compile(self, plan: Pass) -> jax.stages.Compiled:
-        """The kernel for the pass's shapes, its compilation logged with when it started and ended
-        (seconds since the association began: the .log's timeline)."""
+    # -- kernels ------------------------------------------------------------------------------
+    def shape_for(self, width: int) -> _Shape:
+        """The kernel shape with room for ``width`` missing calls, its compilation started on first use."""
+        if width not in self.shapes:
+            shape = self.router.shape(width)
+            per_step = shape.block_size * self.n_devices
+            self.shapes[width] = _Shape(shape, width, per_step, self.compiler.submit(self._compile, shape))
+        return self.shapes[width]
+
+    def _compile(self, plan: Pass) -> jax.stages.Compiled:
+        """The kernel for a shape, its compilation logged with when it started and ended (seconds
+        since the association began: the .log's timeline)."""
         per_step = plan.block_size * self.n_devices
         block_fn = make_block_fn(self.grouped.layout, small_df=plan.small_df)
         start = time.time()
@@ -104,85 +183,190 @@ class _Stream:
         )
         return step_fn
 
-    def compile_all(self, passes: list[Pass]) -> list[concurrent.futures.Future]:
-        """Every pass's kernel, compiled on threads in pass order (XLA compiles without the GIL), so
-        that later passes compile while earlier ones run."""
-        return [self.compiler.submit(self.compile, plan) for plan in passes]
-
-    def wait_for(self, compiled: concurrent.futures.Future) -> jax.stages.Compiled:
-        """The compiled kernel, the time spent waiting for it added to ``compile_wait_seconds``."""
-        start = time.time()
-        step_fn = compiled.result()
-        self.compile_wait_seconds += time.time() - start
-        return step_fn
-
     def _spec(self, shape: tuple[int, int], dtype: type) -> jax.ShapeDtypeStruct:
         return jax.ShapeDtypeStruct(shape, dtype, sharding=self.block_sharding)
 
-    def run(self, plan: Pass, compiled: concurrent.futures.Future) -> None:
-        """Every step of the pass. The first block is read while the kernel compiles; results are
-        stored one step late, while the device computes the next."""
-        per_step = plan.block_size * self.n_devices
-        steps = [plan.variants[s : s + per_step] for s in range(0, len(plan.variants), per_step)]
-        pending_read = self._submit_read(steps[0], per_step, plan.missing_width)
-        step_fn = self.wait_for(compiled)
-        start = time.time()
-        previous, span = None, 0
-        for step_number, step_indices in enumerate(steps):
-            raw, missing = pending_read.result()
-            if step_number + 1 < len(steps):
-                pending_read = self._submit_read(steps[step_number + 1], per_step, plan.missing_width)
-            results = step_fn(
-                jax.device_put(raw, self.block_sharding), jax.device_put(missing, self.block_sharding), self.inputs
-            )
-            if previous is not None:
-                store_step(self.store, self.column_order, self.tested.a1_is_ref, *previous)
-            span += int(step_indices[-1] - step_indices[0]) + 1
-            if span >= RELEASE_SPAN:
-                self.store.release()
-                self.data.release()
-                span = 0
-            previous = (step_indices, results)
-            self.progress.update(len(step_indices))
-        store_step(self.store, self.column_order, self.tested.a1_is_ref, *previous)
-        log.info(
-            "pass of %d variants (room for %d missing calls each) ran in %.2f s (at %.2f-%.2f s)",
-            len(plan.variants),
-            plan.missing_width,
-            time.time() - start,
-            start - self.start,
-            time.time() - self.start,
-        )
+    # -- routing and steps --------------------------------------------------------------------
+    def add_chunk(self, chunk: _Chunk) -> None:
+        """Stage the chunk and hand its variants to their shapes, launching every step that fills."""
+        n = len(chunk.block)
+        self.read_seconds += chunk.seconds
+        self.bytes_read += chunk.block.nbytes
+        self.counts.append(chunk.counts)
+        self.staged[chunk.start] = _Staged(chunk.start, None, chunk.counts, n)
+        for width in chunk.routes:  # every new shape's compilation under way before any step waits on one
+            self.shape_for(width)
+        for width, (chosen, index) in chunk.routes.items():
+            shape = self.shape_for(width)
+            taken = 0
+            while taken < len(chosen):
+                step = shape.step or self._new_step(shape)
+                room = shape.per_step - step.filled
+                part = chosen[taken : taken + room]
+                step.raw[step.filled : step.filled + len(part)] = chunk.block[part]
+                step.missing[step.filled : step.filled + len(part)] = index[taken : taken + len(part)]
+                step.columns.append(chunk.start + part)
+                step.filled += len(part)
+                taken += len(part)
+                if step.filled == shape.per_step:
+                    self._launch(shape)
+        self._launch_behind()
 
-    def _submit_read(self, step_indices: np.ndarray, n_rows: int, width: int) -> concurrent.futures.Future:
-        return self.reader.submit(_read_step, self.data, self.tested.rows[step_indices], n_rows, width)
+    def _new_step(self, shape: _Shape) -> _Step:
+        shape.step = _Step(
+            raw=np.zeros((shape.per_step, self.data.row_width), self.data.block_dtype),
+            missing=np.full((shape.per_step, shape.width), self.data.n_slots, np.int32),
+        )
+        return shape.step
+
+    def _launch_behind(self) -> None:
+        """Launch the partial steps that hold variants of a chunk more than MAX_STAGED_CHUNKS behind
+        the newest (a shape that fills slowly must not hold every chunk since its first variant)."""
+        if len(self.staged) <= MAX_STAGED_CHUNKS:
+            return
+        waiting_from = list(self.staged)[-MAX_STAGED_CHUNKS]
+        for shape in self.shapes.values():
+            if shape.step is not None and int(shape.step.columns[0][0]) < waiting_from:
+                self._launch(shape)
+
+    def _launch(self, shape: _Shape) -> None:
+        """Launch the shape's step (padded where partial), and read back the oldest steps in flight."""
+        step, shape.step = shape.step, None
+        if shape.step_fn is None:
+            waited = time.time()
+            shape.step_fn = shape.compiled.result()
+            self.wait_seconds += time.time() - waited
+        raw, missing = (jax.device_put(x, self.block_sharding) for x in (step.raw, step.missing))
+        results = shape.step_fn(raw, missing, self.inputs)
+        shape.first_launch = shape.first_launch or time.time()
+        shape.n_steps += 1
+        shape.n_variants += step.filled
+        self.in_flight.append((shape, np.concatenate(step.columns), results))
+        while len(self.in_flight) > STEPS_IN_FLIGHT:
+            self._collect()
+
+    def _collect(self) -> None:
+        """Read back the oldest step in flight into the staging of its chunks; hand every chunk now
+        complete to the writer."""
+        shape, columns, results = self.in_flight.popleft()
+        waited = time.time()
+        host = BlockResult(*(np.asarray(x)[: len(columns)] for x in results))  # one transfer per array
+        self.wait_seconds += time.time() - waited
+        shape.last_result = time.time()
+        starts = np.fromiter(self.staged.keys(), np.int64)
+        owner = starts[np.searchsorted(starts, columns, side="right") - 1]
+        for start in np.unique(owner).tolist():
+            mine = owner == start
+            staged = self.staged[start]
+            if staged.results is None:
+                n = staged.missing
+                staged.results = BlockResult(*(np.empty((n, *x.shape[1:]), x.dtype) for x in host))
+            for target, value in zip(staged.results, host):
+                target[columns[mine] - start] = value[mine]
+            staged.missing -= int(mine.sum())
+        self.progress.update(len(columns))
+        for start in [s for s, staged in self.staged.items() if staged.missing == 0]:
+            self._write(self.staged.pop(start))
+
+    def _write(self, staged: _Staged) -> None:
+        flip = a1_is_ref(staged.counts, self.a1_alt)
+        columns = np.arange(staged.start, staged.start + len(flip))
+        self.writes.append(self.writer.submit(store_step, self.store, self.column_order, flip, columns, staged.results))
+        if staged.start + len(flip) - self.released_at >= RELEASE_SPAN:
+            self.released_at = staged.start + len(flip)
+            self.writes.append(self.writer.submit(self._release))
+
+    def _release(self) -> None:
+        self.store.release()
+        self.data.release()
+
+    def finish(self) -> None:
+        """Launch every partial step, read back every step, wait for every write."""
+        for shape in self.shapes.values():
+            if shape.step is not None:
+                self._launch(shape)
+        while self.in_flight:
+            self._collect()
+        for write in self.writes:
+            write.result()
+        assert not self.staged, "every chunk written"
 
     def close(self) -> None:
         """Stop the threads (kernels not yet compiled, after a failure, are not) and flush the store."""
         self.progress.close()
-        self.reader.shutdown()
+        self.writer.shutdown()
         self.compiler.shutdown(cancel_futures=True)
         self.store.flush()
 
 
-def associate(data, tested: TestedVariants, grouped: GroupedPhenotypes, passes: list[Pass], store: ResultStore) -> None:
-    """Test every variant of every pass against every phenotype, into ``store``; logs the timing."""
-    n_variants = sum(len(p.variants) for p in passes)
-    stream = _Stream(data, tested, grouped, store, n_variants)
-    compute_start = time.time()
+def _chunks(data, rows: np.ndarray, per_step: int) -> list[tuple[int, int]]:
+    """(first, stop) positions of the chunks of ``rows``: CHUNK_BYTES of genotypes, at least one step."""
+    bytes_per_row = data.row_width * np.dtype(data.block_dtype).itemsize
+    size = max(per_step, CHUNK_BYTES // max(1, bytes_per_row))
+    return [(s, min(s + size, len(rows))) for s in range(0, len(rows), size)]
+
+
+def associate(
+    data,
+    rows: np.ndarray,
+    first_column: int,
+    grouped: GroupedPhenotypes,
+    router: Router,
+    store: ResultStore,
+    a1_alt: bool,
+) -> VariantCounts:
+    """Test every variant of ``rows`` (source rows, this process's share) against every phenotype,
+    into the store's columns from ``first_column`` on; returns their genotype counts (taken from
+    the same blocks). Logs the timeline."""
+    stream = _Stream(data, router, grouped, store, len(rows), a1_alt)
+    chunks = _chunks(data, rows, router.block_size * stream.n_devices)
+    readers = concurrent.futures.ThreadPoolExecutor(max_workers=READ_THREADS)
+    start = time.time()
     try:
-        for plan, compiled in zip(passes, stream.compile_all(passes)):
-            stream.run(plan, compiled)
+        pending = collections.deque()
+        for first, stop in chunks:
+            pending.append(readers.submit(_read_chunk, data, router, first_column + first, rows[first:stop]))
+            if len(pending) > READ_THREADS:
+                stream.add_chunk(pending.popleft().result())
+        while pending:
+            stream.add_chunk(pending.popleft().result())
+        stream.finish()
     finally:
+        readers.shutdown(cancel_futures=True)
         stream.close()
-    compute_seconds = time.time() - compute_start
-    n_tests = n_variants * len(grouped.column_order)
+    _log_timeline(stream, len(rows), time.time() - start)
+    if not stream.counts:  # a process with no variant of its own
+        return data.block_counts(data.read_block(rows[:0]), rows[:0])
+    return concatenate_counts(stream.counts)
+
+
+def _log_timeline(stream: _Stream, n_variants: int, seconds: float) -> None:
+    """One line per pass (kernel shape) with its time, then the stream's stages with their rates."""
+    for width, shape in sorted(stream.shapes.items()):
+        if shape.first_launch is None:
+            continue
+        log.info(
+            "pass of %d variants (room for %d missing calls each) ran in %.2f s (at %.2f-%.2f s), %d steps",
+            shape.n_variants,
+            width,
+            shape.last_result - shape.first_launch,
+            shape.first_launch - stream.start,
+            shape.last_result - stream.start,
+            shape.n_steps,
+        )
+    n_tests = n_variants * len(stream.column_order)
     log.info(
-        "association: %d variant-phenotype tests in %.2f s (%.3g tests/s), of which %.2f s compiling "
-        "before a pass could start (%.2f s of compilation in all, the rest while passes ran)",
+        "association: %d variant-phenotype tests in %.2f s (%.3g tests/s); genotypes read once: %.1f MB, "
+        "%.2f s of reading, counting and indexing on %d threads (%.2f GB/s each, %.2f GB/s for the pass); "
+        "%.2f s waiting on compilation or the device (%.2f s of compilation in all)",
         n_tests,
-        compute_seconds,
-        n_tests / max(compute_seconds, 1e-9),
-        stream.compile_wait_seconds,
+        seconds,
+        n_tests / max(seconds, 1e-9),
+        stream.bytes_read / 1e6,
+        stream.read_seconds,
+        READ_THREADS,
+        stream.bytes_read / max(stream.read_seconds, 1e-9) / 1e9,
+        stream.bytes_read / max(seconds, 1e-9) / 1e9,
+        stream.wait_seconds,
         sum(stream.compile_durations),
     )
