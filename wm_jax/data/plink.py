@@ -23,7 +23,6 @@ from wm_jax.errors import InputError, input_error, require_file
 log = logging.getLogger("wm_jax")
 
 BED_MAGIC = bytes([0x6C, 0x1B, 0x01])
-_EVEN = np.uint64(0x5555555555555555)  # the low bit of every 2-bit code in a 64-bit word
 
 # ALT dosage for each 2-bit code; NaN for missing.
 CODE_TO_ALT_DOSAGE = np.array([2.0, np.nan, 1.0, 0.0], dtype=np.float32)
@@ -221,47 +220,49 @@ def count_genotypes(bed, variant_indices: np.ndarray, chunk: int = 4096) -> Vari
 def bed_row_counts(raw: np.ndarray, n_samples: int) -> VariantCounts:
     """Genotype counts of raw .bed rows (variants x bytes) over their ``n_samples`` samples.
 
-    32 samples per 64-bit word: with lo the low and hi the high bit of each code, codes 01
-    (missing), 10 (het) and 11 (hom REF) are lo & ~hi, hi & ~lo and lo & hi, each counted with one
-    popcount per word; hom ALT (00) is what remains. Padding codes (past the last sample, and the
-    zero bytes that fill the last word) are 00 and only change that remainder.
+    With lo the low and hi the high bit of each 2-bit code (masks 0x55 of the byte and of the byte
+    shifted right by one), popcount(lo) counts codes 01 (missing) and 11 (hom REF), popcount(hi)
+    codes 10 (het) and 11, popcount(lo & hi) codes 11: three popcounts per byte, straight on the
+    bytes as read. Hom ALT (00) is what remains; padding codes past the last sample are 00 and
+    only change that remainder.
     """
-    n_rows, row_bytes = raw.shape
-    words = np.zeros((n_rows, -(-row_bytes // 8) * 8), np.uint8)
-    words[:, :row_bytes] = raw
-    words = words.view("<u8")
-    lo, hi = words & _EVEN, (words >> np.uint64(1)) & _EVEN
-    counts = np.zeros((n_rows, 4), np.int64)
-    for code, bits in ((1, lo & ~hi), (2, hi & ~lo), (3, lo & hi)):
-        counts[:, code] = np.bitwise_count(bits).sum(axis=1, dtype=np.int64)
-    counts[:, 0] = n_samples - counts[:, 1:].sum(axis=1)
-    return VariantCounts(counts[:, 0], counts[:, 2], counts[:, 3], counts[:, 1])
+    lo = raw & np.uint8(0x55)
+    hi = (raw >> 1) & np.uint8(0x55)
+    low_bits = np.bitwise_count(lo).sum(axis=1, dtype=np.int64)
+    high_bits = np.bitwise_count(hi).sum(axis=1, dtype=np.int64)
+    hom_ref = np.bitwise_count(lo & hi).sum(axis=1, dtype=np.int64)
+    missing, het = low_bits - hom_ref, high_bits - hom_ref
+    return VariantCounts(n_samples - missing - het - hom_ref, het, hom_ref, missing)
+
+
+def _missing_slot_bits() -> np.ndarray:
+    """For every .bed byte, bit s set where its sample slot s holds a missing call (code 01)."""
+    codes = np.arange(256)[:, None] >> (2 * np.arange(4))[None, :] & 3
+    return ((codes == 1) << np.arange(4)).sum(axis=1).astype(np.uint8)
+
+
+_MISSING_SLOT_BITS = _missing_slot_bits()
 
 
 def missing_call_index(raw: np.ndarray, n_samples: int, width: int) -> np.ndarray:
     """(B, width) sample positions of each variant's missing calls, padded with 4 * raw.shape[1],
     one past the last sample slot: the zero row of the kernel's tables.
 
-    Computed on the host from the same raw bytes, 32 samples at a time: in 64-bit words, a missing
-    call (code 01) is an even bit set whose odd neighbour is clear, x & ~(x >> 1) & 0x55..55 (the
-    shift only moves odd bits into even-masked-out places). Missing calls are rare, so only the few
-    flagged words are expanded. The same index serves every phenotype group.
+    Computed on the host from the same raw bytes: one lookup per byte gives the byte's missing
+    slots as bits; missing calls are rare, so only the few flagged bytes are expanded. The same
+    index serves every phenotype group.
     """
-    n_variants, row_bytes = raw.shape
-    words = np.zeros((n_variants, -(-row_bytes // 8) * 8), np.uint8)
-    words[:, :row_bytes] = raw
-    words = words.view("<u8")  # little-endian: byte 0 (samples 0-3) in the low bits
-    flags = words & ~(words >> np.uint64(1)) & _EVEN
-    rows, word_cols = np.nonzero(flags)
-    bits = (flags[rows, word_cols][:, None] >> (2 * np.arange(32, dtype=np.uint64))) & np.uint64(1)
-    hit, position = np.nonzero(bits)  # row-major: samples stay in order within each variant
-    rows, samples = rows[hit], word_cols[hit] * 32 + position
+    flags = _MISSING_SLOT_BITS[raw]
+    rows, byte_cols = np.nonzero(flags)
+    bits = (flags[rows, byte_cols][:, None] >> np.arange(4, dtype=np.uint8)) & 1
+    hit, slot = np.nonzero(bits)  # row-major: samples stay in order within each variant
+    rows, samples = rows[hit], byte_cols[hit] * 4 + slot
     keep = samples < n_samples
     rows, samples = rows[keep], samples[keep]
     rank = np.arange(len(rows)) - np.searchsorted(rows, rows)
     if len(rank) and rank.max() >= width:
         raise ValueError(f"a variant has more than {width} missing calls in this block")
-    index = np.full((n_variants, width), 4 * row_bytes, np.int32)
+    index = np.full((raw.shape[0], width), 4 * raw.shape[1], np.int32)
     index[rows, rank] = samples
     return index
 

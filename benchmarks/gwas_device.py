@@ -1,0 +1,204 @@
+"""The whole `wm-jax gwas` process on a synthetic .bed of any size, with its timeline.
+
+    python benchmarks/gwas_device.py --n 35000 --m 1000000 --p 128,512 [--feed-only] [--name NAME]
+
+Builds (once, under --workdir) a cohort of N samples x M hard calls, tiled from 1,024 random
+variants (so 8 GB build in about disk speed), with 1% missing calls in every other variant of the
+tile, 10 covariates and P standard-normal phenotypes. Then runs `wm-jax gwas` on it, whole process
+with an empty compilation cache, and prints the timeline from its .log: reading the inputs, the
+association pass (GB/s of .bed bytes, TFLOP/s of its one matmul, 2 N M (P + k + 1) FLOPs), and the
+results. ``--feed-only`` swaps the association kernel for a trivial one of the same inputs and
+outputs (one sum over each block's bytes), to measure the host pipeline alone: reading, counting,
+routing, transfers and writing the results. Writes benchmarks/results/NAME.md and .json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+TILE = 1024  # variants in the random tile the .bed repeats
+N_COVARIATES = 10
+
+
+def build_cohort(directory: Path, n: int, m: int, seed: int = 0) -> Path:
+    """``directory``/geno.{bed,bim,fam} and covar.tsv (once); returns the --bfile prefix."""
+    prefix = directory / "geno"
+    if (directory / "complete").exists():
+        return prefix
+    directory.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    from wm_jax.data.plink import encode_alt_dosages
+
+    freq = rng.uniform(0.05, 0.5, TILE)
+    dosages = rng.binomial(2, freq[:, None], (TILE, n)).astype(np.float64)
+    dosages[::2][rng.random((TILE // 2, n)) < 0.01] = np.nan  # missing calls in every other variant
+    tile = encode_alt_dosages(dosages).tobytes()
+    with open(f"{prefix}.bed", "wb") as bed:
+        bed.write(bytes([0x6C, 0x1B, 0x01]))
+        for start in range(0, m, TILE):
+            bed.write(tile[: min(TILE, m - start) * (len(tile) // TILE)])
+    chrom = np.minimum(np.arange(m) * 22 // m + 1, 22)
+    position = np.arange(m) * 100 + 1
+    with open(f"{prefix}.bim", "w") as bim:
+        bim.writelines(f"{c}\tv{i}\t0\t{p}\tA\tG\n" for i, (c, p) in enumerate(zip(chrom.tolist(), position.tolist())))
+    ids = [f"s{i}" for i in range(n)]
+    with open(f"{prefix}.fam", "w") as fam:
+        fam.writelines(f"{i}\t{i}\t0\t0\t0\t-9\n" for i in ids)
+    covariates = rng.standard_normal((n, N_COVARIATES))
+    _write_table(directory / "covar.tsv", ids, covariates, "C")
+    (directory / "complete").touch()
+    return prefix
+
+
+def _write_table(path: Path, ids: list[str], values: np.ndarray, stem: str) -> None:
+    header = "FID\tIID\t" + "\t".join(f"{stem}{j + 1}" for j in range(values.shape[1]))
+    rows = (f"{i}\t{i}\t" + "\t".join(f"{v:.5g}" for v in row) for i, row in zip(ids, values.tolist()))
+    path.write_text(header + "\n" + "\n".join(rows) + "\n")
+
+
+def phenotypes(directory: Path, n: int, p: int) -> Path:
+    path = directory / f"pheno_{p}.tsv"
+    if not path.exists():
+        _write_table(path, [f"s{i}" for i in range(n)], np.random.default_rng(p).standard_normal((n, p)), "Y")
+    return path
+
+
+def trivial_block_fn(layout, small_df: bool = True):
+    """The kernel's signature and outputs, one sum over each block's bytes as its only work."""
+    import jax
+    import jax.numpy as jnp
+
+    from wm_jax.gwas.kernel import BlockResult
+
+    def step(raw, missing_index, inputs):
+        rows = jnp.sum(raw.astype(jnp.float32), axis=1) + jnp.sum(missing_index, axis=1).astype(jnp.float32)
+        n_pheno, n_groups = inputs.residual_ss.shape[0], inputs.group_size.shape[0]
+        per_pheno = jnp.broadcast_to(rows[:, None], (raw.shape[0], n_pheno))
+        per_group = jnp.broadcast_to(rows[:, None], (raw.shape[0], n_groups))
+        return BlockResult(
+            per_pheno, per_pheno, per_pheno, per_group.astype(jnp.int32), per_group, per_group.astype(jnp.int32), rows
+        )
+
+    return jax.jit(step)
+
+
+def child(arguments: list[str], feed_only: bool) -> None:
+    """`wm-jax gwas arguments` in this process, the kernel swapped for the trivial one if asked."""
+    if feed_only:
+        from wm_jax.gwas import stream
+
+        stream.make_block_fn = trivial_block_fn
+    from wm_jax.cli import main
+
+    sys.exit(main(["gwas", *arguments]))
+
+
+def timeline(log_text: str) -> dict:
+    """The stages of a `wm-jax gwas` .log, in seconds since it began, and the pass's rates."""
+
+    def at(pattern: str) -> float:
+        found = re.search(r"\[\s*([\d.]+)s\] " + pattern, log_text)
+        return float(found.group(1)) if found else float("nan")
+
+    association = re.search(r"association: \d+ variant-phenotype tests in ([\d.]+) s", log_text)
+    compiled = [float(x) for x in re.findall(r"kernel compiled in ([\d.]+) s", log_text)]
+    stream = re.search(
+        r"stream: genotypes read once, ([\d.]+) MB .* results written, ([\d.]+) MB in ([\d.]+) s", log_text
+    )
+    return {
+        "inputs_read_s": at(r"\d+ variants x \d+ phenotypes to stream"),
+        "association_s": float(association.group(1)),
+        "compile_s_total": round(sum(compiled), 2),
+        "kernels": len(compiled),
+        "genotype_mb": float(stream.group(1)),
+        "results_mb": float(stream.group(2)),
+        "writer_s": float(stream.group(3)),
+        "end_s": at(r"total"),
+    }
+
+
+def run(prefix: Path, pheno: Path, covar: Path, out: Path, feed_only: bool, block_size: int) -> tuple[float, str]:
+    cache = out.parent / "jax_cache"
+    shutil.rmtree(cache, ignore_errors=True)
+    arguments = ["--bfile", str(prefix), "--pheno", str(pheno), "--covar", str(covar), "--out", str(out)]
+    arguments += ["--block-size", str(block_size)]
+    env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": str(cache)}
+    command = [sys.executable, __file__, "--child", *(["--feed-only"] if feed_only else []), "--", *arguments]
+    start = time.perf_counter()
+    subprocess.run(command, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - start, Path(f"{out}.log").read_text()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=35000)
+    parser.add_argument("--m", type=int, default=1_000_000)
+    parser.add_argument("--p", default="128")
+    parser.add_argument("--block-size", type=int, default=512)
+    parser.add_argument("--feed-only", action="store_true")
+    parser.add_argument("--workdir", default="/tmp/wm_jax_gwas_device")
+    parser.add_argument("--name", default="gwas_device")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args, rest = parser.parse_known_args()
+    if args.child:
+        child(rest[1:] if rest[:1] == ["--"] else rest, args.feed_only)
+    work = Path(args.workdir)
+    began = time.perf_counter()
+    prefix = build_cohort(work / f"cohort_{args.n}x{args.m}", args.n, args.m)
+    print(f"cohort ready in {time.perf_counter() - began:.1f} s: {prefix}", flush=True)
+    import jax
+
+    rows = []
+    for p in [int(x) for x in args.p.split(",")]:
+        pheno = phenotypes(prefix.parent, args.n, p)
+        out = work / f"run_{p}{'_feed' if args.feed_only else ''}" / "out"
+        if out.parent.exists():
+            shutil.rmtree(out.parent)
+        out.parent.mkdir(parents=True)
+        seconds, log_text = run(prefix, pheno, prefix.parent / "covar.tsv", out, args.feed_only, args.block_size)
+        stages = timeline(log_text)
+        bed_gb = args.m * ((args.n + 3) // 4) / 1e9
+        flops = 2.0 * args.n * args.m * (p + N_COVARIATES + 2)
+        rows.append(
+            {
+                "n": args.n,
+                "m": args.m,
+                "p": p,
+                "mode": "feed-only" if args.feed_only else "gwas",
+                "whole_process_s": round(seconds, 2),
+                **stages,
+                "bed_gb": round(bed_gb, 3),
+                "pass_gb_per_s": round(bed_gb / stages["association_s"], 2),
+                "pass_tflops": None if args.feed_only else round(flops / stages["association_s"] / 1e12, 3),
+            }
+        )
+        print(json.dumps(rows[-1]), flush=True)
+    device = f"{jax.devices()[0].device_kind} x {jax.device_count()}"
+    command = "python benchmarks/gwas_device.py " + " ".join(sys.argv[1:])
+    result = {"command": command, "machine": f"{platform.machine()}, {os.cpu_count()} cores, {device}"}
+    result.update(date=time.strftime("%Y-%m-%d"), rows=rows)
+    out_dir = REPO / "benchmarks" / "results"
+    (out_dir / f"{args.name}.json").write_text(json.dumps(result, indent=2))
+    header = "| " + " | ".join(rows[0]) + " |\n|" + "---|" * len(rows[0]) + "\n"
+    body = "".join("| " + " | ".join(str(v) for v in row.values()) + " |\n" for row in rows)
+    (out_dir / f"{args.name}.md").write_text(
+        f"# wm-jax gwas on a synthetic .bed, whole process\n\n`{command}` on {result['machine']}, {result['date']}; "
+        "an empty compilation cache each run; the .bed in the page cache (built just before, or read "
+        "by an earlier run). Stage times are seconds since the run's .log began.\n\n" + header + body
+    )
+
+
+if __name__ == "__main__":
+    main()
