@@ -1,6 +1,6 @@
 """The whole `wm-jax gwas` process on a synthetic .bed of any size, with its timeline.
 
-    python benchmarks/gwas_device.py --n 35000 --m 1000000 --p 128,512 [--feed-only] [--name NAME]
+    python benchmarks/gwas_device.py --n 35000 --m 1000000 --p 128,512 [--feed-only] [--plink2] [--name NAME]
 
 Builds (once, under --workdir) a cohort of N samples x M hard calls, tiled from 1,024 random
 variants (so 8 GB build in about disk speed), with 1% missing calls in every other variant of the
@@ -9,7 +9,9 @@ with an empty compilation cache, and prints the timeline from its .log: reading 
 association pass (GB/s of .bed bytes, TFLOP/s of its one matmul, 2 N M (P + k + 1) FLOPs), and the
 results. ``--feed-only`` swaps the association kernel for a trivial one of the same inputs and
 outputs (one sum over each block's bytes), to measure the host pipeline alone: reading, counting,
-routing, transfers and writing the results. Writes benchmarks/results/NAME.md and .json.
+routing, transfers and writing the results. ``--plink2`` times plink2 --glm hide-covar (2 threads,
+OpenBLAS 1 thread, as benchmarks/gwas_vs_plink2.py) on the same files, after wm-jax, and gives the
+ratio of whole processes. Writes benchmarks/results/NAME.md and .json.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
 TILE = 1024  # variants in the random tile the .bed repeats
 N_COVARIATES = 10
 
@@ -150,6 +153,7 @@ def main() -> None:
     parser.add_argument("--feed-only", action="store_true")
     parser.add_argument("--workdir", default="/tmp/wm_jax_gwas_device")
     parser.add_argument("--name", default="gwas_device")
+    parser.add_argument("--plink2", action="store_true", help="also time plink2 --glm on the same files, side by side")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args, rest = parser.parse_known_args()
     if args.child:
@@ -169,6 +173,17 @@ def main() -> None:
         out.parent.mkdir(parents=True)
         seconds, log_text = run(prefix, pheno, prefix.parent / "covar.tsv", out, args.feed_only, args.block_size)
         stages = timeline(log_text)
+        if args.plink2:
+            from gwas_vs_plink2 import run_plink2
+
+            plink_seconds, _ = run_plink2(
+                shutil.which("plink2"),
+                ["--bfile", str(prefix)],
+                pheno,
+                prefix.parent / "covar.tsv",
+                out.parent / "plink2",
+            )
+            stages.update(plink2_s=round(plink_seconds, 2), speedup=round(plink_seconds / seconds, 2))
         bed_gb = args.m * ((args.n + 3) // 4) / 1e9
         flops = 2.0 * args.n * args.m * (p + N_COVARIATES + 2)
         rows.append(

@@ -1,7 +1,9 @@
 """`wm-jax gwas` end to end: against plink2 --glm on the simulated cohort, outputs, bad input."""
 
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -308,3 +310,52 @@ def test_result_pages_are_dropped_by_the_span_written(tiny_cohort, phenotypes, t
     n_streamed = int(np.load(tmp_path / "run.gwas" / "omnibus_chi2.npy").shape[0])
     assert n_streamed > 5000
     assert len(calls) >= n_streamed // 1000 - 1
+
+
+_SLOW_CHUNKS = """
+import sys, time
+from wm_jax.gwas import stream
+stream.CHUNK_BYTES = 256 * 26  # 256 variants of 103 samples a chunk
+store = stream._Stream._store
+stream._Stream._store = lambda self, *args: (store(self, *args), time.sleep(0.2))[0]
+from wm_jax.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_killed_run_resumes_from_its_last_chunk_with_the_same_bytes(tiny_cohort, phenotypes, tmp_path, monkeypatch):
+    """`wm-jax gwas` killed with SIGKILL during its pass, then rerun with the same command, streams
+    only the chunks it had not recorded, and writes the bytes of an uninterrupted run."""
+    import signal
+    import time
+
+    from wm_jax.gwas import stream
+
+    arguments = ["--bfile", str(tiny_cohort / "genotypes"), "--pheno", str(phenotypes)]
+    arguments += ["--covar", str(tiny_cohort / "covariates.tsv"), "--maf", "0.02", "--block-size", "16"]
+    killed = subprocess.Popen([sys.executable, "-c", _SLOW_CHUNKS, "gwas", *arguments, "--out", str(tmp_path / "run")])
+    deadline = time.time() + 300
+    while len(list(tmp_path.glob(".run.gwas.resume-*/progress/*.npz"))) < 4:
+        assert killed.poll() is None and time.time() < deadline, "the run ended before it was killed"
+        time.sleep(0.05)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    assert not (tmp_path / "run.gwas").exists()
+    monkeypatch.setattr(stream, "CHUNK_BYTES", 256 * 26)
+    options = GwasOptions(maf=0.02, block_size=16)
+    covar = str(tiny_cohort / "covariates.tsv")
+    run_gwas(str(tiny_cohort / "genotypes"), str(phenotypes), covar, str(tmp_path / "run"), options)
+    resumed = re.search(r"resuming: (\d+) of (\d+) variants", (tmp_path / "run.log").read_text())
+    assert resumed and 4 * 256 <= int(resumed.group(1)) < int(resumed.group(2))
+    assert list(tmp_path.glob(".run.gwas.resume-*")) == []  # published as run.gwas
+    run_gwas(str(tiny_cohort / "genotypes"), str(phenotypes), covar, str(tmp_path / "whole"), options)
+    assert "resuming" not in (tmp_path / "whole.log").read_text()
+    names = sorted(p.name for p in (tmp_path / "whole.gwas").iterdir() if p.name != ".wm-jax-output.json")
+    assert names == sorted(p.name for p in (tmp_path / "run.gwas").iterdir() if p.name != ".wm-jax-output.json")
+    for name in [*names, "../whole.hits.tsv", "../whole.multivariate.tsv"]:
+        whole = (tmp_path / "whole.gwas" / name).resolve()
+        run = Path(str(whole).replace("whole", "run"))
+        if whole.suffix == ".npy":
+            assert whole.read_bytes() == run.read_bytes(), name
+        else:  # meta.json names the output files
+            assert whole.read_text().replace("whole", "run") == run.read_text(), name

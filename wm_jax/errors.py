@@ -334,6 +334,16 @@ class AtomicFiles:
         self._pending[final] = tmp
         return tmp
 
+    def adopt(self, final: str | os.PathLike, directory: Path) -> Path:
+        """Publish ``directory``, which this command made under a name of its own (a resumable GWAS
+        store, `wm_jax.gwas.resume`), as ``final`` with the other outputs; like a `path`
+        temporary it is removed if the run fails."""
+        final = Path(final)
+        _make_parent(final)
+        remove_stale_partials(final.parent, final.name)
+        self._pending[final] = directory
+        return directory
+
     def commit(self) -> None:
         """Publish every file; a directory is checked against the output policy first (before any
         file is renamed), then replaced by moving the old one aside."""

@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -37,7 +38,7 @@ import wm_jax
 from wm_jax import sharding
 from wm_jax.data.genotypes import GenotypeInput, open_genotypes
 from wm_jax.errors import AtomicFiles
-from wm_jax.gwas import design, inputs, outputs, plan, qc, results, stream
+from wm_jax.gwas import design, inputs, outputs, plan, qc, results, resume, stream
 
 log = logging.getLogger("wm_jax")
 
@@ -111,13 +112,18 @@ def run_gwas(
 
         # Association: one streaming pass; each process streams its share of the variants into the
         # store process 0 made, counting their genotypes from the same blocks.
-        store = _result_store(files, out, len(selected), len(aligned.pheno_names), len(grouped.groups))
+        key = resume.run_key(genotypes, pheno, covar, options, jax.process_count(), jax.local_device_count())
+        store = _result_store(files, out, key, len(selected), len(aligned.pheno_names), len(grouped.groups))
         share = plan.this_process(len(selected))
+        first_column = int(share[0]) if len(share) else 0
+        progress = resume.Progress(store.directory)
         local_counts = stream.associate(
-            data, selected[share], int(share[0]) if len(share) else 0, grouped, router, store, options.a1_alt
+            data, selected[share], first_column, grouped, router, store, options.a1_alt, progress
         )
         counts = plan.gather_counts(local_counts)
         sharding.barrier("gwas: every process has stored its variants")
+        if files is not None:
+            resume.unmark(store.directory)  # the pass is complete: an ordinary output from here on
 
         # QC on the counts: the filters (each logged), the A1 allele; the store keeps the tested variants.
         tested = plan.variants_to_test(counts, selected, genotypes.path, options.variant_filters, options.a1_alt)
@@ -134,12 +140,27 @@ def run_gwas(
     return out
 
 
-def _result_store(files: AtomicFiles | None, out: Path, *shape: int) -> results.ResultStore:
-    """The result store: created by process 0 (``files``) under a temporary name, and opened by the
-    other processes (``files`` None) at the name process 0 sends them."""
-    path = files.path(Path(f"{out}.gwas")) if files is not None else None
-    store = results.ResultStore(path, *shape) if files is not None else None
-    shared = sharding.broadcast_text(str(path) if path is not None else "")
+def _result_store(files: AtomicFiles | None, out: Path, key: str, *shape: int) -> results.ResultStore:
+    """The result store: process 0 (``files``) finds the one an earlier run of the same command left
+    when killed during its pass and continues it, or creates it (`wm_jax.gwas.resume`); it is
+    published as PREFIX.gwas with the other outputs. The other processes (``files`` None) open it
+    at the name process 0 sends them."""
+    store = None
+    if files is not None:
+        resume.remove_other_keys(out, key)
+        path = resume.directory(out, key)
+        if resume.resumable(path):
+            try:
+                store = results.ResultStore(path, *shape, create=False)
+                log.info("%s: an unfinished run of this command; continuing it", path)
+            except (OSError, ValueError, RuntimeError):
+                store = None
+        if store is None:
+            shutil.rmtree(path, ignore_errors=True)
+            store = results.ResultStore(path, *shape)
+            resume.mark(path, out, key)
+        files.adopt(Path(f"{out}.gwas"), path)
+    shared = sharding.broadcast_text(str(store.directory) if store is not None else "")
     return store if store is not None else results.ResultStore(Path(shared), *shape, create=False)
 
 

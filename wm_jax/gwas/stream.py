@@ -32,6 +32,7 @@ from wm_jax.gwas.design import GroupedPhenotypes, device_inputs, kernel_inputs
 from wm_jax.gwas.kernel import AssociationInputs, BlockResult, make_block_fn
 from wm_jax.gwas.plan import Pass, Router, a1_is_ref
 from wm_jax.gwas.results import ResultStore, store_step
+from wm_jax.gwas.resume import Progress
 
 log = logging.getLogger("wm_jax")
 
@@ -134,7 +135,8 @@ class _Stream:
         self.staged: collections.OrderedDict[int, _Staged] = collections.OrderedDict()
         self.in_flight: collections.deque = collections.deque()
         self.writes: list[concurrent.futures.Future] = []
-        self.counts: list[VariantCounts] = []
+        self.counts: dict[int, VariantCounts] = {}  # by first column, chunks read or already done
+        self.progress_record = None  # `resume.Progress.record` when the run can be resumed
         self.read_seconds = self.compile_wait_seconds = self.device_wait_seconds = self.write_seconds = 0.0
         self.bytes_read = self.bytes_written = 0
         self.released_at = 0
@@ -192,7 +194,7 @@ class _Stream:
         n = len(chunk.block)
         self.read_seconds += chunk.seconds
         self.bytes_read += chunk.block.nbytes
-        self.counts.append(chunk.counts)
+        self.counts[chunk.start] = chunk.counts
         self.staged[chunk.start] = _Staged(chunk.start, None, chunk.counts, n)
         for width in chunk.routes:  # every new shape's compilation under way before any step waits on one
             self.shape_for(width)
@@ -271,15 +273,19 @@ class _Stream:
     def _write(self, staged: _Staged) -> None:
         flip = a1_is_ref(staged.counts, self.a1_alt)
         columns = np.arange(staged.start, staged.start + len(flip))
-        self.writes.append(self.writer.submit(self._store, flip, columns, staged.results))
+        self.writes.append(self.writer.submit(self._store, flip, columns, staged.results, staged.counts))
         if staged.start + len(flip) - self.released_at >= RELEASE_SPAN:
             self.released_at = staged.start + len(flip)
             self.writes.append(self.writer.submit(self._release))
 
-    def _store(self, flip: np.ndarray, columns: np.ndarray, results: BlockResult) -> None:
-        """`store_step` on the writer thread, timed for the .log."""
+    def _store(self, flip: np.ndarray, columns: np.ndarray, results: BlockResult, counts: VariantCounts) -> None:
+        """`store_step` on the writer thread, timed for the .log; then, for a resumable run, the
+        store synced to disk and the chunk recorded (`wm_jax.gwas.resume`)."""
         began = time.perf_counter()
         store_step(self.store, self.column_order, flip, columns, results)
+        if self.progress_record is not None:
+            self.store.flush()
+            self.progress_record(int(columns[0]), counts)
         self.write_seconds += time.perf_counter() - began
         self.bytes_written += sum(x.nbytes for x in results)
 
@@ -321,17 +327,30 @@ def associate(
     router: Router,
     store: ResultStore,
     a1_alt: bool,
+    progress: Progress | None = None,
 ) -> VariantCounts:
     """Test every variant of ``rows`` (source rows, this process's share) against every phenotype,
     into the store's columns from ``first_column`` on; returns their genotype counts (taken from
-    the same blocks). Logs the timeline."""
+    the same blocks). With ``progress`` (a resumable run) the chunks it records are not read
+    again (their counts come from the records) and every chunk written is recorded. Logs the timeline."""
     stream = _Stream(data, router, grouped, store, len(rows), a1_alt)
     chunks = _chunks(data, rows, router.block_size * stream.n_devices)
+    done = progress.done() if progress is not None else {}
+    todo = [(first, stop) for first, stop in chunks if (first_column + first, first_column + stop) not in done]
+    if progress is not None:
+        stream.progress_record = progress.record
+        for first, stop in chunks:
+            if (first_column + first, first_column + stop) in done:
+                stream.counts[first_column + first] = done[first_column + first, first_column + stop]
+        resumed = sum(stop - first for first, stop in chunks) - sum(stop - first for first, stop in todo)
+        if resumed:
+            log.info("resuming: %d of %d variants already in the store, %d chunks to go", resumed, len(rows), len(todo))
+            stream.progress.update(resumed)
     readers = concurrent.futures.ThreadPoolExecutor(max_workers=READ_THREADS)
     start = time.time()
     try:
         pending = collections.deque()
-        for first, stop in chunks:
+        for first, stop in todo:
             pending.append(readers.submit(_read_chunk, data, router, first_column + first, rows[first:stop]))
             if len(pending) > READ_THREADS:
                 stream.add_chunk(pending.popleft().result())
@@ -341,10 +360,10 @@ def associate(
     finally:
         readers.shutdown(cancel_futures=True)
         stream.close()
-    _log_timeline(stream, len(rows), time.time() - start)
+    _log_timeline(stream, sum(stop - first for first, stop in todo), time.time() - start)
     if not stream.counts:  # a process with no variant of its own
         return data.block_counts(data.read_block(rows[:0]), rows[:0])
-    return concatenate_counts(stream.counts)
+    return concatenate_counts([stream.counts[start] for start in sorted(stream.counts)])
 
 
 def _log_timeline(stream: _Stream, n_variants: int, seconds: float) -> None:
