@@ -1149,13 +1149,15 @@ def test_killed_gwas_then_rerun_leaves_exactly_the_reruns_outputs(ctx, tmp_path,
         command, stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
     )
     deadline = time.time() + 120
-    while not list(tmp_path.glob(".res.gwas.partial-*")) and process.poll() is None and time.time() < deadline:
+    # the result store of a run in progress: `.res.gwas.resume-KEY` (wm_jax.gwas.resume)
+    while not list(tmp_path.glob(".res.gwas.resume-*")) and process.poll() is None and time.time() < deadline:
         time.sleep(0.02)
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert process.returncode == -signal.SIGKILL, "the run ended before it could be killed"
-    assert list(tmp_path.glob(".res.*partial-*"))  # what a kill leaves
-    assert run_cli([*args, "--pheno-name", "P1,P2"], capsys)[0] == 0
+    assert list(tmp_path.glob(".res.*partial-*")) and list(tmp_path.glob(".res.gwas.resume-*"))  # what a kill leaves
+    assert run_cli([*args, "--pheno-name", "P1,P2"], capsys)[0] == 0  # another command (block size): not resumed
+    assert list(tmp_path.glob(".res.*")) == []
     assert _gwas_files(tmp_path, "res") == [
         "res.P1.glm.linear",
         "res.P2.glm.linear",
