@@ -66,3 +66,36 @@ def test_plink2_style_name_ranges():
     assert expand_names("UDIP2,age", available) == ["UDIP2", "age"]
     assert expand_names("age-PC1", available) == ["age", "PC1"]
     assert expand_names(None, available) is None
+
+
+def test_the_fast_reader_gives_the_strict_readers_table(tmp_path, monkeypatch):
+    """A clean tab-separated table is read by pyarrow (`_read_tab_separated`), to the same values,
+    missing values and IDs as the strict reader; a table it cannot take cleanly (here inf, -nan,
+    an overflow) goes to the strict reader, which names the problem."""
+    from wm_jax.data import tables
+
+    rng = np.random.default_rng(3)
+    values = np.round(rng.standard_normal((57, 5)), 5).astype(object)
+    values[rng.random(values.shape) < 0.1] = "NA"
+    values[2, 1], values[3, 2], values[4, 3], values[5, 4], values[6, 0] = "nan", ".", "", "-9", "1e-300"
+    lines = ["#FID\tIID\ta\tb\tc\td\tsite"] + [
+        f"f{i}\ti{i}\t" + "\t".join(map(str, row[:4])) + f"\ts{i % 3}" for i, row in enumerate(values)
+    ]
+    path = tmp_path / "t.tsv"
+    path.write_text("\n".join(lines) + "\n")
+    assert tables._read_tab_separated(path, ("site",), -9.0, ()) is not None
+    fast = read_table(path, text_columns=("site",), missing_code=-9.0)
+    monkeypatch.setattr(tables, "_read_tab_separated", lambda *args: None)
+    strict = read_table(path, text_columns=("site",), missing_code=-9.0)
+    np.testing.assert_array_equal(fast.values, strict.values)  # NaN where missing, in both
+    assert np.isnan(fast.values).sum() > 10 and fast.columns == strict.columns == ["a", "b", "c", "d"]
+    assert (fast.fid == strict.fid).all() and (fast.iid == strict.iid).all()
+    assert (fast.text["site"] == strict.text["site"]).all()
+    monkeypatch.undo()
+    for bad in ("inf", "-nan", "1e999"):
+        path.write_text("FID\tIID\ta\nf1\ti1\t1\nf2\ti2\t" + bad + "\n")
+        assert tables._read_tab_separated(path, (), None, ()) is None
+        with pytest.raises(InputError, match="line 3, column a: expected a finite number"):
+            read_table(path)
+    path.write_text("FID\tIID\ta\nf1\ti1\t1\nf2\ti2\t 2\n")  # a padded field: 2 in both readers
+    assert tables._read_tab_separated(path, (), None, ()).values[1, 0] == 2.0 == read_table(path).values[1, 0]

@@ -47,6 +47,9 @@ def read_table(
     equal to ``missing_code`` is missing too (PLINK 2 reads -9 so in phenotype and covariate files).
     ``required``: (column, what it holds) pairs the header must have."""
     path = require_file(path, "table")
+    fast = _read_tab_separated(path, text_columns, missing_code, required)
+    if fast is not None:
+        return fast
     lines = _text_lines(path)
     if not lines or not lines[0][1].strip():
         raise input_error(path, "empty file; expected a header line starting with FID IID")
@@ -89,6 +92,67 @@ def read_table(
         values=values,
         text={c: columns[c].astype(str) for c in text_columns if c in columns},
     )
+
+
+def _read_tab_separated(
+    path: Path, text_columns: tuple[str, ...], missing_code: float | None, required: tuple[tuple[str, str], ...]
+) -> SampleTable | None:
+    """The common case read by pyarrow's multi-threaded CSV reader: a tab-separated table whose
+    first line is a `FID IID ...` header and whose every field parses cleanly (numbers as pyarrow's
+    float64, the missing tokens as missing). Anything else (and any error) returns None, and the
+    strict reader below reads the file and names the first problem, so messages do not change."""
+    raw = path.read_bytes()
+    end = raw.find(b"\n")
+    header = raw[: end if end >= 0 else len(raw)].decode("utf-8", errors="replace").lstrip("\ufeff").rstrip("\r")
+    names = ["FID", "IID", *header.split("\t")[2:]]
+    if b"\x00" in raw or header.split("\t")[:2] not in (["FID", "IID"], ["#FID", "IID"]):
+        return None
+    if len(set(names)) != len(names) or "" in names or any(c not in names[2:] for c, _ in required):
+        return None
+    numeric = [c for c in names[2:] if c not in text_columns]
+    columns = _arrow_columns(raw, names, numeric)
+    if columns is None:
+        return None
+    values, nulls = columns["values"], columns["nulls"]
+    fid, iid = columns["FID"], columns["IID"]
+    # Not the common case: NaN spelled otherwise than a missing token, inf, an empty or repeated ID.
+    if (np.isnan(values) & ~nulls).any() or np.isinf(values).any() or (iid == "").any():
+        return None
+    if pd.Series(fid + "\t" + iid).duplicated().any():
+        return None
+    if missing_code is not None:
+        values[values == missing_code] = np.nan
+    text = {c: columns[c] for c in text_columns if c in names}
+    return SampleTable(path=path, fid=fid, iid=iid, columns=numeric, values=values, text=text)
+
+
+def _arrow_columns(raw: bytes, names: list[str], numeric: list[str]) -> dict | None:
+    """The text columns (str arrays), and the numeric ones as ``values`` (rows, columns) float64
+    with ``nulls`` where a missing token stood, parsed by pyarrow on several threads; None if it
+    cannot parse the data (no quoting, every row as many fields as the header)."""
+    import pyarrow as pa
+    from pyarrow import csv
+
+    types = {c: pa.float64() if c in numeric else pa.string() for c in names}
+    try:
+        table = csv.read_csv(
+            pa.py_buffer(raw),
+            read_options=csv.ReadOptions(use_threads=True, skip_rows=1, column_names=names),
+            parse_options=csv.ParseOptions(delimiter="\t", quote_char=False, double_quote=False),
+            convert_options=csv.ConvertOptions(
+                column_types=types, null_values=sorted(MISSING_TOKENS), strings_can_be_null=False
+            ),
+        )
+    except (pa.ArrowException, ValueError):
+        return None
+    values = np.empty((table.num_rows, len(numeric)), np.float64)
+    nulls = np.zeros(values.shape, bool)
+    for j, name in enumerate(numeric):
+        column = table.column(name)
+        values[:, j] = column.to_numpy(zero_copy_only=False)
+        nulls[:, j] = column.is_null().to_numpy(zero_copy_only=False)
+    text = {c: table.column(c).to_numpy(zero_copy_only=False).astype(str) for c in names if c not in numeric}
+    return {**text, "values": values, "nulls": nulls}
 
 
 def _text_lines(path: Path) -> list[tuple[int, str]]:
