@@ -316,6 +316,7 @@ _SLOW_CHUNKS = """
 import sys, time
 from wm_jax.gwas import stream
 stream.CHUNK_BYTES = 256 * 26  # 256 variants of 103 samples a chunk
+stream.SYNC_SECONDS = 0  # record every chunk
 store = stream._Stream._store
 stream._Stream._store = lambda self, *args: (store(self, *args), time.sleep(0.2))[0]
 from wm_jax.cli import main

@@ -252,11 +252,12 @@ def missing_call_index(raw: np.ndarray, n_samples: int, width: int) -> np.ndarra
     slots as bits; missing calls are rare, so only the few flagged bytes are expanded. The same
     index serves every phenotype group.
     """
-    flags = _MISSING_SLOT_BITS[raw]
-    rows, byte_cols = np.nonzero(flags)
-    bits = (flags[rows, byte_cols][:, None] >> np.arange(4, dtype=np.uint8)) & 1
-    hit, slot = np.nonzero(bits)  # row-major: samples stay in order within each variant
-    rows, samples = rows[hit], byte_cols[hit] * 4 + slot
+    flags = np.take(_MISSING_SLOT_BITS, raw)
+    flagged = np.flatnonzero(flags)  # row-major: samples stay in order within each variant
+    bits = (flags.ravel()[flagged][:, None] >> np.arange(4, dtype=np.uint8)) & 1
+    hit, slot = np.nonzero(bits)
+    rows, byte_cols = np.divmod(flagged[hit], raw.shape[1])
+    samples = byte_cols * 4 + slot
     keep = samples < n_samples
     rows, samples = rows[keep], samples[keep]
     rank = np.arange(len(rows)) - np.searchsorted(rows, rows)

@@ -47,6 +47,9 @@ MAX_STAGED_CHUNKS = 4
 # The pages of the result store and of the genotype file are dropped from memory each time this
 # many variant positions have been written (memory flat in the number of variants).
 RELEASE_SPAN = 64 * 512
+# A resumable run syncs the result store to disk and records the chunks written at most this often
+# (a sync per chunk cost more than the writes themselves).
+SYNC_SECONDS = 2.0
 
 
 @dataclass
@@ -137,6 +140,8 @@ class _Stream:
         self.writes: list[concurrent.futures.Future] = []
         self.counts: dict[int, VariantCounts] = {}  # by first column, chunks read or already done
         self.progress_record = None  # `resume.Progress.record` when the run can be resumed
+        self.unrecorded: list[tuple[int, VariantCounts]] = []  # chunks written since the last sync
+        self.synced_at = time.perf_counter()
         self.read_seconds = self.compile_wait_seconds = self.device_wait_seconds = self.write_seconds = 0.0
         self.bytes_read = self.bytes_written = 0
         self.released_at = 0
@@ -284,10 +289,19 @@ class _Stream:
         began = time.perf_counter()
         store_step(self.store, self.column_order, flip, columns, results)
         if self.progress_record is not None:
-            self.store.flush()
-            self.progress_record(int(columns[0]), counts)
+            self.unrecorded.append((int(columns[0]), counts))
+            if began - self.synced_at >= SYNC_SECONDS:
+                self._record()
         self.write_seconds += time.perf_counter() - began
         self.bytes_written += sum(x.nbytes for x in results)
+
+    def _record(self) -> None:
+        """Sync the store to disk, then record the chunks written since the last sync (writer thread)."""
+        self.store.flush()
+        for start, counts in self.unrecorded:
+            self.progress_record(start, counts)
+        self.unrecorded.clear()
+        self.synced_at = time.perf_counter()
 
     def _release(self) -> None:
         self.store.release()
@@ -302,6 +316,8 @@ class _Stream:
             self._collect()
         for write in self.writes:
             write.result()
+        if self.progress_record is not None and self.unrecorded:
+            self.writer.submit(self._record).result()
         assert not self.staged, "every chunk written"
 
     def close(self) -> None:
