@@ -172,6 +172,7 @@ def main() -> None:
         if out.parent.exists():
             shutil.rmtree(out.parent)
         out.parent.mkdir(parents=True)
+        load = Path("/proc/loadavg").read_text().split()[0]  # other work on the machine, for the record
         seconds, log_text = run(prefix, pheno, prefix.parent / "covar.tsv", out, args.feed_only, args.block_size)
         stages = timeline(log_text)
         if args.plink2:
@@ -198,6 +199,7 @@ def main() -> None:
                 "bed_gb": round(bed_gb, 3),
                 "pass_gb_per_s": round(bed_gb / stages["association_s"], 2),
                 "pass_tflops": None if args.feed_only else round(flops / stages["association_s"] / 1e12, 3),
+                "load_before": load,
             }
         )
         print(json.dumps(rows[-1]), flush=True)
