@@ -203,3 +203,42 @@ def test_report_bad_inputs(tiny_cohort, planted_gwas, tmp_path):
     with pytest.raises(InputError, match="not a `wm-jax gwas` output"):
         build_report(str(tmp_path / "nothing"), str(tiny_cohort / "genotypes"), str(tmp_path / "r3"))
     assert not any((tmp_path / r).exists() for r in ("r1", "r2", "r3"))
+
+
+def test_report_takes_the_ld_from_a_pgen_or_bgen(tiny_cohort, planted_gwas, tmp_path):
+    """`wm-jax report --pfile` / `--bgen`: the tiny cohort's hard calls as a .pgen and as an exact
+    8-bit BGEN give the loci of the .bed (the same LD for clumping), and bad genotypes are named."""
+    from genotype_files import imputed_probabilities, quantize, write_bgen, write_pgen
+
+    from wm_jax.cli import main
+    from wm_jax.data.plink import PlinkDataset
+
+    data = PlinkDataset(tiny_cohort / "genotypes")
+    alt = data.bed.dosages(np.arange(data.n_variants))
+    write_pgen(tmp_path / "g", alt, data.fam, data.bim)
+    stored = quantize(imputed_probabilities(alt, np.random.default_rng(0), uncertain=0.0), 8)
+    variants = list(zip(data.bim.chrom.astype(str), data.bim.id, data.bim.pos.astype(int), data.bim.ref, data.bim.alt))
+    write_bgen(tmp_path / "g.bgen", stored, 8, 1, variants, list(data.fam.iid), np.isnan(alt))
+    sample = ["ID_1 ID_2 missing sex", "0 0 0 D", *(f"{f} {i} 0 NA" for f, i in zip(data.fam.fid, data.fam.iid))]
+    (tmp_path / "g.sample").write_text("\n".join(sample) + "\n")
+    common = ["report", "--gwas", planted_gwas["discovery"], "--clump-p1", "1e-4"]
+    runs = {
+        "bed": ["--bfile", str(tiny_cohort / "genotypes")],
+        "pgen": ["--pfile", str(tmp_path / "g")],
+        "bgen": ["--bgen", str(tmp_path / "g.bgen"), "--sample", str(tmp_path / "g.sample")],
+    }
+    for name, flags in runs.items():
+        assert main([*common, *flags, "--out", str(tmp_path / name)]) == 0
+    loci = {name: (tmp_path / name / "loci.tsv").read_text() for name in runs}
+    assert loci["bed"] == loci["pgen"] == loci["bgen"] and len(loci["bed"].splitlines()) > 1
+    summary = json.loads((tmp_path / "pgen" / "report.json").read_text())
+    assert summary["genotypes"] == f"--pfile {tmp_path / 'g'}" and summary["bfile"] is None
+    (tmp_path / "g.pvar").write_text((tmp_path / "g.pvar").read_text().replace(data.bim.id.iloc[5], "rs_other"))
+    with pytest.raises(InputError, match=r"g.pvar: \d+ of the GWAS's .* another variant set"):
+        build_report(planted_gwas["discovery"], _pfile(tmp_path / "g"), str(tmp_path / "bad"))
+
+
+def _pfile(prefix):
+    from wm_jax.data.genotypes import GenotypeInput
+
+    return GenotypeInput("pfile", str(prefix))

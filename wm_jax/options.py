@@ -110,6 +110,38 @@ def checkpoint_step(raw: str) -> str | int:
     raise _fail("a checkpoint step (an integer >= 0), 'latest' or 'best'", raw)
 
 
+def add_genotype_flags(parser: argparse.ArgumentParser, what: str) -> None:
+    """--bfile | --pfile | --bgen FILE [ref-first|ref-last] [--sample FILE], one of them required
+    (`genotype_input` reads them)."""
+    genotypes = parser.add_mutually_exclusive_group(required=True)
+    genotypes.add_argument("--bfile", help=f"{what}: PLINK 1 binary prefix (.bed/.bim/.fam), hard calls")
+    genotypes.add_argument("--pfile", help=f"{what}: PLINK 2 prefix (.pgen/.pvar/.psam), hard calls and dosages")
+    genotypes.add_argument(
+        "--bgen",
+        nargs="+",
+        metavar=("FILE", "REF/ALT_MODE"),
+        help=f"{what}: BGEN v1.2/v1.3 file, then optionally ref-first (default: the first allele is REF) or ref-last",
+    )
+    parser.add_argument("--sample", help="Oxford .sample file for --bgen (default: the BGEN's own sample IDs)")
+
+
+def genotype_input(args: argparse.Namespace):
+    """The GenotypeInput of `add_genotype_flags`' flags."""
+    from wm_jax.data.genotypes import GenotypeInput
+    from wm_jax.errors import InputError
+
+    if args.sample is not None and args.bgen is None:
+        raise InputError("--sample: expected only with --bgen")
+    if args.bgen is not None:
+        modes = {"ref-first": True, "ref-last": False}
+        if len(args.bgen) > 2 or (len(args.bgen) == 2 and args.bgen[1] not in modes):
+            raise InputError(f"--bgen: expected FILE [ref-first|ref-last], found {' '.join(args.bgen)}")
+        return GenotypeInput("bgen", args.bgen[0], args.sample, modes[args.bgen[1]] if len(args.bgen) == 2 else True)
+    if args.pfile is not None:
+        return GenotypeInput("pfile", args.pfile)
+    return GenotypeInput("bfile", args.bfile)
+
+
 def options_from_args(options_class: type[Options], args: argparse.Namespace, prefix: str = "", **fixed) -> Options:
     """``options_class`` from the parsed flags: each field takes the value of the flag whose
     destination is ``prefix + field`` when that flag was given (not None), and keeps its default

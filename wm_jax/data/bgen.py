@@ -33,6 +33,7 @@ from wm_jax.data.genotypes import (
     VariantCounts,
     concatenate_counts,
     counts_of_dosages,
+    float_dosages,
     missing_dosage_index,
     padded_slots,
 )
@@ -363,6 +364,10 @@ class BgenDataset:
             parts.extend(self._decoders.map(decode_and_count, batches))
             self.release()
         return concatenate_counts(parts) if parts else counts_of_dosages(np.zeros((0, 0), np.uint16))
+
+    def dosages(self, rows: np.ndarray) -> np.ndarray:
+        """ALT dosages of ``rows`` (rows, samples) float32, NaN for missing dosages."""
+        return float_dosages(self._dosages(np.asarray(rows)))
 
     def block_counts(self, block: np.ndarray, rows: np.ndarray) -> VariantCounts:
         """The counts of ``rows`` from their block of dosages, as read (`read_block`)."""

@@ -14,6 +14,8 @@ A source has:
   missing_index(block, width) (rows, width) int32 sample slots of each row's missing calls, padded
                    with n_slots (the kernel's zero row)
   count(rows)      VariantCounts for QC and the A1 rule
+  block_counts(block, rows) VariantCounts of rows from their block as read (the GWAS's one pass)
+  dosages(rows)    (rows, samples) float32 ALT dosages, NaN missing (LD for clumping)
   release()        drop the pages read so far (memory flat in the number of variants)
 
 Dosages travel as uint16 in plink2's own unit, 1/16384 of an allele (0..32768; MISSING_DOSAGE is a
@@ -109,6 +111,11 @@ def open_genotypes(source: GenotypeInput | str | os.PathLike):
 def padded_slots(n_samples: int) -> int:
     """Sample slots of a dosage row: the samples, padded to a multiple of 4 (the kernel's per-byte masks)."""
     return 4 * (-(-n_samples // 4))
+
+
+def float_dosages(units: np.ndarray) -> np.ndarray:
+    """ALT dosages in DOSAGE_UNIT (uint16, MISSING_DOSAGE missing) as float32 alleles, NaN missing."""
+    return np.where(units == MISSING_DOSAGE, np.nan, units.astype(np.float32) / DOSAGE_UNIT).astype(np.float32)
 
 
 def hard_calls_from_dosages(units: np.ndarray) -> np.ndarray:

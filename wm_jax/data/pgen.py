@@ -21,6 +21,7 @@ from wm_jax.data.genotypes import (
     VariantCounts,
     concatenate_counts,
     dosage_counts,
+    float_dosages,
     missing_dosage_index,
     padded_slots,
 )
@@ -219,6 +220,15 @@ class PgenDataset:
             chunk = np.asarray(rows[start : start + COUNT_CHUNK], np.uint32)
             parts.append(dosage_counts(self._dosages(chunk), self._hard_calls(chunk)))
         return concatenate_counts(parts) if parts else dosage_counts(np.zeros((0, 0), np.uint16), np.zeros((0, 0)))
+
+    def dosages(self, rows: np.ndarray) -> np.ndarray:
+        """ALT dosages of ``rows`` (rows, samples) float32, NaN where missing: the hard calls of a
+        hard-call file, else the dosages."""
+        rows = np.asarray(rows)
+        if self.hard_calls:
+            calls = self._hard_calls(rows).astype(np.float32)
+            return np.where(calls < 0, np.nan, calls).astype(np.float32)
+        return float_dosages(self._dosages(rows))
 
     def block_counts(self, block: np.ndarray, rows: np.ndarray) -> VariantCounts:
         """The counts of ``rows`` from their block, as read (`read_block`): popcounts of the .bed

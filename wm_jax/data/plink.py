@@ -316,6 +316,10 @@ class PlinkDataset:
         """The counts of ``rows`` from their block, as read (`read_block`)."""
         return bed_row_counts(block, self.n_samples)
 
+    def dosages(self, rows: np.ndarray) -> np.ndarray:
+        """ALT dosages of ``rows`` (rows, samples) float32, NaN for missing calls."""
+        return self.bed.dosages(np.asarray(rows))
+
     def release(self) -> None:
         self.bed.release()
 

@@ -8,16 +8,7 @@ def register(sub) -> None:
 
     # Each flag's destination is a field of GwasOptions (wm_jax/gwas/run.py), which holds the defaults.
     p = sub.add_parser("gwas", help="linear association of every phenotype, PLINK 2 --glm statistics")
-    genotypes = p.add_mutually_exclusive_group(required=True)
-    genotypes.add_argument("--bfile", help="PLINK 1 binary prefix (.bed/.bim/.fam): hard calls")
-    genotypes.add_argument("--pfile", help="PLINK 2 prefix (.pgen/.pvar/.psam): hard calls and dosages")
-    genotypes.add_argument(
-        "--bgen",
-        nargs="+",
-        metavar=("FILE", "REF/ALT_MODE"),
-        help="BGEN v1.2/v1.3 file, then optionally ref-first (default: the first allele is REF) or ref-last",
-    )
-    p.add_argument("--sample", help="Oxford .sample file for --bgen (default: the BGEN's own sample IDs)")
+    o.add_genotype_flags(p, "the genotypes to test")
     p.add_argument("--pheno", required=True, help="phenotype table FID IID ... (-9 is missing, as in PLINK 2)")
     p.add_argument(
         "--pheno-name", dest="pheno_names", type=o.name_list, help="comma-separated names, ranges like UDIP1-UDIP16"
@@ -54,28 +45,11 @@ def register(sub) -> None:
 def run(args, overrides) -> None:
     from wm_jax.gwas.run import GwasOptions, run_gwas
     from wm_jax.hostmemory import keep_freed_memory
-    from wm_jax.options import options_from_args
+    from wm_jax.options import genotype_input, options_from_args
 
     use_compilation_cache()
     keep_freed_memory()  # before the first device step (see wm_jax.hostmemory)
     run_gwas(genotype_input(args), args.pheno, args.covar, args.out, options_from_args(GwasOptions, args))
-
-
-def genotype_input(args):
-    """The GenotypeInput of --bfile / --pfile / --bgen FILE [ref-first|ref-last] [--sample FILE]."""
-    from wm_jax.data.genotypes import GenotypeInput
-    from wm_jax.errors import InputError
-
-    if args.sample is not None and args.bgen is None:
-        raise InputError("--sample: expected only with --bgen")
-    if args.bgen is not None:
-        modes = {"ref-first": True, "ref-last": False}
-        if len(args.bgen) > 2 or (len(args.bgen) == 2 and args.bgen[1] not in modes):
-            raise InputError(f"--bgen: expected FILE [ref-first|ref-last], found {' '.join(args.bgen)}")
-        return GenotypeInput("bgen", args.bgen[0], args.sample, modes[args.bgen[1]] if len(args.bgen) == 2 else True)
-    if args.pfile is not None:
-        return GenotypeInput("pfile", args.pfile)
-    return GenotypeInput("bfile", args.bfile)
 
 
 def use_compilation_cache() -> None:

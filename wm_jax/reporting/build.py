@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from wm_jax.data.plink import PlinkDataset
+from wm_jax.data.genotypes import GenotypeInput, open_genotypes
 from wm_jax.errors import atomic_dir, check_output_dir, input_error, require_file
 from wm_jax.gwas.pvalues import chi2_neg_log10_sf
 from wm_jax.reporting import plots
@@ -115,34 +115,38 @@ def _read_truth(path: str) -> pd.DataFrame:
     return truth
 
 
-def _bim_rows(result: GwasResult, data, bfile: str) -> np.ndarray:
-    """For each GWAS variant, its row in the .bim (an error when the variant sets differ)."""
-    bim_row = pd.Series(np.arange(len(data.bim)), index=data.bim.id.to_numpy())
-    bim_row = bim_row[~bim_row.index.duplicated()]
-    missing = ~result.variants["ID"].isin(bim_row.index)
+def _variant_rows(result: GwasResult, data) -> np.ndarray:
+    """For each GWAS variant, its row in the genotype source's variants (an error when the variant
+    sets differ)."""
+    row = pd.Series(np.arange(len(data.variants)), index=data.variants.id.to_numpy())
+    row = row[~row.index.duplicated()]
+    missing = ~result.variants["ID"].isin(row.index)
     if missing.any():
         raise input_error(
-            f"{bfile}.bim",
+            data.variants_path,
             f"{int(missing.sum())} of the GWAS's {len(missing)} variants (e.g. "
             f"{result.variants['ID'][missing].iloc[0]}) are not in it: the GWAS ran on another variant set",
         )
-    return bim_row[result.variants["ID"]].to_numpy()
+    return row[result.variants["ID"]].to_numpy()
 
 
 def build_report(
     gwas: str,
-    bfile: str,
+    genotypes: GenotypeInput | str,
     out: str,
     replication_gwas: str | None = None,
     truth: str | None = None,
     options: ClumpOptions = ClumpOptions(),
     overwrite: bool = False,
 ) -> dict:
-    """Write the report directory; returns the summary also written to report.json."""
+    """Write the report directory; returns the summary also written to report.json. ``genotypes``
+    (--bfile, --pfile or --bgen; a str is a --bfile prefix) give the LD for clumping."""
     check_output_dir(out, "report", overwrite)
+    if not isinstance(genotypes, GenotypeInput):
+        genotypes = GenotypeInput("bfile", str(genotypes))
     result = GwasResult(gwas)
-    data = PlinkDataset(bfile)
-    rows = _bim_rows(result, data, bfile)
+    data = open_genotypes(genotypes)
+    rows = _variant_rows(result, data)
     rep = _open_replication(replication_gwas, result, gwas) if replication_gwas is not None else None
     truth_table = _read_truth(truth) if truth is not None else None
 
@@ -154,7 +158,8 @@ def build_report(
     lambda_values = np.array(list(lambdas.values()))
     summary = {
         "gwas": str(gwas),
-        "bfile": str(bfile),
+        "bfile": genotypes.path if genotypes.kind == "bfile" else None,
+        "genotypes": genotypes.describe(),
         "replication": replication_gwas,
         "clump": asdict(options),
         "n_variants": int(len(result.variants)),
@@ -196,13 +201,11 @@ def _open_replication(replication_gwas: str, result: GwasResult, gwas: str) -> G
     return rep
 
 
-def _clumped_loci(
-    result: GwasResult, data: PlinkDataset, rows: np.ndarray, options: ClumpOptions
-) -> tuple[int, pd.DataFrame]:
+def _clumped_loci(result: GwasResult, data, rows: np.ndarray, options: ClumpOptions) -> tuple[int, pd.DataFrame]:
     """The number of index variants over every phenotype and the omnibus test, and their loci."""
 
     def dosages(indices):
-        return data.bed.dosages(rows[np.asarray(indices)]).astype(np.float64)
+        return data.dosages(rows[np.asarray(indices)]).astype(np.float64)
 
     clumps = {}
     names = [*result.phenotypes, OMNIBUS]

@@ -9,7 +9,7 @@ def register(sub) -> None:
     # The --clump-* flags are the fields of ClumpOptions (wm_jax/reporting/stats.py), which holds the defaults.
     p = sub.add_parser("report", help="lambda GC, clumped loci, Manhattan/QQ plots, replication, one Markdown page")
     p.add_argument("--gwas", required=True, help="discovery GWAS prefix (PREFIX.gwas/ from `wm-jax gwas`)")
-    p.add_argument("--bfile", required=True, help="the genotypes the GWAS ran on (LD for clumping)")
+    o.add_genotype_flags(p, "the genotypes the GWAS ran on (LD for clumping)")
     p.add_argument("--out", required=True, help="report directory")
     p.add_argument("--replication", help="replication GWAS prefix (same phenotypes, other samples)")
     p.add_argument("--truth", help="simulator truth.tsv: score loci against the planted causal variants")
@@ -27,11 +27,12 @@ def register(sub) -> None:
 
 def run(args, overrides) -> None:
     from wm_jax.errors import InputError, check_output_dir
-    from wm_jax.options import options_from_args
+    from wm_jax.options import genotype_input, options_from_args
     from wm_jax.reporting import ClumpOptions, build_report
 
     options = options_from_args(ClumpOptions, args, prefix="clump_")
     if options.p2 < options.p1:
         raise InputError(f"--clump-p2: expected a threshold >= --clump-p1 ({options.p1:g}), found {options.p2:g}")
+    genotypes = genotype_input(args)
     check_output_dir(args.out, "report", args.overwrite)
-    build_report(args.gwas, args.bfile, args.out, args.replication, args.truth, options, overwrite=args.overwrite)
+    build_report(args.gwas, genotypes, args.out, args.replication, args.truth, options, overwrite=args.overwrite)
