@@ -63,11 +63,12 @@ def cmd_roi(args, overrides) -> None:
     import json
 
     from wm_jax.data.store import VolumeStore
-    from wm_jax.errors import atomic_path, check_output_file, require_file
+    from wm_jax.errors import atomic_path, check_output_file, check_output_name, require_file
     from wm_jax.roi import oracle_phenotypes, tract_means
 
     if args.truth is None and args.labels is None:
         raise InputError("--labels: expected an atlas labels table (label tract), or --truth")
+    check_output_name(args.out, "file")
     manifest = Path(f"{args.out}.manifest.json")
     check_output_file(args.out, "roi", args.overwrite, owned=_written_by(manifest, "roi"))
     check_output_file(manifest, "roi", args.overwrite, owned=_written_by(manifest, "roi"))

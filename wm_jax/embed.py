@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 import wm_jax
 from wm_jax import sharding
-from wm_jax.errors import InputError, atomic_path, check_output_file
+from wm_jax.errors import InputError, atomic_path, check_output_file, check_output_name
 from wm_jax.train import batches as batching
 from wm_jax.train.state import load_model, open_store
 from wm_jax.train.step import embed_step
@@ -49,6 +49,7 @@ def embed(
     recorded in the manifest (``latent_map``) for PerDI. ``"none"``: the raw bottleneck."""
     if rotation not in ("none", "varimax"):
         raise InputError(f"--rotation {rotation}: expected none or varimax")
+    check_output_name(out, "file")
     workdir, out = Path(workdir), Path(out)
     manifest_path = out.with_suffix(out.suffix + ".manifest.json")
     owned = _written_by_embed(manifest_path)

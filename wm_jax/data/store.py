@@ -114,14 +114,17 @@ def _write_volumes(
     volumes = np.lib.format.open_memmap(tmp / "volumes.npy", mode="w+", dtype=prep.dtype, shape=(n, *target.shape))
     nonzero_count = np.zeros(target.shape, np.int32)
     means, sds = np.zeros(n), np.zeros(n)
+    conversions: dict[str, int] = {}
     for i, path in enumerate(tqdm(subjects["fa_path"], desc="prepare", unit="vol", mininterval=1.0)):
-        fa = load_fa(path, grid)
+        fa = load_fa(path, grid, conversions)
         normalised, means[i], sds[i] = zscore_nonzero(fa)
         normalised = apply_geometry(normalised, prep)
         volumes[i] = normalised
         nonzero_count += normalised != 0
     volumes.flush()
     del volumes
+    for conversion, count in conversions.items():
+        log.info("prepare: %d of %d FA maps stored as %s", count, n, conversion)
     return means, sds, nonzero_count
 
 

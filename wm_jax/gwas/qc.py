@@ -52,6 +52,20 @@ def select_chromosomes(data, chromosomes: str | None) -> np.ndarray:
     return selected
 
 
+def refuse_chromosome_x(data, selected: np.ndarray) -> None:
+    """Chromosome X (X, chrX, 23) among the selected variants is an error: wm-jax tests it as an
+    autosome, plink2 by default codes males haploid (--xchr-model 1), so the statistics would differ.
+    XY (the pseudo-autosomal region, diploid in plink2 too) is tested."""
+    on_x = np.flatnonzero(chromosome_numbers(data.variants.chrom.iloc[selected]) == 23)
+    if len(on_x):
+        raise input_error(
+            data.variants_path,
+            f"{len(on_x)} selected variants are on chromosome X (code {data.variants.chrom.iloc[selected[on_x[0]]]}), "
+            "which wm-jax would test as an autosome, unlike plink2 (males haploid); expected autosomes: "
+            "exclude it with --chr (e.g. --chr 1-22)",
+        )
+
+
 def hwe_exact_p(het: np.ndarray, hom1: np.ndarray, hom2: np.ndarray) -> np.ndarray:
     """Hardy-Weinberg exact test p-values (Wigginton et al. 2005), as `plink2 --hwe` (no midp)."""
     out = np.ones(len(het))
