@@ -119,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--config", help="a config file, FILE or FILE:PRESET (overrides --preset); fields via --config.KEY=VALUE"
     )
     p.add_argument("--n-subjects", type=o.integer(10), help="subjects to simulate, >= 10")
-    p.add_argument("--seed", type=o.integer(0))
+    p.add_argument("--seed", type=o.integer(0, 2**32 - 1))
     p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     p.set_defaults(run=cmd_simulate, accepts_overrides=True)
 

@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 import wm_jax
 from wm_jax import sharding
+from wm_jax.data.store import store_fingerprint
 from wm_jax.errors import InputError, atomic_path, check_output_file, check_output_name
 from wm_jax.train import batches as batching
 from wm_jax.train.state import load_model, open_store
@@ -74,6 +75,7 @@ def embed(
         "workdir": str(workdir.resolve()),
         "config_hash": record["config_hash"],
         "store": str(Path(store_path).resolve()),
+        "store_fingerprint": store_fingerprint(store),
         "n_subjects": len(table),
         "code_version": wm_jax.__version__,
         "rotation": rotation,

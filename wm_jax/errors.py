@@ -75,6 +75,9 @@ KNOWN_ENTRIES: dict[str, frozenset[str]] = {
     ),
 }
 
+# Commands whose output directory is a run directory, written into (resumed) rather than replaced.
+WRITES_INSIDE = frozenset({"demo"})
+
 _context = {"command": None}
 
 
@@ -205,19 +208,19 @@ def check_output_location(path: str | os.PathLike, command: str | None = None) -
 
 
 def _check_not_inside_output(path: Path, ancestor: Path, command: str | None) -> None:
-    """No directory above ``path`` (from its first existing ancestor up) carries the marker of another
-    command than the one running: a file inside a cohort is the cohort's, even one its marker does
-    not list. The command running is the CLI's (``wm-jax demo`` writes its stages inside its run
-    directory), or ``command`` in a library call."""
+    """No directory above ``path`` (from its first existing ancestor up) carries a marker: a file
+    inside a cohort is the cohort's, even one its marker does not list. The exception is a run
+    directory (WRITES_INSIDE) and the command that writes in it: the CLI's command (``wm-jax demo``
+    runs its stages inside its run directory), or ``command`` in a library call."""
     writer = _context["command"] or command
     resolved = ancestor.resolve()
     for directory in (resolved, *resolved.parents):
         marker = read_marker(directory)
-        if marker is not None and marker["command"] != writer:
+        if marker is not None and not (marker["command"] == writer and writer in WRITES_INSIDE):
             raise input_error(
                 path,
                 f"is inside {directory}, the output of wm-jax {marker['command']}; expected a path outside "
-                "it (no command writes into another's output directory, with or without --overwrite)",
+                "it (nothing is written into an output directory, with or without --overwrite)",
             )
 
 
