@@ -683,7 +683,7 @@ CASES = [
     (
         "roi-out-cohort-table-overwrite",
         lambda c, d: _roi_args(c, d, "--overwrite", out=c.cohort / "covariates.tsv"),
-        ", the output of wm-jax simulate; expected a path outside it (no command writes into another",
+        ", the output of wm-jax simulate; expected a path outside it (nothing is written into an output",
     ),
     ("roi-out-new-in-cohort", lambda c, d: _roi_args(c, d, out=c.cohort / "fa" / "roi.tsv"), "roi.tsv: is inside"),
     (
@@ -1303,6 +1303,75 @@ def test_every_command_has_cases():
     commands = set(build_parser()._subparsers._group_actions[0].choices)
     covered = {build_case[0].split("-")[0] for build_case in CASES}
     assert commands <= covered, commands - covered
+
+
+def test_bgen_header_claiming_2_to_the_32_variants_is_refused_in_little_memory(ctx, tmp_path):
+    """The header's variant count is checked against the file's size before the variant offsets
+    are allocated (32 GiB for 2^32 - 1 of them)."""
+    import tracemalloc
+
+    from wm_jax.data.bgen import BgenDataset
+    from wm_jax.errors import InputError
+
+    path = _bgen_file(ctx, tmp_path, _bgen_header_count(lambda n: 2**32 - 1))
+    tracemalloc.start()
+    start = time.perf_counter()
+    try:
+        with pytest.raises(InputError, match="its header counts 4294967295 variants"):
+            BgenDataset(path, tmp_path / "g.sample")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 100e6 and time.perf_counter() - start < 30  # a hang bound, not a speed test
+
+
+def test_udip_rows_with_a_missing_value_are_left_out_and_counted(ctx, tmp_path, caplog):
+    from wm_jax.interpret import read_inputs
+
+    udip = _udip_table(ctx, tmp_path)
+    table = pd.read_csv(udip, sep="\t", dtype={"FID": str, "IID": str})
+    table["UDIP1"] = np.arange(len(table), dtype=float)
+    table.loc[[1, 4], "UDIP3"] = np.nan
+    table.loc[4, "UDIP5"] = np.nan
+    table.to_csv(udip, sep="\t", index=False, na_rep="NA")
+    caplog.set_level("INFO", logger="wm_jax")
+    inputs = read_inputs(ctx.workdir, udip, str(ctx.store), None, None, "latest", 200)
+    assert not np.isnan(inputs.codes).any() and len(inputs.codes) == len(table) - 2
+    assert 1 not in inputs.codes[:, 0] and 4 not in inputs.codes[:, 0]
+    assert "2 of them left out for a missing UDIP value (UDIP3: 2, UDIP5: 1)" in caplog.text
+
+
+def test_fa_maps_stored_as_scaled_integers_are_read_with_the_conversion_logged(ctx, tmp_path, capsys):
+    def scaled(fa, affine):
+        image = _nifti(np.round(fa * 10000).astype(np.int16), affine)
+        image.header.set_slope_inter(1e-4, 0)
+        return image
+
+    subjects = _fa_stored_as(ctx, tmp_path, scaled)
+    _write(subjects, "\n".join(subjects.read_text().splitlines()[:12]) + "\n")
+    code, err = run_cli(_prepare_args(ctx, tmp_path, subjects=subjects, out=tmp_path / "st"), capsys)
+    assert code == 0, err
+    assert "prepare: 1 of 11 FA maps stored as int16 with scale factor 0.0001 (intercept 0), read as float32" in err
+
+
+def test_a_refused_output_creates_nothing_beside_it(ctx, tmp_path, capsys):
+    """The output checks find out whether --out may be written without creating anything: a refused
+    run leaves the parent directory's mtime as it was (with --out /, that of /)."""
+    foreign = _foreign_dir(tmp_path, "notes.txt")
+    mine = _write(tmp_path / "mine.tsv", "mine\n")
+    _write(tmp_path / "res.hits.tsv", "mine\n")
+    old = 1_000_000_000
+    os.utime(tmp_path, (old, old))
+    for argv in (
+        ["simulate", "--preset", "tiny", "--out", str(foreign)],
+        _report_args(ctx, tmp_path, out=foreign),
+        _embed_args(ctx, tmp_path, out=mine),
+        _roi_args(ctx, tmp_path, out=mine),
+        _gwas_args(ctx, None, out=tmp_path / "res"),
+    ):
+        code, err = run_cli(argv, capsys)
+        assert code == 2 and "Traceback" not in err, err
+        assert tmp_path.stat().st_mtime_ns == old * 10**9, argv[0]
 
 
 # ---------------------------------------------------------------------------------------------

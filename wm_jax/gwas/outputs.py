@@ -106,7 +106,7 @@ def run_files(out: Path, overwrite: bool) -> Iterator[AtomicFiles | None]:
     """The run's output files, published together when the block ends without an error and
     discarded otherwise; the ``wm_jax`` log goes to PREFIX.log (at least INFO) meanwhile.
     Process 0 of a multi-process run writes every output: the others get None."""
-    check_output_location(out, "gwas")
+    check_outputs(out, planned_outputs(out, [], None), previous_outputs(out), overwrite)  # before the .log's temporary
     if not sharding.is_main_process():
         yield None
         return
