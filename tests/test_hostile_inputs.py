@@ -413,6 +413,11 @@ def _nifti(data, affine):
     return nib.Nifti1Image(data, affine)
 
 
+def _one_label(d: Path) -> Path:
+    """A labels table whose one tract survives the shared store's downsampling: roi then runs to its end."""
+    return _write(d / "labels.tsv", "label\ttract\n1\tcc_genu\n")
+
+
 def _other_store(c, d: Path) -> Path:
     """Another cohort's store: the same subject IDs (as simulated cohorts have) and grid, other maps."""
     store = _store_copy(c, d)
@@ -682,13 +687,17 @@ CASES = [
     ),
     (
         "roi-out-cohort-table-overwrite",
-        lambda c, d: _roi_args(c, d, "--overwrite", out=c.cohort / "covariates.tsv"),
+        lambda c, d: _roi_args(c, d, "--overwrite", labels=_one_label(d), out=c.cohort / "covariates.tsv"),
         ", the output of wm-jax simulate; expected a path outside it (nothing is written into an output",
     ),
-    ("roi-out-new-in-cohort", lambda c, d: _roi_args(c, d, out=c.cohort / "fa" / "roi.tsv"), "roi.tsv: is inside"),
+    (
+        "roi-out-new-in-cohort",
+        lambda c, d: _roi_args(c, d, labels=_one_label(d), out=c.cohort / "fa" / "roi.tsv"),
+        "roi.tsv: is inside",
+    ),
     (
         "roi-out-in-store",
-        lambda c, d: _roi_args(c, d, "--overwrite", out=c.store / "index.tsv"),
+        lambda c, d: _roi_args(c, d, "--overwrite", labels=_one_label(d), out=c.store / "index.tsv"),
         "output of wm-jax prepare",
     ),
     ("roi-out-root", lambda c, d: _roi_args(c, d, out="/"), "--out: expected the path of a file, found '/'"),
