@@ -1553,7 +1553,8 @@ def test_damaged_latest_checkpoint_falls_back_to_the_previous_one(ctx, tmp_path,
 # ---------------------------------------------------------------------------------------------
 def test_chromosome_codes_follow_plink(ctx):
     from wm_jax.data.chromosomes import chromosome_number, parse_chromosome_list
-    from wm_jax.gwas.qc import select_chromosomes
+    from wm_jax.errors import InputError
+    from wm_jax.gwas.qc import refuse_chromosome_x, select_chromosomes
 
     assert {chromosome_number(c) for c in ("X", "chrX", "23", "x", "CHRX")} == {23}
     assert [chromosome_number(c) for c in ("Y", "XY", "MT", "M", "chr7", "07")] == [24, 25, 26, 26, 7, 7]
@@ -1565,6 +1566,9 @@ def test_chromosome_codes_follow_plink(ctx):
     assert list(select_chromosomes(data, "X")) == [2, 3, 4]
     assert list(select_chromosomes(data, "23,1")) == [0, 1, 2, 3, 4]
     assert list(select_chromosomes(data, "XY,26")) == [5, 6]
+    refuse_chromosome_x(data, np.array([0, 1, 5, 6, 7]))  # XY (the PAR) is diploid in plink2 too: tested
+    with pytest.raises(InputError, match="3 selected variants are on chromosome X .code X."):
+        refuse_chromosome_x(data, np.arange(8))
 
 
 def test_minus_nine_is_missing_in_phenotype_and_covariate_tables(tmp_path):

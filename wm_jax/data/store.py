@@ -247,7 +247,9 @@ def check_same_store(given: VolumeStore, recorded: str, fingerprint: str | None,
     (a recorded store that no longer exists cannot be compared and is not an error)."""
     ours = store_fingerprint(given)
     if fingerprint is None:
-        if Path(recorded).resolve() == given.path.resolve() or not (Path(recorded) / "store.json").is_file():
+        if not recorded or not (Path(recorded) / "store.json").is_file():
+            return
+        if Path(recorded).resolve() == given.path.resolve():
             return
         try:
             fingerprint = store_fingerprint(VolumeStore.open(recorded))
