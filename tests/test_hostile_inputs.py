@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import time
@@ -276,7 +277,7 @@ def _udip_table(c, d: Path) -> Path:
     return d / "udip.tsv"
 
 
-def _interpret_args(c, d, *extra, out=None, udip=None):
+def _interpret_args(c, d, *extra, out=None, udip=None, store=None):
     return [
         "interpret",
         "--workdir",
@@ -284,7 +285,7 @@ def _interpret_args(c, d, *extra, out=None, udip=None):
         "--udip",
         str(udip or _udip_table(c, d)),
         "--store",
-        str(c.store),
+        str(store or c.store),
         "--atlas",
         str(c.cohort / "atlas.nii.gz"),
         "--labels",
@@ -357,6 +358,92 @@ def _subjects_broken(c, d: Path, edit) -> Path:
     return _write(d / "subjects.tsv", "\n".join(edit(_subjects_abs(c, d))) + "\n")
 
 
+def _bgen_header_count(count) -> callable:
+    """A damage for _bgen_file: the header's variant count set to ``count(n)`` (n: the true count)."""
+
+    def damage(path: Path, offsets) -> None:
+        data = bytearray(path.read_bytes())
+        struct.pack_into("<I", data, 8, count(len(offsets)))
+        path.write_bytes(bytes(data))
+
+    return damage
+
+
+def _pgen_header_count(prefix: Path) -> None:
+    """The .pgen header's variant count set to 2^31 - 3 (plink2's largest)."""
+    path = Path(f"{prefix}.pgen")
+    data = bytearray(path.read_bytes())
+    struct.pack_into("<I", data, 3, 2**31 - 3)
+    path.write_bytes(bytes(data))
+
+
+def _bfile_with_x(c, d: Path, code: str = "X") -> Path:
+    """The cohort's genotypes with chromosome 2 renamed ``code``."""
+    for ext in ("bed", "fam"):
+        shutil.copy(f"{c.bfile}.{ext}", d / f"g.{ext}")
+    bim = Path(f"{c.bfile}.bim").read_text().splitlines()
+    renamed = [code + line[1:] if line.startswith("2\t") else line for line in bim]
+    _write(d / "g.bim", "\n".join(renamed) + "\n")
+    return d / "g"
+
+
+def _covar_edit(c, d: Path, column: str, values) -> Path:
+    table = pd.read_csv(c.covar, sep="\t", dtype=str)
+    table[column] = values(len(table))
+    table.to_csv(d / "covariates.tsv", sep="\t", index=False)
+    return d / "covariates.tsv"
+
+
+def _fa_stored_as(c, d: Path, make) -> Path:
+    """The subjects table with subject 2's FA map replaced by ``make(fa, affine)`` (a NIfTI image)."""
+    import nibabel as nib
+
+    lines = _subjects_abs(c, d)
+    fields = lines[2].split("\t")
+    column = lines[0].split("\t").index("fa_path")
+    image = nib.load(fields[column])
+    nib.save(make(image.get_fdata().astype(np.float32), image.affine), str(d / "fa.nii.gz"))
+    fields[column] = str(d / "fa.nii.gz")
+    return _write(d / "subjects.tsv", "\n".join(lines[:2] + ["\t".join(fields)] + lines[3:]) + "\n")
+
+
+def _nifti(data, affine):
+    import nibabel as nib
+
+    return nib.Nifti1Image(data, affine)
+
+
+def _one_label(d: Path) -> Path:
+    """A labels table whose one tract survives the shared store's downsampling: roi then runs to its end."""
+    return _write(d / "labels.tsv", "label\ttract\n1\tcc_genu\n")
+
+
+def _other_store(c, d: Path) -> Path:
+    """Another cohort's store: the same subject IDs (as simulated cohorts have) and grid, other maps."""
+    store = _store_copy(c, d)
+    index = pd.read_csv(store / "index.tsv", sep="\t", dtype={"FID": str, "IID": str})
+    index["nonzero_mean"] = index.nonzero_mean[::-1].to_numpy()
+    index.to_csv(store / "index.tsv", sep="\t", index=False)
+    return store
+
+
+def _udip_of_store(c, d: Path) -> Path:
+    """A UDIP table whose manifest names the shared store."""
+    udip = _udip_table(c, d)
+    manifest = {"command": "embed", "checkpoint_step": 5, "store": str(c.store.resolve())}
+    _write(Path(f"{udip}.manifest.json"), json.dumps(manifest))
+    return udip
+
+
+def _udip_missing(c, d: Path) -> Path:
+    """A UDIP table with UDIP2 missing for every subject (all subjects then lack a whole code)."""
+    udip = _udip_table(c, d)
+    table = pd.read_csv(udip, sep="\t", dtype={"FID": str, "IID": str})
+    table["UDIP2"] = "nan"
+    table.to_csv(udip, sep="\t", index=False)
+    return udip
+
+
 SYSTEM_EXIT_CONFIG = "import sys\nsys.exit(0)\n"
 NO_GET_CONFIG = "x = 1\n"
 
@@ -371,7 +458,17 @@ CASES = [
     (
         "simulate-seed-negative",
         lambda c, d: ["simulate", "--preset", "tiny", "--out", str(d / "o"), "--seed", "-1"],
-        "--seed: expected an integer >= 0",
+        "--seed: expected an integer in [0, 4294967295], found '-1'",
+    ),
+    (
+        "simulate-seed-huge",
+        lambda c, d: ["simulate", "--preset", "tiny", "--out", str(d / "o"), "--seed", "99999999999999999999999"],
+        "--seed: expected an integer in [0, 4294967295], found '99999999999999999999999'",
+    ),
+    (
+        "simulate-config-seed-huge",
+        lambda c, d: ["simulate", "--preset", "tiny", "--out", str(d / "o"), "--config.seed=99999999999999999999999"],
+        "--config.seed: expected an integer in [0, 4294967295]",
     ),
     (
         "simulate-config-n-subjects-0",
@@ -434,6 +531,12 @@ CASES = [
         "simulate-out-store",
         lambda c, d: ["simulate", "--preset", "tiny", "--overwrite", "--out", str(c.store)],
         "holds the output of wm-jax prepare",
+    ),
+    ("simulate-out-root", lambda c, d: ["simulate", "--preset", "tiny", "--out", "/"], "--out: expected the path"),
+    (
+        "simulate-out-inside-cohort",
+        lambda c, d: ["simulate", "--preset", "tiny", "--out", str(c.cohort / "again")],
+        "again: is inside",
     ),
     # --- prepare ----------------------------------------------------------------------------
     (
@@ -498,6 +601,28 @@ CASES = [
         "holds the output of wm-jax simulate",
     ),
     ("prepare-out-read-only", lambda c, d: _prepare_args(c, d, out=_read_only_parent(d)), "cannot be created"),
+    (
+        "prepare-out-inside-cohort",
+        lambda c, d: _prepare_args(c, d, "--overwrite", out=c.cohort / "store"),
+        "store: is inside",
+    ),
+    (
+        "prepare-fa-complex",
+        lambda c, d: _prepare_args(c, d, subjects=_fa_stored_as(c, d, lambda x, a: _nifti(x + 0.5j, a))),
+        "fa.nii.gz: stored as complex64; expected FA as real numbers",
+    ),
+    (
+        "prepare-fa-complex-real",
+        lambda c, d: _prepare_args(c, d, subjects=_fa_stored_as(c, d, lambda x, a: _nifti(x.astype(np.complex64), a))),
+        "fa.nii.gz: stored as complex64",
+    ),
+    (
+        "prepare-fa-integer-mask",
+        lambda c, d: _prepare_args(
+            c, d, subjects=_fa_stored_as(c, d, lambda x, a: _nifti((x > 0.3).astype(np.uint8), a))
+        ),
+        "fa.nii.gz: stored as uint8 without a scale factor",
+    ),
     # --- roi ---------------------------------------------------------------------------------
     (
         "roi-labels-missing",
@@ -558,8 +683,24 @@ CASES = [
     (
         "roi-out-cohort-table",
         lambda c, d: _roi_args(c, d, out=c.cohort / "covariates.tsv"),
-        "exists and was not written by wm-jax roi",
+        "covariates.tsv: is inside",
     ),
+    (
+        "roi-out-cohort-table-overwrite",
+        lambda c, d: _roi_args(c, d, "--overwrite", labels=_one_label(d), out=c.cohort / "covariates.tsv"),
+        ", the output of wm-jax simulate; expected a path outside it (nothing is written into an output",
+    ),
+    (
+        "roi-out-new-in-cohort",
+        lambda c, d: _roi_args(c, d, labels=_one_label(d), out=c.cohort / "fa" / "roi.tsv"),
+        "roi.tsv: is inside",
+    ),
+    (
+        "roi-out-in-store",
+        lambda c, d: _roi_args(c, d, "--overwrite", labels=_one_label(d), out=c.store / "index.tsv"),
+        "output of wm-jax prepare",
+    ),
+    ("roi-out-root", lambda c, d: _roi_args(c, d, out="/"), "--out: expected the path of a file, found '/'"),
     (
         "roi-truth-missing",
         lambda c, d: [
@@ -618,6 +759,64 @@ CASES = [
         "gwas-pheno-name-unknown",
         lambda c, d: _gwas_args(c, None, "--pheno-name", "P9", d=d),
         "no phenotype column named 'P9'",
+    ),
+    (
+        "gwas-pheno-name-backwards",
+        lambda c, d: _gwas_args(c, None, "--pheno-name", "P3-P1", d=d),
+        "--pheno-name: expected a range FIRST-LAST with FIRST before LAST, found 'P3-P1'",
+    ),
+    (
+        "gwas-covar-name-backwards",
+        lambda c, d: _gwas_args(c, None, "--covar-name", "PC5-PC2", d=d),
+        "--covar-name: expected a range FIRST-LAST with FIRST before LAST, found 'PC5-PC2'",
+    ),
+    (
+        "gwas-pheno-ids-only",
+        lambda c, d: _gwas_args(c, _pheno_edit(c, d, lambda ls: ["\t".join(line.split("\t")[:2]) for line in ls]), d=d),
+        "pheno.tsv: has no phenotype column",
+    ),
+    (
+        "gwas-pheno-nul",
+        lambda c, d: _gwas_args(
+            c, _write(d / "pheno.tsv", c.pheno.read_bytes().replace(b"sub00004", b"sub\x000004")), d=d
+        ),
+        "pheno.tsv: line 5: a NUL byte",
+    ),
+    (
+        "gwas-covar-all-missing",
+        lambda c, d: [
+            *_gwas_args(c, None, d=d)[:5],
+            "--covar",
+            str(_covar_edit(c, d, "age", lambda n: ["NA"] * n)),
+            "--out",
+            str(d / "r"),
+        ],
+        "covariates.tsv: column age: a value for 0 of the 103 samples",
+    ),
+    (
+        "gwas-covar-one-value",
+        lambda c, d: [
+            *_gwas_args(c, None, d=d)[:5],
+            "--covar",
+            str(_covar_edit(c, d, "sex", lambda n: ["1"] + ["NA"] * (n - 1))),
+            "--out",
+            str(d / "r"),
+        ],
+        "covariates.tsv: column sex: a value for 1 of the 103 samples",
+    ),
+    (
+        "gwas-chr-x",
+        lambda c, d: (
+            _gwas_args(c, None, d=d)[:1] + ["--bfile", str(_bfile_with_x(c, d))] + _gwas_args(c, None, d=d)[3:]
+        ),
+        "g.bim: 3692 selected variants are on chromosome X (code X)",
+    ),
+    (
+        "gwas-chr-23",
+        lambda c, d: (
+            _gwas_args(c, None, d=d)[:1] + ["--bfile", str(_bfile_with_x(c, d, "23"))] + _gwas_args(c, None, d=d)[3:]
+        ),
+        "exclude it with --chr",
     ),
     ("gwas-covar-name-comma", lambda c, d: _gwas_args(c, None, "--covar-name", "age,", d=d), "--covar-name: expected"),
     (
@@ -711,6 +910,30 @@ CASES = [
         "--bgen: expected FILE [ref-first|ref-last]",
     ),
     (
+        "gwas-bgen-header-bomb",
+        lambda c, d: _with_genotypes(
+            c,
+            d,
+            "--bgen",
+            str(_bgen_file(c, d, _bgen_header_count(lambda n: 2**32 - 1))),
+            "--sample",
+            str(d / "g.sample"),
+        ),
+        "g.bgen: its header counts 4294967295 variants, but the",
+    ),
+    (
+        "gwas-bgen-header-undercounts",
+        lambda c, d: _with_genotypes(
+            c,
+            d,
+            "--bgen",
+            str(_bgen_file(c, d, _bgen_header_count(lambda n: n - 100))),
+            "--sample",
+            str(d / "g.sample"),
+        ),
+        "bytes follow variant 627, the last its header counts",
+    ),
+    (
         "gwas-pgen-truncated",
         lambda c, d: _with_genotypes(c, d, "--pfile", str(_pgen_prefix(c, d, _truncate_pgen_body))),
         "g.pgen: truncated or corrupt",
@@ -721,6 +944,11 @@ CASES = [
             c, d, "--pfile", str(_pgen_prefix(c, d, lambda p: _write(Path(f"{p}.pgen"), "not a pgen")))
         ),
         "g.pgen: truncated or corrupt, or not a .pgen",
+    ),
+    (
+        "gwas-pgen-header-count",
+        lambda c, d: _with_genotypes(c, d, "--pfile", str(_pgen_prefix(c, d, _pgen_header_count))),
+        "g.pgen: its header counts 2147483645 variants, the .pvar 727",
     ),
     (
         "gwas-pgen-pvar-short",
@@ -769,6 +997,7 @@ CASES = [
         "holds 'x.txt', which wm-jax gwas does not write",
     ),
     ("gwas-out-empty-prefix", lambda c, d: _gwas_args(c, None, out=str(d) + "/"), "--out: expected an output prefix"),
+    ("gwas-out-inside-cohort", lambda c, d: _gwas_args(c, None, out=c.cohort / "res"), "res: is inside"),
     # --- report ------------------------------------------------------------------------------
     (
         "report-clump-p1-negative",
@@ -802,6 +1031,12 @@ CASES = [
         "holds 'genotypes.bed', which wm-jax report does not write",
     ),
     ("report-out-foreign", lambda c, d: _report_args(c, d, out=_foreign_dir(d, "qq.png")), "(pass --overwrite"),
+    (
+        "report-out-empty",
+        lambda c, d: _report_args(c, d)[:-2] + ["--out", ""],
+        "--out: expected the path of a directory",
+    ),
+    ("report-out-inside-store", lambda c, d: _report_args(c, d, out=c.store / "report"), "output of wm-jax prepare"),
     ("report-gwas-missing", lambda c, d: _report_args(c, d, gwas=d / "none"), "not a `wm-jax gwas` output"),
     (
         "report-meta-garbage",
@@ -891,6 +1126,14 @@ CASES = [
         lambda c, d: _train_args(c, d, workdir=_under_file(d)),
         "is a file, expected a directory",
     ),
+    (
+        "train-workdir-other-store",
+        lambda c, d: _train_args(
+            c, d, "--config.batch_size=8", "--config.max_subjects=48", store=_other_store(c, d), workdir=c.workdir
+        ),
+        "store: another store than",
+    ),
+    ("train-workdir-inside-cohort", lambda c, d: _train_args(c, d, workdir=c.cohort / "w"), "w: is inside"),
     ("train-unknown-option", lambda c, d: _train_args(c, d, "--bogus"), "unrecognized arguments: --bogus"),
     # --- embed -------------------------------------------------------------------------------
     (
@@ -912,6 +1155,8 @@ CASES = [
         "exists and was not written by wm-jax embed",
     ),
     ("embed-out-under-file", lambda c, d: _embed_args(c, d, out=_under_file(d)), "is a file, expected a directory"),
+    ("embed-out-root", lambda c, d: _embed_args(c, d, out="/"), "--out: expected the path of a file, found '/'"),
+    ("embed-out-inside-store", lambda c, d: _embed_args(c, d, out=c.store / "u.tsv"), "u.tsv: is inside"),
     # --- interpret ---------------------------------------------------------------------------
     (
         "interpret-n-subjects-2",
@@ -945,6 +1190,16 @@ CASES = [
         "holds 'loci.tsv', which wm-jax interpret does not write",
     ),
     ("interpret-udip-missing", lambda c, d: _interpret_args(c, d, udip=d / "none.tsv"), "none.tsv: table not found"),
+    (
+        "interpret-udip-missing-values",
+        lambda c, d: _interpret_args(c, d, udip=_udip_missing(c, d)),
+        "udip.tsv: 0 subjects in the store have a value for every UDIP; expected at least 3",
+    ),
+    (
+        "interpret-udip-other-store",
+        lambda c, d: _interpret_args(c, d, udip=_udip_of_store(c, d), store=_other_store(c, d)),
+        "store: another store than",
+    ),
     (
         "interpret-manifest-garbage",
         lambda c, d: [
@@ -1059,6 +1314,75 @@ def test_every_command_has_cases():
     assert commands <= covered, commands - covered
 
 
+def test_bgen_header_claiming_2_to_the_32_variants_is_refused_in_little_memory(ctx, tmp_path):
+    """The header's variant count is checked against the file's size before the variant offsets
+    are allocated (32 GiB for 2^32 - 1 of them)."""
+    import tracemalloc
+
+    from wm_jax.data.bgen import BgenDataset
+    from wm_jax.errors import InputError
+
+    path = _bgen_file(ctx, tmp_path, _bgen_header_count(lambda n: 2**32 - 1))
+    tracemalloc.start()
+    start = time.perf_counter()
+    try:
+        with pytest.raises(InputError, match="its header counts 4294967295 variants"):
+            BgenDataset(path, tmp_path / "g.sample")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 100e6 and time.perf_counter() - start < 30  # a hang bound, not a speed test
+
+
+def test_udip_rows_with_a_missing_value_are_left_out_and_counted(ctx, tmp_path, caplog):
+    from wm_jax.interpret import read_inputs
+
+    udip = _udip_table(ctx, tmp_path)
+    table = pd.read_csv(udip, sep="\t", dtype={"FID": str, "IID": str})
+    table["UDIP1"] = np.arange(len(table), dtype=float)
+    table.loc[[1, 4], "UDIP3"] = np.nan
+    table.loc[4, "UDIP5"] = np.nan
+    table.to_csv(udip, sep="\t", index=False, na_rep="NA")
+    caplog.set_level("INFO", logger="wm_jax")
+    inputs = read_inputs(ctx.workdir, udip, str(ctx.store), None, None, "latest", 200)
+    assert not np.isnan(inputs.codes).any() and len(inputs.codes) == len(table) - 2
+    assert 1 not in inputs.codes[:, 0] and 4 not in inputs.codes[:, 0]
+    assert "2 of them left out for a missing UDIP value (UDIP3: 2, UDIP5: 1)" in caplog.text
+
+
+def test_fa_maps_stored_as_scaled_integers_are_read_with_the_conversion_logged(ctx, tmp_path, capsys):
+    def scaled(fa, affine):
+        image = _nifti(np.round(fa * 10000).astype(np.int16), affine)
+        image.header.set_slope_inter(1e-4, 0)
+        return image
+
+    subjects = _fa_stored_as(ctx, tmp_path, scaled)
+    _write(subjects, "\n".join(subjects.read_text().splitlines()[:12]) + "\n")
+    code, err = run_cli(_prepare_args(ctx, tmp_path, subjects=subjects, out=tmp_path / "st"), capsys)
+    assert code == 0, err
+    assert "prepare: 1 of 11 FA maps stored as int16 with scale factor 0.0001 (intercept 0), read as float32" in err
+
+
+def test_a_refused_output_creates_nothing_beside_it(ctx, tmp_path, capsys):
+    """The output checks find out whether --out may be written without creating anything: a refused
+    run leaves the parent directory's mtime as it was (with --out /, that of /)."""
+    foreign = _foreign_dir(tmp_path, "notes.txt")
+    mine = _write(tmp_path / "mine.tsv", "mine\n")
+    _write(tmp_path / "res.hits.tsv", "mine\n")
+    old = 1_000_000_000
+    os.utime(tmp_path, (old, old))
+    for argv in (
+        ["simulate", "--preset", "tiny", "--out", str(foreign)],
+        _report_args(ctx, tmp_path, out=foreign),
+        _embed_args(ctx, tmp_path, out=mine),
+        _roi_args(ctx, tmp_path, out=mine),
+        _gwas_args(ctx, None, out=tmp_path / "res"),
+    ):
+        code, err = run_cli(argv, capsys)
+        assert code == 2 and "Traceback" not in err, err
+        assert tmp_path.stat().st_mtime_ns == old * 10**9, argv[0]
+
+
 # ---------------------------------------------------------------------------------------------
 # The output policy's successful paths, and temporaries of failed and killed runs.
 # ---------------------------------------------------------------------------------------------
@@ -1108,7 +1432,11 @@ def _dead_pid() -> int:
 
 
 def test_failed_run_leaves_nothing_and_stale_temporaries_are_removed(ctx, tmp_path, capsys, monkeypatch):
+    """A temporary is kept only when it is in use: made here (its machine tag: this host, boot and PID
+    namespace) by a running process. A PID of another host (or of an older wm-jax's untagged name)
+    cannot be checked, and two runs writing one output at once are not supported: removed."""
     import wm_jax.data.store as store_module
+    from wm_jax.errors import machine_tag
 
     out = tmp_path / "store"
     real_load = store_module.load_fa
@@ -1125,13 +1453,19 @@ def test_failed_run_leaves_nothing_and_stale_temporaries_are_removed(ctx, tmp_pa
         _prepare(ctx, out, capsys)
     assert calls["n"] == 5 and list(tmp_path.iterdir()) == []  # nothing written, no temporary left
     monkeypatch.undo()
-    stale = tmp_path / f".store.partial-{_dead_pid()}-0123abcd"  # a killed run's preallocated store
+    here = machine_tag()
+    stale = tmp_path / f".store.partial-{_dead_pid()}-{here}-0123abcd"  # a killed run's preallocated store
     (stale / "sub").mkdir(parents=True)
-    live = tmp_path / ".store.partial-1-89abcdef"  # PID 1 is running: in use, kept
+    live = tmp_path / f".store.partial-1-{here}-89abcdef"  # PID 1 is running here: in use, kept
     live.mkdir()
+    other_host = ("1" if here[0] == "0" else "0") + here[1:]
+    elsewhere = tmp_path / f".store.partial-1-{other_host}-89abcdef"  # another host's PID 1
+    elsewhere.mkdir()
+    untagged = tmp_path / ".store.partial-1-89abcdef"  # an older wm-jax's: its host is unknown
+    untagged.mkdir()
     assert _prepare(ctx, out, capsys)[0] == 0
-    assert not stale.exists() and live.exists()
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".store.partial-1-89abcdef", "store"]
+    assert not stale.exists() and live.exists() and not elsewhere.exists() and not untagged.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [live.name, "store"]
 
 
 def _gwas_files(directory: Path, prefix: str) -> list[str]:
@@ -1219,7 +1553,8 @@ def test_damaged_latest_checkpoint_falls_back_to_the_previous_one(ctx, tmp_path,
 # ---------------------------------------------------------------------------------------------
 def test_chromosome_codes_follow_plink(ctx):
     from wm_jax.data.chromosomes import chromosome_number, parse_chromosome_list
-    from wm_jax.gwas.qc import select_chromosomes
+    from wm_jax.errors import InputError
+    from wm_jax.gwas.qc import refuse_chromosome_x, select_chromosomes
 
     assert {chromosome_number(c) for c in ("X", "chrX", "23", "x", "CHRX")} == {23}
     assert [chromosome_number(c) for c in ("Y", "XY", "MT", "M", "chr7", "07")] == [24, 25, 26, 26, 7, 7]
@@ -1231,6 +1566,9 @@ def test_chromosome_codes_follow_plink(ctx):
     assert list(select_chromosomes(data, "X")) == [2, 3, 4]
     assert list(select_chromosomes(data, "23,1")) == [0, 1, 2, 3, 4]
     assert list(select_chromosomes(data, "XY,26")) == [5, 6]
+    refuse_chromosome_x(data, np.array([0, 1, 5, 6, 7]))  # XY (the PAR) is diploid in plink2 too: tested
+    with pytest.raises(InputError, match="3 selected variants are on chromosome X .code X."):
+        refuse_chromosome_x(data, np.arange(8))
 
 
 def test_minus_nine_is_missing_in_phenotype_and_covariate_tables(tmp_path):

@@ -63,11 +63,12 @@ def cmd_roi(args, overrides) -> None:
     import json
 
     from wm_jax.data.store import VolumeStore
-    from wm_jax.errors import atomic_path, check_output_file, require_file
+    from wm_jax.errors import atomic_path, check_output_file, check_output_name, require_file
     from wm_jax.roi import oracle_phenotypes, tract_means
 
     if args.truth is None and args.labels is None:
         raise InputError("--labels: expected an atlas labels table (label tract), or --truth")
+    check_output_name(args.out, "file")
     manifest = Path(f"{args.out}.manifest.json")
     check_output_file(args.out, "roi", args.overwrite, owned=_written_by(manifest, "roi"))
     check_output_file(manifest, "roi", args.overwrite, owned=_written_by(manifest, "roi"))
@@ -118,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--config", help="a config file, FILE or FILE:PRESET (overrides --preset); fields via --config.KEY=VALUE"
     )
     p.add_argument("--n-subjects", type=o.integer(10), help="subjects to simulate, >= 10")
-    p.add_argument("--seed", type=o.integer(0))
+    p.add_argument("--seed", type=o.integer(0, 2**32 - 1))
     p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     p.set_defaults(run=cmd_simulate, accepts_overrides=True)
 

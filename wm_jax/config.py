@@ -145,6 +145,15 @@ def _int_at_least(low: int):
     return (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= low), f"an integer >= {low}"
 
 
+def _int_in(low: int, high: int):
+    return (
+        lambda v: isinstance(v, int) and not isinstance(v, bool) and low <= v <= high
+    ), f"an integer in [{low}, {high}]"
+
+
+SEED = _int_in(0, 2**32 - 1)  # every seed: numpy, JAX and msprime (`chromosome_seed`) take this range
+
+
 def _number_in(low: float, high: float, low_open: bool = False, high_open: bool = False):
     def test(v) -> bool:
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
@@ -181,7 +190,7 @@ def _one_of(*choices: str):
 TRAIN_RULES = {
     "batch_size": _int_at_least(1),
     "epochs": _int_at_least(1),
-    "seed": _int_at_least(0),
+    "seed": SEED,
     "learning_rate": _number_in(0, math.inf, low_open=True),
     "val_fraction": _number_in(0, 1, high_open=True),
     "log_every": _int_at_least(1),
@@ -197,7 +206,7 @@ TRAIN_RULES = {
 }
 SIM_RULES = {
     "n_subjects": _int_at_least(10),
-    "seed": _int_at_least(0),
+    "seed": SEED,
     "shape": _shape(3, 8),
     "n_pcs": _int_at_least(0),
     "genotypes.n_chromosomes": _int_at_least(1),
@@ -217,7 +226,7 @@ SIM_RULES = {
     **{f"factors.n_{kind}": _int_at_least(0) for kind in ("cross", "contrast", "local")},
 }
 DEMO_RULES = {
-    "seed": _int_at_least(0),
+    "seed": SEED,
     **{f"train.{k}": v for k, v in TRAIN_RULES.items()},
     **{f"sim.{k}": v for k, v in SIM_RULES.items()},
     "split.train_fraction": _number_in(0, 1, low_open=True, high_open=True),

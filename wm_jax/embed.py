@@ -19,7 +19,8 @@ from tqdm.auto import tqdm
 
 import wm_jax
 from wm_jax import sharding
-from wm_jax.errors import InputError, atomic_path, check_output_file
+from wm_jax.data.store import store_fingerprint
+from wm_jax.errors import InputError, atomic_path, check_output_file, check_output_name
 from wm_jax.train import batches as batching
 from wm_jax.train.state import load_model, open_store
 from wm_jax.train.step import embed_step
@@ -49,6 +50,7 @@ def embed(
     recorded in the manifest (``latent_map``) for PerDI. ``"none"``: the raw bottleneck."""
     if rotation not in ("none", "varimax"):
         raise InputError(f"--rotation {rotation}: expected none or varimax")
+    check_output_name(out, "file")
     workdir, out = Path(workdir), Path(out)
     manifest_path = out.with_suffix(out.suffix + ".manifest.json")
     owned = _written_by_embed(manifest_path)
@@ -73,6 +75,7 @@ def embed(
         "workdir": str(workdir.resolve()),
         "config_hash": record["config_hash"],
         "store": str(Path(store_path).resolve()),
+        "store_fingerprint": store_fingerprint(store),
         "n_subjects": len(table),
         "code_version": wm_jax.__version__,
         "rotation": rotation,

@@ -3,24 +3,30 @@
 Bad input raises :class:`InputError`; the CLI prints its message as one line and exits 2.
 
 Outputs:
-- Everything is written under a temporary sibling name (``.NAME.partial-PID-XXXXXXXX``) and renamed
-  into place only when complete, so a failed run leaves no partial file behind. Temporaries are
-  removed on any exit the process survives; those of a killed process (its PID no longer running)
-  are removed by the next run that writes the same output.
+- Everything is written under a temporary sibling name (``.NAME.partial-PID-HOST-XXXXXXXX``) and
+  renamed into place only when complete, so a failed run leaves no partial file behind. Temporaries
+  are removed on any exit the process survives. The next run that writes the same output removes
+  those of a killed process: made on this machine (HOST: this boot and PID namespace) by a PID no
+  longer running, or made elsewhere (another host or container, an earlier boot, an older wm-jax
+  whose names carry no HOST), where the PID cannot be checked.
 - A command only replaces what it owns. A directory it writes carries a marker file
   (:data:`MARKER`) naming the command and the entries it wrote. An existing, non-empty output
   directory is replaced when it carries the marker of the same command and holds nothing beyond
   the entries listed there. Otherwise it is refused, unless ``--overwrite`` is given and every
   entry in it is one this command writes (an output of an older wm-jax without the marker). A
-  directory holding anything else, or marked by another command, is never replaced.
+  directory holding anything else, or marked by another command, is never replaced, and nothing
+  is written inside it (or below it) by another command.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import hashlib
 import json
 import os
 import shutil
+import socket
 import time
 import uuid
 from collections.abc import Iterable, Iterator
@@ -69,6 +75,9 @@ KNOWN_ENTRIES: dict[str, frozenset[str]] = {
     ),
 }
 
+# Commands whose output directory is a run directory, written into (resumed) rather than replaced.
+WRITES_INSIDE = frozenset({"demo"})
+
 _context = {"command": None}
 
 
@@ -112,7 +121,20 @@ def current_command(command: str | None = None) -> str:
 # Temporaries
 # ---------------------------------------------------------------------------------------------
 def _temporary_sibling(path: Path) -> Path:
-    return path.with_name(f".{path.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    return path.with_name(f".{path.name}.partial-{os.getpid()}-{machine_tag()}-{uuid.uuid4().hex[:8]}")
+
+
+@functools.cache
+def machine_tag() -> str:
+    """8 hex digits naming where a PID means this process table: the host name, the kernel's boot
+    (a PID of an earlier boot names nothing now) and the PID namespace (containers on one kernel
+    share its boot but not its PIDs)."""
+    parts = [socket.gethostname()]
+    with contextlib.suppress(OSError):
+        parts.append(Path("/proc/sys/kernel/random/boot_id").read_text().strip())
+    with contextlib.suppress(OSError):
+        parts.append(str(os.stat("/proc/self/ns/pid").st_ino))
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:8]
 
 
 def _pid_running(pid: int) -> bool:
@@ -142,13 +164,23 @@ def remove_stale_partials(directory: str | os.PathLike, name: str) -> list[Path]
         return []
     removed = []
     for path in directory.glob(f".{_glob_escape(name)}*.partial-*"):
-        pid_text = path.name.rsplit(".partial-", 1)[1].split("-", 1)[0]
-        pid = int(pid_text) if pid_text.isdigit() else None  # names without a PID: an older wm-jax
-        if pid is not None and (pid == os.getpid() or _pid_running(pid)):
-            continue  # in use by this process or another live one
+        if _in_use(path.name.rsplit(".partial-", 1)[1]):
+            continue
         _remove(path)
         removed.append(path)
     return removed
+
+
+def _in_use(suffix: str) -> bool:
+    """Is the temporary whose name ends in ``.partial-<suffix>`` in use? Only when it was made on
+    this machine (its HOST tag) by a process still running: this one or another live one. A PID
+    of another host, container or boot (or of an older wm-jax, whose names carry no tag) cannot
+    be checked here; two runs writing one output at once are not supported, so it is stale."""
+    parts = suffix.split("-")
+    if len(parts) != 3 or not parts[0].isdigit() or parts[1] != machine_tag():
+        return False
+    pid = int(parts[0])
+    return pid == os.getpid() or _pid_running(pid)
 
 
 def _glob_escape(text: str) -> str:
@@ -158,8 +190,11 @@ def _glob_escape(text: str) -> str:
 # ---------------------------------------------------------------------------------------------
 # Where an output may go
 # ---------------------------------------------------------------------------------------------
-def check_output_location(path: str | os.PathLike) -> Path:
-    """``path`` can be created: its first existing ancestor is a writable directory."""
+def check_output_location(path: str | os.PathLike, command: str | None = None) -> Path:
+    """``path`` can be created: its first existing ancestor is a writable directory (os.access;
+    nothing is created to find out, so a refused run leaves every mtime as it was), and no existing
+    ancestor is the output directory of another command than ``command`` (module docstring). A
+    file system that refuses a write all the same is an error when the output is first written."""
     path = Path(path)
     ancestor = path.parent if str(path.parent) else Path(".")
     while not ancestor.exists() and not ancestor.is_symlink():
@@ -168,13 +203,32 @@ def check_output_location(path: str | os.PathLike) -> Path:
         raise input_error(path, f"cannot be created: {ancestor} is a file, expected a directory")
     if not os.access(ancestor, os.W_OK | os.X_OK):
         raise input_error(path, f"cannot be created: directory {ancestor} is not writable")
-    try:
-        probe = ancestor / f".wm-jax-probe.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        probe.mkdir()
-        probe.rmdir()
-    except OSError as err:
-        raise input_error(path, f"cannot be created in {ancestor} ({err.strerror}); expected a writable directory")
+    _check_not_inside_output(path, ancestor, command)
     return path
+
+
+def _check_not_inside_output(path: Path, ancestor: Path, command: str | None) -> None:
+    """No directory above ``path`` (from its first existing ancestor up) carries a marker: a file
+    inside a cohort is the cohort's, even one its marker does not list. The exception is a run
+    directory (WRITES_INSIDE) and the command that writes in it: the CLI's command (``wm-jax demo``
+    runs its stages inside its run directory), or ``command`` in a library call."""
+    writer = _context["command"] or command
+    resolved = ancestor.resolve()
+    for directory in (resolved, *resolved.parents):
+        marker = read_marker(directory)
+        if marker is not None and not (marker["command"] == writer and writer in WRITES_INSIDE):
+            raise input_error(
+                path,
+                f"is inside {directory}, the output of wm-jax {marker['command']}; expected a path outside "
+                "it (nothing is written into an output directory, with or without --overwrite)",
+            )
+
+
+def check_output_name(path: str | os.PathLike, what: str) -> None:
+    """An output that is renamed into place needs a name: not '', '.', '..' or '/' (``what``: file
+    or directory)."""
+    if Path(path).name in ("", ".", "..") or not str(path).strip():
+        raise InputError(f"--out: expected the path of a {what}, found {str(path)!r}")
 
 
 def read_marker(directory: Path) -> dict | None:
@@ -200,7 +254,8 @@ def check_output_dir(
 ) -> Path:
     """May ``command`` replace the directory ``path``? Raises InputError when it may not (module
     docstring). ``writes``: the entries this run writes (default: KNOWN_ENTRIES of the command)."""
-    path = check_output_location(path)
+    check_output_name(path, "directory")
+    path = check_output_location(path, command)
     if path.is_symlink() or (path.exists() and not path.is_dir()):
         raise input_error(path, "exists and is not a directory; expected a directory (or a new path) for the output")
     if not path.exists():
@@ -244,7 +299,8 @@ def check_output_dir(
 def check_output_file(path: str | os.PathLike, command: str, overwrite: bool = False, owned: bool = False) -> Path:
     """May ``command`` write the file ``path``? A new path always; an existing file when ``owned``
     (written by an earlier run of the command, by its own record) or with ``--overwrite``."""
-    path = check_output_location(path)
+    check_output_name(path, "file")
+    path = check_output_location(path, command)
     if path.is_dir():
         raise input_error(path, "is a directory; expected a file path for the output")
     if path.exists() and not owned and not overwrite:

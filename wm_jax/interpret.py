@@ -263,6 +263,7 @@ def read_inputs(
 ) -> PerdiInputs:
     """The UDIP table (and the store its manifest names), the checkpoint's model, the codes of the
     first ``n_subjects`` rows in the store, and the atlas (by default beside the store's subjects)."""
+    from wm_jax.data.store import check_same_store
     from wm_jax.data.tables import read_labels, read_table
     from wm_jax.roi import _atlas_on_store_grid
     from wm_jax.train.state import load_model, open_store
@@ -270,27 +271,23 @@ def read_inputs(
     udip = Path(udip)
     table = read_table(udip)
     manifest_path = udip.with_suffix(udip.suffix + ".manifest.json")
-    if store is None:
-        if not manifest_path.exists():
-            raise input_error(udip, f"no --store given and no manifest {manifest_path.name} naming the store")
-        store = read_json(manifest_path, "the manifest of a `wm-jax embed` table, naming its store", "store")["store"]
+    manifest = None
+    if manifest_path.exists():
+        manifest = read_json(manifest_path, "the manifest of a `wm-jax embed` table, naming its store", "store")
+    elif store is None:
+        raise input_error(udip, f"no --store given and no manifest {manifest_path.name} naming the store")
     columns = [c for c in table.columns if c.startswith("UDIP")]
     if not columns:
         raise input_error(udip, "expected columns UDIP1..UDIPk")
     model, config, record, chosen = load_model(workdir, step)
     if len(columns) != model.config.latent_dim:
         raise input_error(udip, f"{len(columns)} UDIP columns but the checkpoint's model has {model.config.latent_dim}")
-    volume_store = open_store(store, model.config)
-    present = np.isin(table.iid.astype(str), volume_store.index.IID.astype(str).to_numpy())
-    if not present.any():
-        raise input_error(udip, f"none of its {len(present)} subjects is in the store {store}")
-    codes = table.values[present][:, [table.columns.index(c) for c in columns]][:n_subjects].astype(np.float32)
-    log.info(
-        "interpret: %d of %d UDIP rows are in the store; PerDI over the first %d",
-        int(present.sum()),
-        len(present),
-        len(codes),
-    )
+    volume_store = open_store(store or manifest["store"], model.config)
+    if store is not None and manifest is not None:
+        check_same_store(volume_store, str(manifest["store"]), manifest.get("store_fingerprint"), f"{manifest_path}")
+    store = store or manifest["store"]
+    codes = _complete_codes(udip, table, columns, volume_store)[:n_subjects].astype(np.float32)
+    log.info("interpret: PerDI over the first %d", len(codes))
     cohort_dir = Path(volume_store.record.get("subjects_table", ".")).parent  # the simulator writes the atlas there
     atlas = atlas or str(cohort_dir / "atlas.nii.gz")
     labels = labels or str(cohort_dir / "atlas_labels.tsv")
@@ -311,6 +308,29 @@ def read_inputs(
         affine=affine,
         voxel_mm=np.sqrt((affine[:3, :3] ** 2).sum(axis=0)),
     )
+
+
+def _complete_codes(udip: Path, table, columns: list[str], volume_store) -> np.ndarray:
+    """The UDIPs of the table's subjects that are in the store, less those with a missing value (PerDI
+    decodes each subject's whole code, so a subject missing one UDIP is left out, counted per UDIP in
+    the log); fewer than 3 subjects left is an error."""
+    present = np.isin(table.iid.astype(str), volume_store.index.IID.astype(str).to_numpy())
+    if not present.any():
+        raise input_error(udip, f"none of its {len(present)} subjects is in the store {volume_store.path}")
+    values = table.values[present][:, [table.columns.index(c) for c in columns]]
+    missing = np.isnan(values)
+    complete = ~missing.any(axis=1)
+    log.info("interpret: %d of %d UDIP rows are in the store", int(present.sum()), len(present))
+    if not complete.all():
+        per_udip = ", ".join(f"{c}: {int(k)}" for c, k in zip(columns, missing.sum(axis=0)) if k)
+        log.info("interpret: %d of them left out for a missing UDIP value (%s)", int((~complete).sum()), per_udip)
+    if complete.sum() < 3:
+        raise input_error(
+            udip,
+            f"{int(complete.sum())} subjects in the store have a value for every UDIP; expected at least 3 "
+            "(a subject with a missing value is left out)",
+        )
+    return values[complete]
 
 
 def _summary(inputs: PerdiInputs, options: PerdiOptions, udip, enrichment: pd.DataFrame, n_maps: int) -> dict:

@@ -46,6 +46,9 @@ DECODE_BATCH = 256  # 8-bit blocks decoded at once
 DECODE_THREADS = 2
 _INVALID = 65534  # `_dosage_table`'s mark of probabilities that sum past 1
 _COMPRESSION = {0: "none", 1: "zlib", 2: "zstd"}
+# The smallest variant of layout 2 this reader accepts: three empty identifiers (2 bytes each), the
+# position (4), the allele count (2), two empty alleles (4 each) and an empty genotype block (4).
+MIN_VARIANT_BYTES = 24
 
 
 class _Truncated(Exception):
@@ -139,6 +142,13 @@ def _index_variants(data, start: int, n_variants: int, path: Path) -> tuple[pd.D
     genotype block starts (at its length field). The headers have variable lengths, so this is one
     walk, kept to the fewest Python operations per variant."""
     u16, u32, size = struct.Struct("<H").unpack_from, struct.Struct("<I").unpack_from, len(data)
+    room = max(size - start, 0) // MIN_VARIANT_BYTES
+    if n_variants > room:  # checked before the offsets are allocated: a header's count is not trusted
+        raise input_error(
+            path,
+            f"its header counts {n_variants} variants, but the {max(size - start, 0)} bytes after the header "
+            f"hold at most {room}; expected a complete BGEN file",
+        )
     rows, offsets, position = [], np.empty(n_variants, np.int64), start
     for i in range(n_variants):
         try:
@@ -164,6 +174,12 @@ def _index_variants(data, start: int, n_variants: int, path: Path) -> tuple[pd.D
             name = (fields[1] or fields[0]).decode("utf-8", errors="replace")
             raise input_error(path, f"variant {name} has {n_alleles} alleles; expected biallelic variants")
         rows.append((fields[2], fields[1] or fields[0], bp, alleles[0], alleles[1]))
+    if position != size:
+        raise input_error(
+            path,
+            f"{size - position} bytes follow variant {n_variants}, the last its header counts; expected the "
+            "file to end there (a header that counts fewer variants than the file holds)",
+        )
     table = pd.DataFrame(rows, columns=["chrom", "id", "pos", "first", "last"])
     for column in ("chrom", "id", "first", "last"):
         table[column] = table[column].str.decode("utf-8", errors="replace")
@@ -259,6 +275,8 @@ class BgenDataset:
         if length < 4:
             raise ValueError(f"block length {length}")
         (size,) = cursor.unpack("<I")
+        if size > 10 + 9 * self.n_samples:  # 32-bit probabilities of biallelic diploid samples, the most
+            raise ValueError(f"its header says {size} bytes decompressed, more than {self.n_samples} samples take")
         payload = _decompress(cursor.take(length - 4), self.compression, size)
         if len(payload) != size:
             raise ValueError(f"decompressed to {len(payload)} bytes, its header says {size}")

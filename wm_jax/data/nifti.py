@@ -43,12 +43,37 @@ def read_grid(path: str | os.PathLike) -> Grid:
     return Grid(tuple(int(s) for s in image.shape), np.asarray(image.affine, np.float64))
 
 
-def load_fa(path: str | os.PathLike, grid: Grid | None = None) -> np.ndarray:
-    """Load one FA map as float32, checking it is 3D, on ``grid``, finite, in [0, 1] and not empty."""
+def storage_conversion(image, path: Path) -> str | None:
+    """How the map's stored values become FA: None for floating point. Integers with a scale factor
+    (scl_slope, scl_inter: FA stored compactly) are read as the scaled values, and described here so
+    the caller can log it. Complex values, and integers without a scale (only 0 and 1 could be FA:
+    a mask, most likely), are errors."""
+    dtype = np.dtype(image.get_data_dtype())
+    if dtype.kind == "f":
+        return None
+    if dtype.kind in "iu":
+        slope, inter = getattr(image.dataobj, "slope", 1.0), getattr(image.dataobj, "inter", 0.0)
+        if slope != 1.0 or inter != 0.0:
+            return f"{dtype} with scale factor {slope:g} (intercept {inter:g}), read as float32"
+        raise input_error(
+            path,
+            f"stored as {dtype} without a scale factor, so its values are whole numbers (a mask?); expected FA "
+            "as floating point in [0, 1], or integers with scl_slope",
+        )
+    raise input_error(path, f"stored as {dtype}; expected FA as real numbers (floating point) in [0, 1]")
+
+
+def load_fa(path: str | os.PathLike, grid: Grid | None = None, conversions: dict | None = None) -> np.ndarray:
+    """Load one FA map as float32, checking it is 3D, on ``grid``, stored as real numbers (not complex,
+    `storage_conversion`), finite, in [0, 1] and not empty. A conversion from scaled integers is
+    counted in ``conversions`` (description -> maps)."""
     path = require_file(path, "FA map")
     image = _load(path)
     if len(image.shape) != 3:
         raise input_error(path, f"expected a 3D FA map, found shape {tuple(image.shape)}")
+    conversion = storage_conversion(image, path)
+    if conversion is not None and conversions is not None:
+        conversions[conversion] = conversions.get(conversion, 0) + 1
     if grid is not None:
         if tuple(image.shape) != tuple(grid.shape):
             raise input_error(path, f"shape {tuple(image.shape)} differs from the cohort's {tuple(grid.shape)}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -124,6 +125,30 @@ def hard_calls_only(pgen_path: Path) -> bool:
     return header[2] == 0x11 or (header[2] == 0x10 and (header[11] & 15) < 4)
 
 
+def check_header_counts(pgen_path: Path, n_variants: int, n_samples: int) -> None:
+    """The variant and sample counts of a .pgen header (storage modes 0x10 and 0x11, which carry them)
+    against the .pvar, the .psam and the file's size, before pgenlib allocates by them. A variable-width
+    file holds at least a 4-bit record type and a 1-byte record length per variant, a fixed-width
+    one exactly 2 bits per sample per variant."""
+    with open(pgen_path, "rb") as handle:
+        header = handle.read(12)
+    if len(header) < 12 or header[:2] != b"\x6c\x1b" or header[2] not in (0x10, 0x11):
+        return  # pgenlib names the problem, or reads a PLINK 1 .bed-mode file (no counts in it)
+    variants, samples = struct.unpack_from("<II", header, 3)
+    for counted, listed, where in (
+        (variants, n_variants, "variants, the .pvar"),
+        (samples, n_samples, "samples, the .psam"),
+    ):
+        if counted != listed:
+            raise input_error(pgen_path, f"its header counts {counted} {where} {listed}; expected the same")
+    size = pgen_path.stat().st_size
+    least = 12 + (variants * -(-samples // 4) if header[2] == 0x11 else variants + (variants + 1) // 2)
+    if size < least:
+        raise input_error(
+            pgen_path, f"truncated: {size} bytes, fewer than the {least} its header needs; expected a whole .pgen"
+        )
+
+
 def pack_bed_bytes(calls: np.ndarray, n_slots: int) -> np.ndarray:
     """pgenlib hard calls (rows, samples) int8 (0, 1, 2 ALT alleles; -9 missing) -> .bed bytes
     (rows, n_slots / 4), 4 samples per byte from the low bits; padding slots are 00.
@@ -157,6 +182,7 @@ class PgenDataset:
         self.samples = read_psam(samples_path)
         self.n_samples, self.n_variants = len(self.samples), len(self.variants)
         self.n_slots = padded_slots(self.n_samples)
+        check_header_counts(self.pgen_path, self.n_variants, self.n_samples)
         try:
             self._reader = pgenlib.PgenReader(bytes(self.pgen_path), raw_sample_ct=self.n_samples)
             file_variants = self._reader.get_variant_ct()

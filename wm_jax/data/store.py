@@ -10,6 +10,7 @@ Layout of a store directory:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -114,14 +115,17 @@ def _write_volumes(
     volumes = np.lib.format.open_memmap(tmp / "volumes.npy", mode="w+", dtype=prep.dtype, shape=(n, *target.shape))
     nonzero_count = np.zeros(target.shape, np.int32)
     means, sds = np.zeros(n), np.zeros(n)
+    conversions: dict[str, int] = {}
     for i, path in enumerate(tqdm(subjects["fa_path"], desc="prepare", unit="vol", mininterval=1.0)):
-        fa = load_fa(path, grid)
+        fa = load_fa(path, grid, conversions)
         normalised, means[i], sds[i] = zscore_nonzero(fa)
         normalised = apply_geometry(normalised, prep)
         volumes[i] = normalised
         nonzero_count += normalised != 0
     volumes.flush()
     del volumes
+    for conversion, count in conversions.items():
+        log.info("prepare: %d of %d FA maps stored as %s", count, n, conversion)
     return means, sds, nonzero_count
 
 
@@ -225,3 +229,35 @@ class VolumeStore:
 
     def __len__(self) -> int:
         return self.volumes.shape[0]
+
+
+def store_fingerprint(store: VolumeStore) -> str:
+    """What a store holds, not where: its subjects (FID, IID), each map's non-zero mean and SD, the
+    grid and the preprocessing. A copied or moved store keeps it; another cohort's store (the same
+    subject IDs, as simulated cohorts have, but other maps) does not."""
+    settings = json.dumps({k: store.record.get(k) for k in ("grid", "preprocessing", "n_subjects")}, sort_keys=True)
+    columns = [c for c in ("FID", "IID", "nonzero_mean", "nonzero_sd") if c in store.index]
+    subjects = store.index[columns].to_csv(sep="\t", index=False)
+    return hashlib.sha256((settings + subjects).encode()).hexdigest()[:16]
+
+
+def check_same_store(given: VolumeStore, recorded: str, fingerprint: str | None, where: str) -> None:
+    """``given`` is the store that ``where`` (a workdir, a UDIP table) records as its own: the same
+    fingerprint, or, for records without one, the same path or a store there with the same content
+    (a recorded store that no longer exists cannot be compared and is not an error)."""
+    ours = store_fingerprint(given)
+    if fingerprint is None:
+        if not recorded or not (Path(recorded) / "store.json").is_file():
+            return
+        if Path(recorded).resolve() == given.path.resolve():
+            return
+        try:
+            fingerprint = store_fingerprint(VolumeStore.open(recorded))
+        except InputError:
+            return
+    if fingerprint != ours:
+        raise input_error(
+            given.path,
+            f"another store than {recorded}, the one {where} records (its subjects or maps differ); "
+            "expected that store",
+        )

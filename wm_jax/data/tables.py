@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from wm_jax.errors import input_error, require_file
+from wm_jax.errors import InputError, input_error, require_file
 
 log = logging.getLogger("wm_jax")
 
@@ -164,6 +164,9 @@ def _text_lines(path: Path) -> list[tuple[int, str]]:
         line = raw.count(b"\n", 0, err.start) + 1
         raise input_error(path, f"line {line}: byte 0x{raw[err.start]:02x} is not UTF-8; expected UTF-8 text")
     text = text.removeprefix("\ufeff")
+    if "\0" in text:
+        line = text.count("\n", 0, text.index("\0")) + 1
+        raise input_error(path, f"line {line}: a NUL byte (0x00); expected text")
     return [(k + 1, line.rstrip("\r")) for k, line in enumerate(text.split("\n")) if line.rstrip("\r")]
 
 
@@ -267,8 +270,9 @@ def select_columns(table: SampleTable, names: list[str] | None, what: str) -> li
     return [index[n] for n in names]
 
 
-def expand_names(spec: str | None, available: list[str]) -> list[str] | None:
-    """PLINK 2 style name lists: comma-separated, with ranges like ``UDIP1-UDIP16``."""
+def expand_names(spec: str | None, available: list[str], option: str = "--pheno-name") -> list[str] | None:
+    """PLINK 2 style name lists: comma-separated, with ranges like ``UDIP1-UDIP16``; a range that
+    runs backwards is an error naming ``option``."""
     if spec is None:
         return None
     names: list[str] = []
@@ -279,16 +283,23 @@ def expand_names(spec: str | None, available: list[str]) -> list[str] | None:
         match = re.fullmatch(r"(.*?)(\d+)-(.*?)(\d+)", part)
         if match and part not in available and match.group(1) == match.group(3):
             prefix, lo, hi = match.group(1), int(match.group(2)), int(match.group(4))
+            _check_forwards(part, lo <= hi, option)
             names.extend(f"{prefix}{k}" for k in range(lo, hi + 1))
         elif "-" in part and part not in available and part.split("-")[0] in available:
             lo_name, hi_name = part.split("-", 1)
             if hi_name not in available:
                 names.append(hi_name)
             else:
+                _check_forwards(part, available.index(lo_name) <= available.index(hi_name), option)
                 names.extend(available[available.index(lo_name) : available.index(hi_name) + 1])
         else:
             names.append(part)
     return names
+
+
+def _check_forwards(part: str, forwards: bool, option: str) -> None:
+    if not forwards:
+        raise InputError(f"{option}: expected a range FIRST-LAST with FIRST before LAST, found {part!r} (backwards)")
 
 
 def write_table(path: str | os.PathLike, fid, iid, columns: dict[str, np.ndarray], float_format: str = "%.6g") -> None:

@@ -73,6 +73,24 @@ def covariate_basis(covariates: np.ndarray, names: list[str], path) -> np.ndarra
     return q
 
 
+def _check_covariates_observed(phenotypes: np.ndarray, covariates: np.ndarray, names: list[str], path) -> None:
+    """Enough samples with a phenotype have every covariate to fit one (intercept, covariates and a
+    genotype, plus a degree of freedom); otherwise the covariate with the fewest values is named."""
+    with_phenotype = ~np.isnan(phenotypes).all(axis=1)
+    observed = ~np.isnan(covariates[with_phenotype])
+    needed = len(names) + 3
+    if not names or observed.all(axis=1).sum() >= needed:
+        return
+    counts = observed.sum(axis=0)
+    j = int(np.argmin(counts))
+    raise input_error(
+        path,
+        f"column {names[j]}: a value for {int(counts[j])} of the {int(with_phenotype.sum())} samples with a "
+        f"phenotype, and {int(observed.all(axis=1).sum())} have every covariate; expected at least {needed} "
+        "(leave the column out with --covar-name)",
+    )
+
+
 def _check_not_constant(y: np.ndarray, residuals: np.ndarray, names: list[str], path) -> None:
     """Each phenotype of a group varies, and not only with the covariates."""
     for j, name in enumerate(names):
@@ -100,6 +118,7 @@ def build_groups(
     covar_path,
 ) -> GroupedPhenotypes:
     """Group the phenotypes by missingness pattern and residualise each group on the covariates."""
+    _check_covariates_observed(phenotypes, covariates, covar_names, covar_path)
     has_covariates = ~np.isnan(covariates).any(axis=1)
     log.info("%d of %d genotyped samples have every covariate", int(has_covariates.sum()), len(has_covariates))
     observed = ~np.isnan(phenotypes) & has_covariates[:, None]

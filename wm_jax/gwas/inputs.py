@@ -38,7 +38,9 @@ def read_phenotype_table(path: str) -> SampleTable:
 def phenotype_columns(table: SampleTable, pheno_names: str | None, glm_files_suffix: str | None) -> list[int]:
     """Columns of the phenotypes to test: each once, and (with --format plink2, where a name becomes
     part of the file name ending in ``glm_files_suffix``) only names that are safe as one."""
-    names = expand_names(pheno_names, table.columns)
+    if not table.columns:
+        raise input_error(table.path, "has no phenotype column; expected FID IID and one column per phenotype")
+    names = expand_names(pheno_names, table.columns, "--pheno-name")
     if names is not None:
         repeated = sorted({n for n in names if names.count(n) > 1})
         if repeated:
@@ -74,7 +76,7 @@ def _check_file_name_part(path, name: str, suffix: str) -> None:
 
 def covariate_columns(table: SampleTable, covar_names: str | None) -> list[int]:
     """Columns of the covariates (--covar-name, each once; all without it)."""
-    names = expand_names(covar_names, table.columns)
+    names = expand_names(covar_names, table.columns, "--covar-name")
     if names is not None and len(set(names)) != len(names):
         raise InputError(f"--covar-name: expected each covariate once ({covar_names})")
     return select_columns(table, names, "covariate")

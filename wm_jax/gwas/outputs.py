@@ -76,7 +76,7 @@ def previous_outputs(out: Path) -> list[Path]:
 
 def check_outputs(out: Path, planned: list[Path], previous: list[Path], overwrite: bool) -> None:
     """Before any work: the prefix's outputs may be written (the output policy of wm_jax.errors)."""
-    check_output_location(out)
+    check_output_location(out, "gwas")
     check_output_dir(planned[1], "gwas", overwrite)
     owned = set(previous)
     for path in planned[:1] + planned[2:]:
@@ -106,7 +106,7 @@ def run_files(out: Path, overwrite: bool) -> Iterator[AtomicFiles | None]:
     """The run's output files, published together when the block ends without an error and
     discarded otherwise; the ``wm_jax`` log goes to PREFIX.log (at least INFO) meanwhile.
     Process 0 of a multi-process run writes every output: the others get None."""
-    check_output_location(out)
+    check_outputs(out, planned_outputs(out, [], None), previous_outputs(out), overwrite)  # before the .log's temporary
     if not sharding.is_main_process():
         yield None
         return

@@ -93,8 +93,11 @@ def alt_is_major(counts: qc.VariantCounts) -> np.ndarray:
 
 
 def selected_variants(data, filters: qc.VariantFilters) -> np.ndarray:
-    """The rows of the genotype source that --chr selects (all without it): the variants streamed."""
-    return qc.select_chromosomes(data, filters.chromosomes)
+    """The rows of the genotype source that --chr selects (all without it): the variants streamed.
+    Chromosome X among them is an error (`qc.refuse_chromosome_x`)."""
+    selected = qc.select_chromosomes(data, filters.chromosomes)
+    qc.refuse_chromosome_x(data, selected)
+    return selected
 
 
 def variants_to_test(

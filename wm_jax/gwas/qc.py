@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from wm_jax.data.chromosomes import chromosome_numbers, parse_chromosome_list
+from wm_jax.data.chromosomes import chromosome_number, chromosome_numbers, parse_chromosome_list
 from wm_jax.data.genotypes import VariantCounts
 from wm_jax.data.plink import count_genotypes  # noqa: F401 (the .bed's counts, also used from here)
 from wm_jax.errors import InputError, input_error
@@ -50,6 +50,23 @@ def select_chromosomes(data, chromosomes: str | None) -> np.ndarray:
                 f"no variant on --chr {chromosomes}; expected variants on those chromosomes (the {kind} has {present})",
             )
     return selected
+
+
+def refuse_chromosome_x(data, selected: np.ndarray) -> None:
+    """Chromosome X (X, chrX, 23) among the selected variants is an error: wm-jax tests it as an
+    autosome, plink2 by default codes males haploid (--xchr-model 1), so the statistics would differ.
+    XY (the pseudo-autosomal region, diploid in plink2 too) is tested. Codes are looked up once each."""
+    x_codes = [code for code in pd.unique(data.variants.chrom) if chromosome_number(str(code)) == 23]
+    if not x_codes:
+        return
+    on_x = np.flatnonzero(data.variants.chrom.iloc[selected].isin(x_codes).to_numpy())
+    if len(on_x):
+        raise input_error(
+            data.variants_path,
+            f"{len(on_x)} selected variants are on chromosome X (code {data.variants.chrom.iloc[selected[on_x[0]]]}), "
+            "which wm-jax would test as an autosome, unlike plink2 (males haploid); expected autosomes: "
+            "exclude it with --chr (e.g. --chr 1-22)",
+        )
 
 
 def hwe_exact_p(het: np.ndarray, hom1: np.ndarray, hom2: np.ndarray) -> np.ndarray:

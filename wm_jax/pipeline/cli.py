@@ -35,7 +35,7 @@ def register(sub) -> None:
         help="share of mask voxels tested for enrichment, in (0, 1]",
     )
     p.add_argument("--permutations", dest="n_permutations", type=o.integer(1))
-    p.add_argument("--seed", type=o.integer(0))
+    p.add_argument("--seed", type=o.integer(0, 2**32 - 1))
     p.add_argument(
         "--overwrite",
         action="store_true",

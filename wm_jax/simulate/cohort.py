@@ -75,6 +75,15 @@ def _smooth_displacement(shape, rng, amplitude_voxels, coarse: int = 4) -> np.nd
     return np.einsum("cijk,xi,yj,zk->cxyz", field, wx, wy, wz, optimize=True)
 
 
+def chromosome_seed(seed: int, c: int) -> int:
+    """msprime's seed for chromosome ``c`` (it takes 1 to 2^32 - 1, and the mutations use this + 1):
+    seed * 1000 + 17 c + 1 where that fits, as always; for larger seeds one drawn from (seed, c)."""
+    value = seed * 1000 + 17 * c + 1
+    if value <= 2**32 - 2:
+        return value
+    return int(np.random.SeedSequence([seed, c]).generate_state(1)[0]) % (2**32 - 2) + 1
+
+
 def _write_genotypes(tmp: Path, config, rng: np.random.Generator):
     """Coalescent genotypes with missing calls -> genotypes.bed/.bim/.fam.
 
@@ -86,7 +95,7 @@ def _write_genotypes(tmp: Path, config, rng: np.random.Generator):
             str(c + 1),
             n,
             g.chromosome_length,
-            config.seed * 1000 + 17 * c + 1,
+            chromosome_seed(config.seed, c),
             g.demes,
             g.population_size,
             g.migration_rate,

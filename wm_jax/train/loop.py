@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 import wm_jax
 from wm_jax import checkpoint, sharding
-from wm_jax.data.store import VolumeStore
+from wm_jax.data.store import VolumeStore, check_same_store, store_fingerprint
 from wm_jax.errors import InputError, atomic_path
 from wm_jax.train import batches as batching
 from wm_jax.train.state import build, config_hash, init_linear_path_from_pca, model_config, open_store
@@ -104,6 +104,7 @@ def _setup(config, workdir: Path, store_path: str) -> _Run:
         "config": json.loads(config.to_json()),
         "config_hash": config_hash(config),
         "store": str(Path(store_path).resolve()),
+        "store_fingerprint": store_fingerprint(store),
         "epoch": 0,
         "batch_in_epoch": 0,
         "step": 0,
@@ -122,6 +123,8 @@ def _start_or_resume(run: _Run) -> None:
     run.manager, resumed = _resume(run.workdir, run.config.keep, run.model, run.optimizer)
     run.metrics = _Metrics(run.workdir, tensorboard=bool(run.config.get("tensorboard", False)))
     if resumed is not None:
+        where = f"the run in {run.workdir} (checkpoint step {resumed.get('step')})"
+        check_same_store(run.store, resumed.get("store", ""), resumed.get("store_fingerprint"), where)
         run.record.update(resumed)
         if sharding.is_main_process():
             _drop_metrics_after(run.workdir / "metrics.jsonl", run.record["step"])
