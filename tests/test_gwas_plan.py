@@ -15,8 +15,10 @@ def _router(block_size=512, max_missing=64, fewest_samples=1000, n_basis=5, n_gr
 def test_each_variant_is_routed_by_its_missing_calls():
     missing = np.array([0, 0, 3, 0, 70, 0, 1, 64, 65, 128, 129, 1_000_000])
     widths = _router().widths(missing)
-    # none: no correction; up to max_missing: room for max_missing; more: the next power of two, at least 2 x 64
-    np.testing.assert_array_equal(widths, [0, 0, 64, 0, 128, 0, 64, 64, 128, 128, 256, 1 << 20])
+    # none: no correction; up to 32 (half of max_missing): room for 32; up to max_missing: room for 64;
+    # more: the next power of two, at least 2 x 64
+    np.testing.assert_array_equal(widths, [0, 0, 32, 0, 128, 0, 32, 64, 128, 128, 256, 1 << 20])
+    np.testing.assert_array_equal(_router().widths([32, 33]), [32, 64])
     assert (widths >= missing).all()
 
 

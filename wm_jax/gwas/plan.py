@@ -48,7 +48,8 @@ class Router:
     its genotypes are read (one streaming pass; nothing is counted beforehand):
 
     - no missing call: no per-variant Gram matrix (the precomputed inverse);
-    - up to ``max_missing``: the gathered correction, room for ``max_missing`` calls;
+    - up to ``max_missing``: the gathered correction, room for half of ``max_missing`` calls or for
+      all of them (two shapes, so that a cohort with few missing calls gathers half as much);
     - more (rare after --geno): the exact path, room for the next power of two of its calls, in
       blocks sized by EXACT_PASS_VALUES.
 
@@ -69,7 +70,9 @@ class Router:
         exact = np.maximum(exact, 2 * self.max_missing)
         # log2 in float64 is exact at powers of two; a count just past one rounds up, never down
         exact = np.where(exact < missing, 2 * exact, exact)
-        return np.where(missing == 0, 0, np.where(missing <= self.max_missing, self.max_missing, exact))
+        half = self.max_missing // 2
+        gathered = np.where(missing <= half, half, self.max_missing) if half > 0 else self.max_missing
+        return np.where(missing == 0, 0, np.where(missing <= self.max_missing, gathered, exact))
 
     def shape(self, width: int) -> Pass:
         """The kernel shape of the pass with room for ``width`` missing calls."""
