@@ -1212,6 +1212,49 @@ def test_damaged_latest_checkpoint_falls_back_to_the_previous_one(ctx, tmp_path,
     assert [json.loads(line)["step"] for line in (workdir / "metrics.jsonl").read_text().splitlines()] == [5]
 
 
+def test_training_that_diverges_stops_and_keeps_its_last_finite_checkpoint(ctx, tmp_path, capsys):
+    """Resumed from a finite checkpoint (step 5) with learning_rate=1e308: step 6's update makes
+    every parameter infinite, so step 7's loss is NaN. The run ends by the next logging step but
+    one (step 8 reads back steps up to 7) naming step 7 and the setting, keeps step 5 as the latest
+    and best checkpoint, writes no NaN metric and never says it finished."""
+    from wm_jax import checkpoint
+
+    workdir = tmp_path / "w"
+    _fake_checkpoints(workdir, ctx.store, val_losses=[0.5])
+    argv = _train_args(
+        ctx,
+        tmp_path,
+        "--config.learning_rate=1e308",
+        "--config.batch_size=8",
+        "--config.max_subjects=48",
+        "--config.epochs=2",
+        "--config.log_every=2",
+        workdir=workdir,
+    )
+    code, err = run_cli(argv, capsys)
+    assert code == 2, err
+    line = assert_one_error_line(err, "train", "--config.learning_rate: training diverged, non-finite loss at step 7")
+    assert "the latest checkpoint (step 5) and the best (step 5) are finite and kept" in line
+    assert "finished" not in err
+    assert checkpoint.checkpoint_manager(workdir).all_steps() == [5] and checkpoint.best_step(workdir, [5]) == 5
+    rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    assert all(np.isfinite(v) for row in rows for v in row.values()), rows
+
+
+def test_divergence_blames_the_linear_paths_scale_when_it_is_above_one(tmp_path):
+    from wm_jax.train.loop import _divergence_error
+
+    config = _tiny_train_config()
+    config.model.linear_path = True
+    config.linear_path_lr_scale = 1e308
+    run = SimpleNamespace(config=config, workdir=tmp_path, manager=SimpleNamespace(all_steps=list))
+    message = str(_divergence_error(run, "non-finite loss at step 3 (nan)"))
+    assert message.startswith("--config.linear_path_lr_scale: training diverged, non-finite loss at step 3")
+    assert message.endswith("no checkpoint was written")
+    config.linear_path_lr_scale = 0.03
+    assert str(_divergence_error(run, "x")).startswith("--config.learning_rate: ")
+
+
 # ---------------------------------------------------------------------------------------------
 # Inputs accepted as documented: PLINK chromosome codes, -9 as missing, config files by path.
 # ---------------------------------------------------------------------------------------------
