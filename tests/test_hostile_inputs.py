@@ -866,6 +866,12 @@ CASES = [
         lambda c, d: _train_args(c, d, "--config.batch_size=6", "--config.max_subjects=48"),
         "--config.batch_size: expected a multiple of the 4 devices, found 6",
     ),
+    (
+        "train-batch-larger-than-training-set",
+        lambda c, d: _train_args(c, d, "--config.batch_size=1000"),
+        "--config.batch_size: expected at most 96 (the 93 training subjects, rounded up to a multiple of the 4 "
+        "devices), found 1000",
+    ),
     ("train-type", lambda c, d: _train_args(c, d, "--config.epochs=many"), "expected a value of type int"),
     (
         "train-config-system-exit",

@@ -95,10 +95,7 @@ def _setup(config, workdir: Path, store_path: str) -> _Run:
         "train: %d subjects for training, %d for validation (store %s)", len(train_rows), len(val_rows), store_path
     )
     mesh = sharding.data_mesh()
-    if config.batch_size % mesh.size:
-        raise InputError(
-            f"--config.batch_size: expected a multiple of the {mesh.size} devices, found {config.batch_size}"
-        )
+    _check_batch_size(config.batch_size, len(train_rows), mesh.size)
     workdir.mkdir(parents=True, exist_ok=True)
     model, optimizer = build(config, mcfg, mesh, -(-len(train_rows) // config.batch_size))
     record = {
@@ -115,6 +112,19 @@ def _setup(config, workdir: Path, store_path: str) -> _Run:
     mask = sharding.replicate(mesh, jnp.asarray(store.mask, jnp.float32))
     part = sharding.process_slice(mesh, config.batch_size)
     return _Run(config, workdir, store, train_rows, val_rows, mesh, part, model, optimizer, mask, record)
+
+
+def _check_batch_size(batch_size: int, n_train: int, n_devices: int) -> None:
+    """A multiple of the device count, and at most the training set rounded up to one: a larger
+    batch would be padding, allocated on every device (1000 on 103 subjects asked 52 GB)."""
+    if batch_size % n_devices:
+        raise InputError(f"--config.batch_size: expected a multiple of the {n_devices} devices, found {batch_size}")
+    limit = -(-n_train // n_devices) * n_devices
+    if batch_size > limit:
+        raise InputError(
+            f"--config.batch_size: expected at most {limit} (the {n_train} training subjects, rounded up to a "
+            f"multiple of the {n_devices} devices), found {batch_size}"
+        )
 
 
 def _start_or_resume(run: _Run) -> None:
