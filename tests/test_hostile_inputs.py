@@ -381,7 +381,29 @@ CASES = [
     (
         "simulate-config-shape",
         lambda c, d: ["simulate", "--preset", "tiny", "--out", str(d / "o"), "--config.shape=(2,2,2)"],
-        "--config.shape: expected 3 integers >= 8",
+        "--config.shape: expected 3 integers in [8, 256]",
+    ),
+    (
+        "simulate-config-shape-huge",
+        lambda c, d: ["simulate", "--preset", "tiny", "--out", str(d / "o"), "--config.shape=(100000,100000,100000)"],
+        "--config.shape: expected 3 integers in [8, 256], found (100000, 100000, 100000)",
+    ),
+    (
+        "simulate-config-chromosome-length-huge",
+        lambda c, d: [
+            "simulate",
+            "--preset",
+            "tiny",
+            "--out",
+            str(d / "o"),
+            "--config.genotypes.chromosome_length=1e308",
+        ],
+        "--config.genotypes.chromosome_length: expected a number in (0, 2.5e+08], found 1e+308",
+    ),
+    (
+        "simulate-config-chromosomes-23",
+        lambda c, d: ["simulate", "--preset", "tiny", "--out", str(d / "o"), "--config.genotypes.n_chromosomes=23"],
+        "--config.genotypes.n_chromosomes: expected an integer in [1, 22], found 23",
     ),
     (
         "simulate-config-system-exit",
@@ -937,7 +959,12 @@ CASES = [
     (
         "interpret-fwhm-negative",
         lambda c, d: _interpret_args(c, d, "--fwhm", "-1"),
-        "--fwhm: expected a number in [0, inf)",
+        "--fwhm: expected a number in [0, 100]",
+    ),
+    (
+        "interpret-fwhm-huge",
+        lambda c, d: _interpret_args(c, d, "--fwhm", "1e308"),
+        "--fwhm: expected a number in [0, 100], found '1e308'",
     ),
     ("interpret-out-cohort", lambda c, d: _interpret_args(c, d, out=c.cohort), "holds the output of wm-jax simulate"),
     (
