@@ -10,6 +10,7 @@ a killed run, checkpoint retention and damaged checkpoints, chromosome codes, -9
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -1165,6 +1166,56 @@ def test_failed_run_leaves_nothing_and_stale_temporaries_are_removed(ctx, tmp_pa
     assert _prepare(ctx, out, capsys)[0] == 0
     assert not stale.exists() and live.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == [".store.partial-1-89abcdef", "store"]
+
+
+class _FillingFile:
+    """A file on a disk with ``room`` bytes left: a write past it fails with ENOSPC."""
+
+    def __init__(self, handle, room: int) -> None:
+        self.handle, self.room = handle, room
+
+    def write(self, data) -> int:
+        if len(data) > self.room:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        self.room -= len(data)
+        return self.handle.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self.handle, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.handle.close()
+
+
+@pytest.mark.parametrize("when", ["before", "while-writing"])
+def test_prepare_on_a_full_disk_is_an_error_naming_the_output(ctx, tmp_path, capsys, monkeypatch, when):
+    """The free space is checked against the store's size before any map is read; a disk that
+    fills anyway fails a write (the store is written through a file: a memory map would SIGBUS).
+    Either way one line names --out, exit 2, and the partial store is removed."""
+    import builtins
+
+    import wm_jax.data.store as store_module
+
+    if when == "before":
+        monkeypatch.setattr(store_module, "free_bytes", lambda directory: 4096)
+        fragment = "MiB and its file system has 0.0 MiB free; expected room for it"
+    else:
+
+        def filling_open(path, mode="r", *args, **kwargs):
+            handle = builtins.open(path, mode, *args, **kwargs)
+            return _FillingFile(handle, room=10_000) if Path(path).name == "volumes.npy" else handle
+
+        monkeypatch.setattr(store_module, "open", filling_open, raising=False)
+        fragment = "could not be written (No space left on device); nothing was kept"
+    out = tmp_path / "store"
+    code, err = _prepare(ctx, out, capsys)
+    assert code == 2
+    assert_one_error_line(err, "prepare", f"{out}: ")
+    assert fragment in err, err
+    assert list(tmp_path.iterdir()) == []
 
 
 def _gwas_files(directory: Path, prefix: str) -> list[str]:
