@@ -1296,6 +1296,7 @@ def test_damaged_latest_checkpoint_falls_back_to_the_previous_one(ctx, tmp_path,
     assert [json.loads(line)["step"] for line in (workdir / "metrics.jsonl").read_text().splitlines()] == [5]
 
 
+@pytest.mark.filterwarnings("ignore:overflow encountered in cast:RuntimeWarning")  # 1e308 as float32
 def test_training_that_diverges_stops_and_keeps_its_last_finite_checkpoint(ctx, tmp_path, capsys):
     """Resumed from a finite checkpoint (step 5) with learning_rate=1e308: step 6's update makes
     every parameter infinite, so step 7's loss is NaN. The run ends by the next logging step but
