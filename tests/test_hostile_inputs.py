@@ -10,6 +10,7 @@ a killed run, checkpoint retention and damaged checkpoints, chromosome codes, -9
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -478,7 +479,29 @@ CASES = [
     (
         "simulate-config-shape",
         lambda c, d: ["simulate", "--preset", "tiny", "--out", str(d / "o"), "--config.shape=(2,2,2)"],
-        "--config.shape: expected 3 integers >= 8",
+        "--config.shape: expected 3 integers in [8, 256]",
+    ),
+    (
+        "simulate-config-shape-huge",
+        lambda c, d: ["simulate", "--preset", "tiny", "--out", str(d / "o"), "--config.shape=(100000,100000,100000)"],
+        "--config.shape: expected 3 integers in [8, 256], found (100000, 100000, 100000)",
+    ),
+    (
+        "simulate-config-chromosome-length-huge",
+        lambda c, d: [
+            "simulate",
+            "--preset",
+            "tiny",
+            "--out",
+            str(d / "o"),
+            "--config.genotypes.chromosome_length=1e308",
+        ],
+        "--config.genotypes.chromosome_length: expected a number in (0, 2.5e+08], found 1e+308",
+    ),
+    (
+        "simulate-config-chromosomes-23",
+        lambda c, d: ["simulate", "--preset", "tiny", "--out", str(d / "o"), "--config.genotypes.n_chromosomes=23"],
+        "--config.genotypes.n_chromosomes: expected an integer in [1, 22], found 23",
     ),
     (
         "simulate-config-system-exit",
@@ -1101,6 +1124,12 @@ CASES = [
         lambda c, d: _train_args(c, d, "--config.batch_size=6", "--config.max_subjects=48"),
         "--config.batch_size: expected a multiple of the 4 devices, found 6",
     ),
+    (
+        "train-batch-larger-than-training-set",
+        lambda c, d: _train_args(c, d, "--config.batch_size=1000"),
+        "--config.batch_size: expected at most 96 (the 93 training subjects, rounded up to a multiple of the 4 "
+        "devices), found 1000",
+    ),
     ("train-type", lambda c, d: _train_args(c, d, "--config.epochs=many"), "expected a value of type int"),
     (
         "train-config-system-exit",
@@ -1176,7 +1205,12 @@ CASES = [
     (
         "interpret-fwhm-negative",
         lambda c, d: _interpret_args(c, d, "--fwhm", "-1"),
-        "--fwhm: expected a number in [0, inf)",
+        "--fwhm: expected a number in [0, 100]",
+    ),
+    (
+        "interpret-fwhm-huge",
+        lambda c, d: _interpret_args(c, d, "--fwhm", "1e308"),
+        "--fwhm: expected a number in [0, 100], found '1e308'",
     ),
     ("interpret-out-cohort", lambda c, d: _interpret_args(c, d, out=c.cohort), "holds the output of wm-jax simulate"),
     (
@@ -1468,6 +1502,56 @@ def test_failed_run_leaves_nothing_and_stale_temporaries_are_removed(ctx, tmp_pa
     assert sorted(p.name for p in tmp_path.iterdir()) == [live.name, "store"]
 
 
+class _FillingFile:
+    """A file on a disk with ``room`` bytes left: a write past it fails with ENOSPC."""
+
+    def __init__(self, handle, room: int) -> None:
+        self.handle, self.room = handle, room
+
+    def write(self, data) -> int:
+        if len(data) > self.room:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        self.room -= len(data)
+        return self.handle.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self.handle, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.handle.close()
+
+
+@pytest.mark.parametrize("when", ["before", "while-writing"])
+def test_prepare_on_a_full_disk_is_an_error_naming_the_output(ctx, tmp_path, capsys, monkeypatch, when):
+    """The free space is checked against the store's size before any map is read; a disk that
+    fills anyway fails a write (the store is written through a file: a memory map would SIGBUS).
+    Either way one line names --out, exit 2, and the partial store is removed."""
+    import builtins
+
+    import wm_jax.data.store as store_module
+
+    if when == "before":
+        monkeypatch.setattr(store_module, "free_bytes", lambda directory: 4096)
+        fragment = "MiB and its file system has 0.0 MiB free; expected room for it"
+    else:
+
+        def filling_open(path, mode="r", *args, **kwargs):
+            handle = builtins.open(path, mode, *args, **kwargs)
+            return _FillingFile(handle, room=10_000) if Path(path).name == "volumes.npy" else handle
+
+        monkeypatch.setattr(store_module, "open", filling_open, raising=False)
+        fragment = "could not be written (No space left on device); nothing was kept"
+    out = tmp_path / "store"
+    code, err = _prepare(ctx, out, capsys)
+    assert code == 2
+    assert_one_error_line(err, "prepare", f"{out}: ")
+    assert fragment in err, err
+    assert list(tmp_path.iterdir()) == []
+
+
 def _gwas_files(directory: Path, prefix: str) -> list[str]:
     return sorted(p.name for p in directory.iterdir() if p.name.startswith((prefix + ".", "." + prefix + ".")))
 
@@ -1546,6 +1630,50 @@ def test_damaged_latest_checkpoint_falls_back_to_the_previous_one(ctx, tmp_path,
     assert len([line for line in err.splitlines() if "checkpoint step 10" in line]) == 1, err
     assert (workdir / "damaged_checkpoints" / "10").is_dir() and not (workdir / "checkpoints" / "10").exists()
     assert [json.loads(line)["step"] for line in (workdir / "metrics.jsonl").read_text().splitlines()] == [5]
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered in cast:RuntimeWarning")  # 1e308 as float32
+def test_training_that_diverges_stops_and_keeps_its_last_finite_checkpoint(ctx, tmp_path, capsys):
+    """Resumed from a finite checkpoint (step 5) with learning_rate=1e308: step 6's update makes
+    every parameter infinite, so step 7's loss is NaN. The run ends by the next logging step but
+    one (step 8 reads back steps up to 7) naming step 7 and the setting, keeps step 5 as the latest
+    and best checkpoint, writes no NaN metric and never says it finished."""
+    from wm_jax import checkpoint
+
+    workdir = tmp_path / "w"
+    _fake_checkpoints(workdir, ctx.store, val_losses=[0.5])
+    argv = _train_args(
+        ctx,
+        tmp_path,
+        "--config.learning_rate=1e308",
+        "--config.batch_size=8",
+        "--config.max_subjects=48",
+        "--config.epochs=2",
+        "--config.log_every=2",
+        workdir=workdir,
+    )
+    code, err = run_cli(argv, capsys)
+    assert code == 2, err
+    line = assert_one_error_line(err, "train", "--config.learning_rate: training diverged, non-finite loss at step 7")
+    assert "the latest checkpoint (step 5) and the best (step 5) are finite and kept" in line
+    assert "finished" not in err
+    assert checkpoint.checkpoint_manager(workdir).all_steps() == [5] and checkpoint.best_step(workdir, [5]) == 5
+    rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    assert all(np.isfinite(v) for row in rows for v in row.values()), rows
+
+
+def test_divergence_blames_the_linear_paths_scale_when_it_is_above_one(tmp_path):
+    from wm_jax.train.loop import _divergence_error
+
+    config = _tiny_train_config()
+    config.model.linear_path = True
+    config.linear_path_lr_scale = 1e308
+    run = SimpleNamespace(config=config, workdir=tmp_path, manager=SimpleNamespace(all_steps=list))
+    message = str(_divergence_error(run, "non-finite loss at step 3 (nan)"))
+    assert message.startswith("--config.linear_path_lr_scale: training diverged, non-finite loss at step 3")
+    assert message.endswith("no checkpoint was written")
+    config.linear_path_lr_scale = 0.03
+    assert str(_divergence_error(run, "x")).startswith("--config.learning_rate: ")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -20,6 +20,8 @@ import shutil
 import sys
 from pathlib import Path
 
+import jax
+import jax.numpy as jnp
 import orbax.checkpoint as ocp
 from flax import nnx
 from orbax.checkpoint import checkpoint_managers
@@ -144,9 +146,32 @@ def set_aside(workdir, step: int, reason: str) -> None:
     log.warning("checkpoint step %d is damaged (%s); set aside to %s, the previous one is used", step, reason, target)
 
 
+class NonFiniteState(Exception):
+    """A state holding a NaN or an infinity (training diverged): it is never written as a checkpoint."""
+
+
+@jax.jit
+def _finite(leaves: list) -> jax.Array:
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
+
+
+def all_finite(state: nnx.State) -> bool:
+    """True when every floating-point value of ``state`` is finite (one reduction on the device)."""
+    leaves = [
+        x
+        for x in jax.tree.leaves(nnx.to_pure_dict(state))
+        if hasattr(x, "dtype") and jnp.issubdtype(x.dtype, jnp.floating)
+    ]
+    return not leaves or bool(_finite(leaves))
+
+
 def save(
     manager: ocp.CheckpointManager, step: int, state: nnx.State, record: dict, metrics: dict | None = None
 ) -> None:
+    """Write checkpoint ``step``. A state with a non-finite value raises `NonFiniteState` and writes
+    nothing, so the latest and best checkpoints of a run that diverges are its last finite ones."""
+    if not all_finite(state):
+        raise NonFiniteState(f"non-finite parameters at step {step}")
     with _quiet_orbax():
         manager.save(
             step,

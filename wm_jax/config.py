@@ -169,11 +169,11 @@ def _integers_at_least(v, low: int) -> bool:
     return isinstance(v, (tuple, list)) and all(isinstance(x, int) and not isinstance(x, bool) and x >= low for x in v)
 
 
-def _shape(n: int, low: int = 1):
+def _shape(n: int, low: int = 1, high: int | None = None):
     def test(v) -> bool:
-        return _integers_at_least(v, low) and len(v) == n
+        return _integers_at_least(v, low) and len(v) == n and (high is None or max(v) <= high)
 
-    return test, f"{n} integers >= {low}"
+    return test, f"{n} integers >= {low}" if high is None else f"{n} integers in [{low}, {high}]"
 
 
 def _channels():
@@ -207,10 +207,14 @@ TRAIN_RULES = {
 SIM_RULES = {
     "n_subjects": _int_at_least(10),
     "seed": SEED,
-    "shape": _shape(3, 8),
+    # At most 256 voxels an axis: finer than the 1 mm grid of the MNI field of view the maps span
+    # (182x218x182), and one float32 volume stays under 64 MiB.
+    "shape": _shape(3, 8, 256),
     "n_pcs": _int_at_least(0),
-    "genotypes.n_chromosomes": _int_at_least(1),
-    "genotypes.chromosome_length": _number_in(0, math.inf, low_open=True),
+    # Named 1..22: codes above 22 are X, Y, XY and MT to PLINK.
+    "genotypes.n_chromosomes": _int_in(1, 22),
+    # At most the longest human chromosome (chr1, 249 Mb); the coalescent's time grows with it.
+    "genotypes.chromosome_length": _number_in(0, 2.5e8, low_open=True),
     "genotypes.missing_rate": _number_in(0, 1, high_open=True),
     "genotypes.min_maf": _number_in(0, 0.5),
     "loci.per_kind": _int_at_least(0),
@@ -239,6 +243,7 @@ DEMO_RULES = {
     "report.clump_kb": _number_in(0, math.inf, low_open=True),
     "interpret.n_subjects": _int_at_least(3),
     "interpret.n_permutations": _int_at_least(1),
+    "interpret.fwhm_mm": _number_in(0, 100),
     "embed.rotation": _one_of("none", "varimax"),
 }
 

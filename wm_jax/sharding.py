@@ -6,6 +6,10 @@ Processes. `initialize()` starts `jax.distributed` once per process, from (first
      WM_JAX_PROCESS_ID (and WM_JAX_CPU_DEVICES, CPU devices per process);
   3. WM_JAX_DISTRIBUTED=auto: JAX's own cluster detection (SLURM, Open MPI, Cloud TPU pods).
 With none of these it does nothing: one process, as before. On CPU, processes talk through gloo.
+Every setting is checked before the runtime starts (one line naming it). Process 0 first checks
+that the coordinator's port is free; a process that cannot gather every process within
+WM_JAX_CONNECT_TIMEOUT_SECONDS ends with one line (JAX's own timeout aborts the process). A
+process started by `launch/local.sh` (WM_JAX_LAUNCHER_PID) stops as on SIGTERM when the launcher dies.
 
 Meshes.
   data_mesh()    every device of every process on one `data` axis: training, embedding, PerDI.
@@ -17,8 +21,14 @@ Meshes.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
+import signal
+import socket
+import sys
+import threading
+import time
 
 import jax
 import numpy as np
@@ -38,6 +48,12 @@ ENV_AUTO = "WM_JAX_DISTRIBUTED"
 # barrier fails), so a job never hangs on a lost peer. WM_JAX_HEARTBEAT_SECONDS overrides it.
 HEARTBEAT_SECONDS = 20
 ENV_HEARTBEAT = "WM_JAX_HEARTBEAT_SECONDS"
+# Processes started minutes apart (a batch scheduler) still meet; one whose peers never come ends
+# with an error line after this many seconds. WM_JAX_CONNECT_TIMEOUT_SECONDS overrides it.
+CONNECT_TIMEOUT_SECONDS = 300
+ENV_CONNECT_TIMEOUT = "WM_JAX_CONNECT_TIMEOUT_SECONDS"
+ENV_LAUNCHER_PID = "WM_JAX_LAUNCHER_PID"
+MAX_CPU_DEVICES = 1024
 
 _started = False
 _barriers = 0
@@ -61,7 +77,88 @@ def _from_environment() -> dict | None:
         ) from None
     if not 0 <= settings["process_id"] < settings["num_processes"]:
         raise InputError(f"{ENV_PROCESS_ID}={settings['process_id']}: expected 0..{settings['num_processes'] - 1}")
+    coordinator_port(settings["coordinator_address"])
     return settings
+
+
+def coordinator_port(address: str) -> int:
+    """The port of a HOST:PORT coordinator address (an InputError naming WM_JAX_COORDINATOR if none)."""
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise InputError(f"{ENV_COORDINATOR}: expected HOST:PORT with a port in [1, 65535], found {address!r}")
+    return int(port)
+
+
+def _env_integer(name: str, default: int, high: int | None = None) -> int:
+    """An integer setting in [1, high] from the environment (unset or empty: ``default``)."""
+    text = os.environ.get(name, "").strip() or str(default)
+    if text.isdigit() and int(text) >= 1 and (high is None or int(text) <= high):
+        return int(text)
+    expected = f"an integer in [1, {high}]" if high is not None else "a whole number >= 1"
+    raise InputError(f"{name}: expected {expected}, found {os.environ.get(name)!r}")
+
+
+def _check_port_free(address: str) -> None:
+    """Process 0 serves the coordinator on this port: a port already in use is an error naming it
+    (JAX would end the process with a segmentation fault)."""
+    port = coordinator_port(address)
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("", port))
+        except OSError as err:
+            raise InputError(
+                f"{ENV_COORDINATOR}={address}: port {port} cannot be opened ({err.strerror}); expected a free "
+                "port (launch/local.sh: set WM_JAX_PORT to another, or leave it unset for a free one)"
+            ) from None
+
+
+def _follow_launcher() -> None:
+    """When `launch/local.sh` (WM_JAX_LAUNCHER_PID) dies, this process gets SIGTERM and stops as it
+    would on the launcher's own SIGTERM: no process goes on to publish outputs alone. The kernel
+    sends it (PR_SET_PDEATHSIG) when the launcher is the parent; otherwise a thread watches it."""
+    text = os.environ.get(ENV_LAUNCHER_PID, "")
+    if not text.isdigit():
+        return
+    launcher = int(text)
+    if os.getppid() == launcher and _parent_death_signal(signal.SIGTERM):
+        if os.getppid() != launcher:  # it died before the request took effect
+            os.kill(os.getpid(), signal.SIGTERM)
+        return
+    threading.Thread(target=_watch_launcher, args=(launcher,), daemon=True, name="wm-jax-launcher").start()
+
+
+def _parent_death_signal(signum: int) -> bool:
+    """Ask Linux to send ``signum`` when the parent exits (prctl PR_SET_PDEATHSIG); False elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl(1, int(signum), 0, 0, 0) == 0  # 1: PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return False
+
+
+def _watch_launcher(launcher: int, every_seconds: float = 1.0) -> None:
+    while _alive(launcher):
+        time.sleep(every_seconds)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _alive(pid: int) -> bool:
+    """Running; a zombie (exited, not yet collected by its parent) is not."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+    except OSError:  # no /proc
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
 
 
 def initialize(
@@ -79,15 +176,19 @@ def initialize(
         settings = _from_environment()
     if settings is None:
         return False
-    cpu_devices = os.environ.get(ENV_CPU_DEVICES)
-    if cpu_devices:
-        jax.config.update("jax_num_cpu_devices", int(cpu_devices))
-    jax.config.update("jax_cpu_collectives_implementation", "gloo")
     heartbeat_text = os.environ.get(ENV_HEARTBEAT, str(HEARTBEAT_SECONDS))
     if not heartbeat_text.strip().isdigit() or int(heartbeat_text) == 0:
         raise InputError(f"{ENV_HEARTBEAT}={heartbeat_text!r}: expected a whole number of seconds, at least 1")
     heartbeat = int(heartbeat_text)
-    jax.distributed.initialize(**settings, heartbeat_timeout_seconds=heartbeat)
+    timeout = _env_integer(ENV_CONNECT_TIMEOUT, CONNECT_TIMEOUT_SECONDS)
+    cpu_devices = os.environ.get(ENV_CPU_DEVICES, "").strip() and _env_integer(ENV_CPU_DEVICES, 1, MAX_CPU_DEVICES)
+    if settings.get("process_id") == 0:
+        _check_port_free(settings["coordinator_address"])
+    _follow_launcher()
+    if cpu_devices:
+        jax.config.update("jax_num_cpu_devices", cpu_devices)
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    _connect(settings, heartbeat, timeout)
     _started = True
     barrier("started")  # so that the first device collective (which sets up gloo) starts in step
     log.info(
@@ -98,6 +199,34 @@ def initialize(
         jax.device_count(),
     )
     return jax.process_count() > 1
+
+
+def _connect(settings: dict, heartbeat: int, timeout: int) -> None:
+    """jax.distributed.initialize, ended with one error line (exit 2) when not every process has
+    joined within ``timeout`` seconds. JAX's own limit is set later than ours: at its limit it
+    aborts the process with a native stack trace."""
+    from wm_jax.errors import current_command
+
+    def give_up() -> None:
+        where = settings.get("coordinator_address") or "the cluster's coordinator"
+        count = settings.get("num_processes")
+        print(
+            f"wm-jax {current_command()}: error: {ENV_CONNECT_TIMEOUT}: not every one of "
+            f"{count or 'the'} processes joined {where} within {timeout} s; expected each process to be "
+            f"started, with the same {ENV_COORDINATOR} and {ENV_NUM_PROCESSES} (or set {ENV_CONNECT_TIMEOUT} "
+            "to wait longer)",
+            file=sys.stderr,
+            flush=True,
+        )
+        os._exit(2)
+
+    watchdog = threading.Timer(timeout, give_up)
+    watchdog.daemon = True
+    watchdog.start()
+    try:
+        jax.distributed.initialize(**settings, heartbeat_timeout_seconds=heartbeat, initialization_timeout=timeout + 60)
+    finally:
+        watchdog.cancel()
 
 
 def is_main_process() -> bool:

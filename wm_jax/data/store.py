@@ -5,11 +5,14 @@ Layout of a store directory:
   mask.npy      (X, Y, Z) bool, the brain mask (voxels non-zero in >= mask_fraction of subjects)
   index.tsv     row FID IID fa_path nonzero_mean nonzero_sd
   store.json    format version, grid (shape, affine after crop/downsample), preprocessing
-`np.load(..., mmap_mode="r")` streams rows without reading the whole array.
+`np.load(..., mmap_mode="r")` streams rows without reading the whole array. The store is written
+through a file, not a memory map: a full disk is then an error (ENOSPC), not a SIGBUS, and the
+free space is checked against the store's size before the first map is read.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -106,24 +109,59 @@ def _checked_target_grid(subjects_path, grid: Grid, prep: Preprocessing) -> Grid
     return target
 
 
+def free_bytes(directory: str | os.PathLike) -> int:
+    """Bytes this process can still write on the file system holding ``directory``."""
+    stats = os.statvfs(directory)
+    return (stats.f_bfree if os.geteuid() == 0 else stats.f_bavail) * stats.f_frsize
+
+
+def store_bytes(n_subjects: int, target: Grid, prep: Preprocessing) -> int:
+    """The size of a store: its volumes, the mask, and 1 MiB for headers and tables."""
+    voxels = int(np.prod(target.shape))
+    return n_subjects * voxels * np.dtype(prep.dtype).itemsize + voxels + 2**20
+
+
+@contextlib.contextmanager
+def _writing(out: str | os.PathLike):
+    """A write that fails (a full disk, a quota) is an error naming the output."""
+    try:
+        yield
+    except OSError as err:
+        raise input_error(
+            out, f"could not be written ({err.strerror or err}); nothing was kept (expected room on its file system)"
+        ) from None
+
+
+def _check_free_space(tmp: Path, out: str | os.PathLike, needed: int) -> None:
+    free = free_bytes(tmp)
+    if free < needed:
+        raise input_error(
+            out,
+            f"the store needs {needed / 2**20:.1f} MiB and its file system has {free / 2**20:.1f} MiB free; "
+            "expected room for it",
+        )
+
+
 def _write_volumes(
-    tmp: Path, subjects: pd.DataFrame, grid: Grid, target: Grid, prep: Preprocessing
+    tmp: Path, out, subjects: pd.DataFrame, grid: Grid, target: Grid, prep: Preprocessing
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """volumes.npy: every subject's normalised map on the target grid; returns each map's non-zero
-    mean and SD, and per voxel the number of subjects in which it is non-zero."""
+    """volumes.npy: every subject's normalised map on the target grid, written row by row through
+    the file; returns each map's non-zero mean and SD, and per voxel the number of subjects in which
+    it is non-zero."""
     n = len(subjects)
-    volumes = np.lib.format.open_memmap(tmp / "volumes.npy", mode="w+", dtype=prep.dtype, shape=(n, *target.shape))
+    dtype = np.dtype(prep.dtype)
+    header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": (n, *target.shape)}
     nonzero_count = np.zeros(target.shape, np.int32)
     means, sds = np.zeros(n), np.zeros(n)
     conversions: dict[str, int] = {}
-    for i, path in enumerate(tqdm(subjects["fa_path"], desc="prepare", unit="vol", mininterval=1.0)):
-        fa = load_fa(path, grid, conversions)
-        normalised, means[i], sds[i] = zscore_nonzero(fa)
-        normalised = apply_geometry(normalised, prep)
-        volumes[i] = normalised
-        nonzero_count += normalised != 0
-    volumes.flush()
-    del volumes
+    with _writing(out), open(tmp / "volumes.npy", "wb") as handle:
+        np.lib.format.write_array_header_1_0(handle, header)
+        for i, path in enumerate(tqdm(subjects["fa_path"], desc="prepare", unit="vol", mininterval=1.0)):
+            fa = load_fa(path, grid, conversions)
+            normalised, means[i], sds[i] = zscore_nonzero(fa)
+            normalised = apply_geometry(normalised, prep)
+            handle.write(np.ascontiguousarray(normalised, dtype=dtype).tobytes())
+            nonzero_count += normalised != 0
     for conversion, count in conversions.items():
         log.info("prepare: %d of %d FA maps stored as %s", count, n, conversion)
     return means, sds, nonzero_count
@@ -145,7 +183,8 @@ def prepare_store(
     target = _checked_target_grid(subjects_path, grid, prep)
     n = len(subjects)
     with atomic_dir(out, overwrite=overwrite, command="prepare") as tmp:
-        means, sds, nonzero_count = _write_volumes(tmp, subjects, grid, target, prep)
+        _check_free_space(tmp, out, store_bytes(n, target, prep))
+        means, sds, nonzero_count = _write_volumes(tmp, out, subjects, grid, target, prep)
         mask = nonzero_count >= prep.mask_fraction * n
         if not mask.any():
             raise input_error(
@@ -153,11 +192,7 @@ def prepare_store(
                 f"no voxel is non-zero in {prep.mask_fraction:g} of the subjects: "
                 "the brain mask would be empty (expected a lower --mask-fraction)",
             )
-        np.save(tmp / "mask.npy", mask)
         index = subjects.assign(row=np.arange(n), nonzero_mean=means, nonzero_sd=sds)
-        index[["row", "FID", "IID", "fa_path", "nonzero_mean", "nonzero_sd"]].to_csv(
-            tmp / "index.tsv", sep="\t", index=False
-        )
         record = {
             "format_version": STORE_FORMAT_VERSION,
             "n_subjects": n,
@@ -173,7 +208,12 @@ def prepare_store(
             "mask_voxels": int(mask.sum()),
             "subjects_table": str(Path(subjects_path).resolve()),
         }
-        (tmp / "store.json").write_text(json.dumps(record, indent=2))
+        with _writing(out):
+            np.save(tmp / "mask.npy", mask)
+            index[["row", "FID", "IID", "fa_path", "nonzero_mean", "nonzero_sd"]].to_csv(
+                tmp / "index.tsv", sep="\t", index=False
+            )
+            (tmp / "store.json").write_text(json.dumps(record, indent=2))
     log.info("prepare: %d subjects -> %s (grid %s, %d mask voxels)", n, out, target.shape, int(mask.sum()))
     return Path(out)
 

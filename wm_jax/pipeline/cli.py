@@ -28,7 +28,9 @@ def register(sub) -> None:
     p.add_argument("--step", type=o.checkpoint_step, default="best", help="checkpoint step, 'latest' or 'best'")
     # The PerDI flags' defaults are PerdiOptions' (wm_jax/interpret.py).
     p.add_argument("--n-subjects", type=o.integer(3), help="subjects whose codes are perturbed, >= 3")
-    p.add_argument("--fwhm", dest="fwhm_mm", type=o.number(0), help="Gaussian smoothing FWHM in mm, >= 0")
+    p.add_argument(
+        "--fwhm", dest="fwhm_mm", type=o.number(0, 100), help="Gaussian smoothing FWHM in mm, in [0, 100] (0: none)"
+    )
     p.add_argument(
         "--top-fraction",
         type=o.number(0, 1, low_open=True),

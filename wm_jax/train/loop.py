@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
@@ -74,6 +75,8 @@ def train_and_evaluate(config, workdir: str, store_path: str, stop_after_steps: 
             if finished is None:
                 return {"step": run.record["step"], "stopped": True}
             last = _end_epoch(run, epoch, *finished)
+    except checkpoint.NonFiniteState as diverged:
+        raise _divergence_error(run, str(diverged)) from None
     finally:
         for s, handler in previous_handlers.items():
             signal.signal(s, handler)
@@ -92,10 +95,7 @@ def _setup(config, workdir: Path, store_path: str) -> _Run:
         "train: %d subjects for training, %d for validation (store %s)", len(train_rows), len(val_rows), store_path
     )
     mesh = sharding.data_mesh()
-    if config.batch_size % mesh.size:
-        raise InputError(
-            f"--config.batch_size: expected a multiple of the {mesh.size} devices, found {config.batch_size}"
-        )
+    _check_batch_size(config.batch_size, len(train_rows), mesh.size)
     workdir.mkdir(parents=True, exist_ok=True)
     model, optimizer = build(config, mcfg, mesh, -(-len(train_rows) // config.batch_size))
     record = {
@@ -113,6 +113,19 @@ def _setup(config, workdir: Path, store_path: str) -> _Run:
     mask = sharding.replicate(mesh, jnp.asarray(store.mask, jnp.float32))
     part = sharding.process_slice(mesh, config.batch_size)
     return _Run(config, workdir, store, train_rows, val_rows, mesh, part, model, optimizer, mask, record)
+
+
+def _check_batch_size(batch_size: int, n_train: int, n_devices: int) -> None:
+    """A multiple of the device count, and at most the training set rounded up to one: a larger
+    batch would be padding, allocated on every device (1000 on 103 subjects asked 52 GB)."""
+    if batch_size % n_devices:
+        raise InputError(f"--config.batch_size: expected a multiple of the {n_devices} devices, found {batch_size}")
+    limit = -(-n_train // n_devices) * n_devices
+    if batch_size > limit:
+        raise InputError(
+            f"--config.batch_size: expected at most {limit} (the {n_train} training subjects, rounded up to a "
+            f"multiple of the {n_devices} devices), found {batch_size}"
+        )
 
 
 def _start_or_resume(run: _Run) -> None:
@@ -153,12 +166,13 @@ def _catch_stop_signals(stop: dict) -> dict:
 
 def _train_epoch(run: _Run, epoch: int, stop_after_steps: int | None) -> tuple[float, float] | None:
     """The epoch's remaining batches. Returns (last batch's loss, seconds), or None when the run
-    stopped (a stop request on any process, or ``stop_after_steps``) and saved a checkpoint."""
+    stopped (a stop request on any process, or ``stop_after_steps``) and saved a checkpoint. A
+    non-finite loss raises `checkpoint.NonFiniteState` within ``log_every`` steps of it."""
     config, record = run.config, run.record
     skip = record["batch_in_epoch"]
     todo = batching.epoch_batches(run.train_rows, run.batch_size, config.seed, epoch)[skip:]
     record["batch_in_epoch"] = 0
-    progress = tqdm(
+    bar = tqdm(
         total=len(todo),
         desc=f"epoch {epoch + 1}/{config.epochs}",
         unit="batch",
@@ -166,33 +180,76 @@ def _train_epoch(run: _Run, epoch: int, stop_after_steps: int | None) -> tuple[f
         disable=not sharding.is_main_process(),
     )
     start, pending, loss = time.time(), None, record.get("train_loss")
-    for i, (volumes, weights, _) in enumerate(batching.Prefetcher(run.store.volumes, todo, run.batch_size, run.part)):
-        volumes_d, weights_d = sharding.shard_batch(run.mesh, volumes, weights, global_batch=run.batch_size)
-        loss = train_step(run.model, run.optimizer, volumes_d, weights_d, run.mask)
-        record["step"] += 1
-        progress.update()
-        if record["step"] % config.log_every == 0:
-            if pending is not None:  # read the loss one logging interval late: no stall
-                run.metrics.write({"step": pending[0], "train_loss": float(pending[1])})
-            pending = (record["step"], loss)
-            progress.set_postfix(vol_s=f"{(i + 1) * run.batch_size / (time.time() - start):.1f}")
-        stop_now = stop_after_steps is not None and record["step"] >= stop_after_steps
-        # A stop request is agreed at logging steps only: the agreement is a collective and a host
-        # sync, too dear for every step of a fast accelerator.
-        if stop_now or (record["step"] % config.log_every == 0 and sharding.any_process(run.stop["requested"])):
-            if pending is not None:
-                run.metrics.write({"step": pending[0], "train_loss": float(pending[1])})
-            record.update(epoch=epoch, batch_in_epoch=skip + i + 1, train_loss=float(loss))
-            checkpoint.save(run.manager, record["step"], nnx.state((run.model, run.optimizer)), record)
-            log.info("train: stopped at step %d; checkpoint saved, rerun to resume", record["step"])
-            progress.close()
-            return None
-    progress.close()
+    unread = []  # (step, loss on the device) not yet checked to be finite
+    with bar as progress:  # closed on any exit, so an error line starts a line of its own
+        batches = batching.Prefetcher(run.store.volumes, todo, run.batch_size, run.part)
+        for i, (volumes, weights, _) in enumerate(batches):
+            volumes_d, weights_d = sharding.shard_batch(run.mesh, volumes, weights, global_batch=run.batch_size)
+            loss = train_step(run.model, run.optimizer, volumes_d, weights_d, run.mask)
+            record["step"] += 1
+            unread.append((record["step"], loss))
+            progress.update()
+            if record["step"] % config.log_every == 0:
+                # The losses before this step (it is still queued, so reading them stalls nothing).
+                _check_losses(unread[:-1])
+                del unread[:-1]
+                if pending is not None:  # read the loss one logging interval late: no stall
+                    run.metrics.write({"step": pending[0], "train_loss": float(pending[1])})
+                pending = (record["step"], loss)
+                progress.set_postfix(vol_s=f"{(i + 1) * run.batch_size / (time.time() - start):.1f}")
+            stop_now = stop_after_steps is not None and record["step"] >= stop_after_steps
+            # A stop request is agreed at logging steps only: the agreement is a collective and a
+            # host sync, too dear for every step of a fast accelerator.
+            if stop_now or (record["step"] % config.log_every == 0 and sharding.any_process(run.stop["requested"])):
+                _check_losses(unread)
+                _stop(run, epoch, skip + i + 1, pending, loss)
+                return None
+    _check_losses(unread)
     return float(loss) if loss is not None else float("nan"), time.time() - start
+
+
+def _stop(run: _Run, epoch: int, batch_in_epoch: int, pending, loss) -> None:
+    """Checkpoint a run stopped inside an epoch (its losses checked), with the pending metrics row."""
+    if pending is not None:
+        run.metrics.write({"step": pending[0], "train_loss": float(pending[1])})
+    run.record.update(epoch=epoch, batch_in_epoch=batch_in_epoch, train_loss=float(loss))
+    checkpoint.save(run.manager, run.record["step"], nnx.state((run.model, run.optimizer)), run.record)
+    log.info("train: stopped at step %d; checkpoint saved, rerun to resume", run.record["step"])
+
+
+def _check_losses(losses: list[tuple[int, object]]) -> None:
+    """Read back (step, loss) pairs; the first non-finite loss raises `checkpoint.NonFiniteState`."""
+    values = jax.device_get([loss for _, loss in losses])
+    for (step, _), value in zip(losses, values):
+        if not np.isfinite(value):
+            raise checkpoint.NonFiniteState(f"non-finite loss at step {step} ({float(value)})")
+
+
+def _divergence_error(run: _Run, what: str) -> InputError:
+    """The one-line error of a run that diverged: the step, the setting most likely at fault (the
+    linear path's learning-rate scale when it is above 1, else the learning rate) and the checkpoints
+    kept (every one written is finite: `checkpoint.save` refuses a non-finite state)."""
+    config = run.config
+    setting, value = "learning_rate", config.learning_rate
+    linear_path = config.get("model") is not None and config.model.get("linear_path", False)
+    if linear_path and float(config.get("linear_path_lr_scale", 1.0)) > 1:
+        setting, value = "linear_path_lr_scale", config.linear_path_lr_scale
+    steps = run.manager.all_steps()
+    if steps:
+        best = checkpoint.best_step(run.workdir, steps)
+        kept = f"the latest checkpoint (step {steps[-1]}) and the best ({'none' if best is None else f'step {best}'})"
+        kept += " are finite and kept; nothing past them was written"
+    else:
+        kept = "no checkpoint was written"
+    return InputError(
+        f"--config.{setting}: training diverged, {what} with {setting}={value:g}; expected a smaller value. {kept}"
+    )
 
 
 def _end_epoch(run: _Run, epoch: int, train_loss: float, seconds: float) -> dict:
     """Validate, write the epoch's metrics and checkpoint it with its validation loss."""
+    if not checkpoint.all_finite(nnx.state((run.model, run.optimizer))):
+        raise checkpoint.NonFiniteState(f"non-finite parameters after step {run.record['step']}")
     val_loss = _validate(run)
     last = {"step": run.record["step"], "epoch": epoch + 1, "train_loss": train_loss, "val_loss": val_loss}
     run.metrics.write({**last, "seconds": seconds})
