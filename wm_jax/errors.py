@@ -137,7 +137,8 @@ def machine_tag() -> str:
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:8]
 
 
-def _pid_running(pid: int) -> bool:
+def pid_running(pid: int) -> bool:
+    """Whether a process ``pid`` exists on this machine (signal 0; one we may not signal exists)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -180,7 +181,7 @@ def _in_use(suffix: str) -> bool:
     if len(parts) != 3 or not parts[0].isdigit() or parts[1] != machine_tag():
         return False
     pid = int(parts[0])
-    return pid == os.getpid() or _pid_running(pid)
+    return pid == os.getpid() or pid_running(pid)
 
 
 def _glob_escape(text: str) -> str:

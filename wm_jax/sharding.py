@@ -35,7 +35,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec
 
-from wm_jax.errors import InputError
+from wm_jax.errors import InputError, pid_running
 
 log = logging.getLogger("wm_jax")
 
@@ -152,13 +152,7 @@ def _alive(pid: int) -> bool:
     except FileNotFoundError:
         return False
     except OSError:  # no /proc
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
+        return pid_running(pid)
 
 
 def initialize(
