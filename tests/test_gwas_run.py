@@ -360,3 +360,20 @@ def test_a_killed_run_resumes_from_its_last_chunk_with_the_same_bytes(tiny_cohor
             assert whole.read_bytes() == run.read_bytes(), name
         else:  # meta.json names the output files
             assert whole.read_text().replace("whole", "run") == run.read_text(), name
+
+
+def test_other_resume_directories_of_the_prefix_are_removed(tmp_path):
+    """A run removes this prefix's resume directories of other keys, marked or not (a run killed
+    before it marked its store), and keeps its own key's and those whose marker names another prefix."""
+    import json
+
+    from wm_jax.gwas import resume
+
+    out = tmp_path / "res"
+    own, unmarked, marked, foreign = (tmp_path / f".res.gwas.resume-{k}" for k in ("a1", "b2", "c3", "d4"))
+    for path in (own, unmarked, marked, foreign):
+        path.mkdir()
+    (marked / resume.MARKER).write_text(json.dumps({"prefix": str(out)}))
+    (foreign / resume.MARKER).write_text(json.dumps({"prefix": str(tmp_path / "other" / "res")}))
+    resume.remove_other_keys(out, "a1")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [own.name, foreign.name]

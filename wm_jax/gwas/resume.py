@@ -77,13 +77,15 @@ def directory(out: Path, key: str) -> Path:
 
 
 def remove_other_keys(out: Path, key: str) -> None:
-    """Remove this prefix's resume directories of other keys (each holds our marker naming the prefix)."""
+    """Remove this prefix's resume directories of other keys: those whose marker names this prefix,
+    and those without a marker (a run killed between making its store and marking it: nothing to
+    resume; the name is this prefix's and only `wm-jax gwas` makes it)."""
     for candidate in out.parent.glob(f".{out.name}.gwas.resume-*"):
         marker = candidate / MARKER
-        if candidate == directory(out, key) or not marker.is_file():
+        if candidate == directory(out, key) or not candidate.is_dir() or candidate.is_symlink():
             continue
         try:
-            prefix = json.loads(marker.read_text()).get("prefix")
+            prefix = json.loads(marker.read_text()).get("prefix") if marker.is_file() else str(out)
         except (OSError, ValueError):
             continue
         if prefix == str(out):
