@@ -101,8 +101,8 @@ class _Step:
 class _Shape:
     """One kernel shape: its compilation, the step being filled, its timeline for the .log."""
 
-    def __init__(self, shape: Pass, width: int, per_step: int, compiled: concurrent.futures.Future) -> None:
-        self.shape, self.width, self.per_step, self.compiled = shape, width, per_step, compiled
+    def __init__(self, shape: Pass, per_step: int, compiled: concurrent.futures.Future) -> None:
+        self.shape, self.per_step, self.compiled = shape, per_step, compiled
         self.step_fn = None
         self.step: _Step | None = None
         self.n_variants = self.n_steps = 0
@@ -160,7 +160,7 @@ class _Stream:
         if width not in self.shapes:
             shape = self.router.shape(width)
             per_step = shape.block_size * self.n_devices
-            self.shapes[width] = _Shape(shape, width, per_step, self.compiler.submit(self._compile, shape))
+            self.shapes[width] = _Shape(shape, per_step, self.compiler.submit(self._compile, shape))
         return self.shapes[width]
 
     def _compile(self, plan: Pass) -> jax.stages.Compiled:
@@ -222,7 +222,7 @@ class _Stream:
     def _new_step(self, shape: _Shape) -> _Step:
         shape.step = _Step(
             raw=np.zeros((shape.per_step, self.data.row_width), self.data.block_dtype),
-            missing=np.full((shape.per_step, shape.width), self.data.n_slots, np.int32),
+            missing=np.full((shape.per_step, shape.shape.missing_width), self.data.n_slots, np.int32),
         )
         return shape.step
 
@@ -353,12 +353,13 @@ def associate(
     chunks = _chunks(data, rows, router.block_size * stream.n_devices)
     done = progress.done() if progress is not None else {}
     todo = [(first, stop) for first, stop in chunks if (first_column + first, first_column + stop) not in done]
+    n_todo = sum(stop - first for first, stop in todo)
     if progress is not None:
         stream.progress_record = progress.record
         for first, stop in chunks:
             if (first_column + first, first_column + stop) in done:
                 stream.counts[first_column + first] = done[first_column + first, first_column + stop]
-        resumed = sum(stop - first for first, stop in chunks) - sum(stop - first for first, stop in todo)
+        resumed = len(rows) - n_todo
         if resumed:
             log.info("resuming: %d of %d variants already in the store, %d chunks to go", resumed, len(rows), len(todo))
             stream.progress.update(resumed)
@@ -376,7 +377,7 @@ def associate(
     finally:
         readers.shutdown(cancel_futures=True)
         stream.close()
-    _log_timeline(stream, sum(stop - first for first, stop in todo), time.time() - start)
+    _log_timeline(stream, n_todo, time.time() - start)
     if not stream.counts:  # a process with no variant of its own
         return data.block_counts(data.read_block(rows[:0]), rows[:0])
     return concatenate_counts([stream.counts[start] for start in sorted(stream.counts)])
