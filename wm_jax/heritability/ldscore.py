@@ -317,7 +317,6 @@ def write_ld_score_files(out: str, scores: LdScores, record: dict, overwrite: bo
     run's record, which marks the files as this command's for a rerun)."""
     import gzip
     import json
-    from pathlib import Path
 
     from wm_jax.errors import AtomicFiles
 
