@@ -123,21 +123,22 @@ def ldsc_keeps(counts: VariantCounts, n_samples: int, maf: float | None) -> np.n
     return keep
 
 
-def _standardised(raw: jax.Array, n_samples: int) -> jax.Array:
-    """Raw .bed bytes (B, W) or dosages (B, R) -> (B, R) float32 genotypes standardised as LDSC
-    does: missing as the mean, then centred and scaled by the standard deviation over the n
-    samples (1 where it is 0); slots past the last sample are 0."""
+def standardised(raw: jax.Array, analysed: jax.Array) -> jax.Array:
+    """Raw .bed bytes (B, W) or dosages (B, R) -> (B, R) float32 genotypes standardised over the
+    ``analysed`` sample slots (R,) bool, as LDSC does: a missing call takes the variant's mean, then
+    each variant is centred and scaled by its standard deviation over the analysed samples (1 where
+    it is 0, so a constant variant is 0); other slots are 0."""
     if raw.dtype == jnp.uint16:
         dosage, missing = decode_dosage_block(raw), raw == MISSING_DOSAGE
     else:
         dosage = decode_block(raw)
         codes = (raw[:, :, None] >> jnp.arange(0, 8, 2, dtype=jnp.uint8)) & 3
         missing = (codes == 1).reshape(raw.shape[0], -1)
-    observed = (~missing) & (jnp.arange(dosage.shape[1]) < n_samples)[None, :]
+    observed = (~missing) & analysed[None, :]
     count = jnp.maximum(observed.sum(axis=1), 1).astype(jnp.float32)
     mean = jnp.where(observed, dosage, 0.0).sum(axis=1) / count
     centred = jnp.where(observed, dosage - mean[:, None], 0.0)
-    sd = jnp.sqrt((centred * centred).sum(axis=1) / n_samples)
+    sd = jnp.sqrt((centred * centred).sum(axis=1) / analysed.sum().astype(jnp.float32))
     return centred / jnp.where(sd == 0, 1.0, sd)[:, None]
 
 
@@ -145,7 +146,7 @@ def _ld_step(ring, ring_index, raw, index, left, slot, *, n_samples: int):
     """Write the new block into ring slot ``slot``; return the ring, its variant indices, and the
     bias-corrected r^2 summed over the window's pairs: per new variant and ring slot (B, S), and per
     ring entry (S B,)."""
-    x = _standardised(raw, n_samples)
+    x = standardised(raw, jnp.arange(ring.shape[-1]) < n_samples)
     ring = jax.lax.dynamic_update_slice(ring, x[None], (slot, 0, 0))
     ring_index = jax.lax.dynamic_update_slice(ring_index, index[None], (slot, 0))
     entries, others = ring.reshape(-1, ring.shape[-1]), ring_index.reshape(-1)
