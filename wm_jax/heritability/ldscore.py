@@ -142,27 +142,34 @@ def standardised(raw: jax.Array, analysed: jax.Array) -> jax.Array:
     return centred / jnp.where(sd == 0, 1.0, sd)[:, None]
 
 
-def _ld_step(ring, ring_index, raw, index, left, slot, *, n_samples: int):
-    """Write the new block into ring slot ``slot``; return the ring, its variant indices, and the
-    bias-corrected r^2 summed over the window's pairs: per new variant and ring slot (B, S), and per
-    ring entry (S B,)."""
-    x = standardised(raw, jnp.arange(ring.shape[-1]) < n_samples)
-    ring = jax.lax.dynamic_update_slice(ring, x[None], (slot, 0, 0))
-    ring_index = jax.lax.dynamic_update_slice(ring_index, index[None], (slot, 0))
-    entries, others = ring.reshape(-1, ring.shape[-1]), ring_index.reshape(-1)
-    r = (x @ entries.T) / n_samples
+def _unbiased_pairs(r: jax.Array, others: jax.Array, index: jax.Array, left: jax.Array, n_samples: int) -> jax.Array:
+    """LDSC's bias-corrected r^2 of each (new variant, other variant) pair the window counts, else 0."""
+    r = r / n_samples
     r2 = r * r
     unbiased = r2 - (1.0 - r2) / (n_samples - 2 if n_samples > 2 else n_samples)
     pair = (others[None, :] >= left[:, None]) & (others[None, :] < index[:, None]) & (others[None, :] >= 0)
-    unbiased = jnp.where(pair, unbiased, 0.0)
-    # per slot: float32 sums of at most B terms each; the host adds the slots and the steps in float64
-    per_slot = unbiased.reshape(unbiased.shape[0], ring.shape[0], ring.shape[1]).sum(axis=2)
-    return ring, ring_index, per_slot, unbiased.sum(axis=0)
+    return jnp.where(pair, unbiased, 0.0)
+
+
+def _ld_step(ring, ring_index, raw, index, left, *, n_samples: int):
+    """The new block, standardised, and its bias-corrected r^2 summed over the window's pairs with
+    the ring's blocks and with itself: per new variant and ring slot (B, S + 1, the last its own
+    block), per ring entry (S, B) and per new variant as the later of a pair within its block (B,).
+
+    The ring is a tuple of S separate (B, R) blocks that the host keeps and replaces one at a time
+    (the new block returned here takes the place of the oldest): one small matmul per slot, and no
+    (S B, R) array is ever copied or updated in place."""
+    x = standardised(raw, jnp.arange(raw.shape[1] * (4 if raw.dtype == jnp.uint8 else 1)) < n_samples)
+    with_ring = [_unbiased_pairs(x @ block.T, ring_index[s], index, left, n_samples) for s, block in enumerate(ring)]
+    within = _unbiased_pairs(x @ x.T, index, index, left, n_samples)
+    # per slot: float32 sums of at most B terms each; the host adds them up in float64
+    per_slot = jnp.stack([pairs.sum(axis=1) for pairs in with_ring] + [within.sum(axis=1)], axis=1)
+    return x, per_slot, jnp.stack([pairs.sum(axis=0) for pairs in with_ring]), within.sum(axis=0)
 
 
 @functools.cache
 def _compiled_step(n_samples: int):
-    return jax.jit(at_full_precision(functools.partial(_ld_step, n_samples=n_samples)), donate_argnums=(0, 1))
+    return jax.jit(at_full_precision(functools.partial(_ld_step, n_samples=n_samples)))
 
 
 @dataclass
@@ -174,10 +181,10 @@ class Chromosome:
     reach: np.ndarray
 
     def slots_needed(self, block: int) -> int:
-        """Ring slots covering every block's window: the block and the blocks back to its reach."""
+        """Ring slots covering every block's window: the earlier blocks back to its reach (at least one)."""
         starts = np.arange(0, len(self.rows), block)
         lowest = np.minimum.reduceat(self.reach, starts)
-        return int(np.max(starts // block - lowest // block)) + 1
+        return max(1, int(np.max(starts // block - lowest // block)))
 
 
 def chromosome_plans(variants: pd.DataFrame, rows: np.ndarray, window: Window) -> list[Chromosome]:
@@ -216,18 +223,18 @@ def count_variants(data, rows: np.ndarray) -> VariantCounts:
 def chromosome_ld_scores(data, plan: Chromosome, block: int, slots: int, progress) -> np.ndarray:
     """LD scores (float64) of one chromosome's variants, streamed through the device in blocks."""
     m, step = len(plan.rows), _compiled_step(data.n_samples)
-    ring = jnp.zeros((slots, block, data.n_slots), jnp.float32)
-    ring_index = jnp.full((slots, block), -1, jnp.int32)
-    members = np.full((slots, block), -1, np.int64)
+    ring = [jnp.zeros((block, data.n_slots), jnp.float32)] * slots
+    members = np.full((slots, block), -1, np.int32)
     scores = np.ones(m, np.float64)  # each variant's r^2 with itself
-    pending: list[tuple[np.ndarray, np.ndarray, jax.Array, jax.Array]] = []
+    pending: list[tuple] = []
 
     def collect(item) -> None:
-        index, ring_members, rows_sum, entries_sum = item
+        index, ring_members, rows_sum, entries_sum, within_sum = item
+        index, ring_members = index.astype(np.int64), ring_members.astype(np.int64)
         valid = index >= 0
-        scores[index[valid]] += np.asarray(rows_sum, np.float64).sum(axis=1)[valid]
+        scores[index[valid]] += (np.asarray(rows_sum, np.float64).sum(axis=1) + np.asarray(within_sum))[valid]
         listed = ring_members.ravel()
-        np.add.at(scores, listed[listed >= 0], np.asarray(entries_sum, np.float64)[listed >= 0])
+        np.add.at(scores, listed[listed >= 0], np.asarray(entries_sum, np.float64).ravel()[listed >= 0])
 
     for number, start in enumerate(range(0, m, block)):
         stop = min(start + block, m)
@@ -239,9 +246,11 @@ def chromosome_ld_scores(data, plan: Chromosome, block: int, slots: int, progres
         if stop - start < block:
             raw = np.concatenate([raw, np.zeros((block - (stop - start), raw.shape[1]), raw.dtype)])
         slot = number % slots
-        members[slot] = index
-        ring, ring_index, rows_sum, entries_sum = step(ring, ring_index, raw, index, left, np.int32(slot))
-        pending.append((index, members.copy(), rows_sum, entries_sum))
+        # a copy: on a CPU backend a NumPy argument may be read in place after the call returns
+        listed = members.copy()
+        x, rows_sum, entries_sum, within_sum = step(tuple(ring), listed, raw, index, left)
+        pending.append((index, listed, rows_sum, entries_sum, within_sum))
+        ring[slot], members[slot] = x, index
         if len(pending) > 2:
             collect(pending.pop(0))
         data.release()
