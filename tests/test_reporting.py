@@ -242,3 +242,33 @@ def _pfile(prefix):
     from wm_jax.data.genotypes import GenotypeInput
 
     return GenotypeInput("pfile", str(prefix))
+
+
+def test_report_shows_heritability_and_genetic_correlations(tiny_cohort, planted_gwas, tmp_path):
+    """--h2 / --rg: the tables of `wm-jax h2` and `wm-jax rg` become h2.png, rg.png, report.md
+    sections and report.json figures; a table without its columns is one error naming it."""
+    h2 = tmp_path / "x.h2.tsv"
+    pd.DataFrame({"phenotype": ["A", "B", "C"], "h2": [0.1, 0.5, 0.3], "se": [0.05, 0.06, 0.04]}).to_csv(
+        h2, sep="\t", index=False
+    )
+    rg = tmp_path / "x.rg.tsv"
+    pairs = {"p1": ["A", "A", "B", "A"], "p2": ["B", "C", "C", "EXT"], "rg": [0.5, -0.2, 0.9, 0.1], "se": [0.1] * 4}
+    pd.DataFrame(pairs).to_csv(rg, sep="\t", index=False)
+    out = tmp_path / "report"
+    summary = build_report(planted_gwas["discovery"], str(tiny_cohort / "genotypes"), str(out), h2=str(h2), rg=str(rg))
+    assert summary["h2"]["mean"] == pytest.approx(0.3) and summary["rg"]["pairs"] == 4
+    assert summary["h2"]["by_phenotype"]["B"] == 0.5
+    for png in ("h2.png", "rg.png"):
+        with Image.open(out / png) as image:
+            assert image.size[0] > 300
+    text = (out / "report.md").read_text()
+    assert "## SNP heritability" in text and "Mean h2 0.300" in text and "## Genetic correlations" in text
+    pd.DataFrame({"phenotype": ["A"], "h2": [0.1]}).to_csv(tmp_path / "bad.h2.tsv", sep="\t", index=False)
+    with pytest.raises(InputError, match=r"bad\.h2\.tsv.*se missing"):
+        build_report(
+            planted_gwas["discovery"],
+            str(tiny_cohort / "genotypes"),
+            str(tmp_path / "r"),
+            h2=str(tmp_path / "bad.h2.tsv"),
+        )
+    assert not (tmp_path / "r").exists()

@@ -14,7 +14,6 @@ References and tolerances:
 
 import shutil
 import subprocess
-from pathlib import Path
 
 import numpy as np
 import pandas as pd

@@ -55,7 +55,17 @@ KNOWN_ENTRIES: dict[str, frozenset[str]] = {
     ),
     "prepare": frozenset({"volumes.npy", "mask.npy", "index.tsv", "store.json"}),
     "report": frozenset(
-        {"loci.tsv", "lambda.tsv", "replication.tsv", "manhattan.png", "qq.png", "report.json", "report.md"}
+        {
+            "loci.tsv",
+            "lambda.tsv",
+            "replication.tsv",
+            "manhattan.png",
+            "qq.png",
+            "report.json",
+            "report.md",
+            "h2.png",
+            "rg.png",
+        }
     ),
     "interpret": frozenset(
         {"perdi_abs_t.nii.gz", "perdi_mean_change.nii.gz", "enrichment.tsv", "montages", "interpret.json"}

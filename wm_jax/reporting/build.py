@@ -138,10 +138,15 @@ def build_report(
     truth: str | None = None,
     options: ClumpOptions = ClumpOptions(),
     overwrite: bool = False,
+    h2: str | None = None,
+    rg: str | None = None,
 ) -> dict:
     """Write the report directory; returns the summary also written to report.json. ``genotypes``
-    (--bfile, --pfile or --bgen; a str is a --bfile prefix) give the LD for clumping."""
+    (--bfile, --pfile or --bgen; a str is a --bfile prefix) give the LD for clumping. ``h2`` and
+    ``rg`` (tables of `wm-jax h2` and `wm-jax rg`) add the heritability and genetic-correlation
+    sections."""
     check_output_dir(out, "report", overwrite)
+    architecture = _read_architecture(h2, rg)
     if not isinstance(genotypes, GenotypeInput):
         genotypes = GenotypeInput("bfile", str(genotypes))
     result = GwasResult(gwas)
@@ -177,10 +182,81 @@ def build_report(
     }
     if scoring is not None:
         summary.update(scoring)
+    if "h2" in architecture:
+        table = architecture["h2"]
+        summary["h2"] = {
+            "file": h2,
+            "mean": float(table.h2.mean()),
+            "by_phenotype": dict(zip(table.phenotype, table.h2.astype(float), strict=True)),
+        }
+    if "rg" in architecture:
+        summary["rg"] = {
+            "file": rg,
+            "pairs": int(len(architecture["rg"])),
+            "mean_abs": float(architecture["rg"].rg.abs().mean()),
+        }
     with atomic_dir(out, overwrite=overwrite, command="report") as tmp:
         _write_report(tmp, result, summary, loci, replication_table)
+        _write_architecture(tmp, architecture)
     log.info("report: %d loci, lambda median %.3f -> %s", len(loci), summary["lambda_median"], out)
     return summary
+
+
+def _read_architecture(h2: str | None, rg: str | None) -> dict[str, pd.DataFrame]:
+    """The tables of `wm-jax h2` (phenotype h2 se) and `wm-jax rg` (p1 p2 rg se), checked."""
+    tables = {}
+    for key, path, columns in (("h2", h2, ["phenotype", "h2", "se"]), ("rg", rg, ["p1", "p2", "rg", "se"])):
+        if path is None:
+            continue
+        require_file(path, f"--{key} table")
+        try:
+            frame = pd.read_csv(path, sep="\t", dtype={c: str for c in columns if c in ("phenotype", "p1", "p2")})
+        except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as err:
+            raise input_error(path, f"expected a tab-separated table from `wm-jax {key}` ({err})") from None
+        missing = [c for c in columns if c not in frame.columns]
+        if missing:
+            raise input_error(
+                path, f"expected the columns {' '.join(columns)} of `wm-jax {key}`; {', '.join(missing)} missing"
+            )
+        if not len(frame):
+            raise input_error(path, f"expected at least one row of `wm-jax {key}` results")
+        tables[key] = frame
+    return tables
+
+
+def _write_architecture(tmp: Path, tables: dict[str, pd.DataFrame]) -> None:
+    """h2.png / rg.png and their sections appended to report.md."""
+    lines = []
+    if "h2" in tables:
+        plots.heritability(tmp / "h2.png", tables["h2"])
+        table = tables["h2"]
+        lines += [
+            "",
+            "## SNP heritability",
+            "",
+            f"Mean h2 {table.h2.mean():.3f} over {len(table)} phenotypes.",
+            "",
+            "![h2](h2.png)",
+            "",
+        ]
+        lines += _table(table[[c for c in ("phenotype", "h2", "se", "intercept", "intercept_se", "n") if c in table]])
+    if "rg" in tables:
+        plots.genetic_correlations(tmp / "rg.png", tables["rg"])
+        table = tables["rg"]
+        lines += [
+            "",
+            "## Genetic correlations",
+            "",
+            f"{len(table)} pairs; mean |rg| {table.rg.abs().mean():.3f}.",
+            "",
+            "![rg](rg.png)",
+            "",
+        ]
+        top = table.reindex(table.rg.abs().sort_values(ascending=False).index).head(30)
+        lines += _table(top[[c for c in ("p1", "p2", "rg", "se", "p") if c in top]])
+    if lines:
+        with open(tmp / "report.md", "a") as handle:
+            handle.write("\n".join(lines) + "\n")
 
 
 def _open_replication(replication_gwas: str, result: GwasResult, gwas: str) -> GwasResult:

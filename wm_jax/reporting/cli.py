@@ -13,6 +13,8 @@ def register(sub) -> None:
     p.add_argument("--out", required=True, help="report directory")
     p.add_argument("--replication", help="replication GWAS prefix (same phenotypes, other samples)")
     p.add_argument("--truth", help="simulator truth.tsv: score loci against the planted causal variants")
+    p.add_argument("--h2", help="an OUT.h2.tsv of `wm-jax h2`: a heritability table and plot (h2.png)")
+    p.add_argument("--rg", help="an OUT.rg.tsv of `wm-jax rg`: a genetic-correlation heatmap (rg.png)")
     p.add_argument("--clump-p1", type=o.number(0, 1, low_open=True), help="index variant P threshold, in (0, 1]")
     p.add_argument("--clump-p2", type=o.number(0, 1, low_open=True), help="clump member P threshold, in (0, 1]")
     p.add_argument("--clump-r2", type=o.number(0, 1), help="clump member r^2 threshold, in [0, 1]")
@@ -35,4 +37,14 @@ def run(args, overrides) -> None:
         raise InputError(f"--clump-p2: expected a threshold >= --clump-p1 ({options.p1:g}), found {options.p2:g}")
     genotypes = genotype_input(args)
     check_output_dir(args.out, "report", args.overwrite)
-    build_report(args.gwas, genotypes, args.out, args.replication, args.truth, options, overwrite=args.overwrite)
+    build_report(
+        args.gwas,
+        genotypes,
+        args.out,
+        args.replication,
+        args.truth,
+        options,
+        overwrite=args.overwrite,
+        h2=args.h2,
+        rg=args.rg,
+    )

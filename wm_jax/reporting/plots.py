@@ -85,3 +85,53 @@ def qq(path: Path, series: list[tuple[str, np.ndarray, float]]) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
+
+
+def heritability(path: Path, table: pd.DataFrame) -> None:
+    """SNP h2 per phenotype (``table``: phenotype h2 se), sorted, with +-1.96 SE bars and the mean."""
+    plt = _pyplot()
+    order = table.sort_values("h2").reset_index(drop=True)
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.12 * len(order) + 2), 3.6))
+    x = np.arange(len(order))
+    ax.errorbar(x, order.h2, yerr=1.96 * order.se, fmt="o", ms=3, lw=0.8, color="#1f4e79", ecolor="#8fa9c4")
+    mean = float(order.h2.mean())
+    ax.axhline(mean, color="#c0504d", lw=1, ls="--", label=f"mean {mean:.3f}")
+    ax.axhline(0, color="black", lw=0.5)
+    ax.set_xticks(x if len(order) <= 40 else [])
+    if len(order) <= 40:
+        ax.set_xticklabels(order.phenotype, rotation=90, fontsize=7)
+    ax.set_ylabel("SNP heritability (95% CI)")
+    ax.set_xlabel(f"{len(order)} phenotypes, sorted by h2")
+    ax.legend(frameon=False, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def genetic_correlations(path: Path, table: pd.DataFrame) -> None:
+    """Heatmap of rg (``table``: p1 p2 rg, one row per pair): a symmetric matrix among the traits
+    that appear as p1, with external traits (only ever p2) as extra columns; NaN blank."""
+    plt = _pyplot()
+    rows = list(pd.unique(table.p1))
+    columns = rows + [name for name in pd.unique(table.p2) if name not in rows]
+    matrix = np.full((len(rows), len(columns)), np.nan)
+    position = {name: j for j, name in enumerate(columns)}
+    for p1, p2, rg in table[["p1", "p2", "rg"]].itertuples(index=False):
+        matrix[rows.index(p1), position[p2]] = rg
+        if p2 in rows:
+            matrix[rows.index(p2), position[p1]] = rg
+    for i in range(len(rows)):
+        matrix[i, i] = 1.0
+    side = 0.14 * max(len(rows), len(columns)) + 2.5
+    fig, ax = plt.subplots(figsize=(min(side * len(columns) / max(len(rows), 1), 16), min(side, 16)))
+    image = ax.imshow(np.clip(matrix, -1, 1), cmap="RdBu_r", vmin=-1, vmax=1, aspect="auto", interpolation="nearest")
+    if len(columns) <= 40:
+        ax.set_xticks(np.arange(len(columns)), columns, rotation=90, fontsize=7)
+        ax.set_yticks(np.arange(len(rows)), rows, fontsize=7)
+    fig.colorbar(image, ax=ax, label="genetic correlation", shrink=0.8)
+    external = len(columns) - len(rows)
+    title = f"rg among {len(rows)} phenotypes"
+    ax.set_title(title + (f" and {external} external trait{'s' * (external > 1)}" if external else ""), fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
