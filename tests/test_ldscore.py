@@ -177,3 +177,18 @@ def test_unsorted_positions_are_refused(cohort_with_cm, tmp_path, capsys):
 
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__, "-q"]))
+
+
+def test_ldsc_s_chunked_window_matters(cohort_with_cm, tmp_path_factory, monkeypatch):
+    """The distance rule alone (each variant's own window, not LDSC's chunked one) is far from
+    LDSC: this is what `left_reach` is for (docs/heritability.md quotes the figures)."""
+    import wm_jax.heritability.ldscore as ldscore
+
+    monkeypatch.setattr(ldscore, "left_reach", lambda block_left, chunk=50: np.asarray(block_left, np.int64))
+    data = open_genotypes(cohort_with_cm)
+    rows = np.flatnonzero(data.variants.chrom.astype(str) == "1")
+    scores = ld_scores(data, rows, Window("snps", 300), block=512)
+    ref = ldsc_reference(cohort_with_cm, "snps", 300, "1", tmp_path_factory.getbasetemp())
+    error = np.abs(scores.table.L2.to_numpy() - ref["l2"]) / np.maximum(np.abs(ref["l2"]), 1.0)
+    print(f"distance rule only: largest scaled difference {error.max():.3f}, median {np.median(error):.4f}")
+    assert error.max() > 0.05 and np.median(error) > 1e-3
