@@ -295,7 +295,8 @@ def fit_gencov(
     ld, w_ld = np.asarray(ld, np.float64), np.asarray(w_ld, np.float64)
 
     def weights(l2, rho, intercept):
-        return gencov_weights(l2, w_ld, n1, n2, m, h2_1.total, h2_2.total, rho, intercept, h2_1.intercept, h2_2.intercept)
+        h1, h2 = h2_1.total, h2_2.total
+        return gencov_weights(l2, w_ld, n1, n2, m, h1, h2, rho, intercept, h2_1.intercept, h2_2.intercept)
 
     step1 = (z1**2 < two_step) & (z2**2 < two_step) if two_step is not None else None
     return _fit(z1 * z2, ld, np.sqrt(n1 * n2), m, weights, None, 0.0, step1, n_blocks)
