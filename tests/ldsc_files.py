@@ -184,10 +184,10 @@ def _write_gwas(directory, rng, chrom, bp, snp, in_gwas, extra, z, group_n, grou
     meta = {"format_version": 2, "phenotypes": names, "group_of_phenotype": group_of.tolist(), "n_variants": n_var}
     (compact / "meta.json").write_text(json.dumps(meta))
     a2 = np.where(a1_is_ref, alt, ref)
-    table = pd.DataFrame({"SNP": ids, "A1": variants["A1"], "A2": a2})
+    columns = {"SNP": ids, "A1": variants["A1"], "A2": a2}
     for k, name in enumerate(names):
-        table[f"Z_{name}"], table[f"N_{name}"] = z_stored[k], n_all[group_of[k]]
-    return table
+        columns[f"Z_{name}"], columns[f"N_{name}"] = z_stored[k], n_all[group_of[k]]
+    return pd.DataFrame(columns)
 
 
 def _valid(a1, a2) -> np.ndarray:
@@ -255,3 +255,55 @@ def _write_external(directory: Path, rng, gwas: pd.DataFrame, z: np.ndarray, n: 
     ssf_path = directory / "external.tsv.gz"
     ssf.to_csv(ssf_path, sep="\t", index=False, float_format="%.17g")
     return ldsc_path, ssf_path, munged_path
+
+
+def write_factor_case(directory: Path, n_snps: int, n_pheno: int, n_sumstats: int, seed: int = 11) -> LdscCase:
+    """A large case for benchmarks, drawn faster than `write_ldsc_case`: each phenotype's genetic
+    part loads on 4 genetic factors per SNP, its noise on 2 environmental ones (same samples), so
+    the traits are correlated without a per-SNP Cholesky. 22 chromosomes; no external trait;
+    .sumstats (and their munged copies) for the first ``n_sumstats`` phenotypes only."""
+    rng = np.random.default_rng(seed)
+    directory.mkdir(parents=True, exist_ok=True)
+    chromosomes = list(range(1, 23))
+    n_ref = int(n_snps * 1.05)
+    chrom = np.sort(rng.choice(chromosomes, n_ref))
+    bp = np.concatenate([np.sort(rng.choice(10**8, (chrom == c).sum(), replace=False)) + 1 for c in chromosomes])
+    snp = np.array([f"rs{100_000 + i}" for i in range(n_ref)])
+    ld = np.round(rng.gamma(2.0, 25.0, n_ref) + 1.0, 3)
+    m_5_50 = float(n_ref * 4)
+    _write_ld_scores(directory / "ld", chrom, snp, bp, ld, m_5_50)
+    in_gwas = np.sort(rng.choice(n_ref, n_snps, replace=False))
+    h2 = rng.uniform(0.1, 0.6, n_pheno)
+    genetic = rng.normal(size=(n_pheno, 4))
+    genetic /= np.linalg.norm(genetic, axis=1, keepdims=True)
+    env = rng.uniform(-0.4, 0.4, (n_pheno, 2))
+    group_n = np.stack([rng.integers(4600, 5000, n_snps), rng.integers(2800, 3000, n_snps)])
+    group_of = np.array([0] * (n_pheno - 1) + [1])
+    n = group_n[group_of].astype(np.float64)
+    scale = np.sqrt(n * h2[:, None] * ld[in_gwas] / m_5_50)
+    noise = env @ rng.standard_normal((2, n_snps)) + np.sqrt(1 - (env**2).sum(1))[:, None] * rng.standard_normal(
+        (n_pheno, n_snps)
+    )
+    z = scale * (genetic @ rng.standard_normal((4, n_snps))) + noise
+    names = [f"UDIP{k + 1}" for k in range(n_pheno)]
+    gwas = _write_gwas(directory / "study", rng, chrom, bp, snp, in_gwas, 0, z, group_n, group_of, names)
+    sumstats = _write_sumstats(directory, gwas, names[:n_sumstats], "")
+    munged = _write_sumstats(directory, gwas, names[:n_sumstats], ".munged", keep=_valid(gwas["A1"], gwas["A2"]))
+    rg = genetic @ genetic.T
+    path = directory / "none"
+    return LdscCase(
+        directory,
+        directory / "study",
+        f"{directory}/ld/",
+        f"{directory}/ld/",
+        sumstats,
+        path,
+        path,
+        munged,
+        path,
+        names,
+        h2,
+        rg,
+        m_5_50,
+        chromosomes,
+    )

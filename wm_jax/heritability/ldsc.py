@@ -22,13 +22,14 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from wm_jax.errors import InputError, input_error
+from wm_jax.errors import input_error
 from wm_jax.heritability import regression as reg
 from wm_jax.heritability.ldfiles import M_5_50, M_ALL, read_ld_scores
 from wm_jax.heritability.sumstats import ExternalSumstats, GwasSumstats, align, valid_snp
 
 log = logging.getLogger("wm_jax")
 
+MIN_SNPS = 200  # fewer SNPs than ldsc's jackknife blocks: no estimate
 PAIR_CHUNK_VALUES = 4_000_000  # float64 values per array of a chunk of pairs (32 MB)
 
 
@@ -137,6 +138,10 @@ def h2_table(gwas: GwasSumstats, reference: Reference, phenotypes: list[int], op
     ld, w_ld = merged["ld"].to_numpy(), merged["w_ld"].to_numpy()
     for group in _same_rows(keep):
         snps = keep[group[0]]
+        if snps.sum() < MIN_SNPS:
+            _log_not_estimated([gwas.phenotypes[phenotypes[row]] for row in group], int(snps.sum()))
+            rows = _nan_rows(rows, group, [gwas.phenotypes[phenotypes[row]] for row in group])
+            continue
         chi2, n_group = z[np.ix_(group, snps)] ** 2, n[np.ix_(group, snps)]
         fit = _fit_h2(chi2, ld[snps], w_ld[snps], n_group, reference.m, options, _two_step(options, reg.TWO_STEP))
         for k, row in enumerate(group):
@@ -144,9 +149,17 @@ def h2_table(gwas: GwasSumstats, reference: Reference, phenotypes: list[int], op
     return pd.DataFrame(rows)
 
 
+def _log_not_estimated(names: list[str], n_snps: int) -> None:
+    log.warning("%s: %d SNPs after the filters, fewer than %d: not estimated (NA)", ", ".join(names), n_snps, MIN_SNPS)
+
+
+def _nan_rows(rows: list, group: np.ndarray, names: list[str]) -> list:
+    for row, name in zip(group, names):
+        rows[row] = {"phenotype": name, **dict.fromkeys(H2_COLUMNS[1:], np.nan), "n_snps": 0}
+    return rows
+
+
 def _fit_h2(chi2, ld, w_ld, n, m, options: LdscOptions, two_step: float | None) -> reg.HsqFit:
-    if chi2.shape[1] < 2:
-        raise InputError(f"too few SNPs for the regression ({chi2.shape[1]}) after the filters")
     return reg.fit_h2(chi2, ld, w_ld, n, m, options.intercept_h2, two_step, options.n_blocks)
 
 
@@ -270,7 +283,8 @@ def _check_alleles(external: ExternalSumstats, shared: pd.DataFrame, match: np.n
         )
 
 
-RG_COLUMNS = ["p1", "p2", "rg", "se", "z", "p"]
+PAIR_COLUMNS = ["rg", "se", "z", "p", "h2_p1", "h2_p1_se", "h2_int_p1", "h2_int_p1_se", "h2_p2", "h2_p2_se"]
+PAIR_COLUMNS += ["h2_int_p2", "h2_int_p2_se", "gcov", "gcov_se", "gcov_int", "gcov_int_se", "n_snps"]
 
 
 def pair_table(
@@ -289,8 +303,12 @@ def pair_table(
         selected = np.flatnonzero(keys == key)
         first, second = pairs[selected[0]]
         snps = traits.present[first] & traits.present[second]
+        if snps.sum() < MIN_SNPS:
+            first_pair = f"{traits.names[first]} x {traits.names[second]}"
+            _log_not_estimated([f"{len(selected)} pair(s) like {first_pair}"], int(snps.sum()))
+            continue
         _fit_pairs(traits, pairs, selected, snps, ld, w_ld, m, options, columns)
-    table = pd.DataFrame({name: columns[name] for name in columns})
+    table = pd.DataFrame({name: columns.get(name, np.full(len(pairs), np.nan)) for name in PAIR_COLUMNS})
     table.insert(0, "p2", np.asarray(traits.names, dtype=object)[pairs[:, 1]])
     table.insert(0, "p1", np.asarray(traits.names, dtype=object)[pairs[:, 0]])
     return table
