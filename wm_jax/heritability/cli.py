@@ -70,6 +70,7 @@ def _ldsc_inputs(args):
 
     from wm_jax.heritability.ldsc import LdscOptions, load_reference
     from wm_jax.heritability.sumstats import check_phenotypes, open_gwas
+    from wm_jax.hostmemory import keep_freed_memory
     from wm_jax.options import options_from_args
 
     if args.gwas is None:
@@ -79,6 +80,7 @@ def _ldsc_inputs(args):
     ref_ld, w_ld = (args.ldscores, args.ldscores) if args.ldscores else (args.ref_ld, args.w_ld)
     if not ref_ld or not w_ld:
         raise InputError("--ldscores: expected LD scores (--ldscores PREFIX, or --ref-ld PREFIX and --w-ld PREFIX)")
+    keep_freed_memory()  # the regressions' temporaries are reused, not page-faulted in anew (wm_jax.hostmemory)
     gwas = open_gwas(args.gwas)
     phenotypes = check_phenotypes(gwas, args.pheno_names)
     options = options_from_args(LdscOptions, args)
@@ -110,7 +112,7 @@ def _publish(table_path: Path, record_path: Path, table, record: dict) -> None:
     from wm_jax.errors import atomic_path
 
     with atomic_path(table_path) as tmp, atomic_path(record_path) as tmp_record:
-        table.to_csv(tmp, sep="\t", index=False, float_format="%.8g", na_rep="NA")
+        table.to_csv(tmp, sep="\t", index=False, float_format="%.10g", na_rep="NA")
         tmp_record.write_text(json.dumps(record, indent=2) + "\n")
 
 

@@ -16,6 +16,7 @@ missingness pattern) are fitted together as rows of one array; pairs in chunks o
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass
 
@@ -110,6 +111,18 @@ def gwas_traits(gwas: GwasSumstats, merged: pd.DataFrame, phenotypes: list[int])
     return z, n, present
 
 
+def _shared(n: np.ndarray) -> np.ndarray:
+    """N (rows, SNPs) as one vector when every row has the same (the regression is cheaper then)."""
+    return n[0] if (n == n[0]).all() else n
+
+
+def _row_patterns(n: np.ndarray) -> np.ndarray:
+    """A number per row, equal for rows with equal values (by a 128-bit digest of each row)."""
+    numbers: dict[bytes, int] = {}
+    digests = [hashlib.blake2b(row.tobytes(), digest_size=16).digest() for row in n]
+    return np.array([numbers.setdefault(digest, len(numbers)) for digest in digests])
+
+
 def _same_rows(masks: np.ndarray) -> list[np.ndarray]:
     """Rows with identical masks, grouped (in first-appearance order)."""
     groups: dict[bytes, list[int]] = {}
@@ -142,7 +155,7 @@ def h2_table(gwas: GwasSumstats, reference: Reference, phenotypes: list[int], op
             _log_not_estimated([gwas.phenotypes[phenotypes[row]] for row in group], int(snps.sum()))
             rows = _nan_rows(rows, group, [gwas.phenotypes[phenotypes[row]] for row in group])
             continue
-        chi2, n_group = z[np.ix_(group, snps)] ** 2, n[np.ix_(group, snps)]
+        chi2, n_group = z[np.ix_(group, snps)] ** 2, _shared(n[np.ix_(group, snps)])
         fit = _fit_h2(chi2, ld[snps], w_ld[snps], n_group, reference.m, options, _two_step(options, reg.TWO_STEP))
         for k, row in enumerate(group):
             rows[row] = _h2_row(gwas.phenotypes[phenotypes[row]], fit, k)
@@ -322,13 +335,16 @@ def _fit_pairs(traits, pairs, selected, snps, ld, w_ld, m, options, columns) -> 
     local[involved] = np.arange(len(involved))
     z, n = traits.z[involved][:, cols], traits.n[involved][:, cols]
     two_step = _two_step(options, None)
-    h2 = _fit_h2(z**2, ld[cols], w_ld[cols], n, m, options, two_step)
+    h2 = _fit_h2(z**2, ld[cols], w_ld[cols], _shared(n), m, options, two_step)
+    pattern = _row_patterns(n)
     chunk = max(1, PAIR_CHUNK_VALUES // z.shape[1])
     for start in range(0, len(selected), chunk):
         rows = selected[start : start + chunk]
         a, b = local[pairs[rows, 0]], local[pairs[rows, 1]]
         h1, h2b = reg.select_rows(h2, a), reg.select_rows(h2, b)
-        gencov = reg.fit_gencov(z[a], z[b], ld[cols], w_ld[cols], n[a], n[b], m, h1, h2b, two_step, options.n_blocks)
+        n1 = n[a[0]] if (pattern[a] == pattern[a[0]]).all() else n[a]
+        n2 = n[b[0]] if (pattern[b] == pattern[b[0]]).all() else n[b]
+        gencov = reg.fit_gencov(z[a], z[b], ld[cols], w_ld[cols], n1, n2, m, h1, h2b, two_step, options.n_blocks)
         fit = reg.genetic_correlation(gencov, h1, h2b)
         values = {
             "rg": fit.rg,

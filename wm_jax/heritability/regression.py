@@ -89,12 +89,17 @@ def _solve(sums: np.ndarray, with_intercept: bool) -> np.ndarray:
 
 
 def _totals(x: np.ndarray, y: np.ndarray, w: np.ndarray, with_intercept: bool) -> np.ndarray:
+    """The summed moments of each row; a shared x (SNPs,) makes them matrix-vector products."""
+    wy = w * y
+    if x.ndim == 1:
+        sums = [w @ (x * x), w @ x, w.sum(1), wy @ x, wy.sum(1)] if with_intercept else [w @ (x * x), wy @ x]
+        return np.stack(sums, axis=-1)
     wx = w * x
     sums = [np.einsum("ij,ij->i", wx, x)]
     if with_intercept:
-        sums += [wx.sum(1), w.sum(1), np.einsum("ij,ij->i", wx, y), np.einsum("ij,ij->i", w, y)]
+        sums += [wx.sum(1), w.sum(1), np.einsum("ij,ij->i", wy, x), wy.sum(1)]
     else:
-        sums += [np.einsum("ij,ij->i", wx, y)]
+        sums += [np.einsum("ij,ij->i", wy, x)]
     return np.stack(sums, axis=-1)
 
 
@@ -162,10 +167,14 @@ def _fit(
     of the two-step estimator's first step (None: one step)."""
     rows, n_snps = y.shape
     n_blocks = min(n_snps, n_blocks)
-    nbar = n_eff.mean(axis=1)
-    x = n_eff * ld / nbar[:, None]
+    if n_eff.ndim == 1:  # one N per SNP for every row: x is shared
+        nbar = np.full(rows, n_eff.mean())
+        x = n_eff * ld / nbar[0]
+    else:
+        nbar = n_eff.mean(axis=1)
+        x = n_eff * ld / nbar[:, None]
     fixed = np.full(rows, null_intercept if intercept is None else intercept, np.float64)
-    first_guess = m * (y.mean(axis=1) - fixed) / (ld * n_eff).mean(axis=1)
+    first_guess = m * (y.mean(axis=1) - fixed) / (ld * n_eff).mean(axis=-1)
     w0 = weights(ld, first_guess, fixed)
     scale = m / nbar
     if intercept is not None:
@@ -212,7 +221,10 @@ def _two_step(
     intercept = est1[:, 1]
     update2 = lambda coef: weights(ld, scale * coef[:, 0], intercept)  # noqa: E731
     est2, delete2 = _irwls(x, y - intercept[:, None], w0, update2, separators, False)
-    c = np.einsum("ij,ij->i", w0, x) / np.einsum("ij,ij,ij->i", w0, x, x)
+    if x.ndim == 1:
+        c = (w0 @ x) / (w0 @ (x * x))
+    else:
+        c = np.einsum("ij,ij->i", w0, x) / np.einsum("ij,ij,ij->i", w0, x, x)
     slope_delete = delete2[:, :, 0] - c[:, None] * (delete1[:, :, 1] - intercept[:, None])
     return np.stack([est2[:, 0], intercept], axis=-1), np.stack([slope_delete, delete1[:, :, 1]], axis=-1)
 
@@ -220,14 +232,17 @@ def _two_step(
 # ---------------------------------------------------------------------------------------------
 # h2, genetic covariance, rg
 # ---------------------------------------------------------------------------------------------
-def _rows(array: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    return np.broadcast_to(np.asarray(array, np.float64), shape)
+def _per_snp(array: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """N per SNP: kept as one vector (SNPs,) when shared by every row, else (rows, SNPs)."""
+    array = np.asarray(array, np.float64)
+    return array if array.ndim == 1 else np.broadcast_to(array, shape)
 
 
 def hsq_weights(ld, w_ld, n, m, h2, intercept) -> np.ndarray:
     """ldsc's h2 weights: 1 / (2 (intercept + h2 N l / M)^2) / max(w_ld, 1), h2 clipped to [0, 1]."""
+    u = n * np.fmax(ld, 1.0) / m
     h2 = np.clip(h2, 0.0, 1.0)[:, None]
-    return 1.0 / (2.0 * np.square(intercept[:, None] + h2 * n / m * np.fmax(ld, 1.0))) / np.fmax(w_ld, 1.0)
+    return 1.0 / (2.0 * np.square(intercept[:, None] + h2 * u) * np.fmax(w_ld, 1.0))
 
 
 def fit_h2(
@@ -245,7 +260,7 @@ def fit_h2(
     number of reference SNPs. ``intercept`` fixes the intercept (then no two-step, as ldsc);
     ``two_step``: the first step's chi^2 cutoff, None for one step."""
     chi2 = np.asarray(chi2, np.float64)
-    n = _rows(n, chi2.shape)
+    n = _per_snp(n, chi2.shape)
     ld, w_ld = np.asarray(ld, np.float64), np.asarray(w_ld, np.float64)
     weights = lambda l2, h2, icpt: hsq_weights(l2, w_ld, n, m, h2, icpt)  # noqa: E731
     step1 = chi2 < two_step if (two_step is not None and intercept is None) else None
@@ -266,12 +281,22 @@ def fit_h2(
 
 def gencov_weights(ld, w_ld, n1, n2, m, h1, h2, rho, intercept, intercept1, intercept2) -> np.ndarray:
     """ldsc's genetic covariance weights: 1 / ((N1 h1 l/M + i1)(N2 h2 l/M + i2) + (sqrt(N1 N2) rho l/M + i)^2)
-    / max(w_ld, 1), with h1, h2 clipped to [0, 1] and rho to [-1, 1]."""
+    / max(w_ld, 1), with h1, h2 clipped to [0, 1] and rho to [-1, 1]. When l, N1 and N2 are shared
+    by every row (vectors), the denominator is expanded into a polynomial of shared vectors."""
     ld = np.fmax(ld, 1.0)
     h1, h2 = np.clip(h1, 0.0, 1.0)[:, None], np.clip(h2, 0.0, 1.0)[:, None]
-    a = n1 * (h1 * ld) / m + intercept1[:, None]
-    b = n2 * (h2 * ld) / m + intercept2[:, None]
-    c = np.sqrt(n1 * n2) * (np.clip(rho, -1.0, 1.0)[:, None] * ld) / m + intercept[:, None]
+    rho, i, i1, i2 = np.clip(rho, -1.0, 1.0)[:, None], intercept[:, None], intercept1[:, None], intercept2[:, None]
+    if ld.ndim == 1 and np.ndim(n1) == 1 and np.ndim(n2) == 1:
+        u1, u2, u12 = n1 * ld / m, n2 * ld / m, np.sqrt(n1 * n2) * ld / m
+        quadratic, constant = h1 * h2 + rho * rho, i1 * i2 + i * i
+        if n1 is n2 or np.array_equal(n1, n2):  # one N: a polynomial in u
+            denominator = (quadratic * u1 + (h1 * i2 + h2 * i1 + 2 * rho * i)) * u1 + constant
+        else:
+            denominator = quadratic * (u1 * u2) + h1 * i2 * u1 + h2 * i1 * u2 + 2 * rho * i * u12 + constant
+        return 1.0 / (denominator * np.fmax(w_ld, 1.0))
+    a = n1 * (h1 * ld) / m + i1
+    b = n2 * (h2 * ld) / m + i2
+    c = np.sqrt(n1 * n2) * (rho * ld) / m + i
     return 1.0 / (a * b + np.square(c)) / np.fmax(w_ld, 1.0)
 
 
@@ -291,7 +316,7 @@ def fit_gencov(
     """Genetic covariance of each row pair (z1[r], z2[r]), aligned to the same allele, given each
     trait's h2 fit on the same SNPs (rows of ``h2_1`` and ``h2_2`` match those of z1, z2)."""
     z1, z2 = np.asarray(z1, np.float64), np.asarray(z2, np.float64)
-    n1, n2 = _rows(n1, z1.shape), _rows(n2, z1.shape)
+    n1, n2 = _per_snp(n1, z1.shape), _per_snp(n2, z1.shape)
     ld, w_ld = np.asarray(ld, np.float64), np.asarray(w_ld, np.float64)
 
     def weights(l2, rho, intercept):
