@@ -112,7 +112,9 @@ def markdown(args, case, t_ours, t_ldsc, agree) -> str:
         f"Command: `python benchmarks/ldsc_regression.py --ldsc-python {args.ldsc_python} --snps {s} "
         f"--phenotypes {p} --ldsc-calls {args.ldsc_calls} --ldsc-list {args.ldsc_list}`",
         f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores shared with other work, "
-        f"{time.strftime('%Y-%m-%d')}. Whole processes (start-up, reading the LD scores and the GWAS, writing).",
+        f"{time.strftime('%Y-%m-%d')}; 1-minute load average {args.load[0]:.1f} at the start, "
+        f"{args.load[1]:.1f} at the end (2 = both cores busy). Whole processes (start-up, reading the LD "
+        "scores and the GWAS, writing).",
         "",
         "| job | wm-jax | ldsc | ldsc / wm-jax |",
         "| --- | --- | --- | --- |",
@@ -138,6 +140,7 @@ def main() -> None:
     parser.add_argument("--ldsc-list", type=int, default=8, help="files listed in the timed `--rg p1,...` call (>= 3)")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "ldsc_regression.md"))
     args = parser.parse_args()
+    load_start = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="ldsc-bench-") as tmp:
         work = Path(tmp)
         start = time.time()
@@ -150,6 +153,7 @@ def main() -> None:
         print(f"ldsc: {t_ldsc}", flush=True)
         agree = agreement(case, work, args.ldsc_python, args.ldsc_calls)
         print(f"agreement: {agree}", flush=True)
+    args.load = (load_start, os.getloadavg()[0])
     text = markdown(args, case, t_ours, t_ldsc, agree)
     Path(args.out).write_text(text)
     print(text)

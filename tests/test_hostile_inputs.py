@@ -29,7 +29,7 @@ import pytest
 
 from wm_jax.cli import main
 
-ERROR_LINE = re.compile(r"^wm-jax (?P<command>[a-z]+): error: (?P<where>[^:]+): (?P<what>.+)$")
+ERROR_LINE = re.compile(r"^wm-jax (?P<command>[a-z][a-z0-9]*): error: (?P<where>[^:]+): (?P<what>.+)$")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -84,8 +84,9 @@ def _ldsc_inputs(args):
     gwas = open_gwas(args.gwas)
     phenotypes = check_phenotypes(gwas, args.pheno_names)
     options = options_from_args(LdscOptions, args)
-    chromosomes = gwas.variants["CHR"].to_numpy()
-    reference = load_reference(ref_ld, w_ld, set(np.unique(chromosomes).tolist()), options)
+    chromosomes = set(np.unique(gwas.variants["CHR"].to_numpy()).tolist())
+    autosomes = {c for c in chromosomes if 1 <= c <= 22}  # LD score sets hold 1-22, as ldsc reads them
+    reference = load_reference(ref_ld, w_ld, autosomes, options)
     return gwas, phenotypes, reference, options
 
 
@@ -183,7 +184,9 @@ def run_export(args, overrides) -> None:
         for j in phenotypes:
             data = tmp / f"{gwas.phenotypes[j]}.tsv.gz"
             columns = ssf_columns(gwas, j, log10_p, a1_freq)
-            formats = {"p_value": "%s"} if columns["p_value"].dtype == object else {}
+            formats = {"beta": "%.8g", "standard_error": "%.8g"}  # float32's digits
+            if columns["p_value"].dtype == object:
+                formats["p_value"] = "%s"
             write_tsv(data, columns, formats=formats, compress=True)
             n_max = int(np.max(columns["n"])) if len(columns["n"]) else 0
             Path(f"{data}-meta.yaml").write_text(ssf_metadata(data, gwas.phenotypes[j], gwas, n_max))

@@ -293,7 +293,7 @@ def ssf_columns(gwas: GwasSumstats, phenotype: int, log10_p: np.ndarray, a1_freq
         "p_value": _p_value_text(log10_p[phenotype]),
         "variant_id": _variant_ids(variants),
         "rsid": variants["SNP"].to_numpy(),
-        "n": np.where(np.isfinite(beta), n, 0),
+        "n": n,
     }
 
 
