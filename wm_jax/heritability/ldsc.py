@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
 from wm_jax.errors import input_error
 from wm_jax.heritability import regression as reg
@@ -31,6 +32,7 @@ from wm_jax.heritability.sumstats import ExternalSumstats, GwasSumstats, align, 
 log = logging.getLogger("wm_jax")
 
 MIN_SNPS = 200  # fewer SNPs than ldsc's jackknife blocks: no estimate
+PROGRESS_PAIRS = 500  # a progress bar from this many pairs
 PAIR_CHUNK_VALUES = 4_000_000  # float64 values per array of a chunk of pairs (32 MB)
 
 
@@ -155,8 +157,8 @@ def h2_table(gwas: GwasSumstats, reference: Reference, phenotypes: list[int], op
             _log_not_estimated([gwas.phenotypes[phenotypes[row]] for row in group], int(snps.sum()))
             rows = _nan_rows(rows, group, [gwas.phenotypes[phenotypes[row]] for row in group])
             continue
-        chi2, n_group = z[np.ix_(group, snps)] ** 2, _shared(n[np.ix_(group, snps)])
-        fit = _fit_h2(chi2, ld[snps], w_ld[snps], n_group, reference.m, options, _two_step(options, reg.TWO_STEP))
+        z_group, n_group = z[np.ix_(group, snps)], _shared(n[np.ix_(group, snps)])
+        fit = _fit_h2(z_group, ld[snps], w_ld[snps], n_group, reference.m, options, _two_step(options, reg.TWO_STEP))
         for k, row in enumerate(group):
             rows[row] = _h2_row(gwas.phenotypes[phenotypes[row]], fit, k)
     return pd.DataFrame(rows)
@@ -172,8 +174,23 @@ def _nan_rows(rows: list, group: np.ndarray, names: list[str]) -> list:
     return rows
 
 
-def _fit_h2(chi2, ld, w_ld, n, m, options: LdscOptions, two_step: float | None) -> reg.HsqFit:
-    return reg.fit_h2(chi2, ld, w_ld, n, m, options.intercept_h2, two_step, options.n_blocks)
+def _fit_h2(z, ld, w_ld, n, m, options: LdscOptions, two_step: float | None) -> reg.HsqFit:
+    """h2 of each row of ``z``, in chunks of rows (memory stays at a few arrays of PAIR_CHUNK_VALUES)."""
+    chunk = max(1, PAIR_CHUNK_VALUES // z.shape[1])
+    fits = [
+        reg.fit_h2(
+            z[start : start + chunk] ** 2,
+            ld,
+            w_ld,
+            n if n.ndim == 1 else n[start : start + chunk],
+            m,
+            options.intercept_h2,
+            two_step,
+            options.n_blocks,
+        )
+        for start in range(0, len(z), chunk)
+    ]
+    return reg.concatenate_fits(fits)
 
 
 def _two_step(options: LdscOptions, default: float | None) -> float | None:
@@ -312,6 +329,7 @@ def pair_table(
         group_of[rows] = g
     columns: dict[str, np.ndarray] = {}
     keys = group_of[pairs[:, 0]] * len(groups) + group_of[pairs[:, 1]]
+    progress = tqdm(total=len(pairs), unit="pair", desc="rg", disable=len(pairs) < PROGRESS_PAIRS)
     for key in np.unique(keys):
         selected = np.flatnonzero(keys == key)
         first, second = pairs[selected[0]]
@@ -320,22 +338,26 @@ def pair_table(
             first_pair = f"{traits.names[first]} x {traits.names[second]}"
             _log_not_estimated([f"{len(selected)} pair(s) like {first_pair}"], int(snps.sum()))
             continue
-        _fit_pairs(traits, pairs, selected, snps, ld, w_ld, m, options, columns)
+        _fit_pairs(traits, pairs, selected, snps, ld, w_ld, m, options, columns, progress)
+    progress.close()
     table = pd.DataFrame({name: columns.get(name, np.full(len(pairs), np.nan)) for name in PAIR_COLUMNS})
     table.insert(0, "p2", np.asarray(traits.names, dtype=object)[pairs[:, 1]])
     table.insert(0, "p1", np.asarray(traits.names, dtype=object)[pairs[:, 0]])
     return table
 
 
-def _fit_pairs(traits, pairs, selected, snps, ld, w_ld, m, options, columns) -> None:
+def _fit_pairs(traits, pairs, selected, snps, ld, w_ld, m, options, columns, progress) -> None:
     """Fit the pairs ``selected`` (rows of ``pairs``) on ``snps``; fill ``columns`` at those rows."""
     cols = slice(None) if snps.all() else snps
     involved = np.unique(pairs[selected])
     local = np.full(len(traits.names), -1, np.int64)
     local[involved] = np.arange(len(involved))
-    z, n = traits.z[involved][:, cols], traits.n[involved][:, cols]
+    everyone = len(involved) == len(traits.names)  # views, not copies, of every trait's Z and N
+    z, n = (a if everyone else a[involved] for a in (traits.z, traits.n))
+    if not snps.all():
+        z, n = z[:, cols], n[:, cols]
     two_step = _two_step(options, None)
-    h2 = _fit_h2(z**2, ld[cols], w_ld[cols], _shared(n), m, options, two_step)
+    h2 = _fit_h2(z, ld[cols], w_ld[cols], _shared(n), m, options, two_step)
     pattern = _row_patterns(n)
     chunk = max(1, PAIR_CHUNK_VALUES // z.shape[1])
     for start in range(0, len(selected), chunk):
@@ -367,3 +389,4 @@ def _fit_pairs(traits, pairs, selected, snps, ld, w_ld, m, options, columns) -> 
         }
         for name, value in values.items():
             columns.setdefault(name, np.full(len(pairs), np.nan))[rows] = value
+        progress.update(len(rows))

@@ -341,6 +341,17 @@ def genetic_correlation(gencov: Fit, h2_1: HsqFit, h2_2: HsqFit) -> RgFit:
     return RgFit(rg=rg, se=se, z=z, p=stats.chi2.sf(z**2, 1), gencov=gencov)
 
 
+def concatenate_fits(fits: list[HsqFit]) -> HsqFit:
+    """The rows of several h2 fits (on the same SNPs) as one."""
+    first = vars(fits[0])
+    return HsqFit(
+        **{
+            k: (np.concatenate([vars(f)[k] for f in fits]) if isinstance(v, np.ndarray) else v)
+            for k, v in first.items()
+        }
+    )
+
+
 def select_rows(fit: HsqFit, rows: np.ndarray) -> HsqFit:
     """The h2 fits of ``rows`` (an index array), e.g. the first trait of each pair."""
     fields = {k: (v[rows] if isinstance(v, np.ndarray) else v) for k, v in vars(fit).items()}
