@@ -300,3 +300,8 @@ def test_shared_and_per_row_sample_sizes_give_the_same_fits():
             np.testing.assert_allclose(getattr(fits[0], field), getattr(fits[1], field), rtol=1e-10)
         for field in ("total", "total_se", "intercept", "intercept_se"):
             np.testing.assert_allclose(getattr(fits[0].gencov, field), getattr(fits[1].gencov, field), rtol=1e-10)
+
+
+def test_a_two_step_cutoff_below_almost_every_snp_is_one_line(case, tmp_path, capsys):
+    argv = ["h2", "--gwas", str(case.gwas_prefix), "--ldscores", case.ld_prefix, "--two-step", "0.00001"]
+    _fails_naming(capsys, [*argv, "--out", str(tmp_path / "o")], "--two-step", "fewer than the 200 jackknife blocks")

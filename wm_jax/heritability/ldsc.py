@@ -16,6 +16,7 @@ missingness pattern) are fitted together as rows of one array; pairs in chunks o
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from wm_jax.errors import input_error
+from wm_jax.errors import InputError, input_error
 from wm_jax.heritability import regression as reg
 from wm_jax.heritability.ldfiles import M_5_50, M_ALL, read_ld_scores
 from wm_jax.heritability.sumstats import ExternalSumstats, GwasSumstats, align, valid_snp
@@ -177,20 +178,30 @@ def _nan_rows(rows: list, group: np.ndarray, names: list[str]) -> list:
 def _fit_h2(z, ld, w_ld, n, m, options: LdscOptions, two_step: float | None) -> reg.HsqFit:
     """h2 of each row of ``z``, in chunks of rows (memory stays at a few arrays of PAIR_CHUNK_VALUES)."""
     chunk = max(1, PAIR_CHUNK_VALUES // z.shape[1])
-    fits = [
-        reg.fit_h2(
-            z[start : start + chunk] ** 2,
-            ld,
-            w_ld,
-            n if n.ndim == 1 else n[start : start + chunk],
-            m,
-            options.intercept_h2,
-            two_step,
-            options.n_blocks,
-        )
-        for start in range(0, len(z), chunk)
-    ]
+    with _two_step_guard():
+        fits = [
+            reg.fit_h2(
+                z[start : start + chunk] ** 2,
+                ld,
+                w_ld,
+                n if n.ndim == 1 else n[start : start + chunk],
+                m,
+                options.intercept_h2,
+                two_step,
+                options.n_blocks,
+            )
+            for start in range(0, len(z), chunk)
+        ]
     return reg.concatenate_fits(fits)
+
+
+@contextlib.contextmanager
+def _two_step_guard():
+    """The two-step estimator needs a jackknife block's worth of SNPs below its cutoff."""
+    try:
+        yield
+    except reg.TooFewSnps as err:
+        raise InputError(f"--two-step: {err}; expected a higher cutoff for these statistics") from None
 
 
 def _two_step(options: LdscOptions, default: float | None) -> float | None:
@@ -366,7 +377,8 @@ def _fit_pairs(traits, pairs, selected, snps, ld, w_ld, m, options, columns, pro
         h1, h2b = reg.select_rows(h2, a), reg.select_rows(h2, b)
         n1 = n[a[0]] if (pattern[a] == pattern[a[0]]).all() else n[a]
         n2 = n[b[0]] if (pattern[b] == pattern[b[0]]).all() else n[b]
-        gencov = reg.fit_gencov(z[a], z[b], ld[cols], w_ld[cols], n1, n2, m, h1, h2b, two_step, options.n_blocks)
+        with _two_step_guard():
+            gencov = reg.fit_gencov(z[a], z[b], ld[cols], w_ld[cols], n1, n2, m, h1, h2b, two_step, options.n_blocks)
         fit = reg.genetic_correlation(gencov, h1, h2b)
         values = {
             "rg": fit.rg,

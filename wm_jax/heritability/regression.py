@@ -36,6 +36,10 @@ LAMBDA_GC_MEDIAN = 0.4549  # ldsc's median of chi^2 with 1 df (rounded as ldsc r
 Weights = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 
 
+class TooFewSnps(ValueError):
+    """Fewer SNPs than jackknife blocks below the two-step estimator's cutoff (ldsc fails there too)."""
+
+
 @dataclass
 class Fit:
     """One LD score regression per row: the total (h2 or genetic covariance), the intercept,
@@ -142,7 +146,7 @@ def subset_separators(keep: np.ndarray, n_blocks: int) -> np.ndarray:
     for r in range(rows):
         kept = np.flatnonzero(keep[r])
         if len(kept) < n_blocks:
-            raise ValueError(f"{len(kept)} SNPs below the two-step cutoff, fewer than the {n_blocks} jackknife blocks")
+            raise TooFewSnps(f"{len(kept)} SNPs below the two-step cutoff, fewer than the {n_blocks} jackknife blocks")
         inner = np.floor(np.linspace(0, len(kept), n_blocks + 1)).astype(np.int64)[1:-1]
         separators[r, 0], separators[r, 1:-1], separators[r, -1] = 0, kept[inner], n
     return separators
