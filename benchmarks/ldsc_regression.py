@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import subprocess
 import sys
 import tempfile
@@ -33,12 +34,14 @@ sys.path.insert(0, str(REPO / "tests"))
 from ldsc_files import write_factor_case  # noqa: E402
 
 
-def timed(argv: list[str]) -> float:
-    start = time.time()
+def timed(argv: list[str]) -> np.ndarray:
+    """(wall seconds, CPU seconds: user + sys of the process and its children) of one command."""
+    before, start = resource.getrusage(resource.RUSAGE_CHILDREN), time.time()
     done = subprocess.run(argv, capture_output=True, text=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+    wall, after = time.time() - start, resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(argv[:4])} ...: {done.stderr[-2000:]}")
-    return time.time() - start
+    return np.array([wall, after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime])
 
 
 def ours(case, work: Path) -> dict:
@@ -61,7 +64,7 @@ def ldsc_times(case, work: Path, python: str, calls: int, listed_files: int) -> 
         for k in range(1, calls)
     ]
     listed = timed([python, script, "--rg", ",".join(files), *ld, "--out", str(work / "l_rg_list")])
-    return {"h2_call_s": float(np.mean(h2)), "rg_pair_call_s": float(np.mean(one_pair)), "rg_list_s": listed}
+    return {"h2_call_s": np.mean(h2, axis=0), "rg_pair_call_s": np.mean(one_pair, axis=0), "rg_list_s": listed}
 
 
 def agreement(case, work: Path, python: str, calls: int) -> dict:
@@ -90,22 +93,31 @@ def agreement(case, work: Path, python: str, calls: int) -> dict:
     return {"max_abs_diff": float(np.max(np.abs(a - b))), "max_rel_diff": float(np.max(np.abs(a - b) / np.abs(b)))}
 
 
-def markdown(args, case, t_ours, t_ldsc, agree) -> str:
+def _seconds(pair: np.ndarray, estimated: bool = False) -> str:
+    suffix = " (est.)" if estimated else ""
+    return (
+        f"{pair[0]:.1f} s / {pair[1]:.1f} s{suffix}" if pair[0] < 100 else f"{pair[0]:.0f} s / {pair[1]:.0f} s{suffix}"
+    )
+
+
+def markdown(args, t_ours, t_ldsc, agree) -> str:
     p, s = args.phenotypes, args.snps
     n_pairs = p * (p - 1) // 2
     h2_ldsc = p * t_ldsc["h2_call_s"]
     rg_pairwise = n_pairs * t_ldsc["rg_pair_call_s"]
-    # --rg p_k,...,p_P: one call per k, its cost start-up + per-pair (from the list call of `calls` files)
+    # --rg p_k,...,p_P: one call per k, its cost start-up + per-pair (from the list call of `ldsc_list` files)
     per_pair = (t_ldsc["rg_list_s"] - t_ldsc["rg_pair_call_s"]) / (args.ldsc_list - 2)
     start_up = t_ldsc["rg_pair_call_s"] - per_pair
     rg_listed = sum(start_up + (p - k) * per_pair for k in range(1, p))
+    jobs = [
+        ("h2, every phenotype", t_ours["h2_s"], h2_ldsc),
+        (f"rg matrix, {n_pairs} pairs, one ldsc call per pair", t_ours["rg_s"], rg_pairwise),
+        ("rg matrix, one ldsc call per first phenotype (`--rg p_k,...,p_P`)", t_ours["rg_s"], rg_listed),
+    ]
     rows = [
-        ("h2, every phenotype", f"{t_ours['h2_s']:.1f} s", f"{h2_ldsc:.0f} s (est.)", h2_ldsc / t_ours["h2_s"]),
-        (f"rg matrix, {n_pairs} pairs, one ldsc call per pair", f"{t_ours['rg_s']:.1f} s",
-         f"{rg_pairwise:.0f} s (est.)", rg_pairwise / t_ours["rg_s"]),
-        ("rg matrix, one ldsc call per first phenotype (`--rg p_k,...,p_P`)", f"{t_ours['rg_s']:.1f} s",
-         f"{rg_listed:.0f} s (est.)", rg_listed / t_ours["rg_s"]),
-    ]  # fmt: skip
+        f"| {job} | {_seconds(a)} | {_seconds(b, True)} | {b[0] / a[0]:.0f}x / {b[1] / a[1]:.0f}x |"
+        for job, a, b in jobs
+    ]
     lines = [
         f"# LD score regression: wm-jax against ldsc 2.0.1 ({p} phenotypes, {s:,} SNPs)",
         "",
@@ -114,18 +126,20 @@ def markdown(args, case, t_ours, t_ldsc, agree) -> str:
         f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores shared with other work, "
         f"{time.strftime('%Y-%m-%d')}; 1-minute load average {args.load[0]:.1f} at the start, "
         f"{args.load[1]:.1f} at the end (2 = both cores busy). Whole processes (start-up, reading the LD "
-        "scores and the GWAS, writing).",
+        "scores and the GWAS, writing). Each cell: wall time / CPU time (user + sys); CPU time depends "
+        "less on the other jobs sharing the cores.",
         "",
         "| job | wm-jax | ldsc | ldsc / wm-jax |",
         "| --- | --- | --- | --- |",
-        *(f"| {job} | {a} | {b} | {r:.0f}x |" for job, a, b, r in rows),
+        *rows,
         "",
-        f"ldsc figures are extrapolated from {args.ldsc_calls} `--h2` calls ({t_ldsc['h2_call_s']:.2f} s each), "
-        f"{args.ldsc_calls - 1} one-pair `--rg` calls ({t_ldsc['rg_pair_call_s']:.2f} s each) and one `--rg` call "
-        f"listing {args.ldsc_list} files ({t_ldsc['rg_list_s']:.2f} s: start-up {start_up:.2f} s + "
-        f"{per_pair:.2f} s per pair).",
+        f"ldsc figures are extrapolated from {args.ldsc_calls} `--h2` calls ({_seconds(t_ldsc['h2_call_s'])} "
+        f"each), {args.ldsc_calls - 1} one-pair `--rg` calls ({_seconds(t_ldsc['rg_pair_call_s'])} each) and one "
+        f"`--rg` call listing {args.ldsc_list} files ({_seconds(t_ldsc['rg_list_s'])}: start-up "
+        f"{_seconds(start_up)} + {_seconds(per_pair)} per pair).",
         f"Agreement on those phenotypes and pairs (h2, se, intercept, intercept_se, ratio, ratio_se; rg, se, "
-        f"gcov, gcov_int): max |difference| {agree['max_abs_diff']:.2g}, max relative {agree['max_rel_diff']:.2g}.",
+        f"gcov, gcov_int): max |difference| {agree['max_abs_diff']:.2g}, max relative {agree['max_rel_diff']:.2g} "
+        "(our tables hold 10 significant digits).",
         "",
     ]
     return "\n".join(lines)
@@ -154,7 +168,7 @@ def main() -> None:
         agree = agreement(case, work, args.ldsc_python, args.ldsc_calls)
         print(f"agreement: {agree}", flush=True)
     args.load = (load_start, os.getloadavg()[0])
-    text = markdown(args, case, t_ours, t_ldsc, agree)
+    text = markdown(args, t_ours, t_ldsc, agree)
     Path(args.out).write_text(text)
     print(text)
 
