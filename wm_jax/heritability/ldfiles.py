@@ -144,7 +144,8 @@ def _read_m(stems: list[str], suffix: str, n_columns: int) -> np.ndarray:
         try:
             values = [float(v) for v in path.read_text().split()]
         except FileNotFoundError:
-            raise input_error(path, f"not found; expected the number of reference SNPs beside {stem}{SUFFIX}")
+            hint = " (or pass --not-M-5-50 to read .l2.M)" if suffix == M_5_50 else ""
+            raise input_error(path, f"not found; expected the number of reference SNPs beside {stem}{SUFFIX}{hint}")
         except (OSError, UnicodeDecodeError, ValueError) as err:
             raise input_error(path, f"expected {n_columns} number(s), one per LD score column ({type(err).__name__})")
         if len(values) != n_columns:

@@ -16,9 +16,11 @@ missingness pattern) are fitted together as rows of one array; pairs in chunks o
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import hashlib
 import logging
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,6 +36,7 @@ log = logging.getLogger("wm_jax")
 
 MIN_SNPS = 200  # fewer SNPs than ldsc's jackknife blocks: no estimate
 PROGRESS_PAIRS = 500  # a progress bar from this many pairs
+PAIR_THREADS = 4  # threads fitting chunks of pairs (each holds a few dozen arrays of a chunk)
 PAIR_CHUNK_VALUES = 4_000_000  # float64 values per array of a chunk of pairs (32 MB)
 
 
@@ -358,7 +361,8 @@ def pair_table(
 
 
 def _fit_pairs(traits, pairs, selected, snps, ld, w_ld, m, options, columns, progress) -> None:
-    """Fit the pairs ``selected`` (rows of ``pairs``) on ``snps``; fill ``columns`` at those rows."""
+    """Fit the pairs ``selected`` (rows of ``pairs``) on ``snps``; fill ``columns`` at those rows.
+    Chunks of pairs run on up to PAIR_THREADS threads (NumPy releases the GIL in its loops)."""
     cols = slice(None) if snps.all() else snps
     involved = np.unique(pairs[selected])
     local = np.full(len(traits.names), -1, np.int64)
@@ -369,36 +373,58 @@ def _fit_pairs(traits, pairs, selected, snps, ld, w_ld, m, options, columns, pro
         z, n = z[:, cols], n[:, cols]
     two_step = _two_step(options, None)
     h2 = _fit_h2(z, ld[cols], w_ld[cols], _shared(n), m, options, two_step)
-    pattern = _row_patterns(n)
+    shared = SnpSet(z, n, ld[cols], w_ld[cols], m, h2, _row_patterns(n), two_step, options.n_blocks)
     chunk = max(1, PAIR_CHUNK_VALUES // z.shape[1])
-    for start in range(0, len(selected), chunk):
-        rows = selected[start : start + chunk]
-        a, b = local[pairs[rows, 0]], local[pairs[rows, 1]]
-        h1, h2b = reg.select_rows(h2, a), reg.select_rows(h2, b)
-        n1 = n[a[0]] if (pattern[a] == pattern[a[0]]).all() else n[a]
-        n2 = n[b[0]] if (pattern[b] == pattern[b[0]]).all() else n[b]
-        with _two_step_guard():
-            gencov = reg.fit_gencov(z[a], z[b], ld[cols], w_ld[cols], n1, n2, m, h1, h2b, two_step, options.n_blocks)
-        fit = reg.genetic_correlation(gencov, h1, h2b)
-        values = {
-            "rg": fit.rg,
-            "se": fit.se,
-            "z": fit.z,
-            "p": fit.p,
-            "h2_p1": h1.total,
-            "h2_p1_se": h1.total_se,
-            "h2_int_p1": h1.intercept,
-            "h2_int_p1_se": h1.intercept_se,
-            "h2_p2": h2b.total,
-            "h2_p2_se": h2b.total_se,
-            "h2_int_p2": h2b.intercept,
-            "h2_int_p2_se": h2b.intercept_se,
-            "gcov": gencov.total,
-            "gcov_se": gencov.total_se,
-            "gcov_int": gencov.intercept,
-            "gcov_int_se": gencov.intercept_se,
-            "n_snps": np.full(len(rows), z.shape[1]),
-        }
-        for name, value in values.items():
-            columns.setdefault(name, np.full(len(pairs), np.nan))[rows] = value
-        progress.update(len(rows))
+    chunks = [selected[start : start + chunk] for start in range(0, len(selected), chunk)]
+    workers = min(PAIR_THREADS, os.cpu_count() or 1, len(chunks))
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+        jobs = {pool.submit(_fit_chunk, shared, local[pairs[rows, 0]], local[pairs[rows, 1]]): rows for rows in chunks}
+        for job in concurrent.futures.as_completed(jobs):
+            rows = jobs[job]
+            for name, value in job.result().items():
+                columns.setdefault(name, np.full(len(pairs), np.nan))[rows] = value
+            progress.update(len(rows))
+
+
+@dataclass
+class SnpSet:
+    """What every pair on one set of SNPs shares: its traits' Z and N, the LD scores, h2 fits."""
+
+    z: np.ndarray
+    n: np.ndarray
+    ld: np.ndarray
+    w_ld: np.ndarray
+    m: float
+    h2: reg.HsqFit
+    pattern: np.ndarray  # traits with the same N per SNP have the same number
+    two_step: float | None
+    n_blocks: int
+
+
+def _fit_chunk(s: SnpSet, a: np.ndarray, b: np.ndarray) -> dict[str, np.ndarray]:
+    """The output columns of the pairs (a[k], b[k]) (rows of the SnpSet's traits)."""
+    h1, h2 = reg.select_rows(s.h2, a), reg.select_rows(s.h2, b)
+    n1 = s.n[a[0]] if (s.pattern[a] == s.pattern[a[0]]).all() else s.n[a]
+    n2 = s.n[b[0]] if (s.pattern[b] == s.pattern[b[0]]).all() else s.n[b]
+    with _two_step_guard():
+        gencov = reg.fit_gencov(s.z[a], s.z[b], s.ld, s.w_ld, n1, n2, s.m, h1, h2, s.two_step, s.n_blocks)
+    fit = reg.genetic_correlation(gencov, h1, h2)
+    return {
+        "rg": fit.rg,
+        "se": fit.se,
+        "z": fit.z,
+        "p": fit.p,
+        "h2_p1": h1.total,
+        "h2_p1_se": h1.total_se,
+        "h2_int_p1": h1.intercept,
+        "h2_int_p1_se": h1.intercept_se,
+        "h2_p2": h2.total,
+        "h2_p2_se": h2.total_se,
+        "h2_int_p2": h2.intercept,
+        "h2_int_p2_se": h2.intercept_se,
+        "gcov": gencov.total,
+        "gcov_se": gencov.total_se,
+        "gcov_int": gencov.intercept,
+        "gcov_int_se": gencov.intercept_se,
+        "n_snps": np.full(len(a), s.z.shape[1]),
+    }
