@@ -29,7 +29,7 @@ import pytest
 
 from wm_jax.cli import main
 
-ERROR_LINE = re.compile(r"^wm-jax (?P<command>[a-z]+): error: (?P<where>[^:]+): (?P<what>.+)$")
+ERROR_LINE = re.compile(r"^wm-jax (?P<command>[a-z][a-z0-9]*): error: (?P<where>[^:]+): (?P<what>.+)$")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -448,7 +448,47 @@ def _udip_missing(c, d: Path) -> Path:
 SYSTEM_EXIT_CONFIG = "import sys\nsys.exit(0)\n"
 NO_GET_CONFIG = "x = 1\n"
 
+
 # (id, builder(ctx, case_dir) -> argv, expected message fragment)
+def _ld_scores(c, d: Path, drop_chromosome: str | None = None, rename: bool = False) -> str:
+    """LD scores (LDSC format, one file set per chromosome under d/ld/) of the GWAS's variants;
+    a chromosome's files left out, or every SNP renamed, on request. Returns the prefix."""
+    import gzip
+
+    variants = pd.read_csv(Path(f"{c.gwas}.gwas") / "variants.tsv", sep="\t", dtype={"#CHROM": str, "ID": str})
+    (d / "ld").mkdir()
+    for chrom, rows in variants.groupby("#CHROM"):
+        if chrom == drop_chromosome:
+            continue
+        with gzip.open(d / "ld" / f"{chrom}.l2.ldscore.gz", "wt") as handle:
+            handle.write("CHR\tSNP\tBP\tL2\n")
+            ids = ("x" + rows["ID"]) if rename else rows["ID"]
+            handle.writelines(f"{chrom}\t{i}\t{b}\t{1 + k % 7}.5\n" for k, (i, b) in enumerate(zip(ids, rows["POS"])))
+        _write(d / "ld" / f"{chrom}.l2.M_5_50", f"{len(rows) * 3}\n")
+    return f"{d}/ld/"
+
+
+def _ldsc_args(c, d, command: str, *extra, ld=None, gwas=None, out=None):
+    ld = _ld_scores(c, d) if ld is None else ld
+    return [command, "--gwas", str(gwas or c.gwas), "--ldscores", ld, "--out", str(out or d / "o"), *extra]
+
+
+def _sumstats(c, d: Path, drop: str | None = None, edit=None) -> Path:
+    """The first phenotype of the GWAS as an LDSC .sumstats (SNP A1 A2 N Z), a column dropped or edited."""
+    directory = Path(f"{c.gwas}.gwas")
+    variants = pd.read_csv(directory / "variants.tsv", sep="\t", dtype={"ID": str})
+    a2 = np.where(variants["A1"] == variants["REF"], variants["ALT"], variants["REF"])
+    z = np.load(directory / "beta.npy")[0] / np.load(directory / "se.npy")[0]
+    table = pd.DataFrame({"SNP": variants["ID"], "A1": variants["A1"], "A2": a2, "N": 100, "Z": z})
+    table = edit(table) if edit else table
+    table.drop(columns=[drop] if drop else []).to_csv(d / "other.sumstats", sep="\t", index=False)
+    return d / "other.sumstats"
+
+
+def _first_chromosome(c) -> str:
+    return str(pd.read_csv(Path(f"{c.gwas}.gwas") / "variants.tsv", sep="\t", dtype={"#CHROM": str})["#CHROM"].iloc[0])
+
+
 CASES = [
     # --- simulate ---------------------------------------------------------------------------
     (
@@ -1060,6 +1100,55 @@ CASES = [
         "--out: expected the path of a directory",
     ),
     ("report-out-inside-store", lambda c, d: _report_args(c, d, out=c.store / "report"), "output of wm-jax prepare"),
+    ("h2-gwas-missing", lambda c, d: _ldsc_args(c, d, "h2", gwas=d / "none"), "not a `wm-jax gwas` compact output"),
+    ("h2-no-ldscores", lambda c, d: _ldsc_args(c, d, "h2")[:3] + ["--out", str(d / "o")], "--ldscores: expected"),
+    (
+        "h2-ldscores-missing",
+        lambda c, d: _ldsc_args(c, d, "h2", ld=f"{d}/nowhere/"),
+        "LD scores not found",
+    ),
+    (
+        "h2-ldscores-missing-chromosome",
+        lambda c, d: _ldsc_args(c, d, "h2", ld=_ld_scores(c, d, drop_chromosome=_first_chromosome(c))),
+        "and the summary statistics have SNPs on it",
+    ),
+    (
+        "h2-ldscores-other-snp-ids",
+        lambda c, d: _ldsc_args(c, d, "h2", ld=_ld_scores(c, d, rename=True)),
+        "is among the SNP IDs of the LD scores",
+    ),
+    ("h2-unknown-phenotype", lambda c, d: _ldsc_args(c, d, "h2", "--pheno-name", "P9"), "--pheno-name: 'P9'"),
+    (
+        "h2-out-foreign-file",
+        lambda c, d: _ldsc_args(c, d, "h2", out=_write(d / "x.h2.tsv", "x").parent / "x"),
+        "pass --overwrite",
+    ),
+    ("h2-out-inside-cohort", lambda c, d: _ldsc_args(c, d, "h2", out=c.cohort / "h"), "output of wm-jax simulate"),
+    ("rg-one-phenotype", lambda c, d: _ldsc_args(c, d, "rg", "--pheno-name", "P1"), "expected at least two"),
+    (
+        "rg-sumstats-without-n",
+        lambda c, d: _ldsc_args(c, d, "rg", "--sumstats", str(_sumstats(c, d, drop="N"))),
+        "expected the sample size",
+    ),
+    (
+        "rg-sumstats-other-snp-ids",
+        lambda c, d: _ldsc_args(
+            c, d, "rg", "--sumstats", str(_sumstats(c, d, edit=lambda t: t.assign(SNP="z" + t.SNP)))
+        ),
+        "none of its SNP IDs",
+    ),
+    (
+        "rg-sumstats-z-not-numbers",
+        lambda c, d: _ldsc_args(c, d, "rg", "--sumstats", str(_sumstats(c, d, edit=lambda t: t.assign(Z="big")))),
+        "column Z: expected numbers",
+    ),
+    ("rg-sumstats-missing", lambda c, d: _ldsc_args(c, d, "rg", "--sumstats", str(d / "none.sumstats")), "not found"),
+    ("export-gwas-missing", lambda c, d: ["export", "--gwas", str(d / "none"), "--out", str(d / "e")], "not a `wm-jax"),
+    (
+        "export-out-cohort",
+        lambda c, d: ["export", "--gwas", str(c.gwas), "--out", str(c.cohort)],
+        "holds the output of wm-jax simulate",
+    ),
     ("report-gwas-missing", lambda c, d: _report_args(c, d, gwas=d / "none"), "not a `wm-jax gwas` output"),
     (
         "report-meta-garbage",

@@ -166,6 +166,7 @@ def _add_later_stages(sub) -> None:
         "wm_jax.reporting.cli",
         "wm_jax.pipeline.cli",
         "wm_jax.commands.ldscore",
+        "wm_jax.heritability.cli",
     ):
         try:
             module = __import__(module_name, fromlist=["register"])
