@@ -1100,6 +1100,47 @@ CASES = [
         "--out: expected the path of a directory",
     ),
     ("report-out-inside-store", lambda c, d: _report_args(c, d, out=c.store / "report"), "output of wm-jax prepare"),
+    (
+        "ldscore-window-spans-the-chromosome",
+        lambda c, d: ["ldscore", "--bfile", str(c.cohort / "genotypes"), "--out", str(d / "ld")],
+        "--ld-wind-cm 1: the window spans all of chromosome",
+    ),
+    (
+        "ldscore-out-inside-cohort",
+        lambda c, d: [
+            "ldscore",
+            "--bfile",
+            str(c.cohort / "genotypes"),
+            "--ld-wind-kb",
+            "10",
+            "--out",
+            str(c.cohort / "ld"),
+        ],
+        "output of wm-jax simulate",
+    ),
+    ("ldscore-no-bfile", lambda c, d: ["ldscore", "--bfile", str(d / "none"), "--out", str(d / "ld")], ".bed file"),
+    (
+        "h2-rhe-stray-ldsc-flag",
+        lambda c, d: [
+            "h2",
+            "--method",
+            "rhe",
+            "--bfile",
+            str(c.cohort / "genotypes"),
+            "--pheno",
+            str(c.pheno),
+            "--ldscores",
+            str(d / "x"),
+            "--out",
+            str(d / "o"),
+        ],
+        "--ldscores: expected only with --method ldsc",
+    ),  # fmt: skip
+    (
+        "h2-rhe-no-pheno",
+        lambda c, d: ["h2", "--method", "rhe", "--bfile", str(c.cohort / "genotypes"), "--out", str(d / "o")],
+        "--pheno: expected a phenotype table",
+    ),
     ("h2-gwas-missing", lambda c, d: _ldsc_args(c, d, "h2", gwas=d / "none"), "not a `wm-jax gwas` compact output"),
     ("h2-no-ldscores", lambda c, d: _ldsc_args(c, d, "h2")[:3] + ["--out", str(d / "o")], "--ldscores: expected"),
     (

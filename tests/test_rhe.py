@@ -138,3 +138,27 @@ def test_rhe_is_close_to_bolt_reml(cohort):
         ).stdout
         h2_bolt = float(next(line for line in log.splitlines() if "h2g (1,1):" in line).split()[2])
         assert abs(table.h2[t] - h2_bolt) < 0.05, (t, table.h2[t], h2_bolt)
+
+
+def test_h2_method_rhe_command(cohort, tmp_path, capsys):
+    """The CLI writes OUT.h2.tsv (phenotype h2 se ...) and its record; bad input is one line, exit 2,
+    nothing written."""
+    from wm_jax.cli import main
+
+    d, out = cohort["dir"], tmp_path / "rhe"
+    base = ["h2", "--method", "rhe", "--bfile", str(d / "g"), "--pheno", str(d / "pheno.tsv")]
+    assert main([*base, "--pheno-name", "T1-T3", "--covar", str(d / "covar.tsv"), "--out", str(out)]) == 0
+    table = pd.read_csv(f"{out}.h2.tsv", sep="\t")
+    assert list(table.phenotype) == ["T1", "T2", "T3"] and {"h2", "se"} <= set(table.columns)
+    assert (table.n == N).all()
+    for args, flag in (
+        ([*base, "--gwas", "x", "--out", str(tmp_path / "a")], "--gwas"),
+        (["h2", "--method", "rhe", "--pheno", str(d / "pheno.tsv"), "--out", str(tmp_path / "a")], "--bfile"),
+        ([*base, "--pheno-name", "T9", "--out", str(tmp_path / "a")], "T9"),
+        ([*base, "--covar", str(tmp_path / "none.tsv"), "--out", str(tmp_path / "a")], "none.tsv"),
+    ):
+        capsys.readouterr()
+        assert main(args) == 2
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert lines[-1].startswith("wm-jax h2: error: ") and flag in lines[-1], lines
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rhe.h2.json", "rhe.h2.tsv"]

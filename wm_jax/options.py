@@ -110,10 +110,10 @@ def checkpoint_step(raw: str) -> str | int:
     raise _fail("a checkpoint step (an integer >= 0), 'latest' or 'best'", raw)
 
 
-def add_genotype_flags(parser: argparse.ArgumentParser, what: str) -> None:
+def add_genotype_flags(parser: argparse.ArgumentParser, what: str, required: bool = True) -> None:
     """--bfile | --pfile | --bgen FILE [ref-first|ref-last] [--sample FILE], one of them required
-    (`genotype_input` reads them)."""
-    genotypes = parser.add_mutually_exclusive_group(required=True)
+    unless ``required`` is False (`genotype_input` reads them)."""
+    genotypes = parser.add_mutually_exclusive_group(required=required)
     genotypes.add_argument("--bfile", help=f"{what}: PLINK 1 binary prefix (.bed/.bim/.fam), hard calls")
     genotypes.add_argument("--pfile", help=f"{what}: PLINK 2 prefix (.pgen/.pvar/.psam), hard calls and dosages")
     genotypes.add_argument(

@@ -193,26 +193,19 @@ def rhe_h2(
     return RheResult(table)
 
 
-def run_rhe(
+def rhe_table(
     source,
     pheno: str,
     pheno_names: str | None,
     covar: str | None,
     covar_names: str | None,
-    out: str,
     options: RheOptions,
     chromosomes: str | None = None,
-    overwrite: bool = False,
 ) -> pd.DataFrame:
-    """`wm-jax h2 --method rhe`: read and align the tables, stream the genotypes once, write OUT.h2.tsv."""
-    import json
-    import time
-    from pathlib import Path
-
-    from wm_jax import __version__
+    """`wm-jax h2 --method rhe`: the tables read and aligned to the genotypes' samples, the genotypes
+    (of --chr; chromosome X is refused, as by `wm-jax gwas`) streamed once: one row per phenotype."""
     from wm_jax.data.genotypes import open_genotypes
     from wm_jax.data.tables import read_table
-    from wm_jax.errors import atomic_path, check_output_file
     from wm_jax.gwas import qc
     from wm_jax.gwas.inputs import (
         MISSING_CODE,
@@ -222,16 +215,10 @@ def run_rhe(
         read_phenotype_table,
     )
 
-    start = time.perf_counter()
-    path, manifest = Path(f"{out}.h2.tsv"), Path(f"{out}.h2.manifest.json")
-    owned = _written_by(manifest, "h2")
-    for target in (path, manifest):
-        check_output_file(target, "h2", overwrite, owned=owned)
     data = open_genotypes(source)
     table = read_phenotype_table(pheno)
     columns = phenotype_columns(table, pheno_names, None)
     phenotypes = aligned_columns(table, columns, data)
-    names = [table.columns[j] for j in columns]
     if covar is not None:
         covar_table = read_table(covar, missing_code=MISSING_CODE)
         covariates = aligned_columns(covar_table, covariate_columns(covar_table, covar_names), data)
@@ -239,35 +226,4 @@ def run_rhe(
         covariates = np.zeros((data.n_samples, 0))
     rows = qc.select_chromosomes(data, chromosomes)
     qc.refuse_chromosome_x(data, rows)
-    result = rhe_h2(data, rows, phenotypes, covariates, names, options)
-    record = {
-        "command": "h2",
-        "method": "rhe",
-        "version": __version__,
-        "genotypes": source.describe(),
-        "pheno": str(Path(pheno).resolve()),
-        "covar": covar and str(Path(covar).resolve()),
-        "options": options.__dict__,
-    }
-    with atomic_path(path) as tmp, atomic_path(manifest) as tmp_manifest:
-        result.table.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
-        tmp_manifest.write_text(json.dumps(record, indent=2) + "\n")
-    log.info(
-        "h2 (rhe): %d phenotypes, %d samples, %d variants, mean h2 %.3f, in %.1f s -> %s",
-        len(names),
-        int(result.table.n.iloc[0]),
-        int(result.table.m.iloc[0]),
-        result.table.h2.mean(),
-        time.perf_counter() - start,
-        path,
-    )
-    return result.table
-
-
-def _written_by(manifest, command: str) -> bool:
-    import json
-
-    try:
-        return json.loads(manifest.read_text()).get("command") == command
-    except (OSError, ValueError, AttributeError):
-        return False
+    return rhe_h2(data, rows, phenotypes, covariates, [table.columns[j] for j in columns], options).table
