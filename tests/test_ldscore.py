@@ -192,3 +192,43 @@ def test_ldsc_s_chunked_window_matters(cohort_with_cm, tmp_path_factory, monkeyp
     error = np.abs(scores.table.L2.to_numpy() - ref["l2"]) / np.maximum(np.abs(ref["l2"]), 1.0)
     print(f"distance rule only: largest scaled difference {error.max():.3f}, median {np.median(error):.4f}")
     assert error.max() > 0.05 and np.median(error) > 1e-3
+
+
+def test_ldsc_h2_on_our_ld_scores_and_gwas_equals_wm_jax_h2(cohort_with_cm, tiny_cohort, tmp_path):
+    """The pipeline end to end: `wm-jax ldscore` files, a `wm-jax gwas` of a trait of known h2, and
+    `wm-jax h2` on them; `ldsc --h2` reads the same LD score files and the GWAS as .sumstats
+    (SNP A1 A2 N Z) and gives the same estimates (1e-6 relative: both are the same float64
+    estimator on the same inputs)."""
+    import json
+
+    from wm_jax.heritability.sumstats import open_gwas
+    from wm_jax.simulate.traits import heritable_traits
+
+    python = ldsc_python_or_skip()
+    ld = tmp_path / "ld"
+    assert main(["ldscore", "--bfile", str(cohort_with_cm), "--ld-wind-cm", "0.5", "--out", str(ld)]) == 0
+    data = open_genotypes(cohort_with_cm)
+    trait = heritable_traits(data, [0.8], np.random.default_rng(2))[:, 0]
+    pheno = pd.DataFrame({"FID": data.samples.fid, "IID": data.samples.iid, "T": trait})
+    pheno.to_csv(tmp_path / "pheno.tsv", sep="\t", index=False)
+    covar = ["--covar", str(tiny_cohort / "covariates.tsv"), "--covar-name", "age,sex"]
+    gwas = ["gwas", "--bfile", str(cohort_with_cm), "--pheno", str(tmp_path / "pheno.tsv"), *covar]
+    assert main([*gwas, "--out", str(tmp_path / "g")]) == 0
+    assert main(["h2", "--gwas", str(tmp_path / "g"), "--ldscores", str(ld), "--out", str(tmp_path / "h")]) == 0
+    ours = pd.read_csv(tmp_path / "h.h2.tsv", sep="\t").iloc[0]
+    sumstats = open_gwas(str(tmp_path / "g"))
+    z, n = sumstats.z_and_n(0, np.arange(len(sumstats.variants)))
+    table = sumstats.variants[["SNP", "A1", "A2"]].assign(N=n, Z=z)
+    table.to_csv(tmp_path / "T.sumstats", sep="\t", index=False, float_format="%.17g")
+    jobs = [
+        ["--h2", str(tmp_path / "T.sumstats"), "--ref-ld", str(ld), "--w-ld", str(ld), "--out", str(tmp_path / "l")]
+    ]
+    (tmp_path / "jobs.json").write_text(json.dumps(jobs))
+    script = REPO / "tests" / "ldsc_reference.py"
+    done = subprocess.run(
+        [python, str(script), str(tmp_path / "jobs.json"), str(tmp_path / "ldsc.json")], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    theirs = json.loads((tmp_path / "ldsc.json").read_text())[0]
+    for field in ("h2", "se", "intercept", "intercept_se", "mean_chi2", "lambda_gc"):
+        np.testing.assert_allclose(ours[field], theirs[field], rtol=1e-6, err_msg=field)
