@@ -51,12 +51,15 @@ KNOWN_ENTRIES: dict[str, frozenset[str]] = {
             "simulation.json",
             "patterns.nii.gz",
             "genetic_values.tsv",
+            "genes.tsv",
+            "gene_sets.gmt",
         }
     ),
     "prepare": frozenset({"volumes.npy", "mask.npy", "index.tsv", "store.json"}),
     "report": frozenset(
         {"loci.tsv", "lambda.tsv", "replication.tsv", "manhattan.png", "qq.png", "report.json", "report.md"}
     ),
+    "genes": frozenset({"genes.tsv", "gene_sets.tsv", "loci_genes.tsv", "genes.json"}),
     "interpret": frozenset(
         {"perdi_abs_t.nii.gz", "perdi_mean_change.nii.gz", "enrichment.tsv", "montages", "interpret.json"}
     ),

@@ -1,0 +1,153 @@
+"""`wm-jax genes`: the quadratic-form P-values against closed forms and Monte Carlo, calibration
+under null phenotypes, a planted pathway found first, the simulator's annotation, and bad inputs."""
+
+import json
+
+import mpmath
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from wm_jax.cli import main
+from wm_jax.data.genotypes import GenotypeInput
+from wm_jax.data.plink import encode_alt_dosages, write_bed
+from wm_jax.genes.quadform import SADDLEPOINT_BELOW, quadform_sf
+from wm_jax.genes.run import GeneOptions, run_genes
+from wm_jax.simulate.genotypes import simulate_chromosome
+
+N_SAMPLES = 500
+
+
+@pytest.fixture(scope="module")
+def panel(tmp_path_factory):
+    """Coalescent genotypes (2 chromosomes of 600 kb, 500 samples) as a .bed, and a gene every
+    ~30 kb along them (genes.tsv, no header)."""
+    out = tmp_path_factory.mktemp("genes_panel")
+    chromosomes = [simulate_chromosome(str(c), N_SAMPLES, 6e5, 11 + c, 1, 5000.0, 0.0, 1e-8, 1.25e-8, 0.02) for c in (1, 2)]
+    dosages = np.concatenate([c.dosages for c in chromosomes]).astype(np.float64)
+    bim = pd.DataFrame(
+        {
+            "chrom": np.concatenate([[c.name] * len(c.positions) for c in chromosomes]),
+            "id": [f"{c.name}:{p}" for c in chromosomes for p in c.positions],
+            "cm": 0.0,
+            "pos": np.concatenate([c.positions for c in chromosomes]),
+            "alt": np.concatenate([c.alt for c in chromosomes]),
+            "ref": np.concatenate([c.ref for c in chromosomes]),
+        }
+    )
+    bim.to_csv(out / "ref.bim", sep="\t", header=False, index=False)
+    write_bed(out / "ref.bed", [encode_alt_dosages(dosages)])
+    iid = [f"s{i}" for i in range(N_SAMPLES)]
+    pd.DataFrame({"f": iid, "i": iid, "a": 0, "b": 0, "s": 1, "p": -9}).to_csv(
+        out / "ref.fam", sep=" ", header=False, index=False
+    )
+    rng = np.random.default_rng(3)
+    genes = []
+    for c in chromosomes:
+        start = int(c.positions[0])
+        while start < c.positions[-1] - 20000:
+            length = int(rng.integers(5000, 25000))
+            genes.append([f"G{len(genes) + 1:03d}", c.name, start, start + length])
+            start += length + int(rng.integers(5000, 15000))
+    genes = pd.DataFrame(genes, columns=["gene", "chrom", "start", "end"])
+    genes.to_csv(out / "genes.tsv", sep="\t", header=False, index=False)
+    return {"dir": out, "bim": bim, "dosages": dosages, "genes": genes}
+
+
+def write_gwas(prefix, bim: pd.DataFrame, dosages: np.ndarray, phenotypes: np.ndarray) -> None:
+    """A `wm-jax gwas` compact output from ordinary least squares in NumPy (intercept only):
+    variants x samples dosages, samples x phenotypes."""
+    n = dosages.shape[1]
+    g = dosages - dosages.mean(axis=1, keepdims=True)
+    y = phenotypes - phenotypes.mean(axis=0)
+    sxx = (g**2).sum(axis=1)[:, None]
+    beta = g @ y / sxx
+    rss = (y**2).sum(axis=0)[None, :] - beta**2 * sxx
+    se = np.sqrt(rss / (n - 2) / sxx)
+    t = beta / se
+    neg_log10_p = -(stats.t.logsf(np.abs(t), n - 2) + np.log(2)) / np.log(10)
+    correlation = np.corrcoef(y.T)
+    omnibus = np.einsum("vp,pq,vq->v", t, np.linalg.inv(correlation), t)
+    d = prefix.parent / f"{prefix.name}.gwas"
+    d.mkdir()
+    variants = pd.DataFrame({"#CHROM": bim.chrom, "POS": bim.pos, "ID": bim.id, "REF": bim.ref, "ALT": bim.alt})
+    variants["A1"] = variants.ALT
+    variants.to_csv(d / "variants.tsv", sep="\t", index=False)
+    names = [f"P{k + 1}" for k in range(phenotypes.shape[1])]
+    (d / "meta.json").write_text(json.dumps({"format_version": 2, "phenotypes": names}))
+    for name, column in (("beta", beta), ("se", se), ("log10_p", neg_log10_p)):
+        np.save(d / f"{name}.npy", column.T.astype(np.float32))
+    np.save(d / "omnibus_chi2.npy", omnibus.astype(np.float32))
+
+
+# ------------------------------------------------------------------------------------------
+# The P-value of a sum of weighted chi-squares
+# ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("k,h", [(2, 1), (3, 1), (7, 1), (30, 1), (4, 3)])
+def test_equal_lambdas_give_a_scaled_chi_square(k, h):
+    """lambda = 2.5 each: Q / 2.5 is chi2 with k h df. Imhof within 1e-12 of SciPy; the
+    saddle-point tail (P < SADDLEPOINT_BELOW) within 8% and finite far past float64's range."""
+    p_true = np.array([0.999, 0.7, 0.3, 0.05, 1e-3, 1e-5, 1e-7, 1e-9])
+    x = 2.5 * stats.chi2.isf(p_true, k * h)
+    p, neg_log10_p = quadform_sf(x, np.full(k, 2.5), h)
+    np.testing.assert_allclose(p, p_true, rtol=0, atol=1e-12)
+    tail_true = np.array([1e-12, 1e-20, 1e-50, 1e-200])
+    x_tail = 2.5 * stats.chi2.isf(tail_true, k * h)
+    p_tail, nl_tail = quadform_sf(x_tail, np.full(k, 2.5), h)
+    np.testing.assert_allclose(p_tail, tail_true, rtol=0.08)
+    far, nl_far = quadform_sf(np.array([2.5 * 8000.0]), np.full(k, 2.5), h)
+    expected = -float(mpmath.log10(mpmath.gammainc(k * h / 2, 4000.0, regularized=True)))  # SciPy underflows
+    assert far[0] == 0 and abs(nl_far[0] - expected) < 0.02 * expected  # P < 1e-308, in log space
+
+
+def test_gene_p_equals_monte_carlo_of_the_statistic(panel):
+    """On LD matrices of random stretches of the coalescent genotypes, P(sum z_i^2 > x) with
+    z ~ N(0, R) from 10^6 draws of sum lambda chi2 agrees with quadform_sf within 4.5 MC SE."""
+    rng = np.random.default_rng(5)
+    dosages = panel["dosages"]
+    worst = 0.0
+    for m, h in ((3, 1), (12, 1), (40, 1), (12, 4)):
+        start = int(rng.integers(0, len(dosages) - m))
+        lam = np.clip(np.linalg.eigvalsh(np.corrcoef(dosages[start : start + m])), 0, None)
+        draws = (lam * rng.chisquare(h, (1_000_000, m))).sum(axis=1)
+        x = np.quantile(draws, [0.5, 0.9, 0.99, 0.999])
+        p, _ = quadform_sf(x, lam, h)
+        empirical = (draws[:, None] > x).mean(axis=0)
+        se = np.sqrt(p * (1 - p) / len(draws))
+        worst = max(worst, float(np.max(np.abs(empirical - p) / se)))
+    print(f"largest |MC - quadform| / MC SE over 16 cases: {worst:.2f}")
+    assert worst < 4.5
+
+
+def test_far_tail_switches_to_the_saddle_point_smoothly():
+    lam = np.array([3.0, 1.0, 0.5, 0.2, 0.05])
+    x = np.linspace(20, 200, 400)
+    _, neg_log10_p = quadform_sf(x, lam)
+    assert np.all(np.diff(neg_log10_p) > 0)
+    assert neg_log10_p[-1] > -np.log10(SADDLEPOINT_BELOW)
+
+
+# ------------------------------------------------------------------------------------------
+# Gene tests and gene sets end to end (run_genes on a NumPy GWAS of the coalescent panel)
+# ------------------------------------------------------------------------------------------
+def test_null_phenotypes_give_calibrated_gene_p_values(panel, tmp_path):
+    """40 random normal phenotypes: every gene's P (per phenotype) is uniform by KS at 1e-3, and
+    so are the omnibus P."""
+    rng = np.random.default_rng(8)
+    write_gwas(tmp_path / "null", panel["bim"], panel["dosages"], rng.standard_normal((N_SAMPLES, 40)))
+    run_genes(
+        str(tmp_path / "null"),
+        GenotypeInput("bfile", str(panel["dir"] / "ref")),
+        str(panel["dir"] / "genes.tsv"),
+        str(tmp_path / "out"),
+        GeneOptions(window_kb=5),
+    )
+    genes = pd.read_csv(tmp_path / "out" / "genes.tsv", sep="\t")
+    single = genes[genes.phenotype != "OMNIBUS"]
+    omnibus = genes[genes.phenotype == "OMNIBUS"]
+    ks = stats.kstest(single.p, "uniform").pvalue
+    ks_omnibus = stats.kstest(omnibus.p, "uniform").pvalue
+    print(f"{single.gene.nunique()} genes x 40 null phenotypes: KS p {ks:.3g}; omnibus KS p {ks_omnibus:.3g}")
+    assert single.n_variants.min() >= 1 and len(single) == 40 * single.gene.nunique()
+    assert ks > 1e-3 and ks_omnibus > 1e-3
