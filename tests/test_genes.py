@@ -54,6 +54,14 @@ def panel(tmp_path_factory):
             start += length + int(rng.integers(5000, 15000))
     genes = pd.DataFrame(genes, columns=["gene", "chrom", "start", "end"])
     genes.to_csv(out / "genes.tsv", sep="\t", header=False, index=False)
+    short = [
+        [f"S{k:03d}", c.name, s, s + 4000]
+        for c in chromosomes
+        for k, s in enumerate(range(int(c.positions[0]), int(c.positions[-1]) - 4000, 12_000))
+    ]
+    pd.DataFrame(short, columns=genes.columns).drop_duplicates("start").assign(
+        gene=lambda f: [f"S{k:03d}" for k in range(len(f))]
+    ).to_csv(out / "short_genes.tsv", sep="\t", index=False)
     return {"dir": out, "bim": bim, "dosages": dosages, "genes": genes}
 
 
@@ -134,12 +142,12 @@ def test_far_tail_switches_to_the_saddle_point_smoothly():
 # ------------------------------------------------------------------------------------------
 # Gene tests and gene sets end to end (run_genes on a NumPy GWAS of the coalescent panel)
 # ------------------------------------------------------------------------------------------
-def _genes(panel, tmp_path, name: str, phenotypes: np.ndarray, **kwargs) -> dict:
+def _genes(panel, tmp_path, name: str, phenotypes: np.ndarray, genes: str = "genes.tsv", **kwargs) -> dict:
     write_gwas(tmp_path / name, panel["bim"], panel["dosages"], phenotypes)
     return run_genes(
         str(tmp_path / name),
         GenotypeInput("bfile", str(panel["dir"] / "ref")),
-        str(panel["dir"] / "genes.tsv"),
+        str(panel["dir"] / genes),
         str(tmp_path / f"{name}_genes"),
         GeneOptions(window_kb=5),
         **kwargs,
@@ -171,16 +179,18 @@ def test_null_phenotypes_give_calibrated_gene_p_values(panel, tmp_path):
         "z",
     ]
     assert ks > 1e-3
+    assert (tmp_path / "null_genes" / "genes_manhattan.png").stat().st_size > 10_000
 
 
 def test_null_omnibus_gene_p_values_are_calibrated(panel, tmp_path):
-    """4 GWAS of 5 null phenotypes each: the omnibus gene P (sum of the variants' multivariate
-    chi-squares against sum lambda chi2_5) is uniform by KS at 1e-3. (With 40 phenotypes on 500
-    samples the per-variant chi2_P of the GWAS's omnibus is itself ~9% inflated: Hotelling.)"""
+    """2 GWAS of 5 null phenotypes each, on 4 kb genes every 12 kb: the omnibus gene P (sum of
+    the variants' multivariate chi-squares against sum lambda chi2_5) is uniform by KS at 1e-3.
+    (With 40 phenotypes on 500 samples the per-variant chi2_P of the GWAS's omnibus is itself
+    ~9% inflated: Hotelling.)"""
     rng = np.random.default_rng(9)
     p = []
-    for k in range(4):
-        _genes(panel, tmp_path, f"null{k}", rng.standard_normal((N_SAMPLES, 5)))
+    for k in range(2):
+        _genes(panel, tmp_path, f"null{k}", rng.standard_normal((N_SAMPLES, 5)), genes="short_genes.tsv")
         genes = pd.read_csv(tmp_path / f"null{k}_genes" / "genes.tsv", sep="\t")
         p.append(genes.p[genes.phenotype == "OMNIBUS"])
     ks = stats.kstest(np.concatenate(p), "uniform").pvalue
@@ -291,3 +301,28 @@ def test_bad_inputs_end_in_one_line_naming_the_file(panel, tmp_path, capsys, cas
     assert len(lines) == 1 and lines[0] == err[-1], err
     assert lines[0].startswith(f"wm-jax genes: error: {bad}: ") and expected in lines[0], lines
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # no output, no temporary
+
+
+# ------------------------------------------------------------------------------------------
+# The simulator's gene annotation
+# ------------------------------------------------------------------------------------------
+def test_simulated_annotation_plants_the_loci_genes_in_one_pathway(tiny_cohort):
+    """genes.tsv lies along the .bim's chromosomes (read by the annotation reader, header and
+    all); every planted locus is inside a gene of PLANTED_PATHWAY, which also holds as many
+    background genes at most; the random sets have its size."""
+    from wm_jax.genes.annotation import read_gene_sets, read_genes
+    from wm_jax.simulate.annotation import PLANTED_SET
+
+    genes = read_genes(tiny_cohort / "genes.tsv")
+    bim = pd.read_csv(tiny_cohort / "genotypes.bim", sep="\t", header=None, dtype={0: str})
+    sets = read_gene_sets(tiny_cohort / "gene_sets.gmt")
+    truth = pd.read_csv(tiny_cohort / "truth.tsv", sep="\t", dtype={"chrom": str})
+    assert set(genes.chrom) == set(bim[0]) and (genes.end > genes.start).all()
+    pathway = genes[genes.gene.isin(sets[PLANTED_SET])]
+    locus_genes = set()
+    for locus in truth.itertuples():
+        inside = pathway[(pathway.chrom == locus.chrom) & (pathway.start <= locus.pos) & (pathway.end >= locus.pos)]
+        assert len(inside) >= 1, locus.variant
+        locus_genes.update(inside.gene)
+    assert len(locus_genes) < len(pathway) <= 2 * len(locus_genes)
+    assert all(len(m) == len(pathway) for name, m in sets.items() if name != PLANTED_SET) and len(sets) == 21

@@ -160,7 +160,13 @@ OVERWRITE_HELP = (
 
 def _add_later_stages(sub) -> None:
     """Stages defined in their own modules register their parsers here."""
-    for module_name in ("wm_jax.gwas.cli", "wm_jax.train.cli", "wm_jax.reporting.cli", "wm_jax.genes.cli", "wm_jax.pipeline.cli"):
+    for module_name in (
+        "wm_jax.gwas.cli",
+        "wm_jax.train.cli",
+        "wm_jax.reporting.cli",
+        "wm_jax.genes.cli",
+        "wm_jax.pipeline.cli",
+    ):
         try:
             module = __import__(module_name, fromlist=["register"])
         except ModuleNotFoundError as err:

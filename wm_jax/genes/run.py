@@ -7,6 +7,7 @@ Output directory:
   gene_sets.tsv   with --gene-sets: one row per set and phenotype: set phenotype n_genes beta se p neg_log10_p
   loci_genes.tsv  with --loci: each locus's genes (within the locus span +/- the window): locus
                   lead_variant lead_phenotype gene distance (bp from the lead to the gene, 0 inside)
+  genes_manhattan.png  gene-level Manhattan plot (min P over the phenotypes; the omnibus)
   genes.json      inputs, settings, counts and seconds
 """
 
@@ -110,10 +111,23 @@ def run_genes(
             set_table.to_csv(tmp / "gene_sets.tsv", sep="\t", index=False, float_format="%.6g")
         if locus_genes is not None:
             locus_genes.to_csv(tmp / "loci_genes.tsv", sep="\t", index=False)
+        _gene_manhattan(tmp / "genes_manhattan.png", tests, names)
         summary["seconds"] = round(time.time() - started, 2)
         (tmp / "genes.json").write_text(json.dumps(summary, indent=2) + "\n")
     log.info("genes: %d genes x %d statistics -> %s", len(tests.genes), len(names) + 1, out)
     return summary
+
+
+def _gene_manhattan(path: Path, tests: GeneTests, names: list[str]) -> None:
+    """Gene-level Manhattan plot at each gene's midpoint: min P over the phenotypes, and the
+    omnibus test; the line at 0.05 / genes (Bonferroni over genes)."""
+    from wm_jax.reporting import plots
+
+    at = pd.DataFrame({"#CHROM": tests.genes.chrom, "POS": (tests.genes.start + tests.genes.end) // 2})
+    per_phenotype = np.max(tests.neg_log10_p[:, : len(names)], axis=1)
+    panels = [(f"genes: min P over {len(names)} phenotypes", per_phenotype, len(names))]
+    panels.append(("genes: omnibus test", tests.neg_log10_p[:, -1], 1))
+    plots.manhattan(path, at, panels, threshold=0.05 / max(1, len(tests.genes)))
 
 
 def _phenotypes(result: GwasResult, pheno_names: str | None) -> list[str]:
