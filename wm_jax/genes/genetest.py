@@ -51,8 +51,9 @@ class GeneTests:
 
     @property
     def z(self) -> np.ndarray:
-        """Gene Z = Phi^-1(1 - p), from log P (finite however small P is)."""
-        return -special.ndtri_exp(np.minimum(-self.neg_log10_p * np.log(10), -1e-300))
+        """Gene Z = Phi^-1(1 - p), from log P (finite however small P is; P is capped at 1 - 1e-12,
+        a Z of -7, so that a gene whose variants all have P = 1 is not an outlier of -38)."""
+        return -special.ndtri_exp(np.minimum(-self.neg_log10_p * np.log(10), np.log1p(-1e-12)))
 
 
 def chi2_from_neg_log10_p(neg_log10_p: np.ndarray) -> np.ndarray:
