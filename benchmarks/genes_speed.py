@@ -22,11 +22,11 @@ import pandas as pd
 from scipy import stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from gwas_vs_plink2 import make_phenotypes, write_result_table
-
 from wm_jax.data.genotypes import GenotypeInput
 from wm_jax.genes.run import GeneOptions, run_genes
 from wm_jax.gwas.run import GwasOptions, run_gwas
+
+from gwas_vs_plink2 import make_phenotypes, write_result_table
 
 
 def main() -> None:

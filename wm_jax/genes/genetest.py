@@ -142,11 +142,13 @@ def _correlate_with_recent(recent: deque, pairs: list, here: int, gene, x: np.nd
     the chromosome within CORRELATION_KB, then remember this gene."""
     while recent and (recent[0][1] != gene.chrom or recent[0][3] < gene.start - CORRELATION_KB * 1000):
         recent.popleft()
-    if recent:  # one product with every nearby gene's variants (small BLAS calls cost more in threads than work)
-        products = np.vstack([entry[4] for entry in recent]) @ x.T
+    # One product with every nearby gene's variants (small BLAS calls cost more in threads than
+    # work), in float32: r to ~1e-7 is plenty for a sum of r^2.
+    if recent:
+        products = (np.vstack([entry[4] for entry in recent]) @ x.T.astype(np.float32)).astype(np.float64)
         bounds = np.cumsum([0] + [len(entry[4]) for entry in recent])
         for k, (row, *_, other_frob) in enumerate(recent):
             between = float((products[bounds[k] : bounds[k + 1]] ** 2).sum())
             if between > 0:
                 pairs.append((row, here, between / np.sqrt(frob * other_frob)))
-    recent.append((here, gene.chrom, gene.start, gene.end, x, frob))
+    recent.append((here, gene.chrom, gene.start, gene.end, x.astype(np.float32), frob))

@@ -148,7 +148,7 @@ def _usable_variants(result: GwasResult, data, names: list[str]) -> tuple[pd.Ser
     reference = pd.Series(np.arange(len(data.variants)), index=data.variants.id.to_numpy())
     reference = reference[~reference.index.duplicated()]
     ids = result.variants["ID"].to_numpy()
-    in_reference = np.isin(ids, reference.index)
+    in_reference = reference.index.get_indexer(ids) >= 0  # a hash lookup (np.isin sorts strings: minutes at 10M)
     if not in_reference.any():
         raise input_error(
             data.variants_path,
