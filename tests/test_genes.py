@@ -340,3 +340,25 @@ def test_simulated_annotation_plants_the_loci_genes_in_one_pathway(tiny_cohort):
         locus_genes.update(inside.gene)
     assert len(locus_genes) < len(pathway) <= 2 * len(locus_genes)
     assert all(len(m) == len(pathway) for name, m in sets.items() if name != PLANTED_SET) and len(sets) == 21
+
+
+def test_annotation_formats_read_alike(tmp_path):
+    """A 4-column table with a header, MAGMA's 6-column .gene.loc (no header) and a GTF (gene
+    records among exons) give the same genes; GTF and .gene.loc carry the symbol."""
+    from wm_jax.genes.annotation import read_genes
+
+    (tmp_path / "a.tsv").write_text("gene\tchrom\tstart\tend\nG1\t1\t100\t900\nG2\t2\t5000\t7000\n")
+    (tmp_path / "b.gene.loc").write_text("G1 1 100 900 + ALPHA\nG2 2 5000 7000 - BETA\n")
+    (tmp_path / "c.gtf").write_text(
+        "#!genome-build test\n"
+        '1\tsim\tgene\t100\t900\t.\t+\t.\tgene_id "G1"; gene_name "ALPHA";\n'
+        '1\tsim\texon\t100\t300\t.\t+\t.\tgene_id "G1"; transcript_id "T1";\n'
+        '2\tsim\tgene\t5000\t7000\t.\t-\t.\tgene_id "G2"; gene_name "BETA";\n'
+    )
+    tables = [read_genes(tmp_path / name) for name in ("a.tsv", "b.gene.loc", "c.gtf")]
+    for table in tables:
+        assert table[["gene", "chrom", "start", "end"]].values.tolist() == [
+            ["G1", "1", 100, 900],
+            ["G2", "2", 5000, 7000],
+        ]
+    assert list(tables[1].symbol) == list(tables[2].symbol) == ["ALPHA", "BETA"]
