@@ -267,6 +267,8 @@ def test_planted_pathway_ranks_first(panel, tmp_path):
     assert (first == "PATHWAY").all() and omnibus.p[0] < 0.01
     mapped = pd.read_csv(tmp_path / "planted_genes" / "loci_genes.tsv", sep="\t")
     assert genes.gene[pathway[0]] in set(mapped.gene[mapped.distance == 0])
+    page = (tmp_path / "planted_genes" / "genes.md").read_text()
+    assert "## Genes of each locus" in page and "| PATHWAY | OMNIBUS |" in page
 
 
 # ------------------------------------------------------------------------------------------

@@ -59,7 +59,9 @@ KNOWN_ENTRIES: dict[str, frozenset[str]] = {
     "report": frozenset(
         {"loci.tsv", "lambda.tsv", "replication.tsv", "manhattan.png", "qq.png", "report.json", "report.md"}
     ),
-    "genes": frozenset({"genes.tsv", "gene_sets.tsv", "loci_genes.tsv", "genes_manhattan.png", "genes.json"}),
+    "genes": frozenset(
+        {"genes.tsv", "gene_sets.tsv", "loci_genes.tsv", "genes_manhattan.png", "genes.json", "genes.md"}
+    ),
     "interpret": frozenset(
         {"perdi_abs_t.nii.gz", "perdi_mean_change.nii.gz", "enrichment.tsv", "montages", "interpret.json"}
     ),

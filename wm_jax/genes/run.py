@@ -9,6 +9,7 @@ Output directory:
                   lead_variant lead_phenotype gene distance (bp from the lead to the gene, 0 inside)
   genes_manhattan.png  gene-level Manhattan plot (min P over the phenotypes; the omnibus)
   genes.json      inputs, settings, counts and seconds
+  genes.md        one page: the Manhattan plot, the top genes, each locus's genes, the top sets
 """
 
 from __future__ import annotations
@@ -110,7 +111,8 @@ def run_genes(
         "seconds_gene_tests": round(seconds_tests, 2),
     }
     with atomic_dir(out, overwrite=overwrite, command="genes") as tmp:
-        _gene_table(tests, [*names, OMNIBUS]).to_csv(tmp / "genes.tsv", sep="\t", index=False, float_format="%.6g")
+        gene_table = _gene_table(tests, [*names, OMNIBUS])
+        gene_table.to_csv(tmp / "genes.tsv", sep="\t", index=False, float_format="%.6g")
         if set_table is not None:
             set_table.to_csv(tmp / "gene_sets.tsv", sep="\t", index=False, float_format="%.6g")
         if locus_genes is not None:
@@ -118,6 +120,7 @@ def run_genes(
         _gene_manhattan(tmp / "genes_manhattan.png", tests, names)
         summary["seconds"] = round(time.time() - started, 2)
         (tmp / "genes.json").write_text(json.dumps(summary, indent=2) + "\n")
+        (tmp / "genes.md").write_text(_markdown(summary, gene_table, set_table, locus_genes))
     log.info("genes: %d genes x %d statistics -> %s", len(tests.genes), len(names) + 1, out)
     return summary
 
@@ -264,3 +267,38 @@ def _loci_genes(loci: pd.DataFrame, genes: pd.DataFrame, window_bp: int) -> pd.D
             rows.append([locus.locus, locus.lead_id, locus.lead_phenotype, gene.gene, int(distance)])
     columns = ["locus", "lead_variant", "lead_phenotype", "gene", "distance"]
     return pd.DataFrame(rows, columns=columns).sort_values(["locus", "distance"], kind="stable")
+
+
+def _markdown(summary: dict, genes: pd.DataFrame, sets: pd.DataFrame | None, loci: pd.DataFrame | None) -> str:
+    """genes.md: what ran, the gene-level Manhattan plot and the top rows of each table."""
+    threshold = 0.05 / max(1, summary["n_genes_tested"])
+    significant = genes[genes.p <= threshold]
+    lines = [
+        f"# Genes: {summary['gwas']}",
+        "",
+        f"{summary['n_genes_tested']:,} of {summary['n_genes_annotated']:,} genes tested (a variant within "
+        f"{summary['window_kb']:g} kb) x {len(summary['phenotypes'])} statistics (the omnibus last); LD from "
+        f"{summary['genotypes']}. {len(significant)} gene-phenotype pairs at P <= 0.05 / genes ({threshold:.3g}).",
+        "",
+        "![gene-level Manhattan](genes_manhattan.png)",
+        "",
+        "## Top genes",
+        "",
+    ]
+    top = genes.nsmallest(20, "p")[["gene", "chrom", "start", "end", "phenotype", "n_variants", "p"]]
+    lines += _table(top)
+    if loci is not None:
+        lines += ["", "## Genes of each locus", ""] + (_table(loci) if len(loci) else ["(no gene in any locus)"])
+    if sets is not None:
+        lines += ["", "## Gene sets (top 20 by P)", ""]
+        lines += _table(sets.nsmallest(20, "p")[["set", "phenotype", "n_genes", "beta", "se", "p"]])
+    lines += ["", "Files: `genes.tsv`, `gene_sets.tsv`, `loci_genes.tsv`, `genes.json`."]
+    return "\n".join(lines) + "\n"
+
+
+def _table(frame: pd.DataFrame) -> list[str]:
+    def cell(v):
+        return f"{v:.4g}" if isinstance(v, (float, np.floating)) else str(v)
+
+    header = ["| " + " | ".join(frame.columns) + " |", "|" + "---|" * len(frame.columns)]
+    return header + ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
