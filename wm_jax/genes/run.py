@@ -110,19 +110,24 @@ def run_genes(
         "n_sets_tested": None if set_table is None else int(set_table.set.nunique()),
         "seconds_gene_tests": round(seconds_tests, 2),
     }
+    _write_outputs(out, overwrite, tests, [*names, OMNIBUS], set_table, locus_genes, summary, started)
+    log.info("genes: %d genes x %d statistics -> %s", len(tests.genes), len(names) + 1, out)
+    return summary
+
+
+def _write_outputs(out, overwrite, tests: GeneTests, names, set_table, locus_genes, summary: dict, started) -> None:
+    """Every output file into a temporary directory that replaces ``out`` when complete."""
     with atomic_dir(out, overwrite=overwrite, command="genes") as tmp:
-        gene_table = _gene_table(tests, [*names, OMNIBUS])
+        gene_table = _gene_table(tests, names)
         gene_table.to_csv(tmp / "genes.tsv", sep="\t", index=False, float_format="%.6g")
         if set_table is not None:
             set_table.to_csv(tmp / "gene_sets.tsv", sep="\t", index=False, float_format="%.6g")
         if locus_genes is not None:
             locus_genes.to_csv(tmp / "loci_genes.tsv", sep="\t", index=False)
-        _gene_manhattan(tmp / "genes_manhattan.png", tests, names)
+        _gene_manhattan(tmp / "genes_manhattan.png", tests, names[:-1])
         summary["seconds"] = round(time.time() - started, 2)
         (tmp / "genes.json").write_text(json.dumps(summary, indent=2) + "\n")
         (tmp / "genes.md").write_text(_markdown(summary, gene_table, set_table, locus_genes))
-    log.info("genes: %d genes x %d statistics -> %s", len(tests.genes), len(names) + 1, out)
-    return summary
 
 
 def _gene_manhattan(path: Path, tests: GeneTests, names: list[str]) -> None:
