@@ -89,7 +89,7 @@ def standardised(dosages: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return d[varies] / norm[varies, None], varies
 
 
-def test_genes(
+def run_gene_tests(
     genes: pd.DataFrame,
     members: list[np.ndarray],
     chi2: np.ndarray,
