@@ -5,7 +5,7 @@ import pytest
 
 from wm_jax.cli import build_parser, main
 
-SUBCOMMANDS = ["simulate", "prepare", "gwas", "roi", "train", "embed"]
+SUBCOMMANDS = ["simulate", "prepare", "gwas", "roi", "train", "embed", "genes"]
 
 
 def _run(*args):

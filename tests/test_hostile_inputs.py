@@ -330,6 +330,28 @@ def _report_args(c, d, *extra, gwas=None, out=None):
     return ["report", "--gwas", str(gwas or c.gwas), "--bfile", str(c.bfile), "--out", str(out or d / "rep"), *extra]
 
 
+def _genes_args(c, d, *extra, genes=None, out=None):
+    genes = str(genes or c.cohort / "genes.tsv")
+    return [
+        "genes",
+        "--gwas",
+        str(c.gwas),
+        "--bfile",
+        str(c.bfile),
+        "--genes",
+        genes,
+        "--out",
+        str(out or d / "gn"),
+        *extra,
+    ]
+
+
+def _chr_prefixed_genes(c, d) -> Path:
+    genes = pd.read_csv(c.cohort / "genes.tsv", sep="\t", dtype={"chrom": str})
+    genes.assign(chrom="chr" + genes.chrom).to_csv(d / "chr_genes.tsv", sep="\t", index=False)
+    return d / "chr_genes.tsv"
+
+
 def _prepare_args(c, d, *extra, subjects=None, out=None):
     return ["prepare", "--subjects", str(subjects or c.cohort / "subjects.tsv"), "--out", str(out or d / "st"), *extra]
 
@@ -1218,6 +1240,24 @@ CASES = [
         lambda c, d: _report_args(c, d, "--truth", str(_write(d / "t.tsv", "variant\tchrom\n1:5\t1\n"))),
         "expected columns variant, chrom and pos",
     ),
+    # --- genes -------------------------------------------------------------------------------
+    ("genes-window-negative", lambda c, d: _genes_args(c, d, "--window-kb", "-1"), "--window-kb: expected a number"),
+    ("genes-annotation-missing", lambda c, d: _genes_args(c, d, genes=d / "none.tsv"), "gene annotation not found"),
+    (
+        "genes-gtf-without-genes",
+        lambda c, d: _genes_args(
+            c, d, genes=_write(d / "x.gtf", '1\tsim\texon\t10\t20\t.\t+\t.\tgene_id "G1"; transcript_id "T1";\n')
+        ),
+        "x.gtf: expected gene records",
+    ),
+    ("genes-chr-prefix", lambda c, d: _genes_args(c, d, genes=_chr_prefixed_genes(c, d)), "chr1 vs 1"),
+    (
+        "genes-gmt-unknown-genes",
+        lambda c, d: _genes_args(c, d, "--gene-sets", str(_write(d / "s.gmt", "S1\t-\tBRCA1\tTP53\n"))),
+        "s.gmt: no set names a gene of the annotation",
+    ),
+    ("genes-pheno-name-unknown", lambda c, d: _genes_args(c, d, "--pheno-name", "P9"), "the GWAS has no phenotype"),
+    ("genes-out-cohort", lambda c, d: _genes_args(c, d, out=c.cohort), "holds the output of wm-jax simulate"),
     # --- train -------------------------------------------------------------------------------
     (
         "train-batch-size-0",

@@ -105,6 +105,7 @@ def test_demo_writes_every_stage_and_a_summary(demo_run):
         "gwas",
         "report",
         "interpret",
+        "genes",
     }
 
 
@@ -117,7 +118,7 @@ def test_rerun_skips_finished_stages_and_resumes_after_a_failure(demo_run, monke
     caplog.set_level(logging.INFO, logger="wm_jax")
     again = pipeline.demo(small_config(), str(out))
     assert again["udip_vs_roi_fa"] == summary["udip_vs_roi_fa"]
-    assert sum("skipped" in r.getMessage() for r in caplog.records) == 9
+    assert sum("skipped" in r.getMessage() for r in caplog.records) == 10
 
     # A changed report setting re-runs the report and what reads it (PerDI's overlap with the loci);
     # a failure in it leaves earlier stages done.
@@ -137,7 +138,7 @@ def test_rerun_skips_finished_stages_and_resumes_after_a_failure(demo_run, monke
     caplog.set_level(logging.INFO, logger="wm_jax")
     pipeline.demo(config, str(out))
     ran = [r.getMessage().split()[1] for r in caplog.records if r.getMessage().endswith("running")]
-    assert ran == ["report", "interpret"]
+    assert ran == ["report", "interpret", "genes"]
 
 
 def test_interpret_rejects_a_udip_table_of_other_subjects(demo_run, tmp_path, capsys):

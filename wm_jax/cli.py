@@ -164,6 +164,7 @@ def _add_later_stages(sub) -> None:
         "wm_jax.gwas.cli",
         "wm_jax.train.cli",
         "wm_jax.reporting.cli",
+        "wm_jax.genes.cli",
         "wm_jax.pipeline.cli",
         "wm_jax.commands.ldscore",
         "wm_jax.heritability.cli",

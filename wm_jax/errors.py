@@ -51,6 +51,8 @@ KNOWN_ENTRIES: dict[str, frozenset[str]] = {
             "simulation.json",
             "patterns.nii.gz",
             "genetic_values.tsv",
+            "genes.tsv",
+            "gene_sets.gmt",
         }
     ),
     "prepare": frozenset({"volumes.npy", "mask.npy", "index.tsv", "store.json"}),
@@ -66,6 +68,9 @@ KNOWN_ENTRIES: dict[str, frozenset[str]] = {
             "h2.png",
             "rg.png",
         }
+    ),
+    "genes": frozenset(
+        {"genes.tsv", "gene_sets.tsv", "loci_genes.tsv", "genes_manhattan.png", "genes.json", "genes.md"}
     ),
     "interpret": frozenset(
         {"perdi_abs_t.nii.gz", "perdi_mean_change.nii.gz", "enrichment.tsv", "montages", "interpret.json"}

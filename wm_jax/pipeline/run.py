@@ -2,7 +2,8 @@
 
 simulate -> split -> prepare (train / held-out stores) -> train -> embed -> baselines (ROI-FA, PCA,
 oracle) -> gwas (every phenotype set, discovery and replication) -> report (each set, scored against
-the simulator's truth) -> interpret (PerDI) -> summary with the verdict on the study's claim.
+the simulator's truth) -> interpret (PerDI) -> genes (gene tests, gene sets: where the planted
+pathway ranks) -> summary with the verdict on the study's claim.
 
 `DIR/manifest.json` records for each finished stage its fingerprint (the stage's settings and the
 fingerprints of the stages it reads from), its outputs, its seconds and when it ended. A rerun
@@ -27,6 +28,7 @@ import pandas as pd
 import wm_jax
 from wm_jax.config import section_options
 from wm_jax.errors import atomic_path
+from wm_jax.genes.run import GeneOptions
 from wm_jax.gwas.run import GwasOptions
 from wm_jax.interpret import PerdiOptions
 from wm_jax.reporting import ClumpOptions
@@ -277,6 +279,39 @@ def stage_interpret(config, d: Path) -> dict:
     )
 
 
+def stage_genes(config, d: Path) -> dict:
+    """`wm-jax genes` on each set's discovery GWAS with the cohort's annotation and gene sets: gene
+    tests, the genes of each locus, and where the planted pathway ranks among the sets."""
+    from wm_jax.data.genotypes import GenotypeInput
+    from wm_jax.genes.run import run_genes
+    from wm_jax.simulate.annotation import PLANTED_SET
+
+    results = {}
+    for kind in PHENOTYPE_SETS:
+        out = d / "genes" / kind
+        summary = run_genes(
+            str(d / "gwas" / f"{kind}_discovery"),
+            GenotypeInput("bfile", str(d / "cohort" / "genotypes")),
+            str(d / "cohort" / "genes.tsv"),
+            str(out),
+            GeneOptions(),
+            gene_sets=str(d / "cohort" / "gene_sets.gmt"),
+            loci=str(d / "report" / kind / "loci.tsv"),
+        )
+        sets = pd.read_csv(out / "gene_sets.tsv", sep="\t")
+        omnibus = sets[sets.phenotype == "OMNIBUS"].reset_index(drop=True)
+        ranks = sets.groupby("phenotype").set.agg(lambda names: list(names).index(PLANTED_SET) + 1)
+        results[kind] = {
+            "n_genes_tested": summary["n_genes_tested"],
+            "n_sets": int(len(omnibus)),
+            "planted_pathway_rank_omnibus": int(ranks["OMNIBUS"]),
+            "planted_pathway_p_omnibus": float(omnibus.p[omnibus.set == PLANTED_SET].iloc[0]),
+            "planted_pathway_best_rank_single": int(ranks.drop("OMNIBUS").min()),
+            "seconds_gene_tests": summary["seconds_gene_tests"],
+        }
+    return results
+
+
 def demo_stages(config, d: Path) -> list[Stage]:
     """The pipeline as stages: name, settings, the stages it reads, its outputs, what runs it."""
 
@@ -319,6 +354,13 @@ def demo_stages(config, d: Path) -> list[Stage]:
             ["embed", "report"],
             ["interpret/interpret.json"],
             bound(stage_interpret),
+        ),
+        Stage(
+            "genes",
+            {"window_kb": GeneOptions().window_kb},
+            ["report"],
+            [f"genes/{k}/gene_sets.tsv" for k in PHENOTYPE_SETS],
+            bound(stage_genes),
         ),
     ]
 
@@ -402,11 +444,13 @@ def make_summary(d: Path, record: dict) -> dict:
         "verdict": verdict(reports),
         "perdi_top_tract": interpret.get("top_tract", {}),
         "perdi_pattern_overlap": interpret.get("pattern_overlap", []),
+        "genes": record["genes"]["result"] if "genes" in record else {},
         "files": {
             "udip_report": "report/udip/report.md",
             "roi_report": "report/roi/report.md",
             "perdi_maps": "interpret/perdi_abs_t.nii.gz",
             "perdi_enrichment": "interpret/enrichment.tsv",
+            "udip_gene_sets": "genes/udip/gene_sets.tsv",
             "manifest": "manifest.json",
         },
     }
@@ -454,6 +498,12 @@ def print_summary(summary: dict) -> str:
             f"  PerDI of {row['udip']} (found {row['variant']}, {row['kind']}): correlation with the planted "
             f"pattern {row['correlation']:.2f}, rank {row['rank_among_udips']} of the UDIPs"
         )
+    genes = summary.get("genes", {})
+    if genes:
+        cells = [
+            f"{genes[k]['planted_pathway_rank_omnibus']}/{genes[k]['n_sets']}" if k in genes else "-" for k in kinds
+        ]
+        lines.append("  " + f"{'planted pathway rank (omnibus)':32s}" + "".join(f"{c:>9s}" for c in cells))
     lines.append("  verdict: " + summary["verdict"]["text"])
     lines.append("  reports: " + ", ".join(f"report/{k}/report.md" for k in kinds))
     lines.append("  summary: summary.json, manifest: manifest.json")

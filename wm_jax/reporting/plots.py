@@ -25,10 +25,16 @@ def _thin(lp: np.ndarray, keep_fraction: float, rng: np.random.Generator) -> np.
     return np.flatnonzero(keep & np.isfinite(lp))
 
 
-def manhattan(path: Path, variants: pd.DataFrame, panels: list[tuple[str, np.ndarray, int]], seed: int = 0) -> None:
+def manhattan(
+    path: Path,
+    variants: pd.DataFrame,
+    panels: list[tuple[str, np.ndarray, int]],
+    seed: int = 0,
+    threshold: float = GENOME_WIDE_P,
+) -> None:
     """One panel per (title, -log10 P per variant, tests per variant); lines at genome-wide
-    significance (GENOME_WIDE_P) and, for a panel of several tests per variant (min P over
-    phenotypes), at its Bonferroni correction GENOME_WIDE_P / tests."""
+    significance (``threshold``, GENOME_WIDE_P for variants) and, for a panel of several tests per
+    variant (min P over phenotypes), at its Bonferroni correction threshold / tests."""
     plt = _pyplot()
     rng = np.random.default_rng(seed)
     chrom = variants["#CHROM"].astype(str).to_numpy()
@@ -47,10 +53,10 @@ def manhattan(path: Path, variants: pd.DataFrame, panels: list[tuple[str, np.nda
     for ax, (title, lp, n_tests) in zip(axes[:, 0], panels):
         idx = _thin(np.asarray(lp, np.float64), keep_fraction, rng)
         ax.scatter(x[idx], lp[idx], c=np.where(colour[idx] == 0, "#1f4e79", "#7aa6c2"), s=3, linewidths=0)
-        label = threshold_text(GENOME_WIDE_P)
-        ax.axhline(-np.log10(GENOME_WIDE_P), color="grey", lw=0.8, ls="--", label=label)
+        label = threshold_text(threshold)
+        ax.axhline(-np.log10(threshold), color="grey", lw=0.8, ls="--", label=label)
         if n_tests > 1:
-            bonferroni = -np.log10(GENOME_WIDE_P / n_tests)
+            bonferroni = -np.log10(threshold / n_tests)
             ax.axhline(bonferroni, color="firebrick", lw=0.8, ls="--", label=f"{label} / {n_tests}")
         ax.set_xticks(ticks, order)
         ax.set_ylabel("-log10 P")

@@ -9,6 +9,9 @@ Output directory:
   truth.tsv                 the planted loci: variant, kind, factor, tract, effect, variance explained
   patterns.nii.gz           4D: the spatial pattern of each planted locus (volume k = truth row k)
   genetic_values.tsv        FID IID and each factor's genetic value per subject (FA units)
+  genes.tsv, gene_sets.gmt  a synthetic gene annotation (gene chrom start end) and gene sets: one
+                            planted pathway (the loci's genes and part of their polygenic background)
+                            among random sets (wm_jax/simulate/annotation.py)
   simulation.json           the configuration, code version and every factor's kind, h2 and variance
 """
 
@@ -30,6 +33,7 @@ from wm_jax.data.nifti import save_nifti
 from wm_jax.data.plink import encode_alt_dosages, write_bed
 from wm_jax.data.tables import write_table
 from wm_jax.errors import atomic_dir
+from wm_jax.simulate.annotation import gene_annotation, write_gene_annotation
 from wm_jax.simulate.genetics import (
     add_loci,
     choose_loci,
@@ -268,7 +272,8 @@ def simulate_cohort(config, out: str | os.PathLike, overwrite: bool = False) -> 
         freq = dosage.mean(axis=1) / 2
         factors = spatial_factors(phantom, config, rng)
         loci = choose_loci(factors, np.minimum(freq, 1 - freq), config, rng)
-        factor_coefs, genetic_values = factor_coefficients(factors, dosage, freq, config, rng)
+        causal: list[np.ndarray] = []
+        factor_coefs, genetic_values = factor_coefficients(factors, dosage, freq, config, rng, causal_out=causal)
         maps, nuisance_coefs, head_scale, noise_scale = _nuisance(subjects, deme, phantom, config.variation, rng)
         maps = np.concatenate([maps, np.stack([f.pattern for f in factors])]) * (phantom.fa > 0)
         background = [
@@ -293,6 +298,9 @@ def simulate_cohort(config, out: str | os.PathLike, overwrite: bool = False) -> 
         )
         pattern_share /= variance.sum()
         _write_truth(tmp, loci, factors, betas, freq, bim, pattern_share, factor_coefs, affine)
+        background = np.concatenate([causal[f] for f in sorted({locus.factor for locus in loci})] or [[]])
+        genes, gene_sets = gene_annotation(bim, [locus.variant for locus in loci], background, int(config.seed))
+        write_gene_annotation(tmp, genes, gene_sets)
         record = {
             "format_version": 2,
             "code_version": wm_jax.__version__,

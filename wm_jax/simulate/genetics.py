@@ -150,11 +150,16 @@ def _standardised(values: np.ndarray) -> np.ndarray:
 
 
 def factor_coefficients(
-    factors: list[Factor], dosage: np.ndarray, freq: np.ndarray, config, rng: np.random.Generator
+    factors: list[Factor],
+    dosage: np.ndarray,
+    freq: np.ndarray,
+    config,
+    rng: np.random.Generator,
+    causal_out: list | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(subjects, factors) coefficients in FA units before any planted locus, and their genetic
     parts (same units: the polygenic score). ``dosage`` is (variants, subjects) true ALT dosage,
-    ``freq`` the ALT frequency."""
+    ``freq`` the ALT frequency. ``causal_out``, when given, receives each factor's causal variants."""
     g = config.genetics
     n = dosage.shape[1]
     eligible = np.flatnonzero(np.minimum(freq, 1 - freq) >= g.min_causal_maf)
@@ -162,6 +167,8 @@ def factor_coefficients(
     genetic_values = np.empty((n, len(factors)), np.float64)
     for i, factor in enumerate(factors):
         causal = rng.choice(eligible, min(g.n_causal, len(eligible)), replace=False)
+        if causal_out is not None:
+            causal_out.append(causal)
         genotypes = dosage[causal].astype(np.float32)
         scaled = (genotypes - 2 * freq[causal, None]) / np.sqrt(2 * freq[causal, None] * (1 - freq[causal, None]))
         on_genome = _standardised(rng.standard_normal(len(causal)).astype(np.float32) @ scaled)

@@ -1,0 +1,366 @@
+"""`wm-jax genes`: the quadratic-form P-values against closed forms and Monte Carlo, calibration
+under null phenotypes, a planted pathway found first, the simulator's annotation, and bad inputs."""
+
+import json
+
+import mpmath
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from wm_jax.cli import main
+from wm_jax.data.genotypes import GenotypeInput
+from wm_jax.data.plink import encode_alt_dosages, write_bed
+from wm_jax.genes.quadform import SADDLEPOINT_BELOW, quadform_sf
+from wm_jax.genes.run import GeneOptions, run_genes
+from wm_jax.simulate.genotypes import simulate_chromosome
+
+N_SAMPLES = 500
+
+
+@pytest.fixture(scope="module")
+def panel(tmp_path_factory):
+    """Coalescent genotypes (2 chromosomes of 600 kb, 500 samples) as a .bed, and a gene every
+    ~30 kb along them (genes.tsv, no header)."""
+    out = tmp_path_factory.mktemp("genes_panel")
+    chromosomes = [
+        simulate_chromosome(str(c), N_SAMPLES, 6e5, 11 + c, 1, 5000.0, 0.0, 1e-8, 1.25e-8, 0.02) for c in (1, 2)
+    ]
+    dosages = np.concatenate([c.dosages for c in chromosomes]).astype(np.float64)
+    bim = pd.DataFrame(
+        {
+            "chrom": np.concatenate([[c.name] * len(c.positions) for c in chromosomes]),
+            "id": [f"{c.name}:{p}" for c in chromosomes for p in c.positions],
+            "cm": 0.0,
+            "pos": np.concatenate([c.positions for c in chromosomes]),
+            "alt": np.concatenate([c.alt for c in chromosomes]),
+            "ref": np.concatenate([c.ref for c in chromosomes]),
+        }
+    )
+    bim.to_csv(out / "ref.bim", sep="\t", header=False, index=False)
+    write_bed(out / "ref.bed", [encode_alt_dosages(dosages)])
+    iid = [f"s{i}" for i in range(N_SAMPLES)]
+    pd.DataFrame({"f": iid, "i": iid, "a": 0, "b": 0, "s": 1, "p": -9}).to_csv(
+        out / "ref.fam", sep=" ", header=False, index=False
+    )
+    rng = np.random.default_rng(3)
+    genes = []
+    for c in chromosomes:
+        start = int(c.positions[0])
+        while start < c.positions[-1] - 20000:
+            length = int(rng.integers(5000, 25000))
+            genes.append([f"G{len(genes) + 1:03d}", c.name, start, start + length])
+            start += length + int(rng.integers(5000, 15000))
+    genes = pd.DataFrame(genes, columns=["gene", "chrom", "start", "end"])
+    genes.to_csv(out / "genes.tsv", sep="\t", header=False, index=False)
+    short = [
+        [f"S{k:03d}", c.name, s, s + 4000]
+        for c in chromosomes
+        for k, s in enumerate(range(int(c.positions[0]), int(c.positions[-1]) - 4000, 12_000))
+    ]
+    pd.DataFrame(short, columns=genes.columns).drop_duplicates("start").assign(
+        gene=lambda f: [f"S{k:03d}" for k in range(len(f))]
+    ).to_csv(out / "short_genes.tsv", sep="\t", index=False)
+    return {"dir": out, "bim": bim, "dosages": dosages, "genes": genes}
+
+
+def write_gwas(prefix, bim: pd.DataFrame, dosages: np.ndarray, phenotypes: np.ndarray) -> None:
+    """A `wm-jax gwas` compact output from ordinary least squares in NumPy (intercept only):
+    variants x samples dosages, samples x phenotypes."""
+    n = dosages.shape[1]
+    g = dosages - dosages.mean(axis=1, keepdims=True)
+    y = phenotypes - phenotypes.mean(axis=0)
+    sxx = (g**2).sum(axis=1)[:, None]
+    beta = g @ y / sxx
+    rss = (y**2).sum(axis=0)[None, :] - beta**2 * sxx
+    se = np.sqrt(rss / (n - 2) / sxx)
+    t = beta / se
+    neg_log10_p = -(stats.t.logsf(np.abs(t), n - 2) + np.log(2)) / np.log(10)
+    correlation = np.corrcoef(y.T)
+    omnibus = np.einsum("vp,pq,vq->v", t, np.linalg.inv(correlation), t)
+    d = prefix.parent / f"{prefix.name}.gwas"
+    d.mkdir()
+    variants = pd.DataFrame({"#CHROM": bim.chrom, "POS": bim.pos, "ID": bim.id, "REF": bim.ref, "ALT": bim.alt})
+    variants["A1"] = variants.ALT
+    variants.to_csv(d / "variants.tsv", sep="\t", index=False)
+    names = [f"P{k + 1}" for k in range(phenotypes.shape[1])]
+    (d / "meta.json").write_text(json.dumps({"format_version": 2, "phenotypes": names}))
+    for name, column in (("beta", beta), ("se", se), ("log10_p", neg_log10_p)):
+        np.save(d / f"{name}.npy", column.T.astype(np.float32))
+    np.save(d / "omnibus_chi2.npy", omnibus.astype(np.float32))
+
+
+# ------------------------------------------------------------------------------------------
+# The P-value of a sum of weighted chi-squares
+# ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("k,h", [(2, 1), (3, 1), (7, 1), (30, 1), (4, 3)])
+def test_equal_lambdas_give_a_scaled_chi_square(k, h):
+    """lambda = 2.5 each: Q / 2.5 is chi2 with k h df. Imhof within 1e-6 relative of SciPy; the
+    saddle-point tail (P < SADDLEPOINT_BELOW) within 5% and finite far past float64's range."""
+    p_true = np.array([0.999, 0.7, 0.3, 0.05, 1e-3, 1e-5, 1e-7, 1e-9])
+    x = 2.5 * stats.chi2.isf(p_true, k * h)
+    p, neg_log10_p = quadform_sf(x, np.full(k, 2.5), h)
+    np.testing.assert_allclose(p, p_true, rtol=1e-6, atol=1e-13)
+    tail_true = np.array([1e-12, 1e-20, 1e-50, 1e-200])
+    x_tail = 2.5 * stats.chi2.isf(tail_true, k * h)
+    p_tail, nl_tail = quadform_sf(x_tail, np.full(k, 2.5), h)
+    np.testing.assert_allclose(p_tail, tail_true, rtol=0.05)
+    far, nl_far = quadform_sf(np.array([2.5 * 8000.0]), np.full(k, 2.5), h)
+    expected = -float(mpmath.log10(mpmath.gammainc(k * h / 2, 4000.0, regularized=True)))  # SciPy underflows
+    assert far[0] == 0 and abs(nl_far[0] - expected) < 0.02 * expected  # P < 1e-308, in log space
+
+
+def test_gene_p_equals_monte_carlo_of_the_statistic(panel):
+    """On LD matrices of random stretches of the coalescent genotypes, P(sum z_i^2 > x) with
+    z ~ N(0, R) from 10^6 draws of sum lambda chi2 agrees with quadform_sf within 4.5 MC SE."""
+    rng = np.random.default_rng(5)
+    dosages = panel["dosages"]
+    worst = 0.0
+    for m, h in ((3, 1), (12, 1), (30, 1), (8, 4)):
+        start = int(rng.integers(0, len(dosages) - m))
+        lam = np.clip(np.linalg.eigvalsh(np.corrcoef(dosages[start : start + m])), 0, None)
+        chi2 = rng.standard_normal((1_000_000, m)) ** 2 if h == 1 else rng.chisquare(h, (1_000_000, m))
+        draws = chi2 @ lam
+        x = np.quantile(draws, [0.5, 0.9, 0.99, 0.999])
+        p, _ = quadform_sf(x, lam, h)
+        empirical = (draws[:, None] > x).mean(axis=0)
+        se = np.sqrt(p * (1 - p) / len(draws))
+        worst = max(worst, float(np.max(np.abs(empirical - p) / se)))
+    print(f"largest |MC - quadform| / MC SE over 16 cases: {worst:.2f}")
+    assert worst < 4.5
+
+
+def test_far_tail_switches_to_the_saddle_point_smoothly():
+    lam = np.array([3.0, 1.0, 0.5, 0.2, 0.05])
+    x = np.linspace(20, 200, 400)
+    _, neg_log10_p = quadform_sf(x, lam)
+    assert np.all(np.diff(neg_log10_p) > 0)
+    assert neg_log10_p[-1] > -np.log10(SADDLEPOINT_BELOW)
+
+
+# ------------------------------------------------------------------------------------------
+# Gene tests and gene sets end to end (run_genes on a NumPy GWAS of the coalescent panel)
+# ------------------------------------------------------------------------------------------
+def _genes(panel, tmp_path, name: str, phenotypes: np.ndarray, genes: str = "genes.tsv", **kwargs) -> dict:
+    write_gwas(tmp_path / name, panel["bim"], panel["dosages"], phenotypes)
+    return run_genes(
+        str(tmp_path / name),
+        GenotypeInput("bfile", str(panel["dir"] / "ref")),
+        str(panel["dir"] / genes),
+        str(tmp_path / f"{name}_genes"),
+        GeneOptions(window_kb=5),
+        **kwargs,
+    )
+
+
+def test_null_phenotypes_give_calibrated_gene_p_values(panel, tmp_path):
+    """200 random normal phenotypes: the gene P of genes >= 150 kb apart (8 genes, so 1,600
+    nearly independent P) are uniform by KS at 1e-3, and so are the P of 20 random gene sets (the
+    GLS over correlated neighbouring genes). Over all 48 genes the P are correlated (overlapping
+    windows, LD between neighbours), which makes a pooled KS anti-conservative; it is printed."""
+    rng = np.random.default_rng(8)
+    gmt = tmp_path / "random.gmt"
+    members = [panel["genes"].gene[rng.choice(len(panel["genes"]), 6, replace=False)] for _ in range(20)]
+    gmt.write_text("".join(f"R{k}\t-\t" + "\t".join(m) + "\n" for k, m in enumerate(members)))
+    summary = _genes(panel, tmp_path, "null", rng.standard_normal((N_SAMPLES, 200)), gene_sets=str(gmt))
+    genes = pd.read_csv(tmp_path / "null_genes" / "genes.tsv", sep="\t")
+    single = genes[genes.phenotype != "OMNIBUS"]
+    far, last = [], {}
+    for gene in panel["genes"].itertuples():
+        if gene.start - last.get(gene.chrom, -1e9) >= 150_000:
+            far.append(gene.gene)
+            last[gene.chrom] = gene.end
+    ks = stats.kstest(single.p[single.gene.isin(far)], "uniform").pvalue
+    ks_all = stats.kstest(single.p, "uniform").pvalue
+    sets = pd.read_csv(tmp_path / "null_genes" / "gene_sets.tsv", sep="\t")
+    ks_sets = stats.kstest(sets.p[sets.phenotype != "OMNIBUS"], "uniform").pvalue
+    print(
+        f"null: {len(far)} genes >= 150 kb apart x 200 phenotypes KS p {ks:.3g}; all 48 genes KS p {ks_all:.3g}; "
+        f"20 random sets KS p {ks_sets:.3g}; gene tests {summary['seconds_gene_tests']} s"
+    )
+    assert single.n_variants.min() >= 1 and len(single) == 200 * single.gene.nunique() and len(far) >= 6
+    assert list(genes.columns[:10]) == [
+        "gene",
+        "chrom",
+        "start",
+        "end",
+        "phenotype",
+        "n_variants",
+        "stat",
+        "p",
+        "neg_log10_p",
+        "z",
+    ]
+    assert ks > 1e-3 and ks_sets > 1e-3
+    assert (tmp_path / "null_genes" / "genes_manhattan.png").stat().st_size > 10_000
+
+
+def test_null_omnibus_gene_p_values_are_calibrated(panel, tmp_path):
+    """2 GWAS of 5 null phenotypes each, on 4 kb genes every 12 kb: the omnibus gene P (sum of
+    the variants' multivariate chi-squares against sum lambda chi2_5) is uniform by KS at 1e-3.
+    (With 40 phenotypes on 500 samples the per-variant chi2_P of the GWAS's omnibus is itself
+    ~9% inflated: Hotelling.)"""
+    rng = np.random.default_rng(9)
+    p = []
+    for k in range(2):
+        _genes(panel, tmp_path, f"null{k}", rng.standard_normal((N_SAMPLES, 5)), genes="short_genes.tsv")
+        genes = pd.read_csv(tmp_path / f"null{k}_genes" / "genes.tsv", sep="\t")
+        p.append(genes.p[genes.phenotype == "OMNIBUS"])
+    ks = stats.kstest(np.concatenate(p), "uniform").pvalue
+    print(f"{len(np.concatenate(p))} omnibus gene P under the null: KS p {ks:.3g}")
+    assert ks > 1e-3
+
+
+def test_planted_pathway_ranks_first(panel, tmp_path):
+    """8 genes, each with a causal variant acting on 4 phenotypes, form a pathway among 15 random
+    sets of 8 genes: it has the smallest P for the omnibus and every phenotype; a report locus
+    at one of its variants maps to its gene at distance 0."""
+    rng = np.random.default_rng(10)
+    genes, bim, dosages = panel["genes"], panel["bim"], panel["dosages"]
+    pathway = rng.choice(len(genes), 8, replace=False)
+    effects = np.zeros((len(bim), 4))
+    causal = []
+    for g in pathway:
+        inside = np.flatnonzero((bim.chrom == genes.chrom[g]) & bim.pos.between(genes.start[g], genes.end[g]))
+        causal.append(int(rng.choice(inside)))
+        effects[causal[-1]] = rng.choice([-1, 1], 4) * 0.12 / dosages[causal[-1]].std()
+    phenotypes = dosages.T @ effects + rng.standard_normal((N_SAMPLES, 4))
+    sets = {"PATHWAY": list(genes.gene[pathway])}
+    for k in range(15):
+        sets[f"RANDOM{k:02d}"] = list(genes.gene[rng.choice(len(genes), 8, replace=False)])
+    gmt = tmp_path / "sets.gmt"
+    gmt.write_text("".join(f"{name}\tdescription\t" + "\t".join(m) + "\n" for name, m in sets.items()))
+    loci = tmp_path / "loci.tsv"
+    lead = bim.iloc[causal[0]]
+    pd.DataFrame(
+        [[1, lead.chrom, lead.pos - 2000, lead.pos + 2000, lead.id, lead.pos, 9.0, "P1", 1, "P1", 5]],
+        columns=[
+            "locus",
+            "chrom",
+            "start",
+            "end",
+            "lead_id",
+            "lead_pos",
+            "lead_log10_p",
+            "lead_phenotype",
+            "n_phenotypes",
+            "phenotypes",
+            "n_variants",
+        ],
+    ).to_csv(loci, sep="\t", index=False)
+    _genes(panel, tmp_path, "planted", phenotypes, gene_sets=str(gmt), loci=str(loci))
+    table = pd.read_csv(tmp_path / "planted_genes" / "gene_sets.tsv", sep="\t")
+    assert list(table.columns[:5]) == ["set", "phenotype", "beta", "se", "p"] or {
+        "set",
+        "phenotype",
+        "beta",
+        "se",
+        "p",
+    } <= set(table.columns)
+    first = table.sort_values("p").groupby("phenotype").head(1).set_index("phenotype").set
+    omnibus = table[table.phenotype == "OMNIBUS"].reset_index(drop=True)
+    print(
+        f"planted pathway: rank 1 in {int((first == 'PATHWAY').sum())} of 5; omnibus P {omnibus.p[0]:.3g}, "
+        f"next set {omnibus.set[1]} P {omnibus.p[1]:.3g}"
+    )
+    assert (first == "PATHWAY").all() and omnibus.p[0] < 0.01
+    mapped = pd.read_csv(tmp_path / "planted_genes" / "loci_genes.tsv", sep="\t")
+    assert genes.gene[pathway[0]] in set(mapped.gene[mapped.distance == 0])
+    page = (tmp_path / "planted_genes" / "genes.md").read_text()
+    assert "## Genes of each locus" in page and "| PATHWAY | OMNIBUS |" in page
+
+
+# ------------------------------------------------------------------------------------------
+# Bad inputs: one line naming the file, exit 2, no output
+# ------------------------------------------------------------------------------------------
+def _bad_genes_file(panel, tmp_path) -> str:
+    path = tmp_path / "chr_genes.tsv"
+    genes = panel["genes"].assign(chrom="chr" + panel["genes"].chrom)
+    genes.to_csv(path, sep="\t", index=False)
+    return str(path)
+
+
+def _gtf_without_genes(panel, tmp_path) -> str:
+    path = tmp_path / "exons.gtf"
+    path.write_text('1\tsim\texon\t1000\t2000\t.\t+\t.\tgene_id "G1"; transcript_id "T1";\n')
+    return str(path)
+
+
+def _gmt_of_unknown_genes(panel, tmp_path) -> str:
+    path = tmp_path / "unknown.gmt"
+    path.write_text("SET1\tdescription\tBRCA1\tTP53\nSET2\t-\tAPOE\n")
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    "case,flag,expected",
+    [
+        ("chr_prefix", "--genes", "chr1 vs 1"),
+        ("gtf_without_genes", "--genes", "expected gene records"),
+        ("gmt_of_unknown_genes", "--gene-sets", "no set names a gene of the annotation"),
+    ],
+)
+def test_bad_inputs_end_in_one_line_naming_the_file(panel, tmp_path, capsys, case, flag, expected):
+    rng = np.random.default_rng(12)
+    write_gwas(tmp_path / "g", panel["bim"], panel["dosages"], rng.standard_normal((N_SAMPLES, 3)))
+    make = {"chr_prefix": _bad_genes_file, "gtf_without_genes": _gtf_without_genes}
+    bad = make.get(case, _gmt_of_unknown_genes)(panel, tmp_path)
+    genes = bad if flag == "--genes" else str(panel["dir"] / "genes.tsv")
+    argv = ["genes", "--gwas", str(tmp_path / "g"), "--bfile", str(panel["dir"] / "ref"), "--genes", genes]
+    argv += ["--gene-sets", bad] if flag == "--gene-sets" else []
+    before = sorted(p.name for p in tmp_path.iterdir())
+    capsys.readouterr()
+    assert main([*argv, "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    lines = [line for line in err if "error" in line or "Traceback" in line]  # the rest is the log
+    assert len(lines) == 1 and lines[0] == err[-1], err
+    assert lines[0].startswith(f"wm-jax genes: error: {bad}: ") and expected in lines[0], lines
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # no output, no temporary
+
+
+# ------------------------------------------------------------------------------------------
+# The simulator's gene annotation
+# ------------------------------------------------------------------------------------------
+def test_simulated_annotation_plants_the_loci_genes_in_one_pathway(tiny_cohort):
+    """genes.tsv lies along the .bim's chromosomes (read by the annotation reader, header and
+    all); every planted locus is inside a gene of PLANTED_PATHWAY, which also holds as many
+    background genes at most; the random sets have its size."""
+    from wm_jax.genes.annotation import read_gene_sets, read_genes
+    from wm_jax.simulate.annotation import PLANTED_SET
+
+    genes = read_genes(tiny_cohort / "genes.tsv")
+    bim = pd.read_csv(tiny_cohort / "genotypes.bim", sep="\t", header=None, dtype={0: str})
+    sets = read_gene_sets(tiny_cohort / "gene_sets.gmt")
+    truth = pd.read_csv(tiny_cohort / "truth.tsv", sep="\t", dtype={"chrom": str})
+    assert set(genes.chrom) == set(bim[0]) and (genes.end > genes.start).all()
+    pathway = genes[genes.gene.isin(sets[PLANTED_SET])]
+    locus_genes = set()
+    for locus in truth.itertuples():
+        inside = pathway[(pathway.chrom == locus.chrom) & (pathway.start <= locus.pos) & (pathway.end >= locus.pos)]
+        assert len(inside) >= 1, locus.variant
+        locus_genes.update(inside.gene)
+    assert len(locus_genes) < len(pathway) <= 2 * len(locus_genes)
+    assert all(len(m) == len(pathway) for name, m in sets.items() if name != PLANTED_SET) and len(sets) == 21
+
+
+def test_annotation_formats_read_alike(tmp_path):
+    """A 4-column table with a header, MAGMA's 6-column .gene.loc (no header) and a GTF (gene
+    records among exons) give the same genes; GTF and .gene.loc carry the symbol."""
+    from wm_jax.genes.annotation import read_genes
+
+    (tmp_path / "a.tsv").write_text("gene\tchrom\tstart\tend\nG1\t1\t100\t900\nG2\t2\t5000\t7000\n")
+    (tmp_path / "b.gene.loc").write_text("G1 1 100 900 + ALPHA\nG2 2 5000 7000 - BETA\n")
+    (tmp_path / "c.gtf").write_text(
+        "#!genome-build test\n"
+        '1\tsim\tgene\t100\t900\t.\t+\t.\tgene_id "G1"; gene_name "ALPHA";\n'
+        '1\tsim\texon\t100\t300\t.\t+\t.\tgene_id "G1"; transcript_id "T1";\n'
+        '2\tsim\tgene\t5000\t7000\t.\t-\t.\tgene_id "G2"; gene_name "BETA";\n'
+    )
+    tables = [read_genes(tmp_path / name) for name in ("a.tsv", "b.gene.loc", "c.gtf")]
+    for table in tables:
+        assert table[["gene", "chrom", "start", "end"]].values.tolist() == [
+            ["G1", "1", 100, 900],
+            ["G2", "2", 5000, 7000],
+        ]
+    assert list(tables[1].symbol) == list(tables[2].symbol) == ["ALPHA", "BETA"]

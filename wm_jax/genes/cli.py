@@ -1,0 +1,52 @@
+"""`wm-jax genes` argument parsing."""
+
+from __future__ import annotations
+
+
+def register(sub) -> None:
+    from wm_jax import options as o
+
+    # --window-kb is the field of GeneOptions (wm_jax/genes/run.py), which holds its default.
+    p = sub.add_parser(
+        "genes", help="genes of each locus, gene-based tests with LD (every phenotype and the omnibus), gene sets"
+    )
+    p.add_argument("--gwas", required=True, help="GWAS prefix (PREFIX.gwas/ from `wm-jax gwas`)")
+    o.add_genotype_flags(p, "LD reference panel (variant IDs as in the GWAS)")
+    p.add_argument(
+        "--genes",
+        required=True,
+        help="gene annotation: gene chrom start end (header optional; MAGMA .gene.loc) or a GTF",
+    )
+    p.add_argument(
+        "--window-kb", type=o.number(0), help="variants within this many kb of a gene count as its own, >= 0"
+    )
+    p.add_argument("--gene-sets", help="gene sets, GMT (set name, description, genes; tab-separated)")
+    p.add_argument("--pheno-name", type=o.name_list, help="phenotypes to test (default: all), e.g. UDIP1-UDIP16")
+    p.add_argument("--loci", help="loci.tsv of `wm-jax report`: write each locus's genes (loci_genes.tsv)")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an output directory without this command's marker that holds only genes files",
+    )
+    p.set_defaults(run=run, accepts_overrides=False)
+
+
+def run(args, overrides) -> None:
+    from wm_jax.errors import check_output_dir
+    from wm_jax.genes.run import GeneOptions, run_genes
+    from wm_jax.options import genotype_input, options_from_args
+
+    genotypes = genotype_input(args)
+    check_output_dir(args.out, "genes", args.overwrite)
+    run_genes(
+        args.gwas,
+        genotypes,
+        args.genes,
+        args.out,
+        options_from_args(GeneOptions, args),
+        gene_sets=args.gene_sets,
+        pheno_names=args.pheno_name,
+        loci=args.loci,
+        overwrite=args.overwrite,
+    )
