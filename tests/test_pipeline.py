@@ -105,8 +105,16 @@ def test_demo_writes_every_stage_and_a_summary(demo_run):
         "gwas",
         "report",
         "interpret",
+        "heritability",
         "genes",
     }
+    h2 = summary["heritability"]
+    for kind in ("udip", "roi", "pca", "oracle"):
+        table = pd.read_csv(out / "h2" / f"{kind}.h2.tsv", sep="\t")
+        assert len(table) == summary["udip_vs_roi_fa"][kind]["n_phenotypes"] == h2[kind]["n_phenotypes"]
+        assert table.se.gt(0).all() and h2[kind]["mean_h2"] == pytest.approx(table.h2.mean(), rel=1e-4)
+        assert h2[kind]["n_subjects"] == subjects["discovery"] + subjects["replication"]
+    assert h2["truth_factor_h2_on_simulated_genome"]
 
 
 def test_rerun_skips_finished_stages_and_resumes_after_a_failure(demo_run, monkeypatch, caplog):
@@ -118,7 +126,7 @@ def test_rerun_skips_finished_stages_and_resumes_after_a_failure(demo_run, monke
     caplog.set_level(logging.INFO, logger="wm_jax")
     again = pipeline.demo(small_config(), str(out))
     assert again["udip_vs_roi_fa"] == summary["udip_vs_roi_fa"]
-    assert sum("skipped" in r.getMessage() for r in caplog.records) == 10
+    assert sum("skipped" in r.getMessage() for r in caplog.records) == 11
 
     # A changed report setting re-runs the report and what reads it (PerDI's overlap with the loci);
     # a failure in it leaves earlier stages done.

@@ -312,6 +312,46 @@ def stage_genes(config, d: Path) -> dict:
     return results
 
 
+def _rhe_settings() -> dict:
+    """The heritability stage's settings: RheOptions' defaults."""
+    from dataclasses import asdict
+
+    from wm_jax.heritability.rhe import RheOptions
+
+    return asdict(RheOptions())
+
+
+def stage_heritability(config, d: Path) -> dict:
+    """SNP h2 of every phenotype of each set by RHE (`wm-jax h2 --method rhe`), on the held-out
+    subjects (those the phenotype tables hold), adjusted for the cohort's covariates; with the
+    simulator's truth: each factor's h2 on the simulated genome."""
+    from wm_jax.data.genotypes import GenotypeInput
+    from wm_jax.heritability.rhe import RheOptions, rhe_table
+
+    (d / "h2").mkdir(exist_ok=True)
+    results = {}
+    for kind, (source, prefix) in PHENOTYPE_SETS.items():
+        columns = pd.read_csv(d / source, sep="\t", nrows=0).columns
+        table = rhe_table(
+            GenotypeInput("bfile", str(d / "cohort" / "genotypes")),
+            str(d / source),
+            ",".join(c for c in columns if c.startswith(prefix)),
+            str(d / "cohort" / "covariates.tsv"),
+            None,
+            RheOptions(),
+        )
+        _publish_table(table, d / "h2" / f"{kind}.h2.tsv")
+        results[kind] = {
+            "n_phenotypes": int(len(table)),
+            "mean_h2": float(table.h2.mean()),
+            "mean_se": float(table.se.mean()),
+            "n_subjects": int(table.n.iloc[0]),
+        }
+    factors = json.loads((d / "cohort" / "simulation.json").read_text())["factors"]
+    results["truth_factor_h2_on_simulated_genome"] = sorted({round(f["h2_on_simulated_genome"], 4) for f in factors})
+    return results
+
+
 def demo_stages(config, d: Path) -> list[Stage]:
     """The pipeline as stages: name, settings, the stages it reads, its outputs, what runs it."""
 
@@ -354,6 +394,13 @@ def demo_stages(config, d: Path) -> list[Stage]:
             ["embed", "report"],
             ["interpret/interpret.json"],
             bound(stage_interpret),
+        ),
+        Stage(
+            "heritability",
+            {"rhe": _rhe_settings()},
+            ["embed", "baselines"],
+            [f"h2/{k}.h2.tsv" for k in PHENOTYPE_SETS],
+            bound(stage_heritability),
         ),
         Stage(
             "genes",
@@ -445,6 +492,7 @@ def make_summary(d: Path, record: dict) -> dict:
         "perdi_top_tract": interpret.get("top_tract", {}),
         "perdi_pattern_overlap": interpret.get("pattern_overlap", []),
         "genes": record["genes"]["result"] if "genes" in record else {},
+        "heritability": record["heritability"]["result"] if "heritability" in record else {},
         "files": {
             "udip_report": "report/udip/report.md",
             "roi_report": "report/roi/report.md",
@@ -504,6 +552,12 @@ def print_summary(summary: dict) -> str:
             f"{genes[k]['planted_pathway_rank_omnibus']}/{genes[k]['n_sets']}" if k in genes else "-" for k in kinds
         ]
         lines.append("  " + f"{'planted pathway rank (omnibus)':32s}" + "".join(f"{c:>9s}" for c in cells))
+    h2 = summary.get("heritability", {})
+    if h2:
+        cells = [f"{h2[k]['mean_h2']:.3f}" if k in h2 else "-" for k in kinds]
+        lines.append("  " + f"{'mean SNP h2 (RHE, held out)':32s}" + "".join(f"{c:>9s}" for c in cells))
+        truth = ", ".join(f"{v:g}" for v in h2.get("truth_factor_h2_on_simulated_genome", []))
+        lines.append(f"  (the simulated factors' SNP h2 on the simulated genome: {truth})")
     lines.append("  verdict: " + summary["verdict"]["text"])
     lines.append("  reports: " + ", ".join(f"report/{k}/report.md" for k in kinds))
     lines.append("  summary: summary.json, manifest: manifest.json")
