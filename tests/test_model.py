@@ -5,6 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 from flax import nnx
 
 from wm_jax.model.autoencoder import Autoencoder, AutoencoderConfig, TransposedConv2x, masked_mse, max_pool_2x
@@ -137,6 +138,7 @@ def test_model_formulations_agree():
     np.testing.assert_allclose(outputs[0], outputs[1], atol=1e-4)
 
 
+@pytest.mark.slow  # 40-100 s: `pytest -q -m slow` (.ci/run runs it after the default suite)
 def test_gradient_accumulation_equals_one_large_batch():
     """Two accumulated batches of 2 give the update of one batch of 4 (BatchNorm in eval mode, so each
     volume's loss does not depend on its batch-mates)."""
@@ -178,6 +180,7 @@ def test_gradient_accumulation_equals_one_large_batch():
     assert changed > 0
 
 
+@pytest.mark.slow  # 40-100 s: `pytest -q -m slow` (.ci/run runs it after the default suite)
 def test_bfloat16_compute_keeps_float32_parameters_and_tracks_float32():
     volumes = jnp.asarray(np.random.default_rng(7).standard_normal((2, 13, 18, 11)), jnp.float32)
     outputs = {}

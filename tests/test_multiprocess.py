@@ -130,6 +130,7 @@ def _parameters(workdir):
     return manager.latest_step(), {jax.tree_util.keystr(path): np.asarray(x) for path, x in leaves}
 
 
+@pytest.mark.slow  # 40-100 s: `pytest -q -m slow` (.ci/run runs it after the default suite)
 def test_training_stopped_on_two_processes_continues_on_one(store, tmp_path):
     """2 processes x 2 devices, one of them sent SIGTERM during epoch 1: both checkpoint at the same
     step and exit 0. The run then finishes on 1 process x 4 devices, and every training loss and
