@@ -208,3 +208,17 @@ def write_glm_linear(store: ResultStore, paths: list[Path], group_of: np.ndarray
     tasks = [(str(path), j, int(group_of[j])) for j, path in enumerate(paths)]
     write_glm_linear_files(store.directory, tasks, gzip)
     log.info("wrote %d .glm.linear files in %.2f s", len(paths), time.time() - write_start)
+
+
+def load_result_column(path: Path, shape: tuple[int, ...]) -> np.ndarray:
+    """A result column (.npy, memory-mapped) of a compact output, of the expected shape; truncated
+    or damaged is an error naming the file (the readers of `wm-jax report`, `h2`, `rg`, `export`)."""
+    from wm_jax.errors import input_error
+
+    try:
+        array = np.load(path, mmap_mode="r")
+    except (OSError, ValueError, EOFError) as err:
+        raise input_error(path, f"expected a complete .npy array of shape {shape} ({type(err).__name__}: {err})")
+    if array.shape != shape:
+        raise input_error(path, f"shape {array.shape}, expected {shape} from meta.json and variants.tsv")
+    return array

@@ -20,6 +20,7 @@ import pandas as pd
 
 from wm_jax.data.chromosomes import chromosome_numbers
 from wm_jax.errors import InputError, input_error, require_file
+from wm_jax.gwas.results import load_result_column
 
 log = logging.getLogger("wm_jax")
 
@@ -64,7 +65,9 @@ class GwasSumstats:
         return z, n
 
     def column(self, name: str) -> np.ndarray:
-        return _load_column(self.directory / f"{name}.npy", self.beta.shape if name != "a1_freq" else self.obs_ct.shape)
+        return load_result_column(
+            self.directory / f"{name}.npy", self.beta.shape if name != "a1_freq" else self.obs_ct.shape
+        )
 
 
 def open_gwas(prefix: str) -> GwasSumstats:
@@ -77,9 +80,9 @@ def open_gwas(prefix: str) -> GwasSumstats:
     names, group_of = meta["phenotypes"], np.asarray(meta["group_of_phenotype"], np.int64)
     variants = _read_variants(directory / "variants.tsv")
     n_groups = int(group_of.max()) + 1
-    beta = _load_column(directory / "beta.npy", (len(names), len(variants)))
-    se = _load_column(directory / "se.npy", (len(names), len(variants)))
-    obs_ct = _load_column(directory / "obs_ct.npy", (n_groups, len(variants)))
+    beta = load_result_column(directory / "beta.npy", (len(names), len(variants)))
+    se = load_result_column(directory / "se.npy", (len(names), len(variants)))
+    obs_ct = load_result_column(directory / "obs_ct.npy", (n_groups, len(variants)))
     return GwasSumstats(directory, names, group_of, variants, beta, se, obs_ct)
 
 
@@ -117,16 +120,6 @@ def _read_variants(path: Path) -> pd.DataFrame:
             "POS": table["POS"].to_numpy(),
         }
     )
-
-
-def _load_column(path: Path, shape: tuple[int, ...]) -> np.ndarray:
-    try:
-        array = np.load(path, mmap_mode="r")
-    except (OSError, ValueError, EOFError) as err:
-        raise input_error(path, f"expected a complete .npy array of shape {shape} ({type(err).__name__})")
-    if array.shape != shape:
-        raise input_error(path, f"shape {array.shape}, expected {shape} from meta.json and variants.tsv")
-    return array
 
 
 # ---------------------------------------------------------------------------------------------

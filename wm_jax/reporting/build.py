@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 from wm_jax.data.genotypes import GenotypeInput, open_genotypes
 from wm_jax.errors import atomic_dir, check_output_dir, input_error, require_file
 from wm_jax.gwas.pvalues import chi2_neg_log10_sf
+from wm_jax.gwas.results import load_result_column
 from wm_jax.reporting import plots
 from wm_jax.reporting.stats import (
     OMNIBUS,
@@ -42,10 +43,10 @@ class GwasResult:
         self.variants = _read_variants(directory / "variants.tsv")
         self.phenotypes: list[str] = list(self.meta["phenotypes"])
         shape = (len(self.phenotypes), len(self.variants))
-        self.beta = _load_column(directory / "beta.npy", shape)
-        self.log10_p = _load_column(directory / "log10_p.npy", shape)
+        self.beta = load_result_column(directory / "beta.npy", shape)
+        self.log10_p = load_result_column(directory / "log10_p.npy", shape)
         # the multivariate test across every phenotype (one statistic per variant)
-        omnibus = np.asarray(_load_column(directory / "omnibus_chi2.npy", (len(self.variants),)))
+        omnibus = np.asarray(load_result_column(directory / "omnibus_chi2.npy", (len(self.variants),)))
         self.omnibus_df = len(self.meta["phenotypes"])
         self.omnibus_log10_p = chi2_neg_log10_sf(omnibus.astype(np.float64), self.omnibus_df)
 
@@ -85,17 +86,6 @@ def _read_variants(path: Path) -> pd.DataFrame:
     if list(variants.columns[:6]) != expected or variants[expected].isna().any().any():
         raise input_error(path, f"expected columns {' '.join(expected)} filled on every row")
     return variants
-
-
-def _load_column(path: Path, shape: tuple[int, ...]) -> np.ndarray:
-    """A result column (.npy, memory-mapped) of the expected shape; truncated or damaged is an error."""
-    try:
-        array = np.load(path, mmap_mode="r")
-    except (OSError, ValueError, EOFError) as err:
-        raise input_error(path, f"expected a complete .npy array of shape {shape} ({type(err).__name__}: {err})")
-    if array.shape != shape:
-        raise input_error(path, f"shape {array.shape}, expected {shape} from meta.json and variants.tsv")
-    return array
 
 
 def _read_truth(path: str) -> pd.DataFrame:
