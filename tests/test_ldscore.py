@@ -16,10 +16,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.conftest import REPO, ldsc_python_or_skip, plink2_or_skip
 from wm_jax.cli import main
 from wm_jax.data.genotypes import open_genotypes
 from wm_jax.heritability.ldscore import Window, block_lefts, ld_scores, left_reach
+
+from conftest import REPO, ldsc_python_or_skip, plink2_or_skip
 
 REFERENCE = REPO / "tests" / "reference" / "ldsc_l2.py"
 
