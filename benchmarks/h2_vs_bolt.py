@@ -122,7 +122,12 @@ def main() -> None:
         )
         print(rows[-1], flush=True)
     rows.append(
-        {"trait": "all six", "rhe_s_one_pass": round(rhe_s, 1), "bolt_s_sum": round(bolt_total, 1), "load_before": load}
+        {
+            "trait": "all six (RHE) / those run (BOLT)",
+            "rhe_s_one_pass": round(rhe_s, 1),
+            "bolt_s_sum": round(bolt_total, 1),
+            "load_before": load,
+        }
     )
     # RHE of many phenotypes against one GWAS pass
     many = np.repeat(traits, -(-args.phenotypes // len(H2)), axis=1)[:, : args.phenotypes]
