@@ -12,6 +12,7 @@ References and tolerances:
 - BOLT-REML 2.4 (`bolt --reml`) on the same files: see test_rhe_is_close_to_bolt_reml.
 """
 
+import os
 import shutil
 import subprocess
 
@@ -114,7 +115,7 @@ def test_rhe_is_close_to_bolt_reml(cohort):
     the truth: benchmarks/results/h2_vs_bolt.md has every trait on realistic genetics)."""
     bolt = shutil.which("bolt")
     if bolt is None:
-        if __import__("os").environ.get("CI"):
+        if os.environ.get("CI"):
             pytest.fail("bolt (BOLT-REML, Debian bolt-lmm) is required here (CI installs it)")
         pytest.skip("bolt not installed")
     data = open_genotypes(cohort["dir"] / "g")

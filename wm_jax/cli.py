@@ -159,22 +159,17 @@ OVERWRITE_HELP = (
 
 
 def _add_later_stages(sub) -> None:
-    """Stages defined in their own modules register their parsers here."""
-    for module_name in (
-        "wm_jax.gwas.cli",
-        "wm_jax.train.cli",
-        "wm_jax.reporting.cli",
-        "wm_jax.genes.cli",
-        "wm_jax.pipeline.cli",
-        "wm_jax.commands.ldscore",
-        "wm_jax.heritability.cli",
-    ):
-        try:
-            module = __import__(module_name, fromlist=["register"])
-        except ModuleNotFoundError as err:
-            if err.name and module_name.startswith(err.name):
-                continue
-            raise
+    """Subcommands defined in modules of their own register their parsers here, imported as any
+    module is (each imports only its flags' helpers at the top; the work when the command runs)."""
+    from wm_jax.commands import ldscore
+    from wm_jax.genes import cli as genes_cli
+    from wm_jax.gwas import cli as gwas_cli
+    from wm_jax.heritability import cli as heritability_cli
+    from wm_jax.pipeline import cli as pipeline_cli
+    from wm_jax.reporting import cli as reporting_cli
+    from wm_jax.train import cli as train_cli
+
+    for module in (gwas_cli, train_cli, reporting_cli, genes_cli, pipeline_cli, ldscore, heritability_cli):
         module.register(sub)
 
 
