@@ -218,35 +218,27 @@ def _write_architecture(tmp: Path, tables: dict[str, pd.DataFrame]) -> None:
     """h2.png / rg.png and their sections appended to report.md."""
     lines = []
     if "h2" in tables:
-        plots.heritability(tmp / "h2.png", tables["h2"])
         table = tables["h2"]
-        lines += [
-            "",
-            "## SNP heritability",
-            "",
-            f"Mean h2 {table.h2.mean():.3f} over {len(table)} phenotypes.",
-            "",
-            "![h2](h2.png)",
-            "",
-        ]
-        lines += _table(table[[c for c in ("phenotype", "h2", "se", "intercept", "intercept_se", "n") if c in table]])
+        plots.heritability(tmp / "h2.png", table)
+        summary = f"Mean h2 {table.h2.mean():.3f} over {len(table)} phenotypes."
+        shown = table[[c for c in ("phenotype", "h2", "se", "intercept", "intercept_se", "n") if c in table]]
+        lines += _section("SNP heritability", summary, "h2.png", shown)
     if "rg" in tables:
-        plots.genetic_correlations(tmp / "rg.png", tables["rg"])
         table = tables["rg"]
-        lines += [
-            "",
-            "## Genetic correlations",
-            "",
-            f"{len(table)} pairs; mean |rg| {table.rg.abs().mean():.3f}.",
-            "",
-            "![rg](rg.png)",
-            "",
-        ]
+        plots.genetic_correlations(tmp / "rg.png", table)
+        summary = f"{len(table)} pairs; mean |rg| {table.rg.abs().mean():.3f}."
         top = table.reindex(table.rg.abs().sort_values(ascending=False).index).head(30)
-        lines += _table(top[[c for c in ("p1", "p2", "rg", "se", "p") if c in top]])
+        lines += _section(
+            "Genetic correlations", summary, "rg.png", top[[c for c in ("p1", "p2", "rg", "se", "p") if c in top]]
+        )
     if lines:
         with open(tmp / "report.md", "a") as handle:
             handle.write("\n".join(lines) + "\n")
+
+
+def _section(title: str, summary: str, image: str, table: pd.DataFrame) -> list[str]:
+    """A report.md section: heading, one line, the plot and a table."""
+    return ["", f"## {title}", "", summary, "", f"![{Path(image).stem}]({image})", "", *_table(table)]
 
 
 def _open_replication(replication_gwas: str, result: GwasResult, gwas: str) -> GwasResult:
