@@ -63,15 +63,15 @@ def cmd_roi(args, overrides) -> None:
     import json
 
     from wm_jax.data.store import VolumeStore
-    from wm_jax.errors import atomic_path, check_output_file, check_output_name, require_file
+    from wm_jax.errors import atomic_path, check_output_file, check_output_name, require_file, written_by
     from wm_jax.roi import oracle_phenotypes, tract_means
 
     if args.truth is None and args.labels is None:
         raise InputError("--labels: expected an atlas labels table (label tract), or --truth")
     check_output_name(args.out, "file")
     manifest = Path(f"{args.out}.manifest.json")
-    check_output_file(args.out, "roi", args.overwrite, owned=_written_by(manifest, "roi"))
-    check_output_file(manifest, "roi", args.overwrite, owned=_written_by(manifest, "roi"))
+    check_output_file(args.out, "roi", args.overwrite, owned=written_by(manifest, "roi"))
+    check_output_file(manifest, "roi", args.overwrite, owned=written_by(manifest, "roi"))
     store = VolumeStore.open(args.store)
     if args.truth:
         require_file(args.truth, "truth table")
@@ -93,16 +93,6 @@ def cmd_roi(args, overrides) -> None:
         }
         tmp_manifest.write_text(json.dumps(record, indent=2))
     log.info("roi: %d subjects x %d regions -> %s", len(frame), frame.shape[1] - 2, args.out)
-
-
-def _written_by(manifest: Path, command: str) -> bool:
-    """Did ``command`` write the output whose manifest is ``manifest``?"""
-    import json
-
-    try:
-        return json.loads(manifest.read_text()).get("command") == command
-    except (OSError, ValueError, AttributeError):
-        return False
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -312,6 +312,15 @@ def check_output_dir(
     return path
 
 
+def written_by(record: str | os.PathLike, command: str) -> bool:
+    """Did ``command`` write the output whose JSON record (manifest) is ``record``? (``owned`` of
+    `check_output_file` for a command whose outputs carry such a record.)"""
+    try:
+        return json.loads(Path(record).read_text()).get("command") == command
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def check_output_file(path: str | os.PathLike, command: str, overwrite: bool = False, owned: bool = False) -> Path:
     """May ``command`` write the file ``path``? A new path always; an existing file when ``owned``
     (written by an earlier run of the command, by its own record) or with ``--overwrite``."""

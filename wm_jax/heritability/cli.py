@@ -159,21 +159,14 @@ def _ldsc_inputs(args):
 
 def _claim(out: str, suffix: str, command: str, overwrite: bool) -> tuple[Path, Path]:
     """OUT.<suffix>.tsv and its record OUT.<suffix>.json, checked before any work."""
-    from wm_jax.errors import check_output_file, check_output_name
+    from wm_jax.errors import check_output_file, check_output_name, written_by
 
     check_output_name(out, "file")
     table, record = Path(f"{out}.{suffix}.tsv"), Path(f"{out}.{suffix}.json")
-    owned = _written_by(record, command)
+    owned = written_by(record, command)
     for path in (table, record):
         check_output_file(path, command, overwrite, owned=owned)
     return table, record
-
-
-def _written_by(record: Path, command: str) -> bool:
-    try:
-        return json.loads(record.read_text()).get("command") == command
-    except (OSError, ValueError, AttributeError):
-        return False
 
 
 def _publish(table_path: Path, record_path: Path, table, record: dict) -> None:
