@@ -32,14 +32,13 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from wm_jax.data.genotypes import MISSING_DOSAGE, VariantCounts, concatenate_counts
+from wm_jax.data.genotypes import MISSING_DOSAGE, VariantCounts
 from wm_jax.errors import InputError
 from wm_jax.gwas.kernel import at_full_precision, decode_block, decode_dosage_block
 
 log = logging.getLogger("wm_jax")
 
 CHUNK = 50  # LDSC's --chunk-size default, which shapes its windows (module docstring)
-COUNT_ROWS = 8192  # variants per read of the counting pass
 
 
 @dataclass(frozen=True)
@@ -187,37 +186,25 @@ class Chromosome:
         return max(1, int(np.max(starts // block - lowest // block)))
 
 
-def chromosome_plans(variants: pd.DataFrame, rows: np.ndarray, window: Window) -> list[Chromosome]:
+def chromosome_plans(variants: pd.DataFrame, path, rows: np.ndarray, window: Window) -> list[Chromosome]:
     """The kept ``rows``, split by chromosome (in file order), each with LDSC's left reaches. A
-    chromosome whose coordinates go down is an error naming it."""
+    chromosome whose coordinates go down is an error naming it and ``path`` (the variant list)."""
     plans = []
     chrom = variants["chrom"].astype(str).to_numpy()[rows]
     starts = np.flatnonzero(np.r_[True, chrom[1:] != chrom[:-1]]) if len(rows) else np.array([], int)
     names = [chrom[s] for s in starts]
     if len(set(names)) != len(names):
-        raise InputError(f"{variants.attrs.get('path', 'variants')}: expected each chromosome's variants together")
+        raise InputError(f"{path}: expected each chromosome's variants together")
     for start, stop in zip(starts, list(starts[1:]) + [len(rows)], strict=True):
         part = rows[start:stop]
         coords = window.coordinates(variants.iloc[part])
         if np.any(np.diff(coords) < 0):
             raise InputError(
-                f"{variants.attrs.get('path', 'variants')}: expected chromosome {chrom[start]}'s variants "
+                f"{path}: expected chromosome {chrom[start]}'s variants "
                 f"sorted by {'position' if window.unit == 'kb' else 'cM' if window.unit == 'cm' else 'order'}"
             )
         plans.append(Chromosome(str(chrom[start]), part, left_reach(block_lefts(coords, window.max_distance))))
     return plans
-
-
-def count_variants(data, rows: np.ndarray) -> VariantCounts:
-    """Genotype counts of ``rows`` from their blocks, read once, with a progress bar."""
-    parts = []
-    for start in tqdm(
-        range(0, len(rows), COUNT_ROWS), desc="counts", unit="block", disable=len(rows) < 8 * COUNT_ROWS, mininterval=1
-    ):
-        part = rows[start : start + COUNT_ROWS]
-        parts.append(data.block_counts(data.read_block(part), part))
-        data.release()
-    return concatenate_counts(parts)
 
 
 def chromosome_ld_scores(data, plan: Chromosome, block: int, slots: int, progress) -> np.ndarray:
@@ -274,7 +261,7 @@ def ld_scores(
 ) -> LdScores:
     """LD scores of the source's ``rows`` (a selection, in file order) as LDSC --l2 computes them.
     A window that spans a whole chromosome is an error unless ``whole_chromosome`` (LDSC's --yes-really)."""
-    counts = count_variants(data, rows)
+    counts = data.count(rows)
     keep = ldsc_keeps(counts, data.n_samples, maf)
     log.info(
         "ldscore: %d of %d variants kept (minor allele frequency > %g%s)",
@@ -286,8 +273,7 @@ def ld_scores(
     if not keep.any():
         raise InputError(f"{data.name}: expected variants to score; none of {len(rows)} is polymorphic")
     variants = data.variants
-    variants.attrs["path"] = str(data.variants_path)
-    plans = chromosome_plans(variants, rows[keep], window)
+    plans = chromosome_plans(variants, data.variants_path, rows[keep], window)
     for plan in plans:
         if not whole_chromosome and len(plan.rows) > CHUNK and plan.reach[-1] == 0:
             raise InputError(
@@ -345,19 +331,10 @@ def check_ld_score_outputs(out: str, overwrite: bool) -> list:
     the work starts, and again before writing)."""
     from pathlib import Path
 
-    from wm_jax.errors import check_output_file
+    from wm_jax.errors import check_output_file, written_by
 
     paths = [Path(f"{out}.l2.{suffix}") for suffix in ("ldscore.gz", "M", "M_5_50", "manifest.json")]
-    owned = _written_by_ldscore(paths[-1])
+    owned = written_by(paths[-1], "ldscore")
     for path in paths:
         check_output_file(path, "ldscore", overwrite, owned=owned)
     return paths
-
-
-def _written_by_ldscore(manifest) -> bool:
-    import json
-
-    try:
-        return json.loads(manifest.read_text()).get("command") == "ldscore"
-    except (OSError, ValueError, AttributeError):
-        return False
