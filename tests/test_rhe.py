@@ -147,6 +147,8 @@ def test_h2_method_rhe_command(cohort, tmp_path, capsys):
     from wm_jax.cli import main
 
     d, out = cohort["dir"], tmp_path / "rhe"
+    constant = pd.read_csv(d / "covar.tsv", sep="\t").assign(C2=1.0)
+    constant.to_csv(tmp_path / "constant.tsv", sep="\t", index=False)
     base = ["h2", "--method", "rhe", "--bfile", str(d / "g"), "--pheno", str(d / "pheno.tsv")]
     assert main([*base, "--pheno-name", "T1-T3", "--covar", str(d / "covar.tsv"), "--out", str(out)]) == 0
     table = pd.read_csv(f"{out}.h2.tsv", sep="\t")
@@ -157,9 +159,10 @@ def test_h2_method_rhe_command(cohort, tmp_path, capsys):
         (["h2", "--method", "rhe", "--pheno", str(d / "pheno.tsv"), "--out", str(tmp_path / "a")], "--bfile"),
         ([*base, "--pheno-name", "T9", "--out", str(tmp_path / "a")], "T9"),
         ([*base, "--covar", str(tmp_path / "none.tsv"), "--out", str(tmp_path / "a")], "none.tsv"),
+        ([*base, "--covar", str(tmp_path / "constant.tsv"), "--out", str(tmp_path / "a")], "covariate C2 is constant"),
     ):
         capsys.readouterr()
         assert main(args) == 2
         lines = capsys.readouterr().err.strip().splitlines()
         assert lines[-1].startswith("wm-jax h2: error: ") and flag in lines[-1], lines
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["rhe.h2.json", "rhe.h2.tsv"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["constant.tsv", "rhe.h2.json", "rhe.h2.tsv"]

@@ -143,10 +143,20 @@ class RheResult:
 
 
 def rhe_h2(
-    data, rows: np.ndarray, phenotypes: np.ndarray, covariates: np.ndarray, names: list[str], options: RheOptions
+    data,
+    rows: np.ndarray,
+    phenotypes: np.ndarray,
+    covariates: np.ndarray,
+    names: list[str],
+    options: RheOptions,
+    covariate_names: list[str] | None = None,
+    covariate_path: str = "covariates",
 ) -> RheResult:
     """RHE h2 of every column of ``phenotypes`` (samples x P, aligned to the source's samples, NaN
-    missing) adjusted for ``covariates`` (samples x C) and an intercept, on the samples that have all."""
+    missing) adjusted for ``covariates`` (samples x C) and an intercept, on the samples that have all.
+    A constant or collinear covariate is an error naming it (``covariate_names``) and ``covariate_path``."""
+    from wm_jax.gwas.design import covariate_basis
+
     complete = ~np.isnan(phenotypes).any(axis=1) & ~np.isnan(covariates).any(axis=1)
     n = int(complete.sum())
     log.info("rhe: %d of %d samples have every phenotype and covariate", n, len(complete))
@@ -154,8 +164,8 @@ def rhe_h2(
     analysed = np.zeros(slots, bool)
     analysed[: len(complete)] = complete
     basis = np.zeros((slots, covariates.shape[1] + 1))
-    design = np.column_stack([np.ones(n), covariates[complete]])
-    basis[analysed] = np.linalg.qr(design)[0]
+    labels = covariate_names or [f"column {j + 1}" for j in range(covariates.shape[1])]
+    basis[analysed] = covariate_basis(covariates[complete], labels, covariate_path)
     residual = np.zeros((slots, phenotypes.shape[1]))
     y = phenotypes[complete]
     residual[analysed] = y - basis[analysed] @ (basis[analysed].T @ y)
@@ -205,25 +215,22 @@ def rhe_table(
     """`wm-jax h2 --method rhe`: the tables read and aligned to the genotypes' samples, the genotypes
     (of --chr; chromosome X is refused, as by `wm-jax gwas`) streamed once: one row per phenotype."""
     from wm_jax.data.genotypes import open_genotypes
-    from wm_jax.data.tables import read_table
     from wm_jax.gwas import qc
-    from wm_jax.gwas.inputs import (
-        MISSING_CODE,
-        aligned_columns,
-        covariate_columns,
-        phenotype_columns,
-        read_phenotype_table,
-    )
+    from wm_jax.gwas.inputs import align_inputs, aligned_columns, phenotype_columns, read_phenotype_table
 
     data = open_genotypes(source)
     table = read_phenotype_table(pheno)
     columns = phenotype_columns(table, pheno_names, None)
-    phenotypes = aligned_columns(table, columns, data)
     if covar is not None:
-        covar_table = read_table(covar, missing_code=MISSING_CODE)
-        covariates = aligned_columns(covar_table, covariate_columns(covar_table, covar_names), data)
+        inputs = align_inputs(table, columns, covar, covar_names, data)
+        phenotypes, covariates, covariate_names = inputs.phenotypes, inputs.covariates, inputs.covar_names
     else:
-        covariates = np.zeros((data.n_samples, 0))
+        phenotypes, covariates, covariate_names = (
+            aligned_columns(table, columns, data),
+            np.zeros((data.n_samples, 0)),
+            [],
+        )
     rows = qc.select_chromosomes(data, chromosomes)
     qc.refuse_chromosome_x(data, rows)
-    return rhe_h2(data, rows, phenotypes, covariates, [table.columns[j] for j in columns], options).table
+    names = [table.columns[j] for j in columns]
+    return rhe_h2(data, rows, phenotypes, covariates, names, options, covariate_names, str(covar)).table
