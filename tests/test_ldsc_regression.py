@@ -305,3 +305,18 @@ def test_shared_and_per_row_sample_sizes_give_the_same_fits():
 def test_a_two_step_cutoff_below_almost_every_snp_is_one_line(case, tmp_path, capsys):
     argv = ["h2", "--gwas", str(case.gwas_prefix), "--ldscores", case.ld_prefix, "--two-step", "0.00001"]
     _fails_naming(capsys, [*argv, "--out", str(tmp_path / "o")], "--two-step", "fewer than the 200 jackknife blocks")
+
+
+def test_export_refuses_a_phenotype_name_that_cannot_name_a_file(case, tmp_path, capsys):
+    """The compact format takes any phenotype name; export makes DIR/<name>.tsv.gz of each, so a name
+    with '/' or '..' is one line naming the GWAS's meta.json, and nothing is written."""
+    gwas = tmp_path / "g"
+    shutil.copytree(f"{case.gwas_prefix}.gwas", f"{gwas}.gwas")
+    meta = json.loads((tmp_path / "g.gwas" / "meta.json").read_text())
+    meta["phenotypes"][0] = "../escaped"
+    (tmp_path / "g.gwas" / "meta.json").write_text(json.dumps(meta))
+    out = tmp_path / "ssf"
+    assert _run("export", "--gwas", str(gwas), "--out", str(out)) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+    assert len(errors) == 1 and "meta.json" in errors[0] and "'../escaped'" in errors[0], errors
+    assert not out.exists() and not (tmp_path / "escaped.tsv.gz").exists()

@@ -50,12 +50,13 @@ def phenotype_columns(table: SampleTable, pheno_names: str | None, glm_files_suf
     columns = select_columns(table, names, "phenotype")
     if glm_files_suffix is not None:
         for j in columns:
-            _check_file_name_part(table.path, table.columns[j], glm_files_suffix)
+            check_file_name_part(table.path, table.columns[j], glm_files_suffix)
     return columns
 
 
-def _check_file_name_part(path, name: str, suffix: str) -> None:
-    """A phenotype name that becomes PREFIX.<name>.glm.linear must name a file beside PREFIX."""
+def check_file_name_part(path, name: str, suffix: str, why: str = "with --format plink2") -> None:
+    """A phenotype name that becomes part of a file name (PREFIX.<name>.glm.linear with --format
+    plink2, DIR/<name>.tsv.gz of `wm-jax export`) must name a file there: ``why`` says which."""
     unsafe = (
         not name
         or "/" in name
@@ -68,7 +69,7 @@ def _check_file_name_part(path, name: str, suffix: str) -> None:
     if unsafe:
         raise input_error(
             path,
-            f"phenotype column {name!r}: with --format plink2 the name becomes part of an "
+            f"phenotype column {name!r}: {why} the name becomes part of an "
             "output file name; expected a non-empty name without '/', '\\', '..' or control "
             "characters (rename the column)",
         )

@@ -233,6 +233,7 @@ def run_export(args, overrides) -> None:
     import numpy as np
 
     from wm_jax.errors import atomic_dir, check_output_dir
+    from wm_jax.gwas.inputs import check_file_name_part
     from wm_jax.gwas.text import write_tsv
     from wm_jax.heritability.sumstats import check_phenotypes, open_gwas, ssf_columns, ssf_metadata
 
@@ -240,8 +241,7 @@ def run_export(args, overrides) -> None:
     gwas = open_gwas(args.gwas)
     phenotypes = check_phenotypes(gwas, args.pheno_names)
     for j in phenotypes:
-        if "/" in gwas.phenotypes[j] or gwas.phenotypes[j] in (".", ".."):
-            raise InputError(f"{gwas.directory}: phenotype name {gwas.phenotypes[j]!r} cannot name a file")
+        check_file_name_part(gwas.directory / "meta.json", gwas.phenotypes[j], ".tsv.gz-meta.yaml", "in wm-jax export")
     log10_p, a1_freq = gwas.column("log10_p"), gwas.column("a1_freq")
     with atomic_dir(args.out, args.overwrite, "export") as tmp:
         for j in phenotypes:
