@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 
+from wm_jax.commands.flags import add_overwrite_flag
+
 log = logging.getLogger("wm_jax")
 
 
@@ -25,9 +27,7 @@ def register(sub) -> None:
     p.add_argument(
         "--yes-really", action="store_true", help="allow a window that spans a whole chromosome (as LDSC's flag)"
     )
-    p.add_argument(
-        "--overwrite", action="store_true", help="replace OUT.l2.* files that an earlier wm-jax ldscore did not write"
-    )
+    add_overwrite_flag(p, "replace OUT.l2.* files that an earlier wm-jax ldscore did not write")
     p.set_defaults(run=run, accepts_overrides=False)
 
 
@@ -47,8 +47,8 @@ def run(args, overrides) -> None:
     from wm_jax import __version__
     from wm_jax.data.genotypes import open_genotypes
     from wm_jax.gwas import qc
-    from wm_jax.gwas.cli import use_compilation_cache
     from wm_jax.heritability.ldscore import check_ld_score_outputs, ld_scores, write_ld_score_files
+    from wm_jax.jax_cache import use_compilation_cache
     from wm_jax.options import genotype_input
 
     start = time.perf_counter()

@@ -31,7 +31,8 @@ from wm_jax.errors import atomic_path
 from wm_jax.genes.run import GeneOptions
 from wm_jax.gwas.run import GwasOptions
 from wm_jax.interpret import PerdiOptions
-from wm_jax.reporting import ClumpOptions
+from wm_jax.jax_cache import use_compilation_cache
+from wm_jax.reporting.stats import ClumpOptions
 
 log = logging.getLogger("wm_jax")
 
@@ -246,7 +247,7 @@ def stage_gwas(config, d: Path) -> dict:
 
 
 def stage_report(config, d: Path) -> dict:
-    from wm_jax.reporting import build_report
+    from wm_jax.reporting.build import build_report
 
     options = stage_options(config)["report"]
     return {
@@ -414,16 +415,13 @@ def demo_stages(config, d: Path) -> list[Stage]:
 
 def demo(config, out: str) -> dict:
     """Run (or resume) the whole pipeline into ``out``; returns the summary also written to summary.json."""
-    import jax
-
     stage_options(config)  # a section key that names no option fails here, before any stage runs
     d = Path(out)
     d.mkdir(parents=True, exist_ok=True)
     # A persistent compilation cache in the run directory: the GWAS kernel has the same shapes for
     # the UDIPs and PCA (and for each set's discovery and replication runs' groups), and a resumed
     # run recompiles nothing.
-    jax.config.update("jax_compilation_cache_dir", str((d / "jax_cache").resolve()))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    use_compilation_cache(d / "jax_cache")
     record = run_stages(d, demo_stages(config, d))
     summary = make_summary(d, record)
     with atomic_path(d / "summary.json") as tmp:

@@ -1,6 +1,8 @@
-"""`wm-jax report` argument parsing."""
+"""`wm-jax report`: the loci report of a GWAS (`wm_jax.reporting`)."""
 
 from __future__ import annotations
+
+from wm_jax.commands.flags import add_overwrite_flag, directory_overwrite_help
 
 
 def register(sub) -> None:
@@ -19,18 +21,15 @@ def register(sub) -> None:
     p.add_argument("--clump-p2", type=o.number(0, 1, low_open=True), help="clump member P threshold, in (0, 1]")
     p.add_argument("--clump-r2", type=o.number(0, 1), help="clump member r^2 threshold, in [0, 1]")
     p.add_argument("--clump-kb", type=o.number(0, low_open=True), help="clump window in kb, > 0")
-    p.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="replace an output directory without this command's marker that holds only report files",
-    )
+    add_overwrite_flag(p, directory_overwrite_help("report"))
     p.set_defaults(run=run, accepts_overrides=False)
 
 
 def run(args, overrides) -> None:
     from wm_jax.errors import InputError, check_output_dir
     from wm_jax.options import genotype_input, options_from_args
-    from wm_jax.reporting import ClumpOptions, build_report
+    from wm_jax.reporting.build import build_report
+    from wm_jax.reporting.stats import ClumpOptions
 
     options = options_from_args(ClumpOptions, args, prefix="clump_")
     if options.p2 < options.p1:

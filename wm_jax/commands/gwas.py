@@ -1,6 +1,8 @@
-"""`wm-jax gwas` argument parsing (PLINK 2 style flags)."""
+"""`wm-jax gwas`: PLINK 2 style flags; the work is `wm_jax.gwas.run`."""
 
 from __future__ import annotations
+
+from wm_jax.commands.flags import add_overwrite_flag
 
 
 def register(sub) -> None:
@@ -34,36 +36,16 @@ def register(sub) -> None:
     p.add_argument("--format", choices=["compact", "plink2"])
     p.add_argument("--gzip", action="store_true", help="gzip the .glm.linear files")
     p.add_argument("--a1-alt", action="store_true", help="A1 = ALT (.bim 5th column) always, like PLINK 2 omit-ref")
-    p.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="replace PREFIX.* files that an earlier wm-jax gwas to this prefix did not write",
-    )
+    add_overwrite_flag(p, "replace PREFIX.* files that an earlier wm-jax gwas to this prefix did not write")
     p.set_defaults(run=run, accepts_overrides=False)
 
 
 def run(args, overrides) -> None:
     from wm_jax.gwas.run import GwasOptions, run_gwas
     from wm_jax.hostmemory import keep_freed_memory
+    from wm_jax.jax_cache import use_compilation_cache
     from wm_jax.options import genotype_input, options_from_args
 
     use_compilation_cache()
     keep_freed_memory()  # before the first device step (see wm_jax.hostmemory)
     run_gwas(genotype_input(args), args.pheno, args.covar, args.out, options_from_args(GwasOptions, args))
-
-
-def use_compilation_cache() -> None:
-    """A persistent compilation cache, so that a later run with the same shapes (cohort, phenotype
-    groups, block size) loads its kernels instead of compiling them: JAX_COMPILATION_CACHE_DIR when
-    set, else ${XDG_CACHE_HOME:-~/.cache}/wm-jax/jax (the directory launch/*.sh use). Every kernel
-    is kept, however fast it compiled, unless JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS says otherwise."""
-    import os
-    from pathlib import Path
-
-    import jax
-
-    if not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
-        cache_home = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-        jax.config.update("jax_compilation_cache_dir", str(cache_home / "wm-jax" / "jax"))
-    if "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS" not in os.environ:
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)

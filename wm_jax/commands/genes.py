@@ -1,6 +1,8 @@
-"""`wm-jax genes` argument parsing."""
+"""`wm-jax genes`: gene-based and gene-set tests of a GWAS (`wm_jax.genes.run`)."""
 
 from __future__ import annotations
+
+from wm_jax.commands.flags import add_overwrite_flag, directory_overwrite_help
 
 
 def register(sub) -> None:
@@ -24,11 +26,7 @@ def register(sub) -> None:
     p.add_argument("--pheno-name", type=o.name_list, help="phenotypes to test (default: all), e.g. UDIP1-UDIP16")
     p.add_argument("--loci", help="loci.tsv of `wm-jax report`: write each locus's genes (loci_genes.tsv)")
     p.add_argument("--out", required=True, help="output directory")
-    p.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="replace an output directory without this command's marker that holds only genes files",
-    )
+    add_overwrite_flag(p, directory_overwrite_help("genes"))
     p.set_defaults(run=run, accepts_overrides=False)
 
 

@@ -1,0 +1,52 @@
+"""`wm-jax demo`: the whole pipeline on a simulated cohort, resumable (`wm_jax.pipeline.run`)."""
+
+from __future__ import annotations
+
+
+def register(sub) -> None:
+    p = sub.add_parser("demo", help="simulate -> prepare -> train -> embed -> gwas -> report -> interpret, resumable")
+    p.add_argument("--out", default="demo_run", help="run directory (manifest.json, summary.json, every stage's files)")
+    p.add_argument(
+        "--config", default="pipeline_demo", help="configs/<name>.py or a file; fields via --config.KEY=VALUE"
+    )
+    p.set_defaults(run=run, accepts_overrides=True)
+
+
+def run(args, overrides) -> None:
+    from wm_jax.config import DEMO_RULES, apply_overrides, load_config, validate_config
+    from wm_jax.pipeline.run import demo, print_summary, stage_options
+
+    config = apply_overrides(load_config(args.config), overrides)
+    validate_config(config, DEMO_RULES)
+    stage_options(config)  # a section key that names no option: an error before the run directory is claimed
+    _claim_run_directory(args.out)
+    summary = demo(config, args.out)
+    print(print_summary(summary))
+
+
+def _claim_run_directory(out: str) -> None:
+    """The demo writes into its run directory (resumable) and never replaces it whole: it takes a new
+    or empty directory, or one of an earlier demo run (its marker, or its manifest.json)."""
+
+    from wm_jax.errors import MARKER, check_output_location, input_error, read_marker, write_marker
+
+    path = check_output_location(out)
+    if path.exists() and not path.is_dir():
+        raise input_error(path, "exists and is not a directory; expected a run directory")
+    if path.is_dir() and any(path.iterdir()):
+        marker = read_marker(path)
+        if marker is not None and marker["command"] != "demo":
+            raise input_error(
+                path,
+                f"holds the output of wm-jax {marker['command']}; expected a new or empty "
+                "directory, or an earlier demo run",
+            )
+        if marker is None and not (path / "manifest.json").is_file():
+            raise input_error(
+                path,
+                "exists, is not empty and is not a demo run directory (no manifest.json); "
+                "expected a new or empty directory, or an earlier demo run",
+            )
+    path.mkdir(parents=True, exist_ok=True)
+    if not (path / MARKER).exists():
+        write_marker(path, "demo")

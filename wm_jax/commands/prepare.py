@@ -1,0 +1,34 @@
+"""`wm-jax prepare`: FA maps checked, normalised and packed into a volume store (`wm_jax.data.store`)."""
+
+from __future__ import annotations
+
+from wm_jax.commands.flags import add_overwrite_flag
+
+
+def register(sub) -> None:
+    from wm_jax import options as o
+
+    # --crop, --downsample, --mask-fraction and --dtype are the fields of Preprocessing (wm_jax/data/store.py),
+    # which holds their defaults.
+    p = sub.add_parser("prepare", help="validate, normalise and pack FA maps into a volume store")
+    p.add_argument("--subjects", required=True, help="table FID IID fa_path ...")
+    p.add_argument("--out", required=True, help="store directory")
+    p.add_argument("--crop", type=o.crop, help="x0,x1,y0,y1,z0,z1 in voxels")
+    p.add_argument("--downsample", type=o.integer(1), help="integer block-mean factor")
+    p.add_argument(
+        "--mask-fraction",
+        type=o.number(0, 1, low_open=True),
+        help="brain mask: non-zero in this fraction of subjects, in (0, 1]",
+    )
+    p.add_argument("--dtype", choices=["float32", "float16"])
+    add_overwrite_flag(p)
+    p.set_defaults(run=run, accepts_overrides=False)
+
+
+def run(args, overrides) -> None:
+    from wm_jax.data.store import Preprocessing, prepare_store
+    from wm_jax.errors import check_output_dir
+    from wm_jax.options import options_from_args
+
+    check_output_dir(args.out, "prepare", args.overwrite)
+    prepare_store(args.subjects, args.out, options_from_args(Preprocessing, args), overwrite=args.overwrite)
