@@ -1609,7 +1609,7 @@ def _prepare(c, out: Path, capsys, *extra) -> tuple[int, str]:
 
 
 def test_rerun_replaces_its_own_output_and_overwrite_only_outputs_of_the_command(ctx, tmp_path, capsys):
-    from wm_jax.errors import MARKER, read_marker
+    from wm_jax.publish import MARKER, read_marker
 
     out = tmp_path / "store"
     assert _prepare(ctx, out, capsys)[0] == 0
@@ -1640,7 +1640,7 @@ def test_failed_run_leaves_nothing_and_stale_temporaries_are_removed(ctx, tmp_pa
     namespace) by a running process. A PID of another host (or of an older wm-jax's untagged name)
     cannot be checked, and two runs writing one output at once are not supported: removed."""
     import wm_jax.data.store as store_module
-    from wm_jax.errors import machine_tag
+    from wm_jax.publish import machine_tag
 
     out = tmp_path / "store"
     real_load = store_module.load_fa

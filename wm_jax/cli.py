@@ -71,8 +71,6 @@ def _on_sigterm(signum, frame):
 
 
 def main(argv: list[str] | None = None) -> int:
-    from wm_jax.errors import set_command
-
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     command_parser = parser._subparsers._group_actions[0].choices[args.command]
@@ -82,7 +80,6 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         command_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     _setup_logging(args.verbose)
-    set_command(args.command)
     try:
         _start_distributed(args.command)
     except InputError as err:
@@ -107,7 +104,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wm-jax {args.command}: terminated", file=sys.stderr)
         return 143
     finally:
-        set_command(None)
         if in_main_thread:
             signal.signal(signal.SIGTERM, previous)
     log.info("%s finished in %.1f s", args.command, time.time() - start)
@@ -129,7 +125,7 @@ def _start_distributed(command: str) -> None:
         )
     from wm_jax import sharding
 
-    if sharding.initialize() and not sharding.is_main_process():
+    if sharding.initialize(command=command) and not sharding.is_main_process():
         logging.getLogger("wm_jax").setLevel(logging.WARNING)
 
 

@@ -20,7 +20,8 @@ from tqdm.auto import tqdm
 import wm_jax
 from wm_jax import sharding
 from wm_jax.data.store import store_fingerprint
-from wm_jax.errors import InputError, atomic_path, check_output_file, check_output_name
+from wm_jax.errors import InputError
+from wm_jax.publish import atomic_path, check_output_files, check_output_name
 from wm_jax.train import batches as batching
 from wm_jax.train.state import load_model, open_store
 from wm_jax.train.step import embed_step
@@ -53,9 +54,8 @@ def embed(
     check_output_name(out, "file")
     workdir, out = Path(workdir), Path(out)
     manifest_path = out.with_suffix(out.suffix + ".manifest.json")
-    owned = _written_by_embed(manifest_path)
-    check_output_file(out, "embed", overwrite, owned=owned)
-    check_output_file(manifest_path, "embed", overwrite, owned=owned)
+    # An older manifest names no command; its checkpoint_step marks it as embed's.
+    check_output_files([out, manifest_path], manifest_path, "embed", overwrite, legacy_key="checkpoint_step")
     model, _, record, chosen = load_model(workdir, step)
     store = open_store(store_path, model.config)
     codes, errors = _codes(model, store, batch_size)
@@ -106,11 +106,3 @@ def _codes(model, store, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
         codes.append(sharding.gather(latent)[: len(rows)])
         errors.append(sharding.gather(error)[: len(rows)])
     return np.concatenate(codes), np.concatenate(errors)
-
-
-def _written_by_embed(manifest: Path) -> bool:
-    try:
-        record = json.loads(manifest.read_text())
-    except (OSError, ValueError):
-        return False
-    return isinstance(record, dict) and "checkpoint_step" in record and record.get("command", "embed") == "embed"

@@ -26,9 +26,16 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from wm_jax.errors import AtomicFiles, input_error, read_json
+from wm_jax.errors import input_error, read_json
+from wm_jax.publish import AtomicFiles, Output
 
 log = logging.getLogger("wm_jax")
+
+# What `wm-jax interpret` writes into its directory.
+PERDI = Output(
+    "interpret",
+    frozenset({"perdi_abs_t.nii.gz", "perdi_mean_change.nii.gz", "enrichment.tsv", "montages", "interpret.json"}),
+)
 
 
 @dataclass(frozen=True)
@@ -363,7 +370,7 @@ def _write_outputs(
     interpret.json, written under a temporary name and published together."""
     from wm_jax.data.nifti import save_nifti
 
-    files = AtomicFiles(overwrite=overwrite, command="interpret")
+    files = AtomicFiles(PERDI, overwrite=overwrite)
     try:
         directory = files.path(out)
         directory.mkdir(parents=True)

@@ -35,7 +35,8 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec
 
-from wm_jax.errors import InputError, pid_running
+from wm_jax.errors import InputError
+from wm_jax.publish import pid_running
 
 log = logging.getLogger("wm_jax")
 
@@ -156,10 +157,13 @@ def _alive(pid: int) -> bool:
 
 
 def initialize(
-    coordinator_address: str | None = None, num_processes: int | None = None, process_id: int | None = None
+    coordinator_address: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
+    command: str = "library",
 ) -> bool:
     """Start the distributed runtime (see the module docstring); True when this is a multi-process run.
-    Idempotent; must run before anything touches a device."""
+    Idempotent; must run before anything touches a device. ``command``: the subcommand an error names."""
     global _started
     if _started:
         return jax.process_count() > 1
@@ -182,7 +186,7 @@ def initialize(
     if cpu_devices:
         jax.config.update("jax_num_cpu_devices", cpu_devices)
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    _connect(settings, heartbeat, timeout)
+    _connect(settings, heartbeat, timeout, command)
     _started = True
     barrier("started")  # so that the first device collective (which sets up gloo) starts in step
     log.info(
@@ -195,17 +199,16 @@ def initialize(
     return jax.process_count() > 1
 
 
-def _connect(settings: dict, heartbeat: int, timeout: int) -> None:
+def _connect(settings: dict, heartbeat: int, timeout: int, command: str) -> None:
     """jax.distributed.initialize, ended with one error line (exit 2) when not every process has
     joined within ``timeout`` seconds. JAX's own limit is set later than ours: at its limit it
     aborts the process with a native stack trace."""
-    from wm_jax.errors import current_command
 
     def give_up() -> None:
         where = settings.get("coordinator_address") or "the cluster's coordinator"
         count = settings.get("num_processes")
         print(
-            f"wm-jax {current_command()}: error: {ENV_CONNECT_TIMEOUT}: not every one of "
+            f"wm-jax {command}: error: {ENV_CONNECT_TIMEOUT}: not every one of "
             f"{count or 'the'} processes joined {where} within {timeout} s; expected each process to be "
             f"started, with the same {ENV_COORDINATOR} and {ENV_NUM_PROCESSES} (or set {ENV_CONNECT_TIMEOUT} "
             "to wait longer)",

@@ -15,12 +15,14 @@ def register(sub) -> None:
 def run(args, overrides) -> None:
     from wm_jax.config import DEMO_RULES, apply_overrides, load_config, validate_config
     from wm_jax.pipeline.run import demo, print_summary, stage_options
+    from wm_jax.publish import run_directory
 
     config = apply_overrides(load_config(args.config), overrides)
     validate_config(config, DEMO_RULES)
     stage_options(config)  # a section key that names no option: an error before the run directory is claimed
     _claim_run_directory(args.out)
-    summary = demo(config, args.out)
+    with run_directory(args.out):  # the stages write inside it
+        summary = demo(config, args.out)
     print(print_summary(summary))
 
 
@@ -28,9 +30,10 @@ def _claim_run_directory(out: str) -> None:
     """The demo writes into its run directory (resumable) and never replaces it whole: it takes a new
     or empty directory, or one of an earlier demo run (its marker, or its manifest.json)."""
 
-    from wm_jax.errors import MARKER, check_output_location, input_error, read_marker, write_marker
+    from wm_jax.errors import input_error
+    from wm_jax.publish import MARKER, check_output_location, read_marker, write_marker
 
-    path = check_output_location(out)
+    path = check_output_location(out, "demo")
     if path.exists() and not path.is_dir():
         raise input_error(path, "exists and is not a directory; expected a run directory")
     if path.is_dir() and any(path.iterdir()):

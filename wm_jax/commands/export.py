@@ -24,18 +24,19 @@ def register(sub) -> None:
 def run(args, overrides) -> None:
     import numpy as np
 
-    from wm_jax.errors import atomic_dir, check_output_dir
     from wm_jax.gwas.inputs import check_file_name_part
     from wm_jax.gwas.text import write_tsv
     from wm_jax.heritability.sumstats import check_phenotypes, open_gwas, ssf_columns, ssf_metadata
+    from wm_jax.publish import Output, atomic_dir, check_output_dir
 
-    check_output_dir(args.out, "export", args.overwrite)
+    output = Output("export")  # GWAS-SSF files named by phenotype: no fixed entries
+    check_output_dir(args.out, output, args.overwrite)
     gwas = open_gwas(args.gwas)
     phenotypes = check_phenotypes(gwas, args.pheno_names)
     for j in phenotypes:
         check_file_name_part(gwas.directory / "meta.json", gwas.phenotypes[j], ".tsv.gz-meta.yaml", "in wm-jax export")
     log10_p, a1_freq = gwas.column("log10_p"), gwas.column("a1_freq")
-    with atomic_dir(args.out, args.overwrite, "export") as tmp:
+    with atomic_dir(args.out, output, args.overwrite) as tmp:
         for j in phenotypes:
             data = tmp / f"{gwas.phenotypes[j]}.tsv.gz"
             columns = ssf_columns(gwas, j, log10_p, a1_freq)

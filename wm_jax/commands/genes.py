@@ -31,12 +31,12 @@ def register(sub) -> None:
 
 
 def run(args, overrides) -> None:
-    from wm_jax.errors import check_output_dir
-    from wm_jax.genes.run import GeneOptions, run_genes
+    from wm_jax.genes.run import GENES, GeneOptions, run_genes
     from wm_jax.options import genotype_input, options_from_args
+    from wm_jax.publish import check_output_dir
 
     genotypes = genotype_input(args)
-    check_output_dir(args.out, "genes", args.overwrite)
+    check_output_dir(args.out, GENES, args.overwrite)
     run_genes(
         args.gwas,
         genotypes,

@@ -38,11 +38,11 @@ def register(sub) -> None:
 
 
 def run(args, overrides) -> None:
-    from wm_jax.errors import check_output_dir
-    from wm_jax.interpret import PerdiOptions, interpret
+    from wm_jax.interpret import PERDI, PerdiOptions, interpret
     from wm_jax.options import options_from_args
+    from wm_jax.publish import check_output_dir
 
-    check_output_dir(args.out, "interpret", args.overwrite)
+    check_output_dir(args.out, PERDI, args.overwrite)
     options = options_from_args(PerdiOptions, args)
     summary = interpret(
         args.workdir,

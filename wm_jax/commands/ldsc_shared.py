@@ -62,18 +62,16 @@ def ldsc_inputs(args):
 
 def claim_table(out: str, suffix: str, command: str, overwrite: bool) -> tuple[Path, Path]:
     """OUT.<suffix>.tsv and its record OUT.<suffix>.json, checked before any work."""
-    from wm_jax.errors import check_output_file, check_output_name, written_by
+    from wm_jax.publish import check_output_files, check_output_name
 
     check_output_name(out, "file")
     table, record = Path(f"{out}.{suffix}.tsv"), Path(f"{out}.{suffix}.json")
-    owned = written_by(record, command)
-    for path in (table, record):
-        check_output_file(path, command, overwrite, owned=owned)
+    check_output_files([table, record], record, command, overwrite)
     return table, record
 
 
 def publish_table(table_path: Path, record_path: Path, table, record: dict) -> None:
-    from wm_jax.errors import atomic_path
+    from wm_jax.publish import atomic_path
 
     with atomic_path(table_path) as tmp, atomic_path(record_path) as tmp_record:
         table.to_csv(tmp, sep="\t", index=False, float_format="%.10g", na_rep="NA")

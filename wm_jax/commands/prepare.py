@@ -26,9 +26,9 @@ def register(sub) -> None:
 
 
 def run(args, overrides) -> None:
-    from wm_jax.data.store import Preprocessing, prepare_store
-    from wm_jax.errors import check_output_dir
+    from wm_jax.data.store import STORE, Preprocessing, prepare_store
     from wm_jax.options import options_from_args
+    from wm_jax.publish import check_output_dir
 
-    check_output_dir(args.out, "prepare", args.overwrite)
+    check_output_dir(args.out, STORE, args.overwrite)
     prepare_store(args.subjects, args.out, options_from_args(Preprocessing, args), overwrite=args.overwrite)

@@ -25,15 +25,15 @@ def run(args, overrides) -> None:
     from pathlib import Path
 
     from wm_jax.data.store import VolumeStore
-    from wm_jax.errors import InputError, atomic_path, check_output_file, check_output_name, require_file, written_by
+    from wm_jax.errors import InputError, require_file
+    from wm_jax.publish import atomic_path, check_output_files, check_output_name
     from wm_jax.roi import oracle_phenotypes, tract_means
 
     if args.truth is None and args.labels is None:
         raise InputError("--labels: expected an atlas labels table (label tract), or --truth")
     check_output_name(args.out, "file")
     manifest = Path(f"{args.out}.manifest.json")
-    check_output_file(args.out, "roi", args.overwrite, owned=written_by(manifest, "roi"))
-    check_output_file(manifest, "roi", args.overwrite, owned=written_by(manifest, "roi"))
+    check_output_files([args.out, manifest], manifest, "roi", args.overwrite)
     store = VolumeStore.open(args.store)
     if args.truth:
         require_file(args.truth, "truth table")

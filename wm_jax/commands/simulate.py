@@ -22,8 +22,8 @@ def register(sub) -> None:
 
 def run(args, overrides) -> None:
     from wm_jax.config import SIM_RULES, apply_overrides, load_config, validate_config
-    from wm_jax.errors import check_output_dir
-    from wm_jax.simulate.cohort import simulate_cohort
+    from wm_jax.publish import check_output_dir
+    from wm_jax.simulate.cohort import COHORT, simulate_cohort
 
     spec = args.config or (f"sim:{args.preset}" if args.preset else "sim")  # configs/sim.py has the default preset
     config = apply_overrides(load_config(spec), overrides)
@@ -32,5 +32,5 @@ def run(args, overrides) -> None:
     if args.seed is not None:
         config.seed = args.seed
     validate_config(config, SIM_RULES)
-    check_output_dir(args.out, "simulate", args.overwrite)
+    check_output_dir(args.out, COHORT, args.overwrite)
     simulate_cohort(config, args.out, overwrite=args.overwrite)

@@ -13,7 +13,8 @@ def register(sub) -> None:
 
 def run(args, overrides) -> None:
     from wm_jax.config import TRAIN_RULES, apply_overrides, load_config, validate_config
-    from wm_jax.errors import check_output_location, input_error
+    from wm_jax.errors import input_error
+    from wm_jax.publish import check_output_location
     from wm_jax.train.loop import train_and_evaluate
 
     config = apply_overrides(load_config(args.config), overrides)

@@ -26,9 +26,13 @@ from tqdm.auto import tqdm
 
 from wm_jax.data.nifti import Grid, load_fa, read_grid
 from wm_jax.data.tables import read_table
-from wm_jax.errors import InputError, atomic_dir, input_error, require_file
+from wm_jax.errors import InputError, input_error, require_file
+from wm_jax.publish import Output, atomic_dir
 
 log = logging.getLogger("wm_jax")
+
+# What `wm-jax prepare` writes into its store directory.
+STORE = Output("prepare", frozenset({"volumes.npy", "mask.npy", "index.tsv", "store.json"}))
 
 STORE_FORMAT_VERSION = 1
 
@@ -182,7 +186,7 @@ def prepare_store(
     grid = read_grid(subjects["fa_path"].iloc[0])
     target = _checked_target_grid(subjects_path, grid, prep)
     n = len(subjects)
-    with atomic_dir(out, overwrite=overwrite, command="prepare") as tmp:
+    with atomic_dir(out, STORE, overwrite=overwrite) as tmp:
         _check_free_space(tmp, out, store_bytes(n, target, prep))
         means, sds, nonzero_count = _write_volumes(tmp, out, subjects, grid, target, prep)
         mask = nonzero_count >= prep.mask_fraction * n

@@ -26,14 +26,21 @@ from threadpoolctl import threadpool_limits
 
 from wm_jax.data.genotypes import GenotypeInput, open_genotypes
 from wm_jax.data.tables import expand_names
-from wm_jax.errors import InputError, atomic_dir, check_output_dir, input_error, require_file
+from wm_jax.errors import InputError, input_error, require_file
 from wm_jax.genes.annotation import check_chromosomes, read_gene_sets, read_genes
 from wm_jax.genes.gene_sets import gene_set_regression, whitening_blocks
 from wm_jax.genes.genetest import GeneTests, chi2_from_neg_log10_p, gene_variants, run_gene_tests
+from wm_jax.publish import Output, atomic_dir, check_output_dir
 from wm_jax.reporting.build import GwasResult
 from wm_jax.reporting.stats import OMNIBUS
 
 log = logging.getLogger("wm_jax")
+
+# What `wm-jax genes` writes into its directory.
+GENES = Output(
+    "genes",
+    frozenset({"genes.tsv", "gene_sets.tsv", "loci_genes.tsv", "genes_manhattan.png", "genes.json", "genes.md"}),
+)
 
 MIN_SET_GENES = 2  # sets with fewer tested genes are skipped
 
@@ -58,7 +65,7 @@ def run_genes(
 ) -> dict:
     """Write the genes output directory ``out``; returns the summary written to genes.json."""
     started = time.time()
-    check_output_dir(out, "genes", overwrite)
+    check_output_dir(out, GENES, overwrite)
     result = GwasResult(gwas)
     names = _phenotypes(result, pheno_names)
     data = open_genotypes(genotypes)
@@ -117,7 +124,7 @@ def run_genes(
 
 def _write_outputs(out, overwrite, tests: GeneTests, names, set_table, locus_genes, summary: dict, started) -> None:
     """Every output file into a temporary directory that replaces ``out`` when complete."""
-    with atomic_dir(out, overwrite=overwrite, command="genes") as tmp:
+    with atomic_dir(out, GENES, overwrite=overwrite) as tmp:
         gene_table = _gene_table(tests, names)
         gene_table.to_csv(tmp / "genes.tsv", sep="\t", index=False, float_format="%.6g")
         if set_table is not None:

@@ -16,17 +16,26 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from wm_jax import sharding
-from wm_jax.errors import (
+from wm_jax.errors import InputError, input_error
+from wm_jax.publish import (
     AtomicFiles,
-    InputError,
+    Output,
     check_output_dir,
     check_output_location,
-    input_error,
     read_marker,
     remove_stale_partials,
 )
 
 log = logging.getLogger("wm_jax")
+
+# What `wm-jax gwas` writes into its compact directory, PREFIX.gwas/.
+GWAS_STORE = Output(
+    "gwas",
+    frozenset(
+        {"variants.tsv", "beta.npy", "se.npy", "log10_p.npy", "obs_ct.npy", "a1_freq.npy", "reason.npy"}
+        | {"omnibus_chi2.npy", "meta.json"}
+    ),
+)
 
 
 class _ElapsedFormatter(logging.Formatter):
@@ -77,7 +86,7 @@ def previous_outputs(out: Path) -> list[Path]:
 def check_outputs(out: Path, planned: list[Path], previous: list[Path], overwrite: bool) -> None:
     """Before any work: the prefix's outputs may be written (the output policy of wm_jax.errors)."""
     check_output_location(out, "gwas")
-    check_output_dir(planned[1], "gwas", overwrite)
+    check_output_dir(planned[1], GWAS_STORE, overwrite)
     owned = set(previous)
     for path in planned[:1] + planned[2:]:
         if path.is_dir() and not path.is_symlink():
@@ -111,7 +120,7 @@ def run_files(out: Path, overwrite: bool) -> Iterator[AtomicFiles | None]:
         yield None
         return
     remove_stale_partials(out.parent, f"{out.name}.")
-    files = AtomicFiles(overwrite=overwrite, command="gwas")
+    files = AtomicFiles(GWAS_STORE, overwrite=overwrite)
     handler = logging.FileHandler(files.path(Path(f"{out}.log")), mode="w")
     handler.setFormatter(_ElapsedFormatter())
     log.addHandler(handler)

@@ -37,8 +37,8 @@ import pandas as pd
 import wm_jax
 from wm_jax import sharding
 from wm_jax.data.genotypes import GenotypeInput, open_genotypes
-from wm_jax.errors import AtomicFiles
 from wm_jax.gwas import design, inputs, outputs, plan, qc, results, resume, stream
+from wm_jax.publish import AtomicFiles
 
 log = logging.getLogger("wm_jax")
 

@@ -314,10 +314,10 @@ def write_ld_score_files(out: str, scores: LdScores, record: dict, overwrite: bo
     import gzip
     import json
 
-    from wm_jax.errors import AtomicFiles
+    from wm_jax.publish import AtomicFiles, Output
 
     paths = check_ld_score_outputs(out, overwrite)
-    with AtomicFiles(overwrite=overwrite, command="ldscore") as files:
+    with AtomicFiles(Output("ldscore"), overwrite=overwrite) as files:
         with gzip.open(files.path(paths[0]), "wt", compresslevel=6) as handle:
             scores.table[["CHR", "SNP", "BP", "L2"]].to_csv(handle, sep="\t", index=False, float_format="%.3f")
         files.path(paths[1]).write_text(f"{scores.m}\n")
@@ -331,10 +331,7 @@ def check_ld_score_outputs(out: str, overwrite: bool) -> list:
     the work starts, and again before writing)."""
     from pathlib import Path
 
-    from wm_jax.errors import check_output_file, written_by
+    from wm_jax.publish import check_output_files
 
     paths = [Path(f"{out}.l2.{suffix}") for suffix in ("ldscore.gz", "M", "M_5_50", "manifest.json")]
-    owned = written_by(paths[-1], "ldscore")
-    for path in paths:
-        check_output_file(path, "ldscore", overwrite, owned=owned)
-    return paths
+    return check_output_files(paths, paths[-1], "ldscore", overwrite)

@@ -27,11 +27,11 @@ import pandas as pd
 
 import wm_jax
 from wm_jax.config import section_options
-from wm_jax.errors import atomic_path
 from wm_jax.genes.run import GeneOptions
 from wm_jax.gwas.run import GwasOptions
 from wm_jax.interpret import PerdiOptions
 from wm_jax.jax_cache import use_compilation_cache
+from wm_jax.publish import atomic_path
 from wm_jax.reporting.stats import ClumpOptions
 
 log = logging.getLogger("wm_jax")

@@ -14,9 +14,10 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from wm_jax.data.genotypes import GenotypeInput, open_genotypes
-from wm_jax.errors import atomic_dir, check_output_dir, input_error, require_file
+from wm_jax.errors import input_error, require_file
 from wm_jax.gwas.pvalues import chi2_neg_log10_sf
 from wm_jax.gwas.results import load_result_column
+from wm_jax.publish import Output, atomic_dir, check_output_dir
 from wm_jax.reporting import plots
 from wm_jax.reporting.stats import (
     OMNIBUS,
@@ -29,6 +30,15 @@ from wm_jax.reporting.stats import (
 )
 
 log = logging.getLogger("wm_jax")
+
+# What `wm-jax report` writes into its directory.
+REPORT = Output(
+    "report",
+    frozenset(
+        {"loci.tsv", "lambda.tsv", "replication.tsv", "manhattan.png", "qq.png", "report.json", "report.md"}
+        | {"h2.png", "rg.png"}
+    ),
+)
 
 
 class GwasResult:
@@ -135,7 +145,7 @@ def build_report(
     (--bfile, --pfile or --bgen; a str is a --bfile prefix) give the LD for clumping. ``h2`` and
     ``rg`` (tables of `wm-jax h2` and `wm-jax rg`) add the heritability and genetic-correlation
     sections."""
-    check_output_dir(out, "report", overwrite)
+    check_output_dir(out, REPORT, overwrite)
     architecture = _read_architecture(h2, rg)
     if not isinstance(genotypes, GenotypeInput):
         genotypes = GenotypeInput("bfile", str(genotypes))
@@ -185,7 +195,7 @@ def build_report(
             "pairs": int(len(architecture["rg"])),
             "mean_abs": float(architecture["rg"].rg.abs().mean()),
         }
-    with atomic_dir(out, overwrite=overwrite, command="report") as tmp:
+    with atomic_dir(out, REPORT, overwrite=overwrite) as tmp:
         _write_report(tmp, result, summary, loci, replication_table)
         _write_architecture(tmp, architecture)
     log.info("report: %d loci, lambda median %.3f -> %s", len(loci), summary["lambda_median"], out)

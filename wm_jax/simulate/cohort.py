@@ -32,7 +32,7 @@ import wm_jax
 from wm_jax.data.nifti import save_nifti
 from wm_jax.data.plink import encode_alt_dosages, write_bed
 from wm_jax.data.tables import write_table
-from wm_jax.errors import atomic_dir
+from wm_jax.publish import Output, atomic_dir
 from wm_jax.simulate.annotation import gene_annotation, write_gene_annotation
 from wm_jax.simulate.genetics import (
     add_loci,
@@ -45,6 +45,29 @@ from wm_jax.simulate.genotypes import genetic_pcs, simulate_chromosome
 from wm_jax.simulate.phantom import TRACTS, build_phantom
 
 log = logging.getLogger("wm_jax")
+
+# What `wm-jax simulate` writes into its cohort directory.
+COHORT = Output(
+    "simulate",
+    frozenset(
+        {
+            "genotypes.bed",
+            "genotypes.bim",
+            "genotypes.fam",
+            "fa",
+            "atlas.nii.gz",
+            "atlas_labels.tsv",
+            "subjects.tsv",
+            "covariates.tsv",
+            "truth.tsv",
+            "simulation.json",
+            "patterns.nii.gz",
+            "genetic_values.tsv",
+            "genes.tsv",
+            "gene_sets.gmt",
+        }
+    ),
+)
 
 MNI_FOV_MM = np.array([182.0, 218.0, 182.0])
 MNI_ORIGIN_MM = np.array([-90.0, -126.0, -72.0])
@@ -258,7 +281,7 @@ def simulate_cohort(config, out: str | os.PathLike, overwrite: bool = False) -> 
     """Simulate the cohort described by ``config`` (see configs/sim.py) into ``out``."""
     rng = np.random.default_rng(config.seed)
     shape = tuple(int(s) for s in config.shape)
-    with atomic_dir(out, overwrite=overwrite, command="simulate") as tmp:
+    with atomic_dir(out, COHORT, overwrite=overwrite) as tmp:
         dosage, called, deme, bim = _write_genotypes(tmp, config, rng)
         subjects = _write_subjects(tmp, config, called, rng)
         del called

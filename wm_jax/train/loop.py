@@ -31,7 +31,8 @@ from tqdm.auto import tqdm
 import wm_jax
 from wm_jax import checkpoint, sharding
 from wm_jax.data.store import VolumeStore, check_same_store, store_fingerprint
-from wm_jax.errors import InputError, atomic_path
+from wm_jax.errors import InputError
+from wm_jax.publish import atomic_path
 from wm_jax.train import batches as batching
 from wm_jax.train.state import build, config_hash, init_linear_path_from_pca, model_config, open_store
 from wm_jax.train.step import eval_step, train_step
