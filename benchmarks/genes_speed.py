@@ -22,7 +22,7 @@ import pandas as pd
 from scipy import stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from wm_jax.data.genotypes import GenotypeInput
+from wm_jax.data.source import GenotypeInput
 from wm_jax.genes.run import GeneOptions, run_genes
 from wm_jax.gwas.run import GwasOptions, run_gwas
 

@@ -10,8 +10,8 @@ import pytest
 from scipy import stats
 
 from wm_jax.cli import main
-from wm_jax.data.genotypes import GenotypeInput
 from wm_jax.data.plink import encode_alt_dosages, write_bed
+from wm_jax.data.source import GenotypeInput
 from wm_jax.genes.quadform import SADDLEPOINT_BELOW, quadform_sf
 from wm_jax.genes.run import GeneOptions, run_genes
 from wm_jax.simulate.genotypes import simulate_chromosome

@@ -10,17 +10,11 @@ import pytest
 from genotype_files import imputed_probabilities, quantize, write_bgen
 
 from wm_jax.data.bgen import BgenDataset
-from wm_jax.data.genotypes import (
-    DOSAGE_UNIT,
-    MISSING_DOSAGE,
-    GenotypeInput,
-    counts_of_dosages,
-    dosage_counts,
-    hard_calls_from_dosages,
-    open_genotypes,
-)
+from wm_jax.data.dosages import counts_of_dosages, dosage_counts, hard_calls_from_dosages
+from wm_jax.data.genotypes import open_genotypes
 from wm_jax.data.pgen import PgenDataset
 from wm_jax.data.plink import PlinkDataset
+from wm_jax.data.source import DOSAGE_UNIT, MISSING_DOSAGE, GenotypeInput, GenotypeSource
 from wm_jax.gwas.run import GwasOptions, run_gwas
 
 from conftest import plink2_or_skip
@@ -265,3 +259,25 @@ def test_counts_of_dosages_equal_the_counts_of_their_hard_calls():
     assert plain.missing.min() > plain.dosage_missing.max() > 0  # some dosages without a hard call
     for field in ("hom_alt", "het", "hom_ref", "missing", "alt_dosage", "dosage_missing"):
         np.testing.assert_array_equal(getattr(fast, field), getattr(plain, field), err_msg=field)
+
+
+def test_each_reader_is_a_genotype_source(tiny_cohort, tmp_path):
+    """The .bed, PGEN and BGEN readers, opened through `open_genotypes`, have every member of
+    `GenotypeSource`, and their `dosages(rows)` agree on the same calls."""
+    bfile = tiny_cohort / "genotypes"
+    _plink2("--bfile", bfile, "--make-pgen", "--out", tmp_path / "hard")
+    _plink2("--bfile", bfile, "--export", "bgen-1.2", "bits=8", "ref-first", "--out", tmp_path / "b12")
+    inputs = [
+        GenotypeInput("bfile", str(bfile)),
+        GenotypeInput("pfile", str(tmp_path / "hard")),
+        GenotypeInput("bgen", str(tmp_path / "b12.bgen"), str(tmp_path / "b12.sample")),
+    ]
+    sources = [open_genotypes(source) for source in inputs]
+    assert [type(source) for source in sources] == [PlinkDataset, PgenDataset, BgenDataset]
+    rows = np.arange(0, sources[0].n_variants, 97)
+    expected = sources[0].dosages(rows)
+    assert np.isnan(expected).any()
+    for source in sources:
+        assert isinstance(source, GenotypeSource)
+        np.testing.assert_array_equal(source.dosages(rows), expected)
+    assert not isinstance(object(), GenotypeSource)

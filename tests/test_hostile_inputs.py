@@ -1833,17 +1833,17 @@ def test_training_that_diverges_stops_and_keeps_its_last_finite_checkpoint(ctx, 
 
 
 def test_divergence_blames_the_linear_paths_scale_when_it_is_above_one(tmp_path):
-    from wm_jax.train.loop import _divergence_error
+    from wm_jax.train.loop import divergence_error
 
     config = _tiny_train_config()
     config.model.linear_path = True
     config.linear_path_lr_scale = 1e308
     run = SimpleNamespace(config=config, workdir=tmp_path, manager=SimpleNamespace(all_steps=list))
-    message = str(_divergence_error(run, "non-finite loss at step 3 (nan)"))
+    message = str(divergence_error(run, "non-finite loss at step 3 (nan)"))
     assert message.startswith("--config.linear_path_lr_scale: training diverged, non-finite loss at step 3")
     assert message.endswith("no checkpoint was written")
     config.linear_path_lr_scale = 0.03
-    assert str(_divergence_error(run, "x")).startswith("--config.learning_rate: ")
+    assert str(divergence_error(run, "x")).startswith("--config.learning_rate: ")
 
 
 # ---------------------------------------------------------------------------------------------

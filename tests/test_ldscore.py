@@ -132,7 +132,7 @@ def test_dosage_source_gives_the_bed_s_scores(cohort_with_cm, tmp_path):
         check=True,
         capture_output=True,
     )
-    from wm_jax.data.genotypes import GenotypeInput
+    from wm_jax.data.source import GenotypeInput
 
     bed = open_genotypes(cohort_with_cm)
     pgen = open_genotypes(GenotypeInput("pfile", str(tmp_path / "g")))

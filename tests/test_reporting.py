@@ -239,7 +239,7 @@ def test_report_takes_the_ld_from_a_pgen_or_bgen(tiny_cohort, planted_gwas, tmp_
 
 
 def _pfile(prefix):
-    from wm_jax.data.genotypes import GenotypeInput
+    from wm_jax.data.source import GenotypeInput
 
     return GenotypeInput("pfile", str(prefix))
 

@@ -272,7 +272,7 @@ def read_inputs(
     first ``n_subjects`` rows in the store, and the atlas (by default beside the store's subjects)."""
     from wm_jax.data.store import check_same_store
     from wm_jax.data.tables import read_labels, read_table
-    from wm_jax.roi import _atlas_on_store_grid
+    from wm_jax.roi import atlas_on_store_grid
     from wm_jax.train.state import load_model, open_store
 
     udip = Path(udip)
@@ -301,7 +301,7 @@ def read_inputs(
     for path in (atlas, labels):
         if not Path(path).exists():
             raise input_error(path, "atlas file not found (pass --atlas and --labels)")
-    atlas_grid, label_table = _atlas_on_store_grid(volume_store, atlas), read_labels(labels)
+    atlas_grid, label_table = atlas_on_store_grid(volume_store, atlas), read_labels(labels)
     affine = np.asarray(volume_store.grid.affine)
     return PerdiInputs(
         codes=codes,
@@ -423,13 +423,13 @@ def pattern_overlap(
     |mean change| PerDI finds for that UDIP with the locus's |pattern|, and that correlation's rank
     among all UDIPs' maps."""
     from wm_jax.reporting.stats import OMNIBUS, ClumpOptions
-    from wm_jax.roi import _patterns_on_store_grid
+    from wm_jax.roi import patterns_on_store_grid
 
     kb = ClumpOptions().kb if kb is None else kb
 
     truth_table = pd.read_csv(truth, sep="\t", dtype={"chrom": str})
     loci_table = pd.read_csv(loci, sep="\t", dtype={"chrom": str})
-    patterns = _patterns_on_store_grid(store, Path(truth).with_name("patterns.nii.gz"))
+    patterns = patterns_on_store_grid(store, Path(truth).with_name("patterns.nii.gz"))
     flat_maps = np.abs(changes[:, mask])
     flat_maps = (flat_maps - flat_maps.mean(axis=1, keepdims=True)) / np.maximum(
         flat_maps.std(axis=1, keepdims=True), 1e-12

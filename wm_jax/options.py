@@ -127,7 +127,7 @@ def add_genotype_flags(parser: argparse.ArgumentParser, what: str, required: boo
 
 def genotype_input(args: argparse.Namespace):
     """The GenotypeInput of `add_genotype_flags`' flags."""
-    from wm_jax.data.genotypes import GenotypeInput
+    from wm_jax.data.source import GenotypeInput
     from wm_jax.errors import InputError
 
     if args.sample is not None and args.bgen is None:

@@ -50,7 +50,7 @@ def _with_ids(store: VolumeStore, frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-def _atlas_on_store_grid(store: VolumeStore, atlas_path: str | os.PathLike) -> np.ndarray:
+def atlas_on_store_grid(store: VolumeStore, atlas_path: str | os.PathLike) -> np.ndarray:
     """The atlas on the store's grid. It must be on the FA maps' grid (shape and affine, as recorded
     in the store) and is cropped and downsampled as the store was."""
     atlas = np.rint(_as_store_was(store, _read_atlas(store, atlas_path))).astype(np.int32)
@@ -60,9 +60,9 @@ def _atlas_on_store_grid(store: VolumeStore, atlas_path: str | os.PathLike) -> n
 
 
 def _read_atlas(store: VolumeStore, atlas_path) -> np.ndarray:
-    from wm_jax.data.nifti import Grid, _load
+    from wm_jax.data.nifti import Grid, load_image
 
-    image = _load(require_file(atlas_path, "atlas image"))
+    image = load_image(require_file(atlas_path, "atlas image"))
     source = Grid.from_json(store.record.get("source_grid", store.record["grid"]))
     if tuple(image.shape) != tuple(source.shape):
         raise input_error(
@@ -91,7 +91,7 @@ def tract_means(store: VolumeStore, atlas_path, labels_path) -> pd.DataFrame:
     from wm_jax.data.tables import read_labels
 
     labels = read_labels(labels_path)
-    atlas = _atlas_on_store_grid(store, atlas_path)
+    atlas = atlas_on_store_grid(store, atlas_path)
     masks = np.stack([(atlas == label) & store.mask for label in labels.label])
     for label, tract, mask in zip(labels.label, labels.tract, masks):
         if not (atlas == label).any():
@@ -106,7 +106,7 @@ def tract_means(store: VolumeStore, atlas_path, labels_path) -> pd.DataFrame:
     return _with_ids(store, pd.DataFrame(_region_means(store, masks), columns=[f"FA_{t}" for t in labels.tract]))
 
 
-def _patterns_on_store_grid(store: VolumeStore, patterns_path) -> np.ndarray:
+def patterns_on_store_grid(store: VolumeStore, patterns_path) -> np.ndarray:
     """(loci, X, Y, Z) planted patterns, cropped and subsampled as the store's volumes were."""
     import nibabel as nib
 
@@ -126,7 +126,7 @@ def oracle_phenotypes(store: VolumeStore, truth_path) -> pd.DataFrame:
     mask, (p . x) / (p . p). A signed pattern (a contrast) keeps its sign, where a region mean
     would cancel it."""
     truth = pd.read_csv(truth_path, sep="\t")
-    patterns = _patterns_on_store_grid(store, os.path.join(os.path.dirname(os.fspath(truth_path)), "patterns.nii.gz"))
+    patterns = patterns_on_store_grid(store, os.path.join(os.path.dirname(os.fspath(truth_path)), "patterns.nii.gz"))
     if len(patterns) != len(truth):
         raise input_error(truth_path, f"{len(truth)} loci but patterns.nii.gz holds {len(patterns)} patterns")
     weights = (patterns * store.mask).reshape(len(patterns), -1).astype(np.float32)

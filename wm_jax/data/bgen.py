@@ -1,7 +1,7 @@
 """BGEN genotypes (--bgen FILE [--sample FILE]): a decoder of BGEN v1.2/v1.3 (layout 2), with
 uncompressed, zlib or zstd variant blocks and probabilities of any bit depth 1-32, phased or not,
-into ALT dosages in plink2's unit (`wm_jax.data.genotypes`). The interface is that of
-`wm_jax.data.genotypes`; tests check the decoder against cbgen and against plink2's import.
+into ALT dosages in plink2's unit (`wm_jax.data.source`). The interface is that of
+`wm_jax.data.source`; tests check the decoder against cbgen and against plink2's import.
 
 One pass over the variant headers at open records where each variant's block starts (the BGEN has
 no index of its own); blocks are then read and decoded on demand, so memory holds the variant
@@ -27,16 +27,8 @@ import numpy as np
 import pandas as pd
 import zstandard
 
-from wm_jax.data.genotypes import (
-    DOSAGE_UNIT,
-    MISSING_DOSAGE,
-    VariantCounts,
-    concatenate_counts,
-    counts_of_dosages,
-    float_dosages,
-    missing_dosage_index,
-    padded_slots,
-)
+from wm_jax.data.dosages import concatenate_counts, counts_of_dosages, float_dosages, missing_dosage_index, padded_slots
+from wm_jax.data.source import DOSAGE_UNIT, MISSING_DOSAGE, VariantCounts
 from wm_jax.errors import input_error, require_file
 
 log = logging.getLogger("wm_jax")

@@ -26,7 +26,8 @@ class Grid:
         return cls(tuple(record["shape"]), np.asarray(record["affine"], np.float64))
 
 
-def _load(path: Path):
+def load_image(path: Path):
+    """The NIfTI image at ``path`` (header read, data not yet); unreadable is an InputError."""
     import nibabel as nib
 
     try:
@@ -37,7 +38,7 @@ def _load(path: Path):
 
 def read_grid(path: str | os.PathLike) -> Grid:
     path = require_file(path, "FA map")
-    image = _load(path)
+    image = load_image(path)
     if len(image.shape) != 3:
         raise input_error(path, f"expected a 3D FA map, found shape {tuple(image.shape)}")
     return Grid(tuple(int(s) for s in image.shape), np.asarray(image.affine, np.float64))
@@ -68,7 +69,7 @@ def load_fa(path: str | os.PathLike, grid: Grid | None = None, conversions: dict
     `storage_conversion`), finite, in [0, 1] and not empty. A conversion from scaled integers is
     counted in ``conversions`` (description -> maps)."""
     path = require_file(path, "FA map")
-    image = _load(path)
+    image = load_image(path)
     if len(image.shape) != 3:
         raise input_error(path, f"expected a 3D FA map, found shape {tuple(image.shape)}")
     conversion = storage_conversion(image, path)

@@ -1,5 +1,5 @@
 """PLINK 2 genotypes (--pfile PREFIX: .pgen/.pvar/.psam), read through `pgenlib`. The interface is
-that of `wm_jax.data.genotypes`.
+that of `wm_jax.data.source`.
 
 A .pgen whose header allows no dosage (4-bit variant record types, as `plink2 --make-pgen` writes
 from a .bed or any hard-call data, or fixed-width hard calls) is read as hard calls and packed into
@@ -16,17 +16,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from wm_jax.data.genotypes import (
-    DOSAGE_UNIT,
-    MISSING_DOSAGE,
-    VariantCounts,
-    concatenate_counts,
-    dosage_counts,
-    float_dosages,
-    missing_dosage_index,
-    padded_slots,
-)
+from wm_jax.data.dosages import concatenate_counts, dosage_counts, float_dosages, missing_dosage_index, padded_slots
 from wm_jax.data.plink import bed_row_counts, missing_call_index, pack_bed_codes
+from wm_jax.data.source import DOSAGE_UNIT, MISSING_DOSAGE, VariantCounts
 from wm_jax.errors import input_error, require_file
 
 log = logging.getLogger("wm_jax")

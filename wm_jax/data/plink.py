@@ -17,7 +17,8 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from wm_jax.data.genotypes import VariantCounts, concatenate_counts
+from wm_jax.data.dosages import concatenate_counts
+from wm_jax.data.source import VariantCounts
 from wm_jax.errors import InputError, input_error, require_file
 
 log = logging.getLogger("wm_jax")
@@ -269,7 +270,7 @@ def missing_call_index(raw: np.ndarray, n_samples: int, width: int) -> np.ndarra
 
 
 class PlinkDataset:
-    """A validated .bed/.bim/.fam triple; a genotype source (`wm_jax.data.genotypes`) whose blocks
+    """A validated .bed/.bim/.fam triple; a genotype source (`wm_jax.data.source`) whose blocks
     are the raw .bed bytes, decoded on the device."""
 
     block_dtype = np.uint8

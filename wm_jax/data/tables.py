@@ -50,7 +50,7 @@ def read_table(
     fast = _read_tab_separated(path, text_columns, missing_code, required)
     if fast is not None:
         return fast
-    lines = _text_lines(path)
+    lines = text_lines(path)
     if not lines or not lines[0][1].strip():
         raise input_error(path, "empty file; expected a header line starting with FID IID")
     header_line = lines[0][1]
@@ -155,7 +155,7 @@ def _arrow_columns(raw: bytes, names: list[str], numeric: list[str]) -> dict | N
     return {**text, "values": values, "nulls": nulls}
 
 
-def _text_lines(path: Path) -> list[tuple[int, str]]:
+def text_lines(path: Path) -> list[tuple[int, str]]:
     """(line number, text) of every non-empty line; a byte that is not UTF-8 is an error."""
     raw = path.read_bytes()
     try:
@@ -311,7 +311,7 @@ def write_table(path: str | os.PathLike, fid, iid, columns: dict[str, np.ndarray
 def read_labels(path: str | os.PathLike) -> pd.DataFrame:
     """An atlas labels table: columns `label` (integer > 0, unique) and `tract` (unique names)."""
     path = require_file(path, "atlas labels table")
-    lines = _text_lines(path)
+    lines = text_lines(path)
     if not lines:
         raise input_error(path, "empty file; expected a header with columns label and tract")
     split = (lambda line: line.split("\t")) if "\t" in lines[0][1] else (lambda line: line.split())

@@ -20,10 +20,10 @@ GENE_COLUMNS = ["gene", "chrom", "start", "end"]
 
 def _lines(path: Path) -> list[tuple[int, str]]:
     """(line number, text) of the non-empty lines of a text file, gzip-compressed or not."""
-    from wm_jax.data.tables import _text_lines
+    from wm_jax.data.tables import text_lines
 
     if path.suffix != ".gz":
-        return _text_lines(path)
+        return text_lines(path)
     try:
         text = gzip.decompress(path.read_bytes())
     except (OSError, EOFError) as err:

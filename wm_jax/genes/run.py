@@ -24,7 +24,8 @@ import numpy as np
 import pandas as pd
 from threadpoolctl import threadpool_limits
 
-from wm_jax.data.genotypes import GenotypeInput, open_genotypes
+from wm_jax.data.genotypes import open_genotypes
+from wm_jax.data.source import GenotypeInput
 from wm_jax.data.tables import expand_names
 from wm_jax.errors import InputError, input_error, require_file
 from wm_jax.genes.annotation import check_chromosomes, read_gene_sets, read_genes

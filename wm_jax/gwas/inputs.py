@@ -1,6 +1,6 @@
 """The phenotype and covariate tables of `wm-jax gwas`: which columns are tested or adjusted for
 (--pheno-name, --covar-name) and their values aligned to the samples of the genotypes (.fam,
-.psam or .sample; `wm_jax.data.genotypes`).
+.psam or .sample; `wm_jax.data.source`).
 
 Called by `wm_jax.gwas.run` (the driver).
 """

@@ -1,7 +1,7 @@
 """The association kernel: exact per-variant OLS for many phenotypes from raw .bed bytes or dosages.
 
 Blocks arrive as raw .bed bytes (uint8, 4 hard calls per byte) or as ALT dosages in plink2's unit
-(uint16, 1/16384 of an allele; `wm_jax.data.genotypes`); only the decoding differs
+(uint16, 1/16384 of an allele; `wm_jax.data.source`); only the decoding differs
 (`_decoded_projections`). A missing dosage is a missing call: the same correction removes it.
 
 Notation. S is the set of analysed samples (every covariate and
@@ -35,9 +35,9 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from wm_jax.data.genotypes import DOSAGE_UNIT
-from wm_jax.data.genotypes import MISSING_DOSAGE as DOSAGE_MISSING
 from wm_jax.data.plink import missing_call_index  # noqa: F401 (the .bed rows' missing calls; tests import it here)
+from wm_jax.data.source import DOSAGE_UNIT
+from wm_jax.data.source import MISSING_DOSAGE as DOSAGE_MISSING
 from wm_jax.gwas.pvalues import neg_log10_p
 
 REASON_OK = 0
@@ -109,7 +109,7 @@ def decode_dosage_block(raw: jax.Array) -> jax.Array:
 def _decoded_projections(raw: jax.Array, inputs: AssociationInputs) -> tuple[jax.Array, jax.Array, jax.Array]:
     """The decoded block (B, R), the one big matmul with [Q | 1 | Y] (B, k + 1 + P), and each
     variant's sum of squared dosages over S (B,). The block's dtype picks the decoder (static):
-    uint8 is raw .bed bytes, uint16 dosages (`wm_jax.data.genotypes`)."""
+    uint8 is raw .bed bytes, uint16 dosages (`wm_jax.data.source`)."""
     k = inputs.base_gram.shape[-1]
     if raw.dtype == jnp.uint16:
         dosage = decode_dosage_block(raw)

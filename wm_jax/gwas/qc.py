@@ -1,5 +1,5 @@
 """Variant selection for `wm-jax gwas`: --chr and the PLINK 2 style QC filters, on the genotype
-counts of any source (`wm_jax.data.genotypes`).
+counts of any source (`wm_jax.data.source`).
 
 On dosage data (--pfile, --bgen) the filters follow plink2's defaults: --maf and --mac use the ALT
 dosages (summed over the samples that have one), --geno and --hwe the hard calls (in a BGEN, the
@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 
 from wm_jax.data.chromosomes import chromosome_number, chromosome_numbers, parse_chromosome_list
-from wm_jax.data.genotypes import VariantCounts
 from wm_jax.data.plink import count_genotypes  # noqa: F401 (the .bed's counts, also used from here)
+from wm_jax.data.source import VariantCounts
 from wm_jax.errors import InputError, input_error
 
 log = logging.getLogger("wm_jax")

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 import wm_jax
-from wm_jax.data.genotypes import GenotypeInput, VariantCounts
+from wm_jax.data.source import GenotypeInput, VariantCounts
 
 log = logging.getLogger("wm_jax")
 

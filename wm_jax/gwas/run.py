@@ -36,7 +36,8 @@ import pandas as pd
 
 import wm_jax
 from wm_jax import sharding
-from wm_jax.data.genotypes import GenotypeInput, open_genotypes
+from wm_jax.data.genotypes import open_genotypes
+from wm_jax.data.source import GenotypeInput
 from wm_jax.gwas import design, inputs, outputs, plan, qc, results, resume, stream
 from wm_jax.publish import AtomicFiles
 

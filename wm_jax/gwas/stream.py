@@ -27,7 +27,8 @@ from jax.sharding import NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
 from wm_jax import sharding
-from wm_jax.data.genotypes import VariantCounts, concatenate_counts
+from wm_jax.data.dosages import concatenate_counts
+from wm_jax.data.source import VariantCounts
 from wm_jax.gwas.design import GroupedPhenotypes, device_inputs, kernel_inputs
 from wm_jax.gwas.kernel import AssociationInputs, BlockResult, make_block_fn
 from wm_jax.gwas.plan import Pass, Router, a1_is_ref

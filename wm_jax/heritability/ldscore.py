@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from wm_jax.data.genotypes import MISSING_DOSAGE, VariantCounts
+from wm_jax.data.source import MISSING_DOSAGE, VariantCounts
 from wm_jax.errors import InputError
 from wm_jax.gwas.kernel import at_full_precision, decode_block, decode_dosage_block
 

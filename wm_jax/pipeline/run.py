@@ -283,7 +283,7 @@ def stage_interpret(config, d: Path) -> dict:
 def stage_genes(config, d: Path) -> dict:
     """`wm-jax genes` on each set's discovery GWAS with the cohort's annotation and gene sets: gene
     tests, the genes of each locus, and where the planted pathway ranks among the sets."""
-    from wm_jax.data.genotypes import GenotypeInput
+    from wm_jax.data.source import GenotypeInput
     from wm_jax.genes.run import run_genes
     from wm_jax.simulate.annotation import PLANTED_SET
 
@@ -326,7 +326,7 @@ def stage_heritability(config, d: Path) -> dict:
     """SNP h2 of every phenotype of each set by RHE (`wm-jax h2 --method rhe`), on the held-out
     subjects (those the phenotype tables hold), adjusted for the cohort's covariates; with the
     simulator's truth: each factor's h2 on the simulated genome."""
-    from wm_jax.data.genotypes import GenotypeInput
+    from wm_jax.data.source import GenotypeInput
     from wm_jax.heritability.rhe import RheOptions, rhe_table
 
     (d / "h2").mkdir(exist_ok=True)

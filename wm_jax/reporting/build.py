@@ -13,7 +13,8 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from wm_jax.data.genotypes import GenotypeInput, open_genotypes
+from wm_jax.data.genotypes import open_genotypes
+from wm_jax.data.source import GenotypeInput
 from wm_jax.errors import input_error, require_file
 from wm_jax.gwas.pvalues import chi2_neg_log10_sf
 from wm_jax.gwas.results import load_result_column
@@ -99,10 +100,10 @@ def _read_variants(path: Path) -> pd.DataFrame:
 
 
 def _read_truth(path: str) -> pd.DataFrame:
-    from wm_jax.data.tables import _text_lines
+    from wm_jax.data.tables import text_lines
 
     require_file(path, "truth table")
-    _text_lines(Path(path))  # UTF-8 throughout
+    text_lines(Path(path))  # UTF-8 throughout
     try:
         truth = pd.read_csv(path, sep="\t", dtype={"chrom": str, "variant": str})
     except (ValueError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:

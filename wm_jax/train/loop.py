@@ -77,7 +77,7 @@ def train_and_evaluate(config, workdir: str, store_path: str, stop_after_steps: 
                 return {"step": run.record["step"], "stopped": True}
             last = _end_epoch(run, epoch, *finished)
     except checkpoint.NonFiniteState as diverged:
-        raise _divergence_error(run, str(diverged)) from None
+        raise divergence_error(run, str(diverged)) from None
     finally:
         for s, handler in previous_handlers.items():
             signal.signal(s, handler)
@@ -226,7 +226,7 @@ def _check_losses(losses: list[tuple[int, object]]) -> None:
             raise checkpoint.NonFiniteState(f"non-finite loss at step {step} ({float(value)})")
 
 
-def _divergence_error(run: _Run, what: str) -> InputError:
+def divergence_error(run: _Run, what: str) -> InputError:
     """The one-line error of a run that diverged: the step, the setting most likely at fault (the
     linear path's learning-rate scale when it is above 1, else the learning rate) and the checkpoints
     kept (every one written is finite: `checkpoint.save` refuses a non-finite state)."""
