@@ -63,3 +63,22 @@ def _restore_wm_jax_logger():
     yield
     logger.handlers[:], logger.propagate = handlers, propagate
     logger.setLevel(level)
+
+
+def read_bim_fam_pandas_plink(prefix) -> tuple:
+    """.bim and .fam as pandas-plink reads them: the independent reference our parser is checked against."""
+    from pandas_plink import read_plink
+
+    bim, fam, _ = read_plink(str(prefix), verbose=False)
+    return bim, fam
+
+
+def raw_block(bed, variant_indices, block_size: int):
+    """Raw .bed bytes of up to ``block_size`` variants of a `BedReader`, zero-padded to exactly
+    ``block_size`` rows."""
+    import numpy as np
+
+    block = np.zeros((block_size, bed.row_bytes), np.uint8)
+    if len(variant_indices):
+        block[: len(variant_indices)] = bed.raw(np.asarray(variant_indices))
+    return block

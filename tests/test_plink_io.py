@@ -7,7 +7,7 @@ import pytest
 from wm_jax.data.plink import BedReader, PlinkDataset, decode_alt_dosages, encode_alt_dosages, read_fam, write_bed
 from wm_jax.errors import InputError
 
-from conftest import plink2_or_skip
+from conftest import plink2_or_skip, raw_block, read_bim_fam_pandas_plink
 
 
 def _write_plink(prefix, dosages, fam_ids=None):
@@ -54,7 +54,7 @@ def test_block_reader_equals_pandas_plink_on_simulated_cohort(tiny_cohort):
     block_size = 1000
     for start in range(0, data.n_variants, block_size):
         rows = np.arange(start, min(start + block_size, data.n_variants))
-        raw = data.bed.raw_block(rows, block_size)
+        raw = raw_block(data.bed, rows, block_size)
         assert raw.shape == (block_size, (data.n_samples + 3) // 4)
         np.testing.assert_array_equal(decode_alt_dosages(raw, data.n_samples)[: len(rows)], reference[rows])
 
@@ -70,8 +70,6 @@ def test_block_reader_equals_pandas_plink_when_n_not_multiple_of_4(tmp_path):
 
 
 def test_bim_fam_agree_with_pandas_plink(tiny_cohort):
-    from wm_jax.data.plink import read_bim_fam_pandas_plink
-
     data = PlinkDataset(tiny_cohort / "genotypes")
     bim, fam = read_bim_fam_pandas_plink(tiny_cohort / "genotypes")
     np.testing.assert_array_equal(data.bim.id.to_numpy(), bim.snp.to_numpy())
@@ -159,7 +157,7 @@ def test_missing_files_and_malformed_bim(small_plink):
 
 def test_raw_block_pads_with_zero_rows(small_plink):
     data = PlinkDataset(small_plink)
-    block = data.bed.raw_block(np.arange(16, 20), 8)
+    block = raw_block(data.bed, np.arange(16, 20), 8)
     assert block.shape == (8, 3) and (block[4:] == 0).all()
     np.testing.assert_array_equal(block[:4], data.bed.raw(np.arange(16, 20)))
     assert isinstance(data.bed, BedReader)

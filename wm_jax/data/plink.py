@@ -1,4 +1,5 @@
-"""PLINK 1 binary genotypes: validated .bim/.fam (via pandas-plink) and a block reader of raw .bed bytes.
+"""PLINK 1 binary genotypes: validated .bim/.fam and a block reader of raw .bed bytes (pandas-plink,
+the independent reference, checks both in the tests).
 
 The .bed body is SNP-major: each variant takes ceil(N/4) bytes, 4 samples per byte, low bits first.
 Codes (2 bits): 00 = two copies of the .bim 5th-column allele (ALT), 01 = missing,
@@ -105,14 +106,6 @@ def read_fam(path: str | os.PathLike) -> pd.DataFrame:
     return fam
 
 
-def read_bim_fam_pandas_plink(prefix: str | os.PathLike) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """.bim and .fam as pandas-plink reads them (used to cross-check our parser)."""
-    from pandas_plink import read_plink
-
-    bim, fam, _ = read_plink(str(prefix), verbose=False)
-    return bim, fam
-
-
 class BedReader:
     """Memory-mapped, validated reader of a SNP-major PLINK 1 .bed file, in blocks of variants."""
 
@@ -154,13 +147,6 @@ class BedReader:
         """Drop the pages read so far from this process: streaming a .bed of any size then holds
         only the blocks in flight."""
         release_pages(self._body)
-
-    def raw_block(self, variant_indices: np.ndarray, block_size: int) -> np.ndarray:
-        """Raw bytes of up to ``block_size`` variants, zero-padded to exactly ``block_size`` rows."""
-        block = np.zeros((block_size, self.row_bytes), np.uint8)
-        if len(variant_indices):
-            block[: len(variant_indices)] = self._body[variant_indices]
-        return block
 
     def dosages(self, variant_indices: np.ndarray | slice) -> np.ndarray:
         """ALT dosages (variants x samples), float32 with NaN for missing calls."""

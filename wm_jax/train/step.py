@@ -41,7 +41,3 @@ def embed_step(model: Autoencoder, volumes: jax.Array, mask: jax.Array) -> tuple
     latent = model.encode(volumes)
     error = jnp.sum((model.decode(latent).astype(jnp.float32) - volumes) ** 2 * mask, axis=(1, 2, 3))
     return latent, error / jnp.sum(mask)
-
-
-def batch_weights(n_real: int, batch_size: int) -> jnp.ndarray:
-    return (jnp.arange(batch_size) < n_real).astype(jnp.float32)
