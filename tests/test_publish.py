@@ -35,6 +35,11 @@ def test_overwrite_replaces_an_unmarked_directory_of_the_declared_entries_only(t
         check_output_dir(out, Output("genes", frozenset({"genes.tsv"})), overwrite=True)
 
 
+def test_entries_may_be_declared_as_names_separated_by_spaces():
+    assert Output("report", "loci.tsv  report.md\n").entries == REPORTLIKE.entries
+    assert Output("export").entries == frozenset()
+
+
 def test_atomic_dir_marks_the_directory_with_its_command(tmp_path):
     out = tmp_path / "rep"
     with atomic_dir(out, REPORTLIKE) as tmp:

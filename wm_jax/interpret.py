@@ -32,10 +32,7 @@ from wm_jax.publish import AtomicFiles, Output
 log = logging.getLogger("wm_jax")
 
 # What `wm-jax interpret` writes into its directory.
-PERDI = Output(
-    "interpret",
-    frozenset({"perdi_abs_t.nii.gz", "perdi_mean_change.nii.gz", "enrichment.tsv", "montages", "interpret.json"}),
-)
+PERDI = Output("interpret", "perdi_abs_t.nii.gz perdi_mean_change.nii.gz enrichment.tsv montages interpret.json")
 
 
 @dataclass(frozen=True)

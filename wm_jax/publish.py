@@ -48,11 +48,15 @@ _open_run_directories: set[Path] = set()
 @dataclass(frozen=True)
 class Output:
     """What a command writes into an output directory: ``command`` (the name its marker carries) and
-    ``entries``, the top-level names it writes, which `--overwrite` may replace in a directory
-    without a marker (written before markers existed)."""
+    ``entries``, the top-level names it writes (given as names separated by spaces), which
+    `--overwrite` may replace in a directory without a marker (written before markers existed)."""
 
     command: str
-    entries: frozenset[str] = frozenset()
+    entries: frozenset[str] | str = frozenset()
+
+    def __post_init__(self) -> None:
+        names = self.entries.split() if isinstance(self.entries, str) else self.entries
+        object.__setattr__(self, "entries", frozenset(names))
 
 
 # ---------------------------------------------------------------------------------------------

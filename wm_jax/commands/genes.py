@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from wm_jax.commands.flags import add_overwrite_flag, directory_overwrite_help
+from wm_jax.commands.flags import add_overwrite_flag, directory_overwrite_help, genotypes_for_output_dir
 
 
 def register(sub) -> None:
@@ -32,19 +32,9 @@ def register(sub) -> None:
 
 def run(args, overrides) -> None:
     from wm_jax.genes.run import GENES, GeneOptions, run_genes
-    from wm_jax.options import genotype_input, options_from_args
-    from wm_jax.publish import check_output_dir
+    from wm_jax.options import options_from_args
 
-    genotypes = genotype_input(args)
-    check_output_dir(args.out, GENES, args.overwrite)
-    run_genes(
-        args.gwas,
-        genotypes,
-        args.genes,
-        args.out,
-        options_from_args(GeneOptions, args),
-        gene_sets=args.gene_sets,
-        pheno_names=args.pheno_name,
-        loci=args.loci,
-        overwrite=args.overwrite,
-    )
+    genotypes = genotypes_for_output_dir(args, GENES)
+    options = options_from_args(GeneOptions, args)
+    sets, phenotypes = args.gene_sets, args.pheno_name
+    run_genes(args.gwas, genotypes, args.genes, args.out, options, sets, phenotypes, args.loci, args.overwrite)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from wm_jax.commands.flags import add_overwrite_flag, directory_overwrite_help
+from wm_jax.commands.flags import add_overwrite_flag, directory_overwrite_help, genotypes_for_output_dir
 
 
 def register(sub) -> None:
@@ -27,16 +27,14 @@ def register(sub) -> None:
 
 def run(args, overrides) -> None:
     from wm_jax.errors import InputError
-    from wm_jax.options import genotype_input, options_from_args
-    from wm_jax.publish import check_output_dir
+    from wm_jax.options import options_from_args
     from wm_jax.reporting.build import REPORT, build_report
     from wm_jax.reporting.stats import ClumpOptions
 
     options = options_from_args(ClumpOptions, args, prefix="clump_")
     if options.p2 < options.p1:
         raise InputError(f"--clump-p2: expected a threshold >= --clump-p1 ({options.p1:g}), found {options.p2:g}")
-    genotypes = genotype_input(args)
-    check_output_dir(args.out, REPORT, args.overwrite)
+    genotypes = genotypes_for_output_dir(args, REPORT)
     build_report(
         args.gwas,
         genotypes,

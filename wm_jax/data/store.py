@@ -32,7 +32,7 @@ from wm_jax.publish import Output, atomic_dir
 log = logging.getLogger("wm_jax")
 
 # What `wm-jax prepare` writes into its store directory.
-STORE = Output("prepare", frozenset({"volumes.npy", "mask.npy", "index.tsv", "store.json"}))
+STORE = Output("prepare", "volumes.npy mask.npy index.tsv store.json")
 
 STORE_FORMAT_VERSION = 1
 

@@ -38,10 +38,7 @@ from wm_jax.reporting.stats import OMNIBUS
 log = logging.getLogger("wm_jax")
 
 # What `wm-jax genes` writes into its directory.
-GENES = Output(
-    "genes",
-    frozenset({"genes.tsv", "gene_sets.tsv", "loci_genes.tsv", "genes_manhattan.png", "genes.json", "genes.md"}),
-)
+GENES = Output("genes", "genes.tsv gene_sets.tsv loci_genes.tsv genes_manhattan.png genes.json genes.md")
 
 MIN_SET_GENES = 2  # sets with fewer tested genes are skipped
 

@@ -31,10 +31,7 @@ log = logging.getLogger("wm_jax")
 # What `wm-jax gwas` writes into its compact directory, PREFIX.gwas/.
 GWAS_STORE = Output(
     "gwas",
-    frozenset(
-        {"variants.tsv", "beta.npy", "se.npy", "log10_p.npy", "obs_ct.npy", "a1_freq.npy", "reason.npy"}
-        | {"omnibus_chi2.npy", "meta.json"}
-    ),
+    "variants.tsv beta.npy se.npy log10_p.npy obs_ct.npy a1_freq.npy reason.npy omnibus_chi2.npy meta.json",
 )
 
 

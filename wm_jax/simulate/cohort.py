@@ -49,24 +49,9 @@ log = logging.getLogger("wm_jax")
 # What `wm-jax simulate` writes into its cohort directory.
 COHORT = Output(
     "simulate",
-    frozenset(
-        {
-            "genotypes.bed",
-            "genotypes.bim",
-            "genotypes.fam",
-            "fa",
-            "atlas.nii.gz",
-            "atlas_labels.tsv",
-            "subjects.tsv",
-            "covariates.tsv",
-            "truth.tsv",
-            "simulation.json",
-            "patterns.nii.gz",
-            "genetic_values.tsv",
-            "genes.tsv",
-            "gene_sets.gmt",
-        }
-    ),
+    "genotypes.bed genotypes.bim genotypes.fam fa atlas.nii.gz atlas_labels.tsv subjects.tsv "
+    "covariates.tsv truth.tsv simulation.json patterns.nii.gz genetic_values.tsv genes.tsv "
+    "gene_sets.gmt",
 )
 
 MNI_FOV_MM = np.array([182.0, 218.0, 182.0])
