@@ -15,9 +15,7 @@ import ml_collections
 from configs.demo import get_config as train_config
 from configs.sim import get_config as sim_config
 from wm_jax.config import options_section
-from wm_jax.gwas.run import GwasOptions
-from wm_jax.interpret import PerdiOptions
-from wm_jax.reporting import ClumpOptions
+from wm_jax.stage_options import ClumpOptions, GwasOptions, PerdiOptions
 
 
 def get_config():

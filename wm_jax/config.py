@@ -21,6 +21,8 @@ from pathlib import Path
 import ml_collections
 
 from wm_jax.errors import InputError, input_error
+from wm_jax.options import Range
+from wm_jax.stage_options import SEED_MAX, ClumpOptions, GwasOptions, PerdiOptions
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 
@@ -138,30 +140,33 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: list[str]) -> 
 
 
 # ---------------------------------------------------------------------------------------------
-# Ranges of config fields, checked before a command starts: field -> (test, what is expected).
+# Ranges of config fields, checked before a command starts: field -> a Range (`wm_jax.options`), or
+# (test, what is expected) for a value that is not one number. A stage with a subcommand declares
+# its fields' ranges on its options dataclass (`wm_jax.stage_options`): `section_rules` reads them.
 # A field the config does not have is skipped (configs differ by command and grow over time).
 # ---------------------------------------------------------------------------------------------
-def _int_at_least(low: int):
-    return (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= low), f"an integer >= {low}"
+def _int_at_least(low: int) -> Range:
+    return Range("integer", low)
 
 
-def _int_in(low: int, high: int):
-    return (
-        lambda v: isinstance(v, int) and not isinstance(v, bool) and low <= v <= high
-    ), f"an integer in [{low}, {high}]"
+def _int_in(low: int, high: int) -> Range:
+    return Range("integer", low, high)
 
 
-SEED = _int_in(0, 2**32 - 1)  # every seed: numpy, JAX and msprime (`chromosome_seed`) take this range
+SEED = _int_in(0, SEED_MAX)
 
 
-def _number_in(low: float, high: float, low_open: bool = False, high_open: bool = False):
-    def test(v) -> bool:
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-            return False
-        return (v > low if low_open else v >= low) and (v < high if high_open else v <= high)
+def _number_in(low: float, high: float, low_open: bool = False, high_open: bool = False) -> Range:
+    return Range("number", low, high, low_open, high_open)
 
-    left, right = "(" if low_open else "[", ")" if high_open or math.isinf(high) else "]"
-    return test, f"a number in {left}{low:g}, {'inf' if math.isinf(high) else f'{high:g}'}{right}"
+
+def section_rules(section: str, options_class, prefix: str = "") -> dict:
+    """The rules of a config section made by `options_section`: each field's declared Range."""
+    return {
+        f"{section}.{prefix}{field.name}": field.metadata["range"]
+        for field in dataclasses.fields(options_class)
+        if "range" in field.metadata
+    }
 
 
 def _integers_at_least(v, low: int) -> bool:
@@ -235,15 +240,9 @@ DEMO_RULES = {
     **{f"sim.{k}": v for k, v in SIM_RULES.items()},
     "split.train_fraction": _number_in(0, 1, low_open=True, high_open=True),
     "split.replication_fraction": _number_in(0, 1, high_open=True),
-    "gwas.maf": _number_in(0, 0.5),
-    "gwas.block_size": _int_at_least(1),
-    "report.clump_p1": _number_in(0, 1, low_open=True),
-    "report.clump_p2": _number_in(0, 1, low_open=True),
-    "report.clump_r2": _number_in(0, 1),
-    "report.clump_kb": _number_in(0, math.inf, low_open=True),
-    "interpret.n_subjects": _int_at_least(3),
-    "interpret.n_permutations": _int_at_least(1),
-    "interpret.fwhm_mm": _number_in(0, 100),
+    **section_rules("gwas", GwasOptions),
+    **section_rules("report", ClumpOptions, prefix="clump_"),
+    **section_rules("interpret", PerdiOptions),
     "embed.rotation": _one_of("none", "varimax"),
 }
 
@@ -251,7 +250,8 @@ DEMO_RULES = {
 def validate_config(config: ml_collections.ConfigDict, rules: dict) -> ml_collections.ConfigDict:
     """Check every field named in ``rules`` that the config has; the first out of range is an
     InputError ``--config.FIELD: expected ..., found ...``."""
-    for key, (test, expected) in rules.items():
+    for key, rule in rules.items():
+        test, expected = (rule.accepts, rule.expected) if isinstance(rule, Range) else rule
         node, present = config, True
         for part in key.split("."):
             if not isinstance(node, ml_collections.ConfigDict) or part not in node:

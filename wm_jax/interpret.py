@@ -28,22 +28,12 @@ from tqdm.auto import tqdm
 
 from wm_jax.errors import input_error, read_json
 from wm_jax.publish import AtomicFiles, Output
+from wm_jax.stage_options import PerdiOptions
 
 log = logging.getLogger("wm_jax")
 
 # What `wm-jax interpret` writes into its directory.
 PERDI = Output("interpret", "perdi_abs_t.nii.gz perdi_mean_change.nii.gz enrichment.tsv montages interpret.json")
-
-
-@dataclass(frozen=True)
-class PerdiOptions:
-    n_subjects: int = 200
-    fwhm_mm: float = 3.0
-    top_fraction: float = 0.01
-    n_permutations: int = 10000
-    dims_per_chunk: int = 8
-    subjects_per_chunk: int = 16
-    seed: int = 0
 
 
 def paired_t_maps(

@@ -2,10 +2,11 @@
 
 argparse turns an ``ArgumentTypeError`` into ``wm-jax <command>: error: --option: <message>``.
 
-A stage's options are a dataclass (`GwasOptions`, `ClumpOptions`, `PerdiOptions`, `Preprocessing`),
-the one place their defaults are written: a flag of that stage has no default of its own (None when
-not given, an on/off flag off) and `options_from_args` keeps the dataclass's default for a flag not
-given. `wm-jax demo` builds the same dataclasses from its config sections (`wm_jax.config`).
+A stage's options are a dataclass (`wm_jax.stage_options`), the one place their defaults and ranges
+are written: a flag of that stage has no default of its own (None when not given, an on/off flag
+off), its type is the field's declared `Range` (`flag_type`), and `options_from_args` keeps the
+dataclass's default for a flag not given. `wm-jax demo` builds the same dataclasses from its config
+sections and checks them against the same ranges (`wm_jax.config`).
 """
 
 from __future__ import annotations
@@ -26,46 +27,87 @@ def _fail(expected: str, raw: str) -> argparse.ArgumentTypeError:
     return argparse.ArgumentTypeError(f"expected {expected}, found {raw!r}")
 
 
-def integer(low: int | None = None, high: int | None = None) -> Callable[[str], int]:
-    """An integer in [low, high] (either bound may be open-ended)."""
-    expected = (
-        "an integer"
-        + (f" >= {low}" if low is not None and high is None else "")
-        + (f" in [{low}, {high}]" if low is not None and high is not None else "")
-    )
+@dataclasses.dataclass(frozen=True)
+class Range:
+    """The values an option takes: integers or finite numbers between ``low`` and ``high`` (None or
+    inf: no bound; ``low_open``/``high_open``: the end itself excluded). Declared once, on the
+    option's dataclass field (`ranged`); `parse` is the flag's argparse type and `accepts` checks a
+    config value (`wm_jax.config`), so the command line and the config accept the same values."""
 
-    def parse(raw: str) -> int:
+    kind: str  # "integer" or "number"
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    @property
+    def expected(self) -> str:
+        low, high = self.low, self.high
+        if self.kind == "integer":
+            if low is None:
+                return "an integer"
+            return f"an integer >= {low}" if high is None else f"an integer in [{low}, {high}]"
+        high = math.inf if high is None else high
+        left, right = "(" if self.low_open else "[", ")" if self.high_open or math.isinf(high) else "]"
+        return f"a number in {left}{low:g}, {'inf' if math.isinf(high) else f'{high:g}'}{right}"
+
+    def inside(self, value: float) -> bool:
+        low = -math.inf if self.low is None else self.low
+        high = math.inf if self.high is None else self.high
+        return (value > low if self.low_open else value >= low) and (value < high if self.high_open else value <= high)
+
+    def accepts(self, value) -> bool:
+        """A config value (a Python object): of the kind (an int for an integer, booleans never) and inside."""
+        if isinstance(value, bool) or not isinstance(value, int if self.kind == "integer" else (int, float)):
+            return False
+        return math.isfinite(value) and self.inside(value)
+
+    def parse(self, raw: str) -> int | float:
+        """The flag's value, or argparse's error stating the range."""
         try:
-            value = int(raw.strip())
+            value = int(raw.strip()) if self.kind == "integer" else float(raw)
         except ValueError:
-            raise _fail(expected, raw) from None
-        if (low is not None and value < low) or (high is not None and value > high):
-            raise _fail(expected, raw)
+            raise _fail(self.expected, raw) from None
+        if not math.isfinite(value) or not self.inside(value):
+            raise _fail(self.expected, raw)
         return value
 
-    parse.__name__ = "integer"
-    return parse
+
+def integer(low: int | None = None, high: int | None = None) -> Callable[[str], int]:
+    """An integer in [low, high] (either bound may be open-ended)."""
+    return _named_parser(Range("integer", low, high), "integer")
 
 
 def number(
     low: float, high: float = math.inf, low_open: bool = False, high_open: bool = False
 ) -> Callable[[str], float]:
     """A finite number in the interval (low, high) with the given open or closed ends."""
-    left, right = "(" if low_open else "[", ")" if high_open or math.isinf(high) else "]"
-    expected = f"a number in {left}{low:g}, {'inf' if math.isinf(high) else f'{high:g}'}{right}"
+    return _named_parser(Range("number", low, high, low_open, high_open), "number")
 
-    def parse(raw: str) -> float:
-        try:
-            value = float(raw)
-        except ValueError:
-            raise _fail(expected, raw) from None
-        inside = (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
-        if not math.isfinite(value) or not inside:
-            raise _fail(expected, raw)
-        return value
 
-    parse.__name__ = "number"
+def _named_parser(values: Range, name: str) -> Callable[[str], int | float]:
+    def parse(raw: str) -> int | float:
+        return values.parse(raw)
+
+    parse.__name__ = name  # argparse names the type in some messages
+    parse.range = values
     return parse
+
+
+def ranged(default, kind: str, low=None, high=None, *, low_open: bool = False, high_open: bool = False):
+    """A dataclass field whose values are ``Range(kind, low, high, ...)``; its default is ``default``."""
+    return dataclasses.field(default=default, metadata={"range": Range(kind, low, high, low_open, high_open)})
+
+
+def field_range(options_class: type, name: str) -> Range:
+    """The Range declared on the field ``name`` of an options dataclass."""
+    return {field.name: field for field in dataclasses.fields(options_class)}[name].metadata["range"]
+
+
+def flag_type(options_class: type, name: str) -> Callable[[str], int | float]:
+    """The argparse type of the flag of the field ``name``: its declared Range."""
+    values = field_range(options_class, name)
+    return _named_parser(values, values.kind)
 
 
 def crop(raw: str) -> tuple[tuple[int, int], ...]:

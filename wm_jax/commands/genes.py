@@ -7,8 +7,9 @@ from wm_jax.commands.flags import add_overwrite_flag, directory_overwrite_help, 
 
 def register(sub) -> None:
     from wm_jax import options as o
+    from wm_jax.stage_options import GeneOptions
 
-    # --window-kb is the field of GeneOptions (wm_jax/genes/run.py), which holds its default.
+    # --window-kb is the field of GeneOptions (wm_jax/stage_options.py), which holds its default and range.
     p = sub.add_parser(
         "genes", help="genes of each locus, gene-based tests with LD (every phenotype and the omnibus), gene sets"
     )
@@ -20,7 +21,9 @@ def register(sub) -> None:
         help="gene annotation: gene chrom start end (header optional; MAGMA .gene.loc) or a GTF",
     )
     p.add_argument(
-        "--window-kb", type=o.number(0), help="variants within this many kb of a gene count as its own, >= 0"
+        "--window-kb",
+        type=o.flag_type(GeneOptions, "window_kb"),
+        help="variants within this many kb of a gene count as its own, >= 0",
     )
     p.add_argument("--gene-sets", help="gene sets, GMT (set name, description, genes; tab-separated)")
     p.add_argument("--pheno-name", type=o.name_list, help="phenotypes to test (default: all), e.g. UDIP1-UDIP16")
@@ -31,8 +34,9 @@ def register(sub) -> None:
 
 
 def run(args, overrides) -> None:
-    from wm_jax.genes.run import GENES, GeneOptions, run_genes
+    from wm_jax.genes.run import GENES, run_genes
     from wm_jax.options import options_from_args
+    from wm_jax.stage_options import GeneOptions
 
     genotypes = genotypes_for_output_dir(args, GENES)
     options = options_from_args(GeneOptions, args)

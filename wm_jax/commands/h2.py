@@ -35,16 +35,26 @@ def register(sub) -> None:
 
 
 def add_rhe_flags(p, o) -> None:
-    """--method rhe's flags; the fields of RheOptions (wm_jax/heritability/rhe.py) hold the defaults."""
+    """--method rhe's flags; the fields of RheOptions (wm_jax/stage_options.py) hold the defaults and ranges."""
+    from wm_jax.stage_options import RheOptions
+
     o.add_genotype_flags(p, "--method rhe: the genotypes", required=False)
     p.add_argument("--pheno", help="--method rhe: phenotype table FID IID ... (-9 is missing, as in PLINK 2)")
     p.add_argument("--covar", help="--method rhe: covariate table FID IID ... (an intercept is always fitted)")
     p.add_argument("--covar-name", dest="covar_names", type=o.name_list, help="--method rhe: covariates (default: all)")
     p.add_argument("--chr", dest="chromosomes", type=o.chromosomes, help="--method rhe: chromosomes, e.g. 1-22")
-    p.add_argument("--probes", type=o.integer(2, 10000), help="--method rhe: random probes for tr(K^2) (100)")
-    p.add_argument("--jackknife-blocks", type=o.integer(2, 10000), help="--method rhe: jackknife blocks (100)")
-    p.add_argument("--block-size", type=o.integer(1, 1 << 16), help="--method rhe: variants per device step (512)")
-    p.add_argument("--seed", type=o.integer(0, 2**32 - 1), help="--method rhe: seed of the probes (1)")
+    p.add_argument(
+        "--probes", type=o.flag_type(RheOptions, "probes"), help="--method rhe: random probes for tr(K^2) (100)"
+    )
+    p.add_argument(
+        "--jackknife-blocks",
+        type=o.flag_type(RheOptions, "jackknife_blocks"),
+        help="--method rhe: jackknife blocks (100)",
+    )
+    p.add_argument(
+        "--block-size", type=o.flag_type(RheOptions, "block_size"), help="--method rhe: variants per device step (512)"
+    )
+    p.add_argument("--seed", type=o.flag_type(RheOptions, "seed"), help="--method rhe: seed of the probes (1)")
 
 
 LDSC_ONLY = ("gwas", "ldscores", "ref_ld", "w_ld", "two_step", "n_blocks", "intercept_h2", "chisq_max")
@@ -64,8 +74,9 @@ def check_method_flags(args) -> None:
 
 
 def run_rhe(args, table_path: Path, record_path: Path) -> None:
-    from wm_jax.heritability.rhe import RheOptions, rhe_table
+    from wm_jax.heritability.rhe import rhe_table
     from wm_jax.options import genotype_input, options_from_args
+    from wm_jax.stage_options import RheOptions
 
     if args.bfile is None and args.pfile is None and args.bgen is None:
         raise InputError("--bfile: expected the genotypes (--bfile, --pfile or --bgen) with --method rhe")

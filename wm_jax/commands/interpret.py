@@ -12,6 +12,7 @@ log = logging.getLogger("wm_jax")
 
 def register(sub) -> None:
     from wm_jax import options as o
+    from wm_jax.stage_options import PerdiOptions
 
     p = sub.add_parser("interpret", help="PerDI: which white matter each UDIP moves (maps, montages, tract enrichment)")
     p.add_argument("--workdir", required=True, help="training workdir with checkpoints")
@@ -21,26 +22,32 @@ def register(sub) -> None:
     p.add_argument("--atlas", help="tract atlas NIfTI (default: atlas.nii.gz beside the store's subjects table)")
     p.add_argument("--labels", help="atlas labels TSV: label tract (default: atlas_labels.tsv beside it)")
     p.add_argument("--step", type=o.checkpoint_step, default="best", help="checkpoint step, 'latest' or 'best'")
-    # The PerDI flags' defaults are PerdiOptions' (wm_jax/interpret.py).
-    p.add_argument("--n-subjects", type=o.integer(3), help="subjects whose codes are perturbed, >= 3")
+    # The PerDI flags' defaults and ranges are PerdiOptions' (wm_jax/stage_options.py).
     p.add_argument(
-        "--fwhm", dest="fwhm_mm", type=o.number(0, 100), help="Gaussian smoothing FWHM in mm, in [0, 100] (0: none)"
+        "--n-subjects", type=o.flag_type(PerdiOptions, "n_subjects"), help="subjects whose codes are perturbed, >= 3"
+    )
+    p.add_argument(
+        "--fwhm",
+        dest="fwhm_mm",
+        type=o.flag_type(PerdiOptions, "fwhm_mm"),
+        help="Gaussian smoothing FWHM in mm, in [0, 100] (0: none)",
     )
     p.add_argument(
         "--top-fraction",
-        type=o.number(0, 1, low_open=True),
+        type=o.flag_type(PerdiOptions, "top_fraction"),
         help="share of mask voxels tested for enrichment, in (0, 1]",
     )
-    p.add_argument("--permutations", dest="n_permutations", type=o.integer(1))
-    p.add_argument("--seed", type=o.integer(0, 2**32 - 1))
+    p.add_argument("--permutations", dest="n_permutations", type=o.flag_type(PerdiOptions, "n_permutations"))
+    p.add_argument("--seed", type=o.flag_type(PerdiOptions, "seed"))
     add_overwrite_flag(p, directory_overwrite_help("PerDI"))
     p.set_defaults(run=run, accepts_overrides=False)
 
 
 def run(args, overrides) -> None:
-    from wm_jax.interpret import PERDI, PerdiOptions, interpret
+    from wm_jax.interpret import PERDI, interpret
     from wm_jax.options import options_from_args
     from wm_jax.publish import check_output_dir
+    from wm_jax.stage_options import PerdiOptions
 
     check_output_dir(args.out, PERDI, args.overwrite)
     options = options_from_args(PerdiOptions, args)

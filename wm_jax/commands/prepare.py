@@ -7,17 +7,18 @@ from wm_jax.commands.flags import add_overwrite_flag
 
 def register(sub) -> None:
     from wm_jax import options as o
+    from wm_jax.stage_options import Preprocessing
 
-    # --crop, --downsample, --mask-fraction and --dtype are the fields of Preprocessing (wm_jax/data/store.py),
-    # which holds their defaults.
+    # --crop, --downsample, --mask-fraction and --dtype are the fields of Preprocessing (wm_jax/stage_options.py),
+    # which holds their defaults and ranges.
     p = sub.add_parser("prepare", help="validate, normalise and pack FA maps into a volume store")
     p.add_argument("--subjects", required=True, help="table FID IID fa_path ...")
     p.add_argument("--out", required=True, help="store directory")
     p.add_argument("--crop", type=o.crop, help="x0,x1,y0,y1,z0,z1 in voxels")
-    p.add_argument("--downsample", type=o.integer(1), help="integer block-mean factor")
+    p.add_argument("--downsample", type=o.flag_type(Preprocessing, "downsample"), help="integer block-mean factor")
     p.add_argument(
         "--mask-fraction",
-        type=o.number(0, 1, low_open=True),
+        type=o.flag_type(Preprocessing, "mask_fraction"),
         help="brain mask: non-zero in this fraction of subjects, in (0, 1]",
     )
     p.add_argument("--dtype", choices=["float32", "float16"])
@@ -26,9 +27,10 @@ def register(sub) -> None:
 
 
 def run(args, overrides) -> None:
-    from wm_jax.data.store import STORE, Preprocessing, prepare_store
+    from wm_jax.data.store import STORE, prepare_store
     from wm_jax.options import options_from_args
     from wm_jax.publish import check_output_dir
+    from wm_jax.stage_options import Preprocessing
 
     check_output_dir(args.out, STORE, args.overwrite)
     prepare_store(args.subjects, args.out, options_from_args(Preprocessing, args), overwrite=args.overwrite)

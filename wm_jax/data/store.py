@@ -28,6 +28,7 @@ from wm_jax.data.nifti import Grid, load_fa, read_grid
 from wm_jax.data.tables import read_table
 from wm_jax.errors import InputError, input_error, require_file
 from wm_jax.publish import Output, atomic_dir
+from wm_jax.stage_options import Preprocessing
 
 log = logging.getLogger("wm_jax")
 
@@ -35,16 +36,6 @@ log = logging.getLogger("wm_jax")
 STORE = Output("prepare", "volumes.npy mask.npy index.tsv store.json")
 
 STORE_FORMAT_VERSION = 1
-
-
-@dataclass(frozen=True)
-class Preprocessing:
-    """Crop (per axis [start, stop) in voxels, or None) then integer block-mean downsampling."""
-
-    crop: tuple[tuple[int, int], ...] | None = None
-    downsample: int = 1
-    mask_fraction: float = 0.5
-    dtype: str = "float32"
 
 
 def zscore_nonzero(volume: np.ndarray) -> tuple[np.ndarray, float, float]:

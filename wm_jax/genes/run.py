@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +33,7 @@ from wm_jax.genes.genetest import GeneTests, chi2_from_neg_log10_p, gene_variant
 from wm_jax.publish import Output, atomic_dir, check_output_dir
 from wm_jax.reporting.build import GwasResult
 from wm_jax.reporting.stats import OMNIBUS
+from wm_jax.stage_options import GeneOptions
 
 log = logging.getLogger("wm_jax")
 
@@ -41,13 +41,6 @@ log = logging.getLogger("wm_jax")
 GENES = Output("genes", "genes.tsv gene_sets.tsv loci_genes.tsv genes_manhattan.png genes.json genes.md")
 
 MIN_SET_GENES = 2  # sets with fewer tested genes are skipped
-
-
-@dataclass(frozen=True)
-class GeneOptions:
-    """Settings of `wm-jax genes` (the flags' defaults)."""
-
-    window_kb: float = 10.0
 
 
 def run_genes(

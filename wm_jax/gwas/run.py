@@ -27,7 +27,7 @@ import logging
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import jax
@@ -38,36 +38,11 @@ import wm_jax
 from wm_jax import sharding
 from wm_jax.data.genotypes import open_genotypes
 from wm_jax.data.source import GenotypeInput
-from wm_jax.gwas import design, inputs, outputs, plan, qc, results, resume, stream
+from wm_jax.gwas import design, inputs, outputs, plan, results, resume, stream
 from wm_jax.publish import AtomicFiles
+from wm_jax.stage_options import GwasOptions
 
 log = logging.getLogger("wm_jax")
-
-
-@dataclass
-class GwasOptions:
-    pheno_names: str | None = None
-    covar_names: str | None = None
-    maf: float | None = None
-    mac: int | None = None
-    geno: float | None = None
-    hwe: float | None = None
-    chromosomes: str | None = None
-    block_size: int = 512  # per device; see benchmarks/results/gwas_block_size.md
-    format: str = "compact"
-    gzip: bool = False
-    a1_alt: bool = False  # count ALT always (PLINK 2 `omit-ref`); default: A1 = minor allele
-    max_missing: int = 64  # per-variant missing calls handled by the gathered correction
-    overwrite: bool = False  # replace PREFIX.* files that no earlier wm-jax gwas to this prefix wrote
-
-    @property
-    def variant_filters(self) -> qc.VariantFilters:
-        return qc.VariantFilters(self.chromosomes, self.maf, self.mac, self.geno, self.hwe)
-
-    @property
-    def glm_files_suffix(self) -> str | None:
-        """The file name ending of the per-phenotype PLINK 2 files, None without them."""
-        return outputs.glm_suffix(self.gzip) if self.format == "plink2" else None
 
 
 def run_gwas(

@@ -34,19 +34,12 @@ from tqdm import tqdm
 
 from wm_jax.gwas.kernel import at_full_precision
 from wm_jax.heritability.ldscore import standardised
+from wm_jax.stage_options import RheOptions
 
 log = logging.getLogger("wm_jax")
 
 
 V_BUDGET = 4 << 30  # bytes for the jackknife blocks' X X' P z
-
-
-@dataclass(frozen=True)
-class RheOptions:
-    probes: int = 100  # random vectors for tr((PKP)^2)
-    jackknife_blocks: int = 100
-    block_size: int = 512  # variants per device step
-    seed: int = 1
 
 
 def _rhe_step(v, raw, analysed, right, *, n_pheno: int, n_basis: int):

@@ -27,12 +27,9 @@ import pandas as pd
 
 import wm_jax
 from wm_jax.config import section_options
-from wm_jax.genes.run import GeneOptions
-from wm_jax.gwas.run import GwasOptions
-from wm_jax.interpret import PerdiOptions
 from wm_jax.jax_cache import use_compilation_cache
 from wm_jax.publish import atomic_path
-from wm_jax.reporting.stats import ClumpOptions
+from wm_jax.stage_options import ClumpOptions, GeneOptions, GwasOptions, PerdiOptions
 
 log = logging.getLogger("wm_jax")
 
@@ -174,7 +171,8 @@ def stage_split(config, d: Path) -> dict:
 
 
 def stage_prepare(config, d: Path) -> dict:
-    from wm_jax.data.store import Preprocessing, prepare_store
+    from wm_jax.data.store import prepare_store
+    from wm_jax.stage_options import Preprocessing
 
     prepare_store(d / "subjects_train.tsv", d / "store_train", Preprocessing(), overwrite=True)
     prepare_store(d / "subjects_heldout.tsv", d / "store_heldout", Preprocessing(), overwrite=True)
@@ -317,7 +315,7 @@ def _rhe_settings() -> dict:
     """The heritability stage's settings: RheOptions' defaults."""
     from dataclasses import asdict
 
-    from wm_jax.heritability.rhe import RheOptions
+    from wm_jax.stage_options import RheOptions
 
     return asdict(RheOptions())
 
@@ -327,7 +325,8 @@ def stage_heritability(config, d: Path) -> dict:
     subjects (those the phenotype tables hold), adjusted for the cohort's covariates; with the
     simulator's truth: each factor's h2 on the simulated genome."""
     from wm_jax.data.source import GenotypeInput
-    from wm_jax.heritability.rhe import RheOptions, rhe_table
+    from wm_jax.heritability.rhe import rhe_table
+    from wm_jax.stage_options import RheOptions
 
     (d / "h2").mkdir(exist_ok=True)
     results = {}

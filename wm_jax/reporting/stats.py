@@ -4,21 +4,14 @@ across phenotypes, replication and scoring against a simulation's truth."""
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
+from wm_jax.stage_options import ClumpOptions
+
 log = logging.getLogger("wm_jax")
-
-
-@dataclass(frozen=True)
-class ClumpOptions:
-    p1: float = 5e-8  # index variants: P <= p1
-    p2: float = 1e-4  # clump members: P <= p2
-    r2: float = 0.1  # members: r^2 >= r2 with the index variant
-    kb: float = 250.0  # members: within kb of the index variant
 
 
 def genomic_control(log10_p: np.ndarray, df: int = 1) -> float:

@@ -1,0 +1,97 @@
+"""The options of the stages that have a subcommand, one dataclass each, the one place their defaults
+and ranges are written: a field's range is declared on it (`wm_jax.options.ranged`), and the same
+declaration is the flag's argparse type (`wm_jax.options.flag_type`) and the check of its
+`--config.SECTION.KEY=VALUE` (`wm_jax.config.section_rules`). This module imports no JAX (config
+files read the defaults from it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from wm_jax.options import ranged
+
+SEED_MAX = 2**32 - 1  # every seed: numpy, JAX and msprime (`chromosome_seed`) take [0, SEED_MAX]
+
+
+@dataclass
+class GwasOptions:
+    """`wm-jax gwas` (flags of the same names)."""
+
+    pheno_names: str | None = None
+    covar_names: str | None = None
+    maf: float | None = ranged(None, "number", 0, 0.5)
+    mac: int | None = ranged(None, "integer", 0)
+    geno: float | None = ranged(None, "number", 0, 1)
+    hwe: float | None = ranged(None, "number", 0, 1)
+    chromosomes: str | None = None
+    block_size: int = ranged(512, "integer", 1, 1 << 20)  # per device; see benchmarks/results/gwas_block_size.md
+    format: str = "compact"
+    gzip: bool = False
+    a1_alt: bool = False  # count ALT always (PLINK 2 `omit-ref`); default: A1 = minor allele
+    max_missing: int = 64  # per-variant missing calls handled by the gathered correction
+    overwrite: bool = False  # replace PREFIX.* files that no earlier wm-jax gwas to this prefix wrote
+
+    @property
+    def variant_filters(self):
+        """The QC filters of these options (`wm_jax.gwas.qc.VariantFilters`)."""
+        from wm_jax.gwas import qc
+
+        return qc.VariantFilters(self.chromosomes, self.maf, self.mac, self.geno, self.hwe)
+
+    @property
+    def glm_files_suffix(self) -> str | None:
+        """The file name ending of the per-phenotype PLINK 2 files, None without them."""
+        from wm_jax.gwas import outputs
+
+        return outputs.glm_suffix(self.gzip) if self.format == "plink2" else None
+
+
+@dataclass(frozen=True)
+class ClumpOptions:
+    """`wm-jax report`'s clumping (flags --clump-P1 and so on)."""
+
+    p1: float = ranged(5e-8, "number", 0, 1, low_open=True)  # index variants: P <= p1
+    p2: float = ranged(1e-4, "number", 0, 1, low_open=True)  # clump members: P <= p2
+    r2: float = ranged(0.1, "number", 0, 1)  # members: r^2 >= r2 with the index variant
+    kb: float = ranged(250.0, "number", 0, low_open=True)  # members: within kb of the index variant
+
+
+@dataclass(frozen=True)
+class PerdiOptions:
+    """`wm-jax interpret` (PerDI)."""
+
+    n_subjects: int = ranged(200, "integer", 3)
+    fwhm_mm: float = ranged(3.0, "number", 0, 100)
+    top_fraction: float = ranged(0.01, "number", 0, 1, low_open=True)
+    n_permutations: int = ranged(10000, "integer", 1)
+    dims_per_chunk: int = 8
+    subjects_per_chunk: int = 16
+    seed: int = ranged(0, "integer", 0, SEED_MAX)
+
+
+@dataclass(frozen=True)
+class GeneOptions:
+    """Settings of `wm-jax genes` (the flags' defaults)."""
+
+    window_kb: float = ranged(10.0, "number", 0)
+
+
+@dataclass(frozen=True)
+class RheOptions:
+    """`wm-jax h2 --method rhe`."""
+
+    probes: int = ranged(100, "integer", 2, 10000)  # random vectors for tr((PKP)^2)
+    jackknife_blocks: int = ranged(100, "integer", 2, 10000)
+    block_size: int = ranged(512, "integer", 1, 1 << 16)  # variants per device step
+    seed: int = ranged(1, "integer", 0, SEED_MAX)
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """`wm-jax prepare`: crop (per axis [start, stop) in voxels, or None) then integer block-mean downsampling."""
+
+    crop: tuple[tuple[int, int], ...] | None = None
+    downsample: int = ranged(1, "integer", 1)
+    mask_fraction: float = ranged(0.5, "number", 0, 1, low_open=True)
+    dtype: str = "float32"
