@@ -122,3 +122,19 @@ def test_option_declarations_and_the_demo_config_import_no_jax():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("name", ["n_subjects", "seed"])
+def test_simulate_flags_accept_what_the_simulator_config_accepts(name):
+    import ml_collections
+
+    from wm_jax.config import SIM_RULES
+
+    action = flag_actions("simulate")[name]
+    for value in probes(SIM_RULES[name]):
+        try:
+            validate_config(ml_collections.ConfigDict({name: value}), SIM_RULES)
+            config_ok = True
+        except Exception:
+            config_ok = False
+        assert flag_accepts(action, value) == config_ok, (name, value)

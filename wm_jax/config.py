@@ -22,7 +22,7 @@ import ml_collections
 
 from wm_jax.errors import InputError, input_error
 from wm_jax.options import Range
-from wm_jax.stage_options import SEED_MAX, ClumpOptions, GwasOptions, PerdiOptions
+from wm_jax.stage_options import ROTATIONS, SEED, SIM_SUBJECTS, ClumpOptions, GwasOptions, PerdiOptions
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 
@@ -153,9 +153,6 @@ def _int_in(low: int, high: int) -> Range:
     return Range("integer", low, high)
 
 
-SEED = _int_in(0, SEED_MAX)
-
-
 def _number_in(low: float, high: float, low_open: bool = False, high_open: bool = False) -> Range:
     return Range("number", low, high, low_open, high_open)
 
@@ -210,7 +207,7 @@ TRAIN_RULES = {
     "linear_path_lr_scale": _number_in(0, math.inf),
 }
 SIM_RULES = {
-    "n_subjects": _int_at_least(10),
+    "n_subjects": SIM_SUBJECTS,
     "seed": SEED,
     # At most 256 voxels an axis: finer than the 1 mm grid of the MNI field of view the maps span
     # (182x218x182), and one float32 volume stays under 64 MiB.
@@ -243,7 +240,7 @@ DEMO_RULES = {
     **section_rules("gwas", GwasOptions),
     **section_rules("report", ClumpOptions, prefix="clump_"),
     **section_rules("interpret", PerdiOptions),
-    "embed.rotation": _one_of("none", "varimax"),
+    "embed.rotation": _one_of(*ROTATIONS),
 }
 
 

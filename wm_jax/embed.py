@@ -22,6 +22,7 @@ from wm_jax import sharding
 from wm_jax.data.store import store_fingerprint
 from wm_jax.errors import InputError
 from wm_jax.publish import atomic_path, check_output_files, check_output_name
+from wm_jax.stage_options import ROTATIONS
 from wm_jax.train import batches as batching
 from wm_jax.train.state import load_model, open_store
 from wm_jax.train.step import embed_step
@@ -49,8 +50,8 @@ def embed(
 
     ``rotation="varimax"``: the codes whitened and varimax-rotated (`wm_jax.rotation`); the map is
     recorded in the manifest (``latent_map``) for PerDI. ``"none"``: the raw bottleneck."""
-    if rotation not in ("none", "varimax"):
-        raise InputError(f"--rotation {rotation}: expected none or varimax")
+    if rotation not in ROTATIONS:
+        raise InputError(f"--rotation {rotation}: expected {' or '.join(ROTATIONS)}")
     check_output_name(out, "file")
     workdir, out = Path(workdir), Path(out)
     manifest_path = out.with_suffix(out.suffix + ".manifest.json")

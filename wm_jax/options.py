@@ -94,9 +94,11 @@ def _named_parser(values: Range, name: str) -> Callable[[str], int | float]:
     return parse
 
 
-def ranged(default, kind: str, low=None, high=None, *, low_open: bool = False, high_open: bool = False):
-    """A dataclass field whose values are ``Range(kind, low, high, ...)``; its default is ``default``."""
-    return dataclasses.field(default=default, metadata={"range": Range(kind, low, high, low_open, high_open)})
+def ranged(default, kind: str | Range, low=None, high=None, *, low_open: bool = False, high_open: bool = False):
+    """A dataclass field whose values are ``Range(kind, low, high, ...)`` (or the Range ``kind``); its
+    default is ``default``."""
+    values = kind if isinstance(kind, Range) else Range(kind, low, high, low_open, high_open)
+    return dataclasses.field(default=default, metadata={"range": values})
 
 
 def field_range(options_class: type, name: str) -> Range:
@@ -106,7 +108,11 @@ def field_range(options_class: type, name: str) -> Range:
 
 def flag_type(options_class: type, name: str) -> Callable[[str], int | float]:
     """The argparse type of the flag of the field ``name``: its declared Range."""
-    values = field_range(options_class, name)
+    return range_type(field_range(options_class, name))
+
+
+def range_type(values: Range) -> Callable[[str], int | float]:
+    """The argparse type of a flag whose values are ``values``."""
     return _named_parser(values, values.kind)
 
 

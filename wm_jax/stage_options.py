@@ -9,9 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from wm_jax.options import ranged
+from wm_jax.options import Range, ranged
 
-SEED_MAX = 2**32 - 1  # every seed: numpy, JAX and msprime (`chromosome_seed`) take [0, SEED_MAX]
+SEED_MAX = 2**32 - 1
+SEED = Range("integer", 0, SEED_MAX)  # every seed: numpy, JAX and msprime (`chromosome_seed`) take this range
+# `wm-jax simulate`'s settings are a config (configs/sim.py); these two are also flags.
+SIM_SUBJECTS = Range("integer", 10)
+ROTATIONS = ("none", "varimax")  # `wm-jax embed --rotation`: the raw bottleneck, or whitened and varimax-rotated
 
 
 @dataclass
@@ -67,7 +71,7 @@ class PerdiOptions:
     n_permutations: int = ranged(10000, "integer", 1)
     dims_per_chunk: int = 8
     subjects_per_chunk: int = 16
-    seed: int = ranged(0, "integer", 0, SEED_MAX)
+    seed: int = ranged(0, SEED)
 
 
 @dataclass(frozen=True)
@@ -84,7 +88,7 @@ class RheOptions:
     probes: int = ranged(100, "integer", 2, 10000)  # random vectors for tr((PKP)^2)
     jackknife_blocks: int = ranged(100, "integer", 2, 10000)
     block_size: int = ranged(512, "integer", 1, 1 << 16)  # variants per device step
-    seed: int = ranged(1, "integer", 0, SEED_MAX)
+    seed: int = ranged(1, SEED)
 
 
 @dataclass(frozen=True)

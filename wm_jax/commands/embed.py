@@ -7,6 +7,7 @@ from wm_jax.commands.flags import add_overwrite_flag
 
 def register(sub) -> None:
     from wm_jax import options as o
+    from wm_jax.stage_options import ROTATIONS
 
     p = sub.add_parser("embed", help="write the UDIP table of every subject in a store")
     p.add_argument("--workdir", required=True)
@@ -21,7 +22,7 @@ def register(sub) -> None:
     )
     p.add_argument(
         "--rotation",
-        choices=("none", "varimax"),
+        choices=ROTATIONS,
         default="none",
         help="none: the raw bottleneck (the paper's UDIPs); varimax: whitened and rotated so each UDIP "
         "moves a compact pattern (the map is kept in the manifest for `wm-jax interpret`)",

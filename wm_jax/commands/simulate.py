@@ -7,6 +7,7 @@ from wm_jax.commands.flags import add_overwrite_flag
 
 def register(sub) -> None:
     from wm_jax import options as o
+    from wm_jax.stage_options import SEED, SIM_SUBJECTS
 
     p = sub.add_parser("simulate", help="write a synthetic imaging-genetics cohort")
     p.add_argument("--out", required=True, help="output directory")
@@ -14,8 +15,8 @@ def register(sub) -> None:
     p.add_argument(
         "--config", help="a config file, FILE or FILE:PRESET (overrides --preset); fields via --config.KEY=VALUE"
     )
-    p.add_argument("--n-subjects", type=o.integer(10), help="subjects to simulate, >= 10")
-    p.add_argument("--seed", type=o.integer(0, 2**32 - 1))
+    p.add_argument("--n-subjects", type=o.range_type(SIM_SUBJECTS), help="subjects to simulate, >= 10")
+    p.add_argument("--seed", type=o.range_type(SEED))
     add_overwrite_flag(p)
     p.set_defaults(run=run, accepts_overrides=True)
 

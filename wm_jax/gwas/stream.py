@@ -34,6 +34,7 @@ from wm_jax.gwas.kernel import AssociationInputs, BlockResult, make_block_fn
 from wm_jax.gwas.plan import Pass, Router, a1_is_ref
 from wm_jax.gwas.results import ResultStore, store_step
 from wm_jax.gwas.resume import Progress
+from wm_jax.stage_options import GwasOptions
 
 log = logging.getLogger("wm_jax")
 
@@ -47,7 +48,7 @@ STEPS_IN_FLIGHT = 2  # steps launched before the oldest one's results are read b
 MAX_STAGED_CHUNKS = 4
 # The pages of the result store and of the genotype file are dropped from memory each time this
 # many variant positions have been written (memory flat in the number of variants).
-RELEASE_SPAN = 64 * 512
+RELEASE_SPAN = 64 * GwasOptions.block_size
 # A resumable run syncs the result store to disk and records the chunks written at most this often
 # (a sync per chunk cost more than the writes themselves).
 SYNC_SECONDS = 2.0
