@@ -138,3 +138,16 @@ def test_simulate_flags_accept_what_the_simulator_config_accepts(name):
         except Exception:
             config_ok = False
         assert flag_accepts(action, value) == config_ok, (name, value)
+
+
+def test_clump_thresholds_are_checked_in_the_demo_config_as_on_the_command_line(tmp_path, capsys):
+    from wm_jax.cli import main
+
+    out = tmp_path / "run"
+    assert main(["demo", "--out", str(out), "--config.report.clump_p1=1e-3", "--config.report.clump_p2=1e-4"]) == 2
+    error = capsys.readouterr().err
+    assert "--config.report.clump_p2: expected a threshold >= --config.report.clump_p1 (0.001), found 0.0001" in error
+    assert not out.exists()
+    args = ["report", "--gwas", "g", "--bfile", "b", "--out", str(tmp_path / "r"), "--clump-p1", "1e-3"]
+    assert main([*args, "--clump-p2", "1e-4"]) == 2
+    assert "--clump-p2: expected a threshold >= --clump-p1 (0.001), found 0.0001" in capsys.readouterr().err

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from wm_jax.errors import InputError
 from wm_jax.options import Range, ranged
 
 SEED_MAX = 2**32 - 1
@@ -59,6 +60,12 @@ class ClumpOptions:
     p2: float = ranged(1e-4, "number", 0, 1, low_open=True)  # clump members: P <= p2
     r2: float = ranged(0.1, "number", 0, 1)  # members: r^2 >= r2 with the index variant
     kb: float = ranged(250.0, "number", 0, low_open=True)  # members: within kb of the index variant
+
+    def check_thresholds(self, flag: str = "--clump-") -> None:
+        """A member's threshold is at least the index variant's; ``flag`` names the two settings
+        (``--clump-`` on the command line, ``--config.report.clump_`` in the demo's config)."""
+        if self.p2 < self.p1:
+            raise InputError(f"{flag}p2: expected a threshold >= {flag}p1 ({self.p1:g}), found {self.p2:g}")
 
 
 @dataclass(frozen=True)

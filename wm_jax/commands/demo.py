@@ -19,7 +19,9 @@ def run(args, overrides) -> None:
 
     config = apply_overrides(load_config(args.config), overrides)
     validate_config(config, DEMO_RULES)
-    stage_options(config)  # a section key that names no option: an error before the run directory is claimed
+    # A section key that names no option, or clump thresholds out of order: an error before the run
+    # directory is claimed.
+    stage_options(config)["report"].check_thresholds("--config.report.clump_")
     _claim_run_directory(args.out)
     with run_directory(args.out):  # the stages write inside it
         summary = demo(config, args.out)

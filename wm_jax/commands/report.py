@@ -27,14 +27,12 @@ def register(sub) -> None:
 
 
 def run(args, overrides) -> None:
-    from wm_jax.errors import InputError
     from wm_jax.options import options_from_args
     from wm_jax.reporting.build import REPORT, build_report
     from wm_jax.stage_options import ClumpOptions
 
     options = options_from_args(ClumpOptions, args, prefix="clump_")
-    if options.p2 < options.p1:
-        raise InputError(f"--clump-p2: expected a threshold >= --clump-p1 ({options.p1:g}), found {options.p2:g}")
+    options.check_thresholds()
     genotypes = genotypes_for_output_dir(args, REPORT)
     build_report(
         args.gwas,
