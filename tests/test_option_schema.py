@@ -12,7 +12,15 @@ import pytest
 from wm_jax.cli import build_parser
 from wm_jax.config import DEMO_RULES, validate_config
 from wm_jax.options import Range
-from wm_jax.stage_options import ClumpOptions, GeneOptions, GwasOptions, PerdiOptions, Preprocessing, RheOptions
+from wm_jax.stage_options import (
+    ClumpOptions,
+    GeneOptions,
+    GwasOptions,
+    LdscOptions,
+    PerdiOptions,
+    Preprocessing,
+    RheOptions,
+)
 
 # command, its options dataclass, the prefix of its flags' destinations, the demo config's section (if any)
 COMMANDS = [
@@ -21,6 +29,8 @@ COMMANDS = [
     ("interpret", PerdiOptions, "", "interpret"),
     ("genes", GeneOptions, "", None),
     ("h2", RheOptions, "", None),
+    ("h2", LdscOptions, "", None),
+    ("rg", LdscOptions, "", None),
     ("prepare", Preprocessing, "", None),
 ]
 

@@ -98,6 +98,19 @@ class RheOptions:
     seed: int = ranged(1, SEED)
 
 
+@dataclass
+class LdscOptions:
+    """`wm-jax h2` (LD score regression) and `wm-jax rg`, with ldsc's defaults. ``two_step`` (the
+    two-step estimator's cutoff) applies when the intercept is free; None is ldsc's default: 30 for
+    h2, and none for rg (ldsc --rg uses the two-step estimator only when --two-step is given)."""
+
+    intercept_h2: float | None = None
+    two_step: float | None = ranged(None, "number", 0, low_open=True)
+    chisq_max: float | None = ranged(None, "number", 0, low_open=True)
+    n_blocks: int = ranged(200, "integer", 2)  # jackknife blocks
+    not_m_5_50: bool = False
+
+
 @dataclass(frozen=True)
 class Preprocessing:
     """`wm-jax prepare`: crop (per axis [start, stop) in voxels, or None) then integer block-mean downsampling."""

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from wm_jax.commands.ldsc_shared import add_ldsc_flags, claim_table, ldsc_inputs, publish_table, table_record
 from wm_jax.errors import InputError
+from wm_jax.stage_options import LdscOptions
 
 log = logging.getLogger("wm_jax")
 
@@ -28,7 +29,9 @@ def register(sub) -> None:
     )
     add_ldsc_flags(p, o)
     p.add_argument("--intercept-h2", type=float, help="constrain the intercept to this value (no two-step)")
-    p.add_argument("--chisq-max", type=o.number(0, low_open=True), help="drop SNPs with chi^2 >= this (default none)")
+    p.add_argument(
+        "--chisq-max", type=o.flag_type(LdscOptions, "chisq_max"), help="drop SNPs with chi^2 >= this (default none)"
+    )
     add_rhe_flags(p, o)
     p.add_argument("--out", required=True, help="output prefix: OUT.h2.tsv (+ OUT.h2.json)")
     p.set_defaults(run=run, accepts_overrides=False)

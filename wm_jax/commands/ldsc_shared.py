@@ -14,6 +14,7 @@ from pathlib import Path
 
 from wm_jax.commands.flags import add_overwrite_flag
 from wm_jax.errors import InputError
+from wm_jax.stage_options import LdscOptions
 
 LDSC_HELP = "LD scores of LDSC's format (PREFIX.l2.ldscore.gz, .l2.M_5_50; PREFIX@ or a trailing chromosome split)"
 
@@ -26,10 +27,10 @@ def add_ldsc_flags(p, o) -> None:
     p.add_argument("--w-ld", help="regression weight LD scores (instead of --ldscores)")
     p.add_argument(
         "--two-step",
-        type=o.number(0, low_open=True),
+        type=o.flag_type(LdscOptions, "two_step"),
         help="two-step estimator cutoff (ldsc's defaults: 30 for h2, none for rg)",
     )
-    p.add_argument("--n-blocks", type=o.integer(2), help="jackknife blocks (default 200)")
+    p.add_argument("--n-blocks", type=o.flag_type(LdscOptions, "n_blocks"), help="jackknife blocks (default 200)")
     p.add_argument("--not-M-5-50", dest="not_m_5_50", action="store_true", help="M from .l2.M, not .l2.M_5_50")
     add_overwrite_flag(p, "replace outputs this command did not write")
 
@@ -38,7 +39,7 @@ def ldsc_inputs(args):
     """The GWAS, the phenotype rows, the merged LD scores and the regression options."""
     import numpy as np
 
-    from wm_jax.heritability.ldsc import LdscOptions, load_reference
+    from wm_jax.heritability.ldsc import load_reference
     from wm_jax.heritability.sumstats import check_phenotypes, open_gwas
     from wm_jax.hostmemory import keep_freed_memory
     from wm_jax.options import options_from_args

@@ -31,6 +31,7 @@ from wm_jax.errors import InputError, input_error
 from wm_jax.heritability import regression as reg
 from wm_jax.heritability.ldfiles import M_5_50, M_ALL, read_ld_scores
 from wm_jax.heritability.sumstats import ExternalSumstats, GwasSumstats, align, valid_snp
+from wm_jax.stage_options import LdscOptions
 
 log = logging.getLogger("wm_jax")
 
@@ -38,19 +39,6 @@ MIN_SNPS = 200  # fewer SNPs than ldsc's jackknife blocks: no estimate
 PROGRESS_PAIRS = 500  # a progress bar from this many pairs
 PAIR_THREADS = 4  # threads fitting chunks of pairs (each holds a few dozen arrays of a chunk)
 PAIR_CHUNK_VALUES = 4_000_000  # float64 values per array of a chunk of pairs (32 MB)
-
-
-@dataclass
-class LdscOptions:
-    """Options of the regression, with ldsc's defaults. ``two_step`` (the two-step estimator's
-    cutoff) applies when the intercept is free; None is ldsc's default: 30 for h2, and none for rg
-    (ldsc --rg uses the two-step estimator only when --two-step is given)."""
-
-    intercept_h2: float | None = None
-    two_step: float | None = None
-    chisq_max: float | None = None
-    n_blocks: int = reg.N_BLOCKS
-    not_m_5_50: bool = False
 
 
 @dataclass

@@ -29,7 +29,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-N_BLOCKS = 200
+from wm_jax.stage_options import LdscOptions
+
+N_BLOCKS = LdscOptions.n_blocks  # ldsc's jackknife blocks
 TWO_STEP = 30.0
 LAMBDA_GC_MEDIAN = 0.4549  # ldsc's median of chi^2 with 1 df (rounded as ldsc rounds it)
 
