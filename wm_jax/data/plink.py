@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import mmap
 import os
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -139,15 +140,34 @@ class BedReader:
             self._body = np.zeros((0, self.row_bytes), np.uint8)
         else:
             self._body = np.memmap(self.path, dtype=np.uint8, mode="r", offset=3, shape=(n_variants, self.row_bytes))
+        self._fd = os.open(self.path, os.O_RDONLY)
+        weakref.finalize(self, os.close, self._fd)
 
     def raw(self, variant_indices: np.ndarray | slice) -> np.ndarray:
-        """Raw bytes (len(indices), ceil(N/4)) of the given variants (a consecutive run in one
-        sequential copy)."""
+        """Raw bytes (len(indices), ceil(N/4)) of the given variants. A consecutive run is one
+        positional read into a new array (no pages mapped, so nothing to fault in or release, and
+        a file cut short since it was opened is an error naming it, not SIGBUS); scattered rows
+        are copied from the memory map."""
         if isinstance(variant_indices, np.ndarray) and len(variant_indices) > 1:
             first, last = int(variant_indices[0]), int(variant_indices[-1])
             if last - first == len(variant_indices) - 1 and (np.diff(variant_indices) == 1).all():
-                return np.array(self._body[first : last + 1])
+                return self._read_run(first, len(variant_indices))
         return np.asarray(self._body[variant_indices])
+
+    def _read_run(self, first: int, count: int) -> np.ndarray:
+        """Rows first .. first + count - 1, read with pread (thread-safe: no shared file offset)."""
+        out = np.empty((count, self.row_bytes), np.uint8)
+        done = 0
+        while done < out.nbytes:  # pread may return less than asked (signals, large reads)
+            got = os.preadv(self._fd, [memoryview(out.reshape(-1))[done:]], 3 + first * self.row_bytes + done)
+            if got == 0:
+                raise input_error(
+                    self.path,
+                    f"ended at byte {3 + first * self.row_bytes + done} while reading variants {first + 1}-"
+                    f"{first + count}: the .bed was truncated while it was being read",
+                )
+            done += got
+        return out
 
     def release(self) -> None:
         """Drop the pages read so far from this process: streaming a .bed of any size then holds
