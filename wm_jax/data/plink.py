@@ -237,7 +237,10 @@ def count_genotypes(bed, variant_indices: np.ndarray, chunk: int = 4096) -> Vari
     return concatenate_counts(parts) if parts else bed_row_counts(np.zeros((0, bed.row_bytes), np.uint8), 0)
 
 
-_EVEN_BITS = np.uint64(0x5555555555555555)  # the low bit of each 2-bit code in a 64-bit word
+_EVEN_BITS = np.uint64(0x5555555555555555)
+# Rows are counted in tiles of about this many bytes, so that each tile's temporaries stay in cache
+# (at N = 5,003 and 35,000: 8 ms per 16 MiB against 13 ms in one piece; 64 KiB tiles were slower).
+COUNT_TILE_BYTES = 1 << 20  # the low bit of each 2-bit code in a 64-bit word
 
 
 def _words(raw: np.ndarray) -> np.ndarray:
@@ -289,16 +292,22 @@ def bed_row_counts(raw: np.ndarray, n_samples: int) -> VariantCounts:
     Three popcounts of 64-bit words (32 codes each), straight on the bytes as read: with hi the
     high bit of each 2-bit code (the word shifted right by one, its even bits), popcount(hi) counts
     codes 10 (het) and 11 (hom REF), popcount(hi & word) codes 11, and popcount(word), every set
-    bit, counts 01 (missing) and 10 once and 11 twice. Hom ALT (00) is what remains. Padding codes
-    past the last sample are 00; where a malformed last byte has others there, they are taken
-    out again (counted on the last word alone).
+    bit, counts 01 (missing) and 10 once and 11 twice (in tiles of COUNT_TILE_BYTES). Hom ALT (00)
+    is what remains. Padding codes past the last sample are 00; where a malformed last byte has
+    others there, they are taken out again (counted on the last word alone).
     """
-    words = _words(raw)
-    every_bit, high_bits, hom_ref = _code_bits(words)
-    padding = _padding_slots(n_samples, words.shape[1])
-    if padding and len(words):
-        extra = _code_bits(words[:, -1:] & padding)
-        every_bit, high_bits, hom_ref = every_bit - extra[0], high_bits - extra[1], hom_ref - extra[2]
+    rows_per_tile = max(1, COUNT_TILE_BYTES // max(1, raw.shape[1]))
+    every_bit, high_bits, hom_ref = (np.empty(len(raw), np.int64) for _ in range(3))
+    for first in range(0, len(raw), rows_per_tile):  # tiles that stay in cache through the passes below
+        tile = slice(first, first + rows_per_tile)
+        words = _words(raw[tile])
+        every_bit[tile], high_bits[tile], hom_ref[tile] = _code_bits(words)
+        padding = _padding_slots(n_samples, words.shape[1])
+        if padding:
+            extra = _code_bits(words[:, -1:] & padding)
+            every_bit[tile] -= extra[0]
+            high_bits[tile] -= extra[1]
+            hom_ref[tile] -= extra[2]
     het = high_bits - hom_ref
     missing = every_bit - high_bits - hom_ref
     return VariantCounts(n_samples - missing - het - hom_ref, het, hom_ref, missing)
