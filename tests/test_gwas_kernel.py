@@ -187,7 +187,8 @@ def _dots_below_highest(hlo_text: str) -> tuple[int, list[str]]:
 def test_no_dot_of_the_compiled_kernel_is_left_at_default_precision(width):
     """Default precision is TF32 on NVIDIA GPUs and one bf16 pass on TPUs: every dot of the kernel,
     in the lowered StableHLO and in the compiled HLO, must ask for HIGHEST. Two phenotype groups
-    (excluded-sample gathers), with and without the per-variant inversion of missing calls."""
+    (excluded-sample gathers), with and without the per-variant inversion of missing calls, with
+    the missing-call index from the host and built in the kernel."""
     dosage, covariates, phenotypes = _problem(6)
     phenotypes[:9, 1] = np.nan
     grouped = build_groups(
@@ -197,12 +198,13 @@ def test_no_dot_of_the_compiled_kernel_is_left_at_default_precision(width):
     mesh = jax.make_mesh((1,), ("blocks",), axis_types=(jax.sharding.AxisType.Auto,), devices=jax.devices()[:1])
     width_bytes = (dosage.shape[1] + 3) // 4
     inputs = device_inputs(kernel_inputs(grouped, 4 * width_bytes), mesh)
-    lowered = make_block_fn(grouped.layout).lower(
-        jax.ShapeDtypeStruct((64, width_bytes), np.uint8), jax.ShapeDtypeStruct((64, width), np.int32), inputs
-    )
-    for text in (lowered.as_text(), lowered.compile().as_text()):
-        n_dots, below = _dots_below_highest(text)
-        assert n_dots >= 3 and below == [], below
+    raw = jax.ShapeDtypeStruct((64, width_bytes), np.uint8)
+    host_index = make_block_fn(grouped.layout).lower(raw, jax.ShapeDtypeStruct((64, width), np.int32), inputs)
+    device_index = make_block_fn(grouped.layout, missing_width=width).lower(raw, inputs)  # GPUs and TPUs
+    for lowered in (host_index, device_index):
+        for text in (lowered.as_text(), lowered.compile().as_text()):
+            n_dots, below = _dots_below_highest(text)
+            assert n_dots >= 3 and below == [], below
     # The check sees a dot at default precision (it would fail on a kernel without the precision).
     plain = jax.jit(lambda a, b: a @ b).lower(np.ones((4, 4), np.float32), np.ones((4, 4), np.float32))
     assert _dots_below_highest(plain.as_text())[1] != []
