@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import contextlib
 import logging
-import os
 import time
 from dataclasses import dataclass, field
 
@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from wm_jax import sharding
 from wm_jax.data.genotypes import VariantCounts, concatenate_counts
+from wm_jax.data.readahead import READ_THREADS, read_ahead
 from wm_jax.gwas.design import GroupedPhenotypes, device_inputs, kernel_inputs
 from wm_jax.gwas.kernel import AssociationInputs, BlockResult, make_block_fn
 from wm_jax.gwas.plan import Pass, Router, a1_is_ref
@@ -37,7 +38,6 @@ from wm_jax.gwas.resume import Progress
 log = logging.getLogger("wm_jax")
 
 COMPILE_THREADS = 2  # kernels compiled at once
-READ_THREADS = max(2, min(8, os.cpu_count() or 2))  # chunks read, counted and indexed at once
 CHUNK_BYTES = 1 << 24  # genotype bytes per chunk (16 MiB), at least one step of the main shape
 STEPS_IN_FLIGHT = 2  # steps launched before the oldest one's results are read back
 # A chunk waits for every variant it holds; a shape that fills slowly (the few variants with many
@@ -380,22 +380,18 @@ def associate(
         if resumed:
             log.info("resuming: %d of %d variants already in the store, %d chunks to go", resumed, len(rows), len(todo))
             stream.progress.update(resumed)
-    readers = concurrent.futures.ThreadPoolExecutor(max_workers=READ_THREADS)
     start = time.time()
+
+    def read(part: tuple[int, int]) -> _Chunk:
+        first, stop = part
+        return _read_chunk(data, router, first_column + first, rows[first:stop], not stream.index_on_device)
+
     try:
-        pending = collections.deque()
-        for first, stop in todo:
-            chunk_rows = rows[first:stop]
-            pending.append(
-                readers.submit(_read_chunk, data, router, first_column + first, chunk_rows, not stream.index_on_device)
-            )
-            if len(pending) > READ_THREADS:
-                stream.add_chunk(pending.popleft().result())
-        while pending:
-            stream.add_chunk(pending.popleft().result())
+        with contextlib.closing(read_ahead(read, todo, READ_THREADS)) as chunks:  # readers stopped on any exit
+            for chunk in chunks:
+                stream.add_chunk(chunk)
         stream.finish()
     finally:
-        readers.shutdown(cancel_futures=True)
         stream.close()
     _log_timeline(stream, n_todo, time.time() - start)
     if not stream.counts:  # a process with no variant of its own
