@@ -33,7 +33,13 @@ from wm_jax import checkpoint, sharding
 from wm_jax.data.store import VolumeStore, check_same_store, store_fingerprint
 from wm_jax.errors import InputError, atomic_path
 from wm_jax.train import batches as batching
-from wm_jax.train.state import build, config_hash, init_linear_path_from_pca, model_config, open_store
+from wm_jax.train.state import (
+    build,
+    config_hash,
+    init_linear_path_from_pca,
+    model_config,
+    with_store_shape,
+)
 from wm_jax.train.step import eval_step, train_step
 
 log = logging.getLogger("wm_jax")
@@ -86,9 +92,11 @@ def train_and_evaluate(config, workdir: str, store_path: str, stop_after_steps: 
 
 
 def _setup(config, workdir: Path, store_path: str) -> _Run:
-    """The store and its split, the mesh, a fresh model and optimizer, the checkpoint record."""
+    """The store and its split, the mesh, a fresh model and optimizer, the checkpoint record (whose
+    config holds the input shape, from the store when the config leaves it unset)."""
+    store = VolumeStore.open(store_path)
+    config = with_store_shape(config, store)
     mcfg = model_config(config)
-    store = open_store(store_path, mcfg)
     n_subjects = len(store) if not config.max_subjects else min(len(store), config.max_subjects)
     train_rows, val_rows = batching.split_validation(n_subjects, config.val_fraction, config.seed)
     log.info(
