@@ -95,3 +95,71 @@ def test_too_few_subjects_is_an_error():
     atlas, _ = _atlas()
     with pytest.raises(ValueError, match="at least 3"):
         paired_t_maps(_decoder(atlas, [1]), np.zeros((2, 1), np.float32), np.ones(1, np.float32))
+
+
+def test_mean_fa_undoes_each_volumes_z_score():
+    from wm_jax.brain_maps import mean_fa
+    from wm_jax.data.store import zscore_nonzero
+
+    rng = np.random.default_rng(3)
+    fa = rng.uniform(0.2, 0.8, (5, *SHAPE)) * (rng.random((5, *SHAPE)) > 0.3)
+    normalised = [zscore_nonzero(v) for v in fa]
+    store = _Store(
+        np.stack([z for z, _, _ in normalised]),
+        pd.DataFrame({"nonzero_mean": [m for _, m, _ in normalised], "nonzero_sd": [s for _, _, s in normalised]}),
+    )
+    np.testing.assert_allclose(mean_fa(store), fa.mean(axis=0), atol=1e-5)
+    np.testing.assert_allclose(mean_fa(store, n_subjects=2), fa[:2].mean(axis=0), atol=1e-5)
+
+
+class _Store:
+    """A stand-in volume store: volumes, index, and its length."""
+
+    def __init__(self, volumes, index):
+        self.volumes, self.index = volumes, index
+
+    def __len__(self):
+        return len(self.volumes)
+
+
+def test_perdi_figures_are_nilearn_stat_maps_in_world_coordinates_with_the_tract_named(tmp_path, monkeypatch):
+    """Each UDIP: a stat map over the mean FA through the map's peak (in mm, through the grid's
+    affine) and a glass brain, both drawn by nilearn, titled with the tract, saying so in the PNG."""
+    from nilearn import plotting
+    from PIL import Image
+
+    from wm_jax.brain_maps import perdi_figures
+    from wm_jax.simulate.cohort import grid_affine
+
+    atlas, _ = _atlas()
+    mask = atlas > 0
+    rng = np.random.default_rng(4)
+    maps = np.stack([(atlas == label) * 3.0 + rng.random(SHAPE) for label in (2, 3)]).astype(np.float32) * mask
+    maps[0][6, 3, 4] = 9.0  # the peak of UDIP1, inside tract beta
+    background = rng.uniform(0.2, 0.6, SHAPE).astype(np.float32) * mask
+    affine = grid_affine(SHAPE)
+    calls = []
+    for name in ("plot_stat_map", "plot_glass_brain"):
+
+        def spy(img, *args, _real=getattr(plotting, name), _name=name, **kwargs):
+            calls.append((_name, img, kwargs))
+            return _real(img, *args, **kwargs)
+
+        monkeypatch.setattr(plotting, name, spy)
+    titles = ["UDIP1: top tract beta (enrichment x3.0, p=0.001)", "UDIP2: top tract gamma (enrichment x2.0, p=0.01)"]
+    written = perdi_figures(tmp_path, maps, mask, affine, background, titles)
+
+    assert [p.name for p in written] == ["UDIP1.png", "UDIP1_glass.png", "UDIP2.png", "UDIP2_glass.png"]
+    assert [c[0] for c in calls] == ["plot_stat_map", "plot_glass_brain"] * 2
+    for path, (name, img, kwargs) in zip(written, calls):
+        d = int(path.stem[4]) - 1
+        text = Image.open(path).text
+        assert text["Title"] == titles[d] == kwargs["title"] and ("beta" if d == 0 else "gamma") in text["Title"]
+        assert text["Software"].startswith("nilearn ") and name in text["Software"] and "|t|" in text["Comment"]
+        np.testing.assert_array_equal(img.affine, affine)
+        np.testing.assert_array_equal(np.asarray(img.dataobj), maps[d])
+        pixels = np.asarray(Image.open(path).convert("RGB"), np.int32)
+        assert pixels.shape[1] > 400 and (pixels[..., 0] - pixels[..., 2] > 120).sum() > 50  # the map's hot colours
+    stat_kwargs = calls[0][2]
+    np.testing.assert_array_equal(np.asarray(stat_kwargs["bg_img"].dataobj), background)
+    np.testing.assert_allclose(stat_kwargs["cut_coords"], (affine @ [6, 3, 4, 1])[:3])

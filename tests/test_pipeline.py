@@ -93,7 +93,14 @@ def test_demo_writes_every_stage_and_a_summary(demo_run):
     for path in summary["files"].values():
         assert (out / path).exists(), path
     assert list((out / "report" / "udip").glob("*.png"))
-    assert len(list((out / "interpret" / "montages").glob("UDIP*.png"))) == 4
+    montages = out / "interpret" / "montages"
+    assert len(list(montages.glob("UDIP?.png"))) == len(list(montages.glob("UDIP?_glass.png"))) == 4
+    from PIL import Image
+
+    top_tract = json.loads((out / "interpret" / "interpret.json").read_text())["top_tract"]
+    for name, top in top_tract.items():  # nilearn's stat map over the mean FA, the top tract named
+        text = Image.open(montages / f"{name}.png").text
+        assert text["Title"].startswith(f"{name}: top tract {top['tract']} ") and "plot_stat_map" in text["Software"]
     manifest = json.loads((out / "manifest.json").read_text())
     assert set(manifest["stages"]) == {
         "simulate",
