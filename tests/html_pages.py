@@ -107,7 +107,7 @@ def load_in_chromium(page: Path, screenshot: Path, profile: Path, size: str = "1
     Chromium's console lines; a screenshot of the first ``size`` pixels goes to ``screenshot``."""
     binary = chromium_or_skip()
     url = page.resolve().as_uri()
-    dom = _chromium(binary, profile, "--virtual-time-budget=10000", "--dump-dom", url)
+    dom = _chromium(binary, profile, f"--window-size={size}", "--virtual-time-budget=10000", "--dump-dom", url)
     assert dom.returncode == 0, dom.stderr[-2000:]
     shot = _chromium(binary, profile, f"--window-size={size}", f"--screenshot={screenshot}", url)
     assert shot.returncode == 0 and screenshot.is_file(), shot.stderr[-2000:]

@@ -9,6 +9,8 @@ import pytest
 
 from wm_jax.config import load_config
 
+from html_pages import check_self_contained, load_in_chromium
+
 
 def small_config():
     config = load_config("pipeline_demo")
@@ -188,3 +190,34 @@ def test_interpret_rejects_a_udip_table_of_other_subjects(demo_run, tmp_path, ca
     err = capsys.readouterr().err
     assert "wm-jax interpret: error:" in err and f"none of its {len(table)} subjects is in the store" in err
     assert not (tmp_path / "perdi").exists()
+
+
+def test_demo_report_html_opens_in_chromium(demo_run, tmp_path):
+    """DIR/report.html: self-contained, the four families' plots side by side, every UDIP's PerDI
+    maps with its top tract, loaded in headless Chromium with every image decoded and no console
+    message or error (tests/html_pages.py says how)."""
+    out, summary = demo_run
+    assert summary["files"]["report_html"] == "report.html"
+    page = check_self_contained(out / "report.html")
+    top_tract = json.loads((out / "interpret" / "interpret.json").read_text())["top_tract"]
+    assert len(page.images) == 2 * 4 + 2 * len(top_tract) == 2 * 4 + 2 * 4  # Manhattan + QQ; stat map + glass brain
+    assert {"plots-udip", "plots-roi", "plots-pca", "plots-oracle", "perdi", "summary", "loci", "files"} <= set(
+        page.ids
+    )
+    for name, top in top_tract.items():
+        assert f"PerDI stat map of {name}, top tract {top['tract']}" in page.image_alts
+    words = " ".join(page.text)
+    assert summary["verdict"]["text"] in words and "SNP heritability" in words
+    assert {"summary.json", "report/udip/loci.tsv", "interpret/perdi_abs_t.nii.gz", "h2/roi.h2.tsv"} <= set(page.links)
+
+    check, console = load_in_chromium(out / "report.html", tmp_path / "report.png", tmp_path / "profile")
+    assert check["errors"] == [] and console == []
+    assert check["images"] == check["decoded"] == len(page.images) and check["tables"] == page.tables >= 5
+    ids, lefts, tops = zip(*check["families"])
+    assert ids == ("plots-udip", "plots-roi", "plots-pca", "plots-oracle")
+    assert len(set(tops)) == 1 and list(lefts) == sorted(set(lefts))  # one row, left to right
+    from PIL import Image
+
+    with Image.open(tmp_path / "report.png") as shot:
+        pixels = np.asarray(shot.convert("L"), np.float64)
+    assert pixels.shape == (2400, 1400) and pixels.std() > 10  # drawn, not blank

@@ -9,7 +9,6 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 import pytest
-from html_pages import check_self_contained
 from PIL import Image
 from scipy import stats
 
@@ -19,6 +18,7 @@ from wm_jax.reporting import ClumpOptions, GwasResult, build_report
 from wm_jax.reporting.stats import genomic_control, r_squared_haplotype, replication
 
 from conftest import plink2_or_skip
+from html_pages import check_self_contained
 
 
 def test_genomic_control_null_and_inflated():
