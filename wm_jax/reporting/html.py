@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 import wm_jax
+from wm_jax.brain_maps import SHOWN_QUANTILE
 
 TEMPLATE = "report.html.j2"
 MAX_ROWS = 30  # rows of a table shown in the page; the TSV it links to holds all
@@ -104,6 +105,7 @@ def _family(name: str, label: str, directory: Path, prefix: str = "") -> dict:
     return {
         "name": name,
         "label": label,
+        "prefix": prefix,
         "manhattan": data_uri(directory / "manhattan.png"),
         "qq": data_uri(directory / "qq.png"),
         "loci": table(loci, f"{prefix}loci.tsv"),
@@ -159,6 +161,7 @@ def _architecture_sections(directory: Path, architecture: dict[str, pd.DataFrame
                 "title": "SNP heritability",
                 "text": f"Mean h2 {frame.h2.mean():.3f} over {len(frame)} phenotypes.",
                 "image": data_uri(directory / "h2.png") if (directory / "h2.png").is_file() else None,
+                "image_link": "h2.png",
                 "tables": [{"caption": "", "table": table(frame)}],
             }
         )
@@ -170,6 +173,7 @@ def _architecture_sections(directory: Path, architecture: dict[str, pd.DataFrame
                 "title": "Genetic correlations",
                 "text": f"{len(frame)} pairs; mean |rg| {frame.rg.abs().mean():.3f} (largest |rg| first).",
                 "image": data_uri(directory / "rg.png") if (directory / "rg.png").is_file() else None,
+                "image_link": "rg.png",
                 "tables": [{"caption": "", "table": table(top)}],
             }
         )
@@ -237,13 +241,16 @@ def _perdi(directory: Path) -> dict | None:
                 "enrichment": cell(top["enrichment"]),
                 "p": cell(top["p_perm"]),
                 "stat": data_uri(stat),
+                "stat_link": f"interpret/montages/{stat.name}",
                 "glass": data_uri(glass) if glass.is_file() else None,
+                "glass_link": f"interpret/montages/{glass.name}",
             }
         )
     overlap = pd.DataFrame(record.get("pattern_overlap", []))
     return {
         "maps": maps,
         "n_subjects": record.get("n_subjects"),
+        "shown_percent": f"{100 * (1 - SHOWN_QUANTILE):g}",
         "enrichment_link": "interpret/enrichment.tsv",
         "overlap": table(overlap) if len(overlap) else None,
     }
@@ -261,7 +268,7 @@ def _demo_heritability(directory: Path, kinds: list[str], heritability: dict) ->
     text = "SNP heritability of each phenotype by randomized Haseman-Elston (RHE), on the held-out subjects."
     if truth:
         text += " The simulated factors' SNP h2 on the simulated genome: " + ", ".join(f"{v:g}" for v in truth) + "."
-    return [{"title": "SNP heritability", "text": text, "image": None, "tables": tables}]
+    return [{"title": "SNP heritability", "text": text, "image": None, "image_link": None, "tables": tables}]
 
 
 def write_html(path: Path, context: dict) -> None:

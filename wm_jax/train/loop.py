@@ -321,11 +321,9 @@ class _Metrics:
     Written by process 0 only."""
 
     def __init__(self, workdir: Path, tensorboard: bool) -> None:
-        from wm_jax.train.tensorboard import EventWriter
-
         self.path = workdir / "metrics.jsonl"
         self.enabled = sharding.is_main_process()
-        self.events = EventWriter(workdir / "tensorboard") if tensorboard and self.enabled else None
+        self.events = _tensorboard_writer(workdir / "tensorboard") if tensorboard and self.enabled else None
 
     def write(self, row: dict) -> None:
         if not self.enabled:
@@ -335,12 +333,21 @@ class _Metrics:
         if self.events is not None:
             for key, value in row.items():
                 if key not in ("step", "epoch") and isinstance(value, (int, float)):
-                    self.events.scalar(f"train/{key}", value, row["step"])
+                    self.events.add_scalar(f"train/{key}", value, global_step=int(row["step"]))
             self.events.flush()
 
     def close(self) -> None:
         if self.events is not None:
             self.events.close()
+
+
+def _tensorboard_writer(logdir: Path):
+    """tensorboardX's event writer (imported only when TensorBoard scalars are asked for)."""
+    try:
+        from tensorboardX import SummaryWriter
+    except ImportError:
+        raise InputError("--config.tensorboard: needs the tensorboardX package (pip install tensorboardX)") from None
+    return SummaryWriter(logdir=str(logdir))
 
 
 def _validate(run: _Run) -> float:
