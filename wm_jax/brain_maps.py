@@ -105,7 +105,7 @@ def glass_brain_png(path: Path, stat, title: str, threshold: float, top: float) 
         colorbar=True,
         plot_abs=True,
         symmetric_cbar=False,
-        display_mode="lyrz",
+        display_mode="ortho",
         title=title,
     )
     return _save(display, path, title, "nilearn.plotting.plot_glass_brain")
