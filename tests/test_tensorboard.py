@@ -27,7 +27,7 @@ def test_training_metrics_are_readable_by_tensorboard(tmp_path):
     assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 3
 
 
-def test_without_tensorboardx_asking_for_tensorboard_is_one_error(tmp_path, monkeypatch):
+def test_without_tensorboardx_asking_for_tensorboard_is_one_error(tmp_path, monkeypatch, capsys):
     import sys
 
     import pytest
@@ -39,3 +39,33 @@ def test_without_tensorboardx_asking_for_tensorboard_is_one_error(tmp_path, monk
     with pytest.raises(InputError, match=r"--config.tensorboard: needs the tensorboardX package"):
         _Metrics(tmp_path, tensorboard=True)
     _Metrics(tmp_path, tensorboard=False).close()  # training without TensorBoard does not need it
+    # Through `wm-jax train`: one line, exit 2, before the workdir is made.
+    from wm_jax.cli import main
+
+    store = _store_of_ten(tmp_path)
+    args = ["train", "--store", str(store), "--workdir", str(tmp_path / "run"), "--config.tensorboard=True"]
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("error") == 1
+    assert err.splitlines()[-1] == (
+        "wm-jax train: error: --config.tensorboard: needs the tensorboardX package (pip install tensorboardX)"
+    )
+    assert not (tmp_path / "run").exists()
+
+
+def _store_of_ten(directory):
+    """A store of ten 8x8x8 volumes."""
+    import nibabel as nib
+
+    from wm_jax.data.store import Preprocessing, prepare_store
+
+    rng = np.random.default_rng(0)
+    rows = ["FID\tIID\tfa_path"]
+    for i in range(10):
+        nib.save(
+            nib.Nifti1Image(rng.uniform(0.1, 0.9, (8, 8, 8)).astype(np.float32), np.eye(4)), directory / f"{i}.nii"
+        )
+        rows.append(f"s{i}\ts{i}\t{directory / f'{i}.nii'}")
+    (directory / "subjects.tsv").write_text("\n".join(rows) + "\n")
+    return prepare_store(directory / "subjects.tsv", directory / "store", Preprocessing())

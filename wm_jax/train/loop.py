@@ -96,6 +96,8 @@ def _setup(config, workdir: Path, store_path: str) -> _Run:
     config holds the input shape, from the store when the config leaves it unset)."""
     store = VolumeStore.open(store_path)
     config = with_store_shape(config, store)
+    if config.get("tensorboard", False):
+        _summary_writer_class()  # without tensorboardX: the error before the workdir is made
     mcfg = model_config(config)
     n_subjects = len(store) if not config.max_subjects else min(len(store), config.max_subjects)
     train_rows, val_rows = batching.split_validation(n_subjects, config.val_fraction, config.seed)
@@ -341,13 +343,17 @@ class _Metrics:
             self.events.close()
 
 
-def _tensorboard_writer(logdir: Path):
-    """tensorboardX's event writer (imported only when TensorBoard scalars are asked for)."""
+def _summary_writer_class():
+    """tensorboardX's event writer class (imported only when TensorBoard scalars are asked for)."""
     try:
         from tensorboardX import SummaryWriter
     except ImportError:
         raise InputError("--config.tensorboard: needs the tensorboardX package (pip install tensorboardX)") from None
-    return SummaryWriter(logdir=str(logdir))
+    return SummaryWriter
+
+
+def _tensorboard_writer(logdir: Path):
+    return _summary_writer_class()(logdir=str(logdir))
 
 
 def _validate(run: _Run) -> float:
