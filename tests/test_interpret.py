@@ -128,7 +128,7 @@ def test_perdi_figures_are_nilearn_stat_maps_in_world_coordinates_with_the_tract
     from nilearn import plotting
     from PIL import Image
 
-    from wm_jax.brain_maps import perdi_figures
+    from wm_jax.brain_maps import image, perdi_figures
     from wm_jax.simulate.cohort import grid_affine
 
     atlas, _ = _atlas()
@@ -147,7 +147,7 @@ def test_perdi_figures_are_nilearn_stat_maps_in_world_coordinates_with_the_tract
 
         monkeypatch.setattr(plotting, name, spy)
     titles = ["UDIP1: top tract beta (enrichment x3.0, p=0.001)", "UDIP2: top tract gamma (enrichment x2.0, p=0.01)"]
-    written = perdi_figures(tmp_path, maps, mask, affine, background, titles)
+    written = perdi_figures(tmp_path, maps, mask, affine, image(background, affine), titles)
 
     assert [p.name for p in written] == ["UDIP1.png", "UDIP1_glass.png", "UDIP2.png", "UDIP2_glass.png"]
     assert [c[0] for c in calls] == ["plot_stat_map", "plot_glass_brain"] * 2
@@ -163,3 +163,25 @@ def test_perdi_figures_are_nilearn_stat_maps_in_world_coordinates_with_the_tract
     stat_kwargs = calls[0][2]
     np.testing.assert_array_equal(np.asarray(stat_kwargs["bg_img"].dataobj), background)
     np.testing.assert_allclose(stat_kwargs["cut_coords"], (affine @ [6, 3, 4, 1])[:3])
+
+
+def test_a_template_background_is_an_fa_map_on_any_grid(tmp_path):
+    """--background: a 3D FA map on another grid is taken as it is (nilearn resamples it); a 4D
+    image or values outside [0, 1] are one error naming the file."""
+    import nibabel as nib
+
+    from wm_jax.brain_maps import template_image
+    from wm_jax.errors import InputError
+
+    affine = np.diag([1.25, 1.25, 1.25, 1.0])
+    fa = np.random.default_rng(5).uniform(0.1, 0.8, (29, 35, 29)).astype(np.float32)
+    nib.save(nib.Nifti1Image(fa, affine), tmp_path / "template.nii.gz")
+    img = template_image(tmp_path / "template.nii.gz")
+    np.testing.assert_array_equal(img.affine, affine)
+    np.testing.assert_allclose(np.asarray(img.dataobj), fa)
+    nib.save(nib.Nifti1Image(np.stack([fa, fa], -1), affine), tmp_path / "four_d.nii.gz")
+    with pytest.raises(InputError, match=r"four_d\.nii\.gz.*expected a 3D FA map"):
+        template_image(tmp_path / "four_d.nii.gz")
+    nib.save(nib.Nifti1Image(fa * 3, affine), tmp_path / "not_fa.nii.gz")
+    with pytest.raises(InputError, match=r"not_fa\.nii\.gz.*FA must lie in \[0, 1\]"):
+        template_image(tmp_path / "not_fa.nii.gz")

@@ -221,3 +221,39 @@ def test_demo_report_html_opens_in_chromium(demo_run, tmp_path):
     with Image.open(tmp_path / "report.png") as shot:
         pixels = np.asarray(shot.convert("L"), np.float64)
     assert pixels.shape == (2400, 1400) and pixels.std() > 10  # drawn, not blank
+
+
+def test_interpret_draws_over_a_template_the_user_gives(demo_run, tmp_path, capsys, monkeypatch):
+    """--background: the stat maps over the user's FA template (its own grid, here twice as fine),
+    in the same world coordinates; a template that is not an FA map is one line naming it, exit 2,
+    and no output."""
+    import nibabel as nib
+    from nilearn import plotting
+
+    from wm_jax.cli import main
+
+    out, _ = demo_run
+    mean_fa = nib.load(out / "interpret" / "mean_fa.nii.gz")
+    fine = mean_fa.affine.copy()
+    fine[:3, :3] /= 2
+    data = np.repeat(np.repeat(np.repeat(np.asarray(mean_fa.dataobj), 2, 0), 2, 1), 2, 2)
+    nib.save(nib.Nifti1Image(np.clip(data, 0, 1), fine), tmp_path / "template.nii.gz")
+    nib.save(nib.Nifti1Image(data * 5 + 1, fine), tmp_path / "not_fa.nii.gz")
+    backgrounds = []
+
+    def spy(stat, *args, _real=plotting.plot_stat_map, **kwargs):
+        backgrounds.append(kwargs["bg_img"])
+        return _real(stat, *args, **kwargs)
+
+    monkeypatch.setattr(plotting, "plot_stat_map", spy)
+    common = ["interpret", "--workdir", str(out / "encoder"), "--udip", str(out / "udip.tsv")]
+    common += ["--atlas", str(out / "cohort" / "atlas.nii.gz"), "--labels", str(out / "cohort" / "atlas_labels.tsv")]
+    common += ["--n-subjects", "3", "--permutations", "10"]
+    assert main([*common, "--background", str(tmp_path / "template.nii.gz"), "--out", str(tmp_path / "p")]) == 0
+    assert len(backgrounds) == 4 and all(np.array_equal(b.affine, fine) for b in backgrounds)
+    assert (tmp_path / "p" / "montages" / "UDIP4_glass.png").is_file()
+    capsys.readouterr()
+    assert main([*common, "--background", str(tmp_path / "not_fa.nii.gz"), "--out", str(tmp_path / "q")]) == 2
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1].startswith("wm-jax interpret: error: ") and "not_fa.nii.gz" in err.splitlines()[-1]
+    assert not (tmp_path / "q").exists()

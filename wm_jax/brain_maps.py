@@ -40,23 +40,31 @@ def image(volume: np.ndarray, affine: np.ndarray):
     return img
 
 
+def template_image(path):
+    """A user's FA template as the background: an FA map as `wm-jax prepare` takes one (3D, real,
+    finite, in [0, 1]; else an InputError naming the file), on any grid: nilearn resamples it."""
+    import nibabel as nib
+
+    from wm_jax.data.nifti import load_fa
+
+    return image(load_fa(path), nib.load(str(path)).affine)
+
+
 def peak_mm(volume: np.ndarray, affine: np.ndarray) -> tuple[float, float, float]:
     """World coordinates (mm) of the volume's maximum."""
     voxel = np.unravel_index(int(np.argmax(volume)), volume.shape)
     return tuple(float(c) for c in (np.asarray(affine) @ [*voxel, 1.0])[:3])
 
 
-def perdi_figures(
-    directory: Path, maps: np.ndarray, mask: np.ndarray, affine: np.ndarray, background: np.ndarray, titles: list[str]
-) -> list[Path]:
-    """For each map ``maps[d]``: ``UDIP{d+1}.png`` (stat map over ``background`` through the peak)
-    and ``UDIP{d+1}_glass.png`` (glass brain) in ``directory``, titled ``titles[d]``."""
+def perdi_figures(directory: Path, maps: np.ndarray, mask: np.ndarray, affine: np.ndarray, bg, titles: list[str]):
+    """For each map ``maps[d]`` (on the grid of ``mask`` and ``affine``): ``UDIP{d+1}.png`` (stat map
+    over the image ``bg`` through the peak) and ``UDIP{d+1}_glass.png`` (glass brain) in
+    ``directory``, titled ``titles[d]``. Returns the paths written."""
     import matplotlib
 
     matplotlib.use("Agg")
     from tqdm.auto import tqdm
 
-    bg = image(background, affine)
     written = []
     for d in tqdm(range(len(maps)), desc="brain maps", unit="UDIP", mininterval=1.0):
         values = maps[d][mask]

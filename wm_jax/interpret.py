@@ -183,13 +183,18 @@ def interpret(
     overwrite: bool = False,
     truth: str | None = None,
     loci: str | None = None,
+    background: str | None = None,
 ) -> dict:
     """`wm-jax interpret`: PerDI maps, montages and tract enrichment for every UDIP of a checkpoint.
 
     With a simulator's ``truth`` and the UDIP report's ``loci``, also how well the PerDI map of each
-    UDIP that found a planted locus matches that locus's pattern (`pattern_overlap`)."""
+    UDIP that found a planted locus matches that locus's pattern (`pattern_overlap`). ``background``:
+    an FA template under the figures instead of the cohort's mean FA."""
+    from wm_jax.brain_maps import template_image
+
     # Inputs: the UDIPs of subjects in the store, the checkpoint's decoder, the atlas on the store's grid.
     inputs = read_inputs(workdir, udip, store, atlas, labels, step, options.n_subjects)
+    template = template_image(background) if background is not None else None
 
     # PerDI: paired t of the decoder's change per UDIP, smoothed, and the tracts its top voxels enrich.
     changes: list = []
@@ -203,7 +208,7 @@ def interpret(
         summary["pattern_overlap"] = pattern_overlap(changes[0], inputs.mask, truth, loci, inputs.volume_store)
 
     # Outputs: maps, montages, enrichment and summary, published together.
-    _write_outputs(Path(out), overwrite, inputs, maps, changes[0], enrichment, summary)
+    _write_outputs(Path(out), overwrite, inputs, maps, changes[0], enrichment, summary, template)
     log.info("interpret: %d PerDI maps -> %s", len(maps), out)
     return summary
 
@@ -331,11 +336,12 @@ def _write_outputs(
     mean_change: np.ndarray,
     enrichment: pd.DataFrame,
     summary: dict,
+    template=None,
 ) -> None:
-    """perdi_abs_t.nii.gz, perdi_mean_change.nii.gz, mean_fa.nii.gz (the maps' background),
-    enrichment.tsv, montages/UDIPk.png and UDIPk_glass.png (nilearn: `wm_jax.brain_maps`) and
-    interpret.json, written under a temporary name and published together."""
-    from wm_jax.brain_maps import mean_fa, perdi_figures
+    """perdi_abs_t.nii.gz, perdi_mean_change.nii.gz, mean_fa.nii.gz (the figures' background unless
+    a ``template`` image is given), enrichment.tsv, montages/UDIPk.png and UDIPk_glass.png (nilearn:
+    `wm_jax.brain_maps`) and interpret.json, written under a temporary name and published together."""
+    from wm_jax.brain_maps import image, mean_fa, perdi_figures
     from wm_jax.data.nifti import save_nifti
 
     files = AtomicFiles(overwrite=overwrite, command="interpret")
@@ -349,7 +355,8 @@ def _write_outputs(
         save_nifti(directory / "mean_fa.nii.gz", background, inputs.affine)
         (directory / "montages").mkdir()
         titles = _titles(enrichment, len(maps))
-        perdi_figures(directory / "montages", maps, inputs.mask, inputs.affine, background, titles)
+        bg = template if template is not None else image(background, inputs.affine)
+        perdi_figures(directory / "montages", maps, inputs.mask, inputs.affine, bg, titles)
         (directory / "interpret.json").write_text(json.dumps(summary, indent=2))
         files.commit()
     except BaseException:
