@@ -185,3 +185,19 @@ def test_a_template_background_is_an_fa_map_on_any_grid(tmp_path):
     nib.save(nib.Nifti1Image(fa * 3, affine), tmp_path / "not_fa.nii.gz")
     with pytest.raises(InputError, match=r"not_fa\.nii\.gz.*FA must lie in \[0, 1\]"):
         template_image(tmp_path / "not_fa.nii.gz")
+
+
+def test_figure_titles_name_the_top_tract_or_say_there_is_none():
+    from wm_jax.interpret import _titles
+
+    atlas, labels = _atlas()
+    mask = np.ones(SHAPE, bool)
+    in_beta = (atlas == 2).astype(float) + 0.01 * np.random.default_rng(6).random(SHAPE)
+    outside = (atlas == 0).astype(float) + 0.01 * np.random.default_rng(7).random(SHAPE)
+    tables = [
+        tract_enrichment(score, mask, atlas, labels, 0.05, 100, np.random.default_rng(8)).assign(dimension=d + 1)
+        for d, score in enumerate([in_beta, outside])
+    ]
+    first, second = _titles(pd.concat(tables), 2)
+    assert first.startswith("UDIP1: top tract beta (enrichment x")
+    assert second == "UDIP2: its top voxels lie in no atlas tract"

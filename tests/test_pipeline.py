@@ -102,7 +102,8 @@ def test_demo_writes_every_stage_and_a_summary(demo_run):
     top_tract = json.loads((out / "interpret" / "interpret.json").read_text())["top_tract"]
     for name, top in top_tract.items():  # nilearn's stat map over the mean FA, the top tract named
         text = Image.open(montages / f"{name}.png").text
-        assert text["Title"].startswith(f"{name}: top tract {top['tract']} ") and "plot_stat_map" in text["Software"]
+        where = f"top tract {top['tract']} (" if top["enrichment"] > 0 else "its top voxels lie in no atlas tract"
+        assert text["Title"].startswith(f"{name}: {where}") and "plot_stat_map" in text["Software"]
     manifest = json.loads((out / "manifest.json").read_text())
     assert set(manifest["stages"]) == {
         "simulate",
@@ -205,7 +206,8 @@ def test_demo_report_html_opens_in_chromium(demo_run, tmp_path):
         page.ids
     )
     for name, top in top_tract.items():
-        assert f"PerDI stat map of {name}, top tract {top['tract']}" in page.image_alts
+        where = f"top tract {top['tract']}" if top["enrichment"] > 0 else "top voxels in no atlas tract"
+        assert f"PerDI stat map of {name}, {where}" in page.image_alts
     words = " ".join(page.text)
     assert summary["verdict"]["text"] in words and "SNP heritability" in words
     assert {"summary.json", "report/udip/loci.tsv", "interpret/perdi_abs_t.nii.gz", "h2/roi.h2.tsv"} <= set(page.links)

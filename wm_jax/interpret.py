@@ -31,6 +31,9 @@ from wm_jax.errors import AtomicFiles, input_error, read_json
 log = logging.getLogger("wm_jax")
 
 
+NO_TRACT = "its top voxels lie in no atlas tract"
+
+
 @dataclass(frozen=True)
 class PerdiOptions:
     n_subjects: int = 200
@@ -365,11 +368,17 @@ def _write_outputs(
 
 
 def _titles(enrichment: pd.DataFrame, n_maps: int) -> list[str]:
-    """Each UDIP's figure title: the atlas tract its top voxels enrich most, with the enrichment."""
+    """Each UDIP's figure title: the atlas tract its top voxels enrich most, with the enrichment; or,
+    when none of its top voxels lies in a tract (every enrichment 0), that, naming no tract."""
     titles = []
     for d in range(n_maps):
         best = enrichment[(enrichment.dimension == d + 1) & (enrichment["rank"] == 1)].iloc[0]
-        titles.append(f"UDIP{d + 1}: top tract {best.tract} (enrichment x{best.enrichment:.1f}, p={best.p_perm:.2g})")
+        if best.n_top == 0:
+            titles.append(f"UDIP{d + 1}: {NO_TRACT}")
+        else:
+            titles.append(
+                f"UDIP{d + 1}: top tract {best.tract} (enrichment x{best.enrichment:.1f}, p={best.p_perm:.2g})"
+            )
     return titles
 
 

@@ -237,7 +237,7 @@ def _perdi(directory: Path) -> dict | None:
         maps.append(
             {
                 "name": name,
-                "tract": top["tract"],
+                "tract": top["tract"] if top["enrichment"] > 0 else None,
                 "enrichment": cell(top["enrichment"]),
                 "p": cell(top["p_perm"]),
                 "stat": data_uri(stat),
