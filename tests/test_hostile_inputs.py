@@ -1317,8 +1317,17 @@ CASES = [
     ("train-store-missing", lambda c, d: _train_args(c, d, store=d / "none"), "not a volume store"),
     (
         "train-store-shape",
-        lambda c, d: ["train", "--config", "demo", "--store", str(c.store), "--workdir", str(d / "w")],
-        "volumes are (12, 12, 12) but the config's model expects",
+        lambda c, d: [
+            "train",
+            "--config",
+            "demo",
+            "--store",
+            str(c.store),
+            "--workdir",
+            str(d / "w"),
+            "--config.model.input_shape=(48,56,48)",
+        ],
+        "--config.model.input_shape: (48, 56, 48) but the store",
     ),
     (
         "train-workdir-under-file",

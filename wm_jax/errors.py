@@ -67,13 +67,21 @@ KNOWN_ENTRIES: dict[str, frozenset[str]] = {
             "report.md",
             "h2.png",
             "rg.png",
+            "report.html",
         }
     ),
     "genes": frozenset(
         {"genes.tsv", "gene_sets.tsv", "loci_genes.tsv", "genes_manhattan.png", "genes.json", "genes.md"}
     ),
     "interpret": frozenset(
-        {"perdi_abs_t.nii.gz", "perdi_mean_change.nii.gz", "enrichment.tsv", "montages", "interpret.json"}
+        {
+            "perdi_abs_t.nii.gz",
+            "perdi_mean_change.nii.gz",
+            "mean_fa.nii.gz",
+            "enrichment.tsv",
+            "montages",
+            "interpret.json",
+        }
     ),
     "gwas": frozenset(
         {

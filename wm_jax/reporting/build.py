@@ -1,5 +1,6 @@
 """`wm-jax report`: lambda GC, clumped loci merged across phenotypes (and the multivariate test),
-Manhattan and QQ plots, replication, truth scoring, one Markdown page and a JSON summary."""
+Manhattan and QQ plots, replication, truth scoring, one Markdown page, a JSON summary and one
+self-contained HTML page (report.html, `wm_jax.reporting.html`)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from wm_jax.data.genotypes import GenotypeInput, open_genotypes
 from wm_jax.errors import atomic_dir, check_output_dir, input_error, require_file
 from wm_jax.gwas.pvalues import chi2_neg_log10_sf
 from wm_jax.gwas.results import load_result_column
-from wm_jax.reporting import plots
+from wm_jax.reporting import html, plots
 from wm_jax.reporting.stats import (
     OMNIBUS,
     ClumpOptions,
@@ -188,6 +189,7 @@ def build_report(
     with atomic_dir(out, overwrite=overwrite, command="report") as tmp:
         _write_report(tmp, result, summary, loci, replication_table)
         _write_architecture(tmp, architecture)
+        html.write_html(tmp / "report.html", html.gwas_report_context(tmp, summary, architecture))
     log.info("report: %d loci, lambda median %.3f -> %s", len(loci), summary["lambda_median"], out)
     return summary
 
