@@ -30,18 +30,27 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def timed_rss(command: list[str], env: dict | None = None) -> tuple[float, float, str]:
-    """As `timed`, with the peak RSS read from os.wait4's resource usage."""
+    """As `timed`, with the command's peak RSS from GNU time (``/usr/bin/time -f %M``). Not from
+    os.wait4: a child's ru_maxrss keeps the high-water mark of the copy of this process it was
+    forked from, so every command reported this (large) process's RSS."""
     start = time.perf_counter()
     err_path = Path(f"/tmp/wm_jax_bench_{os.getpid()}.err")
+    rss_path = Path(f"/tmp/wm_jax_bench_{os.getpid()}.rss")
     with open(err_path, "w") as err:
-        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=err, env={**os.environ, **(env or {})})
-        _, status, usage = os.wait4(process.pid, 0)
+        process = subprocess.run(
+            ["/usr/bin/time", "-f", "%M", "-o", str(rss_path), *command],
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            env={**os.environ, **(env or {})},
+        )
     seconds = time.perf_counter() - start
     stderr = err_path.read_text()
     err_path.unlink()
-    if status != 0:
+    if process.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed:\n{stderr[-2000:]}")
-    return seconds, usage.ru_maxrss / 1024, stderr
+    rss_kib = float(rss_path.read_text().split()[-1])
+    rss_path.unlink()
+    return seconds, rss_kib / 1024, stderr
 
 
 def markdown_table(frame: pd.DataFrame) -> str:
