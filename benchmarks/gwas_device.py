@@ -1,6 +1,7 @@
 """The whole `wm-jax gwas` process on a synthetic .bed of any size, with its timeline.
 
-    python benchmarks/gwas_device.py --n 35000 --m 1000000 --p 128,512 [--feed-only] [--plink2] [--name NAME]
+    python benchmarks/gwas_device.py --n 35000 --m 1000000 --p 128,512 [--feed-only] [--index auto|host|device]
+        [--plink2] [--name NAME]
 
 Builds (once, under --workdir) a cohort of N samples x M hard calls, tiled from 1,024 random
 variants (so 8 GB build in about disk speed), with 1% missing calls in every other variant of the
@@ -9,7 +10,9 @@ with an empty compilation cache, and prints the timeline from its .log: reading 
 association pass (GB/s of .bed bytes, TFLOP/s of its one matmul, 2 N M (P + k + 1) FLOPs), and the
 results. ``--feed-only`` swaps the association kernel for a trivial one of the same inputs and
 outputs (one sum over each block's bytes), to measure the host pipeline alone: reading, counting,
-routing, transfers and writing the results. ``--plink2`` times plink2 --glm hide-covar (2 threads,
+routing, transfers and writing the results. ``--index device`` builds the missing-call index in the
+kernel, as on GPUs and TPUs (so the trivial kernel leaves the host's own work: reading, counting,
+routing); ``host`` builds it on the reader threads, as on CPU. ``--plink2`` times plink2 --glm hide-covar (2 threads,
 OpenBLAS 1 thread, as benchmarks/gwas_vs_plink2.py) on the same files, after wm-jax, and gives the
 ratio of whole processes. Writes benchmarks/results/NAME.md and .json.
 """
@@ -78,15 +81,19 @@ def phenotypes(directory: Path, n: int, p: int) -> Path:
     return path
 
 
-def trivial_block_fn(layout, small_df: bool = True):
-    """The kernel's signature and outputs, one sum over each block's bytes as its only work."""
+def trivial_block_fn(layout, small_df: bool = True, missing_width: int | None = None):
+    """The kernel's signature and outputs, one sum over each block's bytes (and the host's
+    missing-call index, where it builds one) as its only work."""
     import jax
     import jax.numpy as jnp
 
     from wm_jax.gwas.kernel import BlockResult
 
-    def step(raw, missing_index, inputs):
-        rows = jnp.sum(raw.astype(jnp.float32), axis=1) + jnp.sum(missing_index, axis=1).astype(jnp.float32)
+    def step(raw, *index_and_inputs):
+        *missing_index, inputs = index_and_inputs
+        rows = jnp.sum(raw.astype(jnp.float32), axis=1)
+        if missing_index:
+            rows = rows + jnp.sum(missing_index[0], axis=1).astype(jnp.float32)
         zero = jnp.where(rows < 0, rows, 0.0)  # 0 (sums are never negative), but computed from every byte
         n_pheno, n_groups = inputs.residual_ss.shape[0], inputs.group_size.shape[0]
         per_pheno = jnp.broadcast_to(zero[:, None], (raw.shape[0], n_pheno))  # no hits: nothing past P < 5e-8
@@ -98,12 +105,14 @@ def trivial_block_fn(layout, small_df: bool = True):
     return jax.jit(step)
 
 
-def child(arguments: list[str], feed_only: bool) -> None:
-    """`wm-jax gwas arguments` in this process, the kernel swapped for the trivial one if asked."""
-    if feed_only:
-        from wm_jax.gwas import stream
+def child(arguments: list[str], feed_only: bool, index: str) -> None:
+    """`wm-jax gwas arguments` in this process, the kernel swapped for the trivial one if asked, the
+    missing-call index built where ``index`` says (auto: the backend's choice)."""
+    from wm_jax.gwas import stream
 
+    if feed_only:
         stream.make_block_fn = trivial_block_fn
+    stream.INDEX_ON_DEVICE = {"auto": None, "host": False, "device": True}[index]
     from wm_jax.cli import main
 
     sys.exit(main(["gwas", *arguments]))
@@ -133,13 +142,16 @@ def timeline(log_text: str) -> dict:
     }
 
 
-def run(prefix: Path, pheno: Path, covar: Path, out: Path, feed_only: bool, block_size: int) -> tuple[float, str]:
+def run(
+    prefix: Path, pheno: Path, covar: Path, out: Path, feed_only: bool, block_size: int, index: str
+) -> tuple[float, str]:
     cache = out.parent / "jax_cache"
     shutil.rmtree(cache, ignore_errors=True)
     arguments = ["--bfile", str(prefix), "--pheno", str(pheno), "--covar", str(covar), "--out", str(out)]
     arguments += ["--block-size", str(block_size)]
     env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": str(cache)}
-    command = [sys.executable, __file__, "--child", *(["--feed-only"] if feed_only else []), "--", *arguments]
+    command = [sys.executable, __file__, "--child", "--index", index, *(["--feed-only"] if feed_only else [])]
+    command += ["--", *arguments]
     start = time.perf_counter()
     subprocess.run(command, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return time.perf_counter() - start, Path(f"{out}.log").read_text()
@@ -155,10 +167,16 @@ def main() -> None:
     parser.add_argument("--workdir", default="/tmp/wm_jax_gwas_device")
     parser.add_argument("--name", default="gwas_device")
     parser.add_argument("--plink2", action="store_true", help="also time plink2 --glm on the same files, side by side")
+    parser.add_argument(
+        "--index",
+        choices=("auto", "host", "device"),
+        default="auto",
+        help="where the missing-call index is built: the backend's choice (host on CPU, device on GPU/TPU), or forced",
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args, rest = parser.parse_known_args()
     if args.child:
-        child(rest[1:] if rest[:1] == ["--"] else rest, args.feed_only)
+        child(rest[1:] if rest[:1] == ["--"] else rest, args.feed_only, args.index)
     work = Path(args.workdir)
     began = time.perf_counter()
     prefix = build_cohort(work / f"cohort_{args.n}x{args.m}", args.n, args.m)
@@ -173,7 +191,9 @@ def main() -> None:
             shutil.rmtree(out.parent)
         out.parent.mkdir(parents=True)
         load = Path("/proc/loadavg").read_text().split()[0]  # other work on the machine, for the record
-        seconds, log_text = run(prefix, pheno, prefix.parent / "covar.tsv", out, args.feed_only, args.block_size)
+        seconds, log_text = run(
+            prefix, pheno, prefix.parent / "covar.tsv", out, args.feed_only, args.block_size, args.index
+        )
         stages = timeline(log_text)
         if args.plink2:
             from gwas_vs_plink2 import run_plink2
@@ -194,6 +214,7 @@ def main() -> None:
                 "m": args.m,
                 "p": p,
                 "mode": "feed-only" if args.feed_only else "gwas",
+                "index": args.index,
                 "whole_process_s": round(seconds, 2),
                 **stages,
                 "bed_gb": round(bed_gb, 3),

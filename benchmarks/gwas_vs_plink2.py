@@ -17,6 +17,7 @@ import os
 import platform
 import re
 import shutil
+import struct
 import subprocess
 import sys
 import time
@@ -29,18 +30,27 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def timed_rss(command: list[str], env: dict | None = None) -> tuple[float, float, str]:
-    """As `timed`, with the peak RSS read from os.wait4's resource usage."""
+    """As `timed`, with the command's peak RSS from GNU time (``/usr/bin/time -f %M``). Not from
+    os.wait4: a child's ru_maxrss keeps the high-water mark of the copy of this process it was
+    forked from, so every command reported this (large) process's RSS."""
     start = time.perf_counter()
     err_path = Path(f"/tmp/wm_jax_bench_{os.getpid()}.err")
+    rss_path = Path(f"/tmp/wm_jax_bench_{os.getpid()}.rss")
     with open(err_path, "w") as err:
-        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=err, env={**os.environ, **(env or {})})
-        _, status, usage = os.wait4(process.pid, 0)
+        process = subprocess.run(
+            ["/usr/bin/time", "-f", "%M", "-o", str(rss_path), *command],
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            env={**os.environ, **(env or {})},
+        )
     seconds = time.perf_counter() - start
     stderr = err_path.read_text()
     err_path.unlink()
-    if status != 0:
+    if process.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed:\n{stderr[-2000:]}")
-    return seconds, usage.ru_maxrss / 1024, stderr
+    rss_kib = float(rss_path.read_text().split()[-1])
+    rss_path.unlink()
+    return seconds, rss_kib / 1024, stderr
 
 
 def markdown_table(frame: pd.DataFrame) -> str:
@@ -158,9 +168,51 @@ def genotype_inputs(cohort: Path, kinds: list[str], work: Path, plink2: str) -> 
                 subprocess.run([plink2, "--bfile", bfile, *export], check=True, capture_output=True)
             bgen = [prefix + ".bgen", "ref-last", "--sample", prefix + ".sample"]
             flags[kind] = (["--bgen", *bgen], ["--bgen", *bgen])
+        elif kind == "bgen-dosage":
+            bgen, sample = dosage_bgen(cohort, work, DOSAGE_VARIANTS)
+            flags[kind] = (["--bgen", bgen, "ref-first", "--sample", sample],) * 2
         elif kind != "bed":
-            sys.exit(f"--inputs: unknown input {kind}; expected bed, pgen or bgen")
+            sys.exit(f"--inputs: unknown input {kind}; expected bed, pgen, bgen or bgen-dosage")
     return {kind: flags[kind] for kind in kinds}
+
+
+DOSAGE_VARIANTS = 45_000  # the first variants of the cohort, in its dosage BGEN
+
+
+def dosage_bgen(cohort: Path, work: Path, n_variants: int) -> tuple[str, str]:
+    """An imputation-like dosage BGEN 1.3 of the cohort's first ``n_variants`` (8-bit probabilities,
+    zstd blocks, REF first, the missing calls flagged missing), and its .sample: each hard call
+    blurred towards a random genotype distribution for 40% of the samples
+    (`tests/genotype_files.py`). Written once, 2,000 variants at a time."""
+    bgen, sample = work / "genotypes_dosage.bgen", work / "genotypes_dosage.sample"
+    if bgen.exists() and sample.exists():
+        return str(bgen), str(sample)
+    sys.path.insert(0, str(REPO / "tests"))
+    from genotype_files import imputed_probabilities, quantize, write_bgen
+
+    from wm_jax.data.plink import PlinkDataset
+
+    data = PlinkDataset(cohort / "genotypes")
+    rng = np.random.default_rng(5)
+    part = work / "genotypes_dosage.part.bgen"
+    with open(f"{bgen}.tmp", "wb") as out:
+        for start in range(0, n_variants, 2000):
+            rows = np.arange(start, min(n_variants, start + 2000))
+            alt = data.dosages(rows)
+            table = data.bim.iloc[rows]
+            variants = list(zip(table.chrom.astype(str), table.id, table.pos.astype(int), table.ref, table.alt))
+            stored = quantize(imputed_probabilities(alt, rng), 8)
+            write_bgen(part, stored, 8, 2, variants, sample_ids=list(data.fam.iloc[:, 1]), missing=np.isnan(alt))
+            written = part.read_bytes()
+            offset = struct.unpack("<I", written[:4])[0]
+            if start == 0:  # the header, with every variant counted
+                out.write(written[:8] + struct.pack("<I", n_variants) + written[12 : 4 + offset])
+            out.write(written[4 + offset :])
+    part.unlink()
+    lines = [f"{fid} {iid} 0 NA" for fid, iid in zip(data.fam.iloc[:, 0], data.fam.iloc[:, 1])]
+    sample.write_text("ID_1 ID_2 missing sex\n0 0 0 D\n" + "\n".join(lines) + "\n")
+    os.replace(f"{bgen}.tmp", bgen)
+    return str(bgen), str(sample)
 
 
 def run_plink2(plink2: str, genotype_flags: list, pheno: Path, covar: Path, prefix: Path) -> tuple[float, float]:
@@ -249,7 +301,12 @@ def benchmark_job(job: dict, args, gemm: float) -> dict:
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--phenotypes", default="1,16,128")
-    parser.add_argument("--inputs", default="bed", help="comma-separated: bed, pgen, bgen (made from the .bed)")
+    parser.add_argument(
+        "--inputs",
+        default="bed",
+        help="comma-separated: bed, pgen, bgen (made from the .bed by plink2), bgen-dosage (an imputation-like "
+        "8-bit zstd dosage BGEN of the first 45,000 variants)",
+    )
     parser.add_argument("--n-subjects", type=int, default=5003)
     parser.add_argument("--workdir", default=str(REPO / "benchmarks" / "work"))
     parser.add_argument("--cohort", help="an existing `wm-jax simulate` directory")
@@ -307,7 +364,9 @@ def main() -> None:
         for kind, flags in inputs.items():
             load = Path("/proc/loadavg").read_text().split()[0]
             job = {"kind": kind, "flags": flags, "p": p, "cohort": cohort, "work": work, "plink2": plink2, "load": load}
-            rows.append(benchmark_job({**job, **shape}, args, gemm))
+            if kind == "bgen-dosage":
+                job["n_variants"] = DOSAGE_VARIANTS
+            rows.append(benchmark_job({**shape, **job}, args, gemm))
             print(json.dumps(rows[-1]), flush=True)
     write_results(args, plink2, gemm, rows)
 

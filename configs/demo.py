@@ -1,4 +1,5 @@
-"""UDIP autoencoder at demo size (48x56x48) on CPU: same code as the paper's, smaller channels.
+"""UDIP autoencoder at demo size on CPU (e.g. the demo preset's 48x56x48): same code as the paper's,
+smaller channels. The input shape is the store's grid unless set.
 
 wm-jax train --config configs/demo.py --store STORE --workdir runs/demo [--config.epochs=3]
 """
@@ -9,7 +10,7 @@ import ml_collections
 def get_config():
     c = ml_collections.ConfigDict()
     c.model = ml_collections.ConfigDict()
-    c.model.input_shape = (48, 56, 48)
+    c.model.input_shape = None  # None: the store's grid; set, it must equal that grid
     c.model.channels = (8, 16, 32, 64)
     c.model.latent_dim = 32
     c.model.compute_dtype = "float32"

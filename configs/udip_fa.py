@@ -1,5 +1,5 @@
-"""The paper's UDIP-FA model: 1x182x218x182 input, channels 16-32-64-128-256, 128 UDIPs, Adam,
-reduce-on-plateau, up to 100 epochs.
+"""The paper's UDIP-FA model: 1x182x218x182 input (here the store's grid, whatever it is), channels
+16-32-64-128-256, 128 UDIPs, Adam, reduce-on-plateau, up to 100 epochs.
 
     wm-jax train --config configs/udip_fa.py --store STORE --workdir runs/udip_fa
 """
@@ -9,7 +9,7 @@ from configs.demo import get_config as demo_config
 
 def get_config():
     c = demo_config()
-    c.model.input_shape = (182, 218, 182)
+    c.model.input_shape = None  # the store's grid; the paper's is 182x218x182 (UK Biobank FA, MNI 1 mm)
     c.model.channels = (16, 32, 64, 128, 256)
     c.model.latent_dim = 128
     c.batch_size = 8

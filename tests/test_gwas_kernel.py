@@ -187,7 +187,8 @@ def _dots_below_highest(hlo_text: str) -> tuple[int, list[str]]:
 def test_no_dot_of_the_compiled_kernel_is_left_at_default_precision(width):
     """Default precision is TF32 on NVIDIA GPUs and one bf16 pass on TPUs: every dot of the kernel,
     in the lowered StableHLO and in the compiled HLO, must ask for HIGHEST. Two phenotype groups
-    (excluded-sample gathers), with and without the per-variant inversion of missing calls."""
+    (excluded-sample gathers), with and without the per-variant inversion of missing calls, with
+    the missing-call index from the host and built in the kernel."""
     dosage, covariates, phenotypes = _problem(6)
     phenotypes[:9, 1] = np.nan
     grouped = build_groups(
@@ -197,12 +198,46 @@ def test_no_dot_of_the_compiled_kernel_is_left_at_default_precision(width):
     mesh = jax.make_mesh((1,), ("blocks",), axis_types=(jax.sharding.AxisType.Auto,), devices=jax.devices()[:1])
     width_bytes = (dosage.shape[1] + 3) // 4
     inputs = device_inputs(kernel_inputs(grouped, 4 * width_bytes), mesh)
-    lowered = make_block_fn(grouped.layout).lower(
-        jax.ShapeDtypeStruct((64, width_bytes), np.uint8), jax.ShapeDtypeStruct((64, width), np.int32), inputs
-    )
-    for text in (lowered.as_text(), lowered.compile().as_text()):
-        n_dots, below = _dots_below_highest(text)
-        assert n_dots >= 3 and below == [], below
+    raw = jax.ShapeDtypeStruct((64, width_bytes), np.uint8)
+    host_index = make_block_fn(grouped.layout).lower(raw, jax.ShapeDtypeStruct((64, width), np.int32), inputs)
+    device_index = make_block_fn(grouped.layout, missing_width=width).lower(raw, inputs)  # GPUs and TPUs
+    for lowered in (host_index, device_index):
+        for text in (lowered.as_text(), lowered.compile().as_text()):
+            n_dots, below = _dots_below_highest(text)
+            assert n_dots >= 3 and below == [], below
     # The check sees a dot at default precision (it would fail on a kernel without the precision).
     plain = jax.jit(lambda a, b: a @ b).lower(np.ones((4, 4), np.float32), np.ones((4, 4), np.float32))
     assert _dots_below_highest(plain.as_text())[1] != []
+
+
+@pytest.mark.parametrize("dosages", [False, True])
+def test_missing_call_index_on_the_device_equals_the_hosts_among_analysed_samples(dosages):
+    """`missing_index_on_device` (a prefix sum and a scatter in the kernel) against the host's
+    index, for .bed bytes and uint16 dosages: the same slots in the same order, padded with R, less
+    the missing calls of samples outside the analysis (whose gathered rows are zero anyway)."""
+    from wm_jax.data.genotypes import MISSING_DOSAGE
+    from wm_jax.gwas.kernel import missing_index_on_device
+
+    rng = np.random.default_rng(3)
+    n_samples, width = 301, 64
+    dosage = rng.integers(0, 3, (40, n_samples)).astype(float)
+    dosage[rng.random(dosage.shape) < rng.uniform(0, 0.2, (40, 1))] = np.nan
+    dosage[0] = np.nan  # more missing calls than the width: those past it are dropped
+    analysed = rng.random(4 * 76) < 0.8
+    analysed[n_samples:] = False
+    analysed_bits = (analysed.reshape(-1, 4) << (2 * np.arange(4))).sum(axis=1).astype(np.uint8)
+    if dosages:
+        raw = np.zeros((40, 4 * 76), np.uint16)
+        raw[:, :n_samples] = np.where(np.isnan(dosage), MISSING_DOSAGE, np.nan_to_num(dosage) * 16384)
+    else:
+        raw = encode_alt_dosages(dosage)
+    index = np.asarray(missing_index_on_device(jax.numpy.asarray(raw), jax.numpy.asarray(analysed_bits), width))
+    assert index.shape == (40, width)
+    for j in range(40):
+        expected = np.flatnonzero(np.isnan(dosage[j]) & analysed[:n_samples])[:width]
+        np.testing.assert_array_equal(index[j, : len(expected)], expected)
+        assert (index[j, len(expected) :] == 4 * 76).all()
+    assert np.asarray(missing_index_on_device(jax.numpy.asarray(raw), jax.numpy.asarray(analysed_bits), 0)).shape == (
+        40,
+        0,
+    )

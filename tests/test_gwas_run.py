@@ -377,3 +377,37 @@ def test_other_resume_directories_of_the_prefix_are_removed(tmp_path):
     (foreign / resume.MARKER).write_text(json.dumps({"prefix": str(tmp_path / "other" / "res")}))
     resume.remove_other_keys(out, "a1")
     assert sorted(p.name for p in tmp_path.iterdir()) == [own.name, foreign.name]
+
+
+def test_missing_call_index_built_on_the_device_gives_the_same_bytes(tiny_cohort, phenotypes, tmp_path, monkeypatch):
+    """The stream with the missing-call index built in the kernel (GPUs and TPUs) writes the bytes
+    of the stream with the host's index (CPU): every result column, variants.tsv and the hits. The
+    tiny cohort's variants have up to a few missing calls, so with room for 4 in the gathered
+    correction every kind of kernel shape runs both ways (none, 2, 4 and the exact path)."""
+    from wm_jax.gwas import stream
+
+    monkeypatch.setattr(stream, "CHUNK_BYTES", 500 * 26)  # several chunks
+    outputs = {}
+    for on_device in (False, True):
+        monkeypatch.setattr(stream, "INDEX_ON_DEVICE", on_device)
+        prefix = tmp_path / f"device_{on_device}"
+        run_gwas(
+            str(tiny_cohort / "genotypes"),
+            str(phenotypes),
+            str(tiny_cohort / "covariates.tsv"),
+            str(prefix),
+            GwasOptions(block_size=64, max_missing=4),
+        )
+        log_text = Path(f"{prefix}.log").read_text()
+        assert ("index built on the device" in log_text) == on_device
+        outputs[on_device] = {
+            path.relative_to(tmp_path / f"device_{on_device}.gwas"): path.read_bytes()
+            for path in sorted((tmp_path / f"device_{on_device}.gwas").iterdir())
+            if path.name != "meta.json" and not path.name.startswith(".")  # records with times
+        }
+        outputs[on_device]["hits"] = Path(f"{prefix}.hits.tsv").read_bytes()
+        widths = {int(w) for w in re.findall(r"room for (\d+) missing calls each \(index", log_text)}
+        assert {0, 2, 4} <= widths and max(widths) > 4, widths  # every kind of shape ran
+    assert outputs[True].keys() == outputs[False].keys()
+    for name in outputs[False]:
+        assert outputs[True][name] == outputs[False][name], name

@@ -1317,8 +1317,17 @@ CASES = [
     ("train-store-missing", lambda c, d: _train_args(c, d, store=d / "none"), "not a volume store"),
     (
         "train-store-shape",
-        lambda c, d: ["train", "--config", "demo", "--store", str(c.store), "--workdir", str(d / "w")],
-        "volumes are (12, 12, 12) but the config's model expects",
+        lambda c, d: [
+            "train",
+            "--config",
+            "demo",
+            "--store",
+            str(c.store),
+            "--workdir",
+            str(d / "w"),
+            "--config.model.input_shape=(48,56,48)",
+        ],
+        "--config.model.input_shape: (48, 56, 48) but the store",
     ),
     (
         "train-workdir-under-file",
@@ -1913,3 +1922,28 @@ def test_closed_event_loop_echoes_of_a_failed_restore_are_dropped_and_nothing_el
     for exc, tb in ((echo.value, echo.value.__traceback__), (other, None), (ValueError("x"), None)):
         sys.unraisablehook(SimpleNamespace(exc_type=type(exc), exc_value=exc, exc_traceback=tb, object=None))
     assert [type(u.exc_value) for u in seen] == [RuntimeError, ValueError] and seen[0].exc_value is other
+
+
+def test_bed_truncated_during_the_pass_is_one_line_and_nothing_published(ctx, tmp_path, capsys, monkeypatch):
+    """The .bed is read once, in the pass (no counting pass first): a file cut short after it was
+    opened and checked is met mid-pass by a reader thread, and ends as one line naming it, exit 2,
+    nothing published (with a memory map it was SIGBUS)."""
+    import wm_jax.data.plink as plink_module
+
+    for suffix in (".bed", ".bim", ".fam"):
+        shutil.copy(ctx.cohort / f"genotypes{suffix}", tmp_path / f"g{suffix}")
+    bed = tmp_path / "g.bed"
+    real_init = plink_module.PlinkDataset.__init__
+
+    def init_then_truncate(self, prefix):
+        real_init(self, prefix)
+        os.truncate(bed, bed.stat().st_size // 2)
+
+    monkeypatch.setattr(plink_module.PlinkDataset, "__init__", init_then_truncate)
+    argv = ["gwas", "--bfile", tmp_path / "g", "--pheno", ctx.base / "pheno.tsv"]
+    argv += ["--covar", ctx.cohort / "covariates.tsv", "--out", tmp_path / "out"]
+    code, err = run_cli(argv, capsys)
+    assert code == 2
+    line = assert_one_error_line(err, "gwas", "truncated while it was being read")
+    assert str(bed) in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["g.bed", "g.bim", "g.fam"]

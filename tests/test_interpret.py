@@ -95,3 +95,109 @@ def test_too_few_subjects_is_an_error():
     atlas, _ = _atlas()
     with pytest.raises(ValueError, match="at least 3"):
         paired_t_maps(_decoder(atlas, [1]), np.zeros((2, 1), np.float32), np.ones(1, np.float32))
+
+
+def test_mean_fa_undoes_each_volumes_z_score():
+    from wm_jax.brain_maps import mean_fa
+    from wm_jax.data.store import zscore_nonzero
+
+    rng = np.random.default_rng(3)
+    fa = rng.uniform(0.2, 0.8, (5, *SHAPE)) * (rng.random((5, *SHAPE)) > 0.3)
+    normalised = [zscore_nonzero(v) for v in fa]
+    store = _Store(
+        np.stack([z for z, _, _ in normalised]),
+        pd.DataFrame({"nonzero_mean": [m for _, m, _ in normalised], "nonzero_sd": [s for _, _, s in normalised]}),
+    )
+    np.testing.assert_allclose(mean_fa(store), fa.mean(axis=0), atol=1e-5)
+    np.testing.assert_allclose(mean_fa(store, n_subjects=2), fa[:2].mean(axis=0), atol=1e-5)
+
+
+class _Store:
+    """A stand-in volume store: volumes, index, and its length."""
+
+    def __init__(self, volumes, index):
+        self.volumes, self.index = volumes, index
+
+    def __len__(self):
+        return len(self.volumes)
+
+
+def test_perdi_figures_are_nilearn_stat_maps_in_world_coordinates_with_the_tract_named(tmp_path, monkeypatch):
+    """Each UDIP: a stat map over the mean FA through the map's peak (in mm, through the grid's
+    affine) and a glass brain, both drawn by nilearn, titled with the tract, saying so in the PNG."""
+    from nilearn import plotting
+    from PIL import Image
+
+    from wm_jax.brain_maps import image, perdi_figures
+    from wm_jax.simulate.cohort import grid_affine
+
+    atlas, _ = _atlas()
+    mask = atlas > 0
+    rng = np.random.default_rng(4)
+    maps = np.stack([(atlas == label) * 3.0 + rng.random(SHAPE) for label in (2, 3)]).astype(np.float32) * mask
+    maps[0][6, 3, 4] = 9.0  # the peak of UDIP1, inside tract beta
+    background = rng.uniform(0.2, 0.6, SHAPE).astype(np.float32) * mask
+    affine = grid_affine(SHAPE)
+    calls = []
+    for name in ("plot_stat_map", "plot_glass_brain"):
+
+        def spy(img, *args, _real=getattr(plotting, name), _name=name, **kwargs):
+            calls.append((_name, img, kwargs))
+            return _real(img, *args, **kwargs)
+
+        monkeypatch.setattr(plotting, name, spy)
+    titles = ["UDIP1: top tract beta (enrichment x3.0, p=0.001)", "UDIP2: top tract gamma (enrichment x2.0, p=0.01)"]
+    written = perdi_figures(tmp_path, maps, mask, affine, image(background, affine), titles)
+
+    assert [p.name for p in written] == ["UDIP1.png", "UDIP1_glass.png", "UDIP2.png", "UDIP2_glass.png"]
+    assert [c[0] for c in calls] == ["plot_stat_map", "plot_glass_brain"] * 2
+    for path, (name, img, kwargs) in zip(written, calls):
+        d = int(path.stem[4]) - 1
+        text = Image.open(path).text
+        assert text["Title"] == titles[d] == kwargs["title"] and ("beta" if d == 0 else "gamma") in text["Title"]
+        assert text["Software"].startswith("nilearn ") and name in text["Software"] and "|t|" in text["Comment"]
+        np.testing.assert_array_equal(img.affine, affine)
+        np.testing.assert_array_equal(np.asarray(img.dataobj), maps[d])
+        pixels = np.asarray(Image.open(path).convert("RGB"), np.int32)
+        assert pixels.shape[1] > 400 and (pixels[..., 0] - pixels[..., 2] > 120).sum() > 50  # the map's hot colours
+    stat_kwargs = calls[0][2]
+    np.testing.assert_array_equal(np.asarray(stat_kwargs["bg_img"].dataobj), background)
+    np.testing.assert_allclose(stat_kwargs["cut_coords"], (affine @ [6, 3, 4, 1])[:3])
+
+
+def test_a_template_background_is_an_fa_map_on_any_grid(tmp_path):
+    """--background: a 3D FA map on another grid is taken as it is (nilearn resamples it); a 4D
+    image or values outside [0, 1] are one error naming the file."""
+    import nibabel as nib
+
+    from wm_jax.brain_maps import template_image
+    from wm_jax.errors import InputError
+
+    affine = np.diag([1.25, 1.25, 1.25, 1.0])
+    fa = np.random.default_rng(5).uniform(0.1, 0.8, (29, 35, 29)).astype(np.float32)
+    nib.save(nib.Nifti1Image(fa, affine), tmp_path / "template.nii.gz")
+    img = template_image(tmp_path / "template.nii.gz")
+    np.testing.assert_array_equal(img.affine, affine)
+    np.testing.assert_allclose(np.asarray(img.dataobj), fa)
+    nib.save(nib.Nifti1Image(np.stack([fa, fa], -1), affine), tmp_path / "four_d.nii.gz")
+    with pytest.raises(InputError, match=r"four_d\.nii\.gz.*expected a 3D FA map"):
+        template_image(tmp_path / "four_d.nii.gz")
+    nib.save(nib.Nifti1Image(fa * 3, affine), tmp_path / "not_fa.nii.gz")
+    with pytest.raises(InputError, match=r"not_fa\.nii\.gz.*FA must lie in \[0, 1\]"):
+        template_image(tmp_path / "not_fa.nii.gz")
+
+
+def test_figure_titles_name_the_top_tract_or_say_there_is_none():
+    from wm_jax.interpret import _titles
+
+    atlas, labels = _atlas()
+    mask = np.ones(SHAPE, bool)
+    in_beta = (atlas == 2).astype(float) + 0.01 * np.random.default_rng(6).random(SHAPE)
+    outside = (atlas == 0).astype(float) + 0.01 * np.random.default_rng(7).random(SHAPE)
+    tables = [
+        tract_enrichment(score, mask, atlas, labels, 0.05, 100, np.random.default_rng(8)).assign(dimension=d + 1)
+        for d, score in enumerate([in_beta, outside])
+    ]
+    first, second = _titles(pd.concat(tables), 2)
+    assert first.startswith("UDIP1: top tract beta (enrichment x")
+    assert second == "UDIP2: its top voxels lie in no atlas tract"

@@ -79,7 +79,7 @@ def _gwas_args(cohort, pheno, out) -> list[str]:
 
 
 def test_gwas_on_two_processes_equals_one(tiny_cohort, phenotypes, tmp_path):
-    """The same bytes in every table and result column (same devices per process: see the README)."""
+    """The same bytes in every table and result column (same devices per process: see docs/pods.md)."""
     _ok(_launch(2, _gwas_args(tiny_cohort, phenotypes, tmp_path / "two"), None))
     _ok(_alone(_gwas_args(tiny_cohort, phenotypes, tmp_path / "one"), 2, None))
     names = [f"P{j}.glm.linear" for j in range(6)] + ["hits.tsv", "multivariate.tsv"]
@@ -270,7 +270,7 @@ def test_a_killed_process_fails_the_job_without_outputs(tiny_cohort, phenotypes,
     assert not [name for name in left if not name.startswith(".")], left  # nothing published
     # Process 0 removes its temporaries when it can (SIGTERM from the launcher); when JAX's
     # coordination service aborts it first, they stay, named for its pid, until the next run to
-    # the prefix removes them (the output policy for every killed run, in the README), and so does
+    # the prefix removes them (the output policy for every killed run, in docs/inputs-and-outputs.md), and so does
     # the result store in progress, which the same command then resumes (wm_jax.gwas.resume).
     for name in left:
         if ".gwas.resume-" in name:

@@ -9,6 +9,8 @@ import pytest
 
 from wm_jax.config import load_config
 
+from html_pages import check_self_contained, load_in_chromium
+
 
 def small_config():
     config = load_config("pipeline_demo")
@@ -93,7 +95,15 @@ def test_demo_writes_every_stage_and_a_summary(demo_run):
     for path in summary["files"].values():
         assert (out / path).exists(), path
     assert list((out / "report" / "udip").glob("*.png"))
-    assert len(list((out / "interpret" / "montages").glob("UDIP*.png"))) == 4
+    montages = out / "interpret" / "montages"
+    assert len(list(montages.glob("UDIP?.png"))) == len(list(montages.glob("UDIP?_glass.png"))) == 4
+    from PIL import Image
+
+    top_tract = json.loads((out / "interpret" / "interpret.json").read_text())["top_tract"]
+    for name, top in top_tract.items():  # nilearn's stat map over the mean FA, the top tract named
+        text = Image.open(montages / f"{name}.png").text
+        where = f"top tract {top['tract']} (" if top["enrichment"] > 0 else "its top voxels lie in no atlas tract"
+        assert text["Title"].startswith(f"{name}: {where}") and "plot_stat_map" in text["Software"]
     manifest = json.loads((out / "manifest.json").read_text())
     assert set(manifest["stages"]) == {
         "simulate",
@@ -181,3 +191,71 @@ def test_interpret_rejects_a_udip_table_of_other_subjects(demo_run, tmp_path, ca
     err = capsys.readouterr().err
     assert "wm-jax interpret: error:" in err and f"none of its {len(table)} subjects is in the store" in err
     assert not (tmp_path / "perdi").exists()
+
+
+def test_demo_report_html_opens_in_chromium(demo_run, tmp_path):
+    """DIR/report.html: self-contained, the four families' plots side by side, every UDIP's PerDI
+    maps with its top tract, loaded in headless Chromium with every image decoded and no console
+    message or error (tests/html_pages.py says how)."""
+    out, summary = demo_run
+    assert summary["files"]["report_html"] == "report.html"
+    page = check_self_contained(out / "report.html")
+    top_tract = json.loads((out / "interpret" / "interpret.json").read_text())["top_tract"]
+    assert len(page.images) == 2 * 4 + 2 * len(top_tract) == 2 * 4 + 2 * 4  # Manhattan + QQ; stat map + glass brain
+    assert {"plots-udip", "plots-roi", "plots-pca", "plots-oracle", "perdi", "summary", "loci", "files"} <= set(
+        page.ids
+    )
+    for name, top in top_tract.items():
+        where = f"top tract {top['tract']}" if top["enrichment"] > 0 else "top voxels in no atlas tract"
+        assert f"PerDI stat map of {name}, {where}" in page.image_alts
+    words = " ".join(page.text)
+    assert summary["verdict"]["text"] in words and "SNP heritability" in words
+    assert {"summary.json", "report/udip/loci.tsv", "interpret/perdi_abs_t.nii.gz", "h2/roi.h2.tsv"} <= set(page.links)
+
+    check, console = load_in_chromium(out / "report.html", tmp_path / "report.png", tmp_path / "profile")
+    assert check["errors"] == [] and console == []
+    assert check["images"] == check["decoded"] == len(page.images) and check["tables"] == page.tables >= 5
+    ids, lefts, tops = zip(*check["families"])
+    assert ids == ("plots-udip", "plots-roi", "plots-pca", "plots-oracle")
+    assert len(set(tops)) == 1 and list(lefts) == sorted(set(lefts))  # one row, left to right
+    from PIL import Image
+
+    with Image.open(tmp_path / "report.png") as shot:
+        pixels = np.asarray(shot.convert("L"), np.float64)
+    assert pixels.shape == (2400, 1400) and pixels.std() > 10  # drawn, not blank
+
+
+def test_interpret_draws_over_a_template_the_user_gives(demo_run, tmp_path, capsys, monkeypatch):
+    """--background: the stat maps over the user's FA template (its own grid, here twice as fine),
+    in the same world coordinates; a template that is not an FA map is one line naming it, exit 2,
+    and no output."""
+    import nibabel as nib
+    from nilearn import plotting
+
+    from wm_jax.cli import main
+
+    out, _ = demo_run
+    mean_fa = nib.load(out / "interpret" / "mean_fa.nii.gz")
+    fine = mean_fa.affine.copy()
+    fine[:3, :3] /= 2
+    data = np.repeat(np.repeat(np.repeat(np.asarray(mean_fa.dataobj), 2, 0), 2, 1), 2, 2)
+    nib.save(nib.Nifti1Image(np.clip(data, 0, 1), fine), tmp_path / "template.nii.gz")
+    nib.save(nib.Nifti1Image(data * 5 + 1, fine), tmp_path / "not_fa.nii.gz")
+    backgrounds = []
+
+    def spy(stat, *args, _real=plotting.plot_stat_map, **kwargs):
+        backgrounds.append(kwargs["bg_img"])
+        return _real(stat, *args, **kwargs)
+
+    monkeypatch.setattr(plotting, "plot_stat_map", spy)
+    common = ["interpret", "--workdir", str(out / "encoder"), "--udip", str(out / "udip.tsv")]
+    common += ["--atlas", str(out / "cohort" / "atlas.nii.gz"), "--labels", str(out / "cohort" / "atlas_labels.tsv")]
+    common += ["--n-subjects", "3", "--permutations", "10"]
+    assert main([*common, "--background", str(tmp_path / "template.nii.gz"), "--out", str(tmp_path / "p")]) == 0
+    assert len(backgrounds) == 4 and all(np.array_equal(b.affine, fine) for b in backgrounds)
+    assert (tmp_path / "p" / "montages" / "UDIP4_glass.png").is_file()
+    capsys.readouterr()
+    assert main([*common, "--background", str(tmp_path / "not_fa.nii.gz"), "--out", str(tmp_path / "q")]) == 2
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1].startswith("wm-jax interpret: error: ") and "not_fa.nii.gz" in err.splitlines()[-1]
+    assert not (tmp_path / "q").exists()

@@ -4,7 +4,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from wm_jax.data.plink import BedReader, PlinkDataset, decode_alt_dosages, encode_alt_dosages, read_fam, write_bed
+from wm_jax.data.plink import (
+    BedReader,
+    PlinkDataset,
+    bed_row_counts,
+    decode_alt_dosages,
+    encode_alt_dosages,
+    missing_call_index,
+    read_fam,
+    write_bed,
+)
 from wm_jax.errors import InputError
 
 from conftest import plink2_or_skip, raw_block, read_bim_fam_pandas_plink
@@ -161,3 +170,32 @@ def test_raw_block_pads_with_zero_rows(small_plink):
     assert block.shape == (8, 3) and (block[4:] == 0).all()
     np.testing.assert_array_equal(block[:4], data.bed.raw(np.arange(16, 20)))
     assert isinstance(data.bed, BedReader)
+
+
+@pytest.mark.parametrize("n_samples", [1, 31, 32, 33, 301, 1000])
+def test_counts_and_missing_call_index_match_a_decode_of_every_code(n_samples):
+    """`bed_row_counts` and `missing_call_index` (64-bit word popcounts and bit extraction) against
+    a plain decode of every 2-bit code: rows with no, some, most and all calls missing, words with
+    many missing calls, a row width that is not whole words, a non-contiguous block, and code 01 in
+    the padding slots of a malformed last byte (not a sample: neither counted as one nor indexed)."""
+    rng = np.random.default_rng(n_samples)
+    rates = np.array([0.0, 0.01, 0.1, 0.5, 0.9, 1.0] * 3)
+    dosage = rng.integers(0, 3, (len(rates), n_samples)).astype(float)
+    dosage[rng.random(dosage.shape) < rates[:, None]] = np.nan
+    raw = encode_alt_dosages(dosage)
+    pad = 4 * raw.shape[1] - n_samples
+    if pad:
+        raw[1::2, -1] |= np.uint8(sum(1 << 2 * s for s in range(4 - pad, 4)))  # 01 in every padding slot
+    for block, rows in ((raw, dosage), (raw[::2], dosage[::2])):
+        counts = bed_row_counts(block, n_samples)
+        for name, value in (("missing", np.nan), ("hom_alt", 2), ("het", 1), ("hom_ref", 0)):
+            expected = np.isnan(rows).sum(axis=1) if name == "missing" else (rows == value).sum(axis=1)
+            np.testing.assert_array_equal(getattr(counts, name), expected, err_msg=name)
+        index = missing_call_index(block, n_samples, n_samples)
+        for j, row in enumerate(rows):
+            expected = np.flatnonzero(np.isnan(row))
+            np.testing.assert_array_equal(index[j, : len(expected)], expected)
+            assert (index[j, len(expected) :] == 4 * block.shape[1]).all()  # the kernel's zero row
+    if n_samples > 1:
+        with pytest.raises(ValueError, match="more than"):
+            missing_call_index(raw, n_samples, int(np.isnan(dosage).sum(axis=1).max()) - 1)

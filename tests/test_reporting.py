@@ -18,6 +18,7 @@ from wm_jax.reporting import ClumpOptions, GwasResult, build_report
 from wm_jax.reporting.stats import genomic_control, r_squared_haplotype, replication
 
 from conftest import plink2_or_skip
+from html_pages import check_self_contained
 
 
 def test_genomic_control_null_and_inflated():
@@ -176,6 +177,12 @@ def test_report_end_to_end(tiny_cohort, planted_gwas, tmp_path):
             assert image.size[0] > 300
     text = (out / "report.md").read_text()
     assert "manhattan.png" in text and "## Replication" in text and "planted causal variants" in text
+    # report.html: the plots embedded, the summary, loci and replication tables, links to the files
+    page = check_self_contained(out / "report.html")
+    assert len(page.images) == 2 and page.tables == 3
+    assert {"loci.tsv", "replication.tsv", "report.md", "report.json", "manhattan.png", "qq.png"} <= set(page.links)
+    words = " ".join(page.text)
+    assert all(lead in words for lead in loci.lead_id) and f"{summary['lambda_median']:.4g}" in words
 
 
 def test_report_bad_inputs(tiny_cohort, planted_gwas, tmp_path):
@@ -263,6 +270,10 @@ def test_report_shows_heritability_and_genetic_correlations(tiny_cohort, planted
             assert image.size[0] > 300
     text = (out / "report.md").read_text()
     assert "## SNP heritability" in text and "Mean h2 0.300" in text and "## Genetic correlations" in text
+    page = check_self_contained(out / "report.html")
+    words = " ".join(page.text)
+    assert "SNP heritability" in words and "Mean h2 0.300" in words and "Genetic correlations" in words
+    assert len(page.images) == 4 and {"h2.png", "rg.png"} <= set(page.links)  # Manhattan, QQ, h2, rg
     pd.DataFrame({"phenotype": ["A"], "h2": [0.1]}).to_csv(tmp_path / "bad.h2.tsv", sep="\t", index=False)
     with pytest.raises(InputError, match=r"bad\.h2\.tsv.*se missing"):
         build_report(

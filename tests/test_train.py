@@ -76,10 +76,101 @@ def test_embed_writes_deterministic_udips(store, tmp_path):
 
 
 def test_bad_inputs(store, tmp_path):
-    with pytest.raises(InputError, match=r"volumes are \(12, 12, 12\) but the config's model expects \(48, 56, 48\)"):
-        train_and_evaluate(load_config("demo"), str(tmp_path / "w"), str(store))
+    config = load_config("demo")
+    config.model.input_shape = (48, 56, 48)
+    with pytest.raises(
+        InputError, match=r"input_shape: \(48, 56, 48\) but the store .* holds volumes of \(12, 12, 12\)"
+    ):
+        train_and_evaluate(config, str(tmp_path / "w"), str(store))
     with pytest.raises(InputError, match="no checkpoint found"):
         embed(str(tmp_path / "empty"), str(store), str(tmp_path / "u.tsv"))
     with pytest.raises(InputError, match="not a volume store"):
         train_and_evaluate(_config(), str(tmp_path / "w"), str(tmp_path))
     assert not (tmp_path / "u.tsv").exists()
+
+
+# `_config(epochs=1)` as overrides (the same compiled step as the tests above, from the session's cache)
+TINY_MODEL = [
+    "--config.model.channels=(4,8)",
+    "--config.model.latent_dim=6",
+    "--config.epochs=1",
+    "--config.batch_size=8",
+    "--config.max_subjects=48",
+    "--config.learning_rate=3e-3",
+    "--config.log_every=2",
+]
+
+
+def test_train_takes_the_input_shape_from_the_store(store, tmp_path, capsys):
+    """No shape option: the model is built on the store's grid and the checkpoint records it; a config
+    that sets another grid is one line naming both, exit 2, and no workdir."""
+    from wm_jax.cli import main
+    from wm_jax.train.state import load_model
+
+    assert load_config("demo").model.input_shape is None
+    args = ["train", "--store", str(store), *TINY_MODEL]
+    assert main([*args, "--workdir", str(tmp_path / "run")]) == 0
+    model, config, record, _ = load_model(tmp_path / "run")
+    assert tuple(config.model.input_shape) == (12, 12, 12) == model.config.input_shape
+    assert record["config"]["model"]["input_shape"] == [12, 12, 12]
+
+    capsys.readouterr()
+    assert main([*args, "--workdir", str(tmp_path / "other"), "--config.model.input_shape=(12,12,14)"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("wm-jax train: error: --config.model.input_shape:")
+    assert "(12, 12, 14)" in err and "(12, 12, 12)" in err and str(store) in err
+    assert not (tmp_path / "other").exists()
+
+
+def _real_template_store(directory, n_subjects: int):
+    """A store on the grid of the MNI FA template (145x174x145, 1.25 mm): an ellipsoid brain."""
+    import nibabel as nib
+
+    shape = (145, 174, 145)
+    affine = np.diag([1.25, 1.25, 1.25, 1.0])
+    affine[:3, 3] = [-90.0, -126.0, -72.0]
+    x, y, z = np.ogrid[: shape[0], : shape[1], : shape[2]]
+    brain = ((x - 72) / 60) ** 2 + ((y - 87) / 75) ** 2 + ((z - 72) / 55) ** 2 < 1
+    rng = np.random.default_rng(0)
+    rows = ["FID\tIID\tfa_path"]
+    for i in range(n_subjects):
+        volume = np.where(brain, 0.3 + 0.1 * rng.random(shape), 0.0).astype(np.float32)
+        nib.save(nib.Nifti1Image(volume, affine), directory / f"s{i}.nii")
+        rows.append(f"s{i}\ts{i}\t{directory / f's{i}.nii'}")
+    (directory / "subjects.tsv").write_text("\n".join(rows) + "\n")
+    return prepare_store(directory / "subjects.tsv", directory / "store", Preprocessing())
+
+
+def test_a_real_template_sized_store_sets_the_model_shape(tmp_path):
+    """145x174x145 (odd sizes): the shape comes from the store and the model's forward pass is
+    well formed on it (traced, not run: a real step takes ~40 s on 2 cores, the slow test below)."""
+    from flax import nnx
+
+    from wm_jax.data.store import VolumeStore
+    from wm_jax.model.autoencoder import Autoencoder
+    from wm_jax.train.state import model_config, with_store_shape
+
+    store = VolumeStore.open(_real_template_store(tmp_path, 2))
+    config = load_config("demo")
+    resolved = with_store_shape(config, store)
+    grid = (145, 174, 145)
+    assert config.model.input_shape is None and tuple(resolved.model.input_shape) == grid
+    config.model.input_shape = grid  # set, and equal to the store's: kept
+    assert with_store_shape(config, store) is config
+    resolved.model.channels, resolved.model.latent_dim = (2,), 2
+    mcfg = model_config(resolved)
+    out = jax.eval_shape(lambda v: Autoencoder(mcfg, rngs=nnx.Rngs(0))(v), jax.ShapeDtypeStruct((1, *grid), np.float32))
+    assert out.shape == (1, *grid)
+
+
+@pytest.mark.slow
+def test_train_one_step_on_a_real_template_sized_store(tmp_path, capsys):
+    """`wm-jax train --store STORE` with no shape option on 145x174x145 volumes: one step of a tiny
+    model (about 40 s and 8 GB on 2 cores)."""
+    from wm_jax.cli import main
+
+    store = _real_template_store(tmp_path, 4)
+    args = ["train", "--store", str(store), "--workdir", str(tmp_path / "run"), "--config.batch_size=4"]
+    assert main([*args, "--config.model.channels=(2,)", "--config.model.latent_dim=2", "--config.epochs=1"]) == 0
+    record = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert record[-1]["step"] == 1 and np.isfinite(record[-1]["train_loss"])

@@ -178,6 +178,12 @@ def _shape(n: int, low: int = 1, high: int | None = None):
     return test, f"{n} integers >= {low}" if high is None else f"{n} integers in [{low}, {high}]"
 
 
+def _optional(rule):
+    """``rule``, or None (unset: a later step fills the field in)."""
+    test, expected = rule
+    return (lambda v: v is None or test(v)), f"{expected}, or None"
+
+
 def _channels():
     def test(v) -> bool:
         return _integers_at_least(v, 1) and len(v) >= 1
@@ -200,7 +206,7 @@ TRAIN_RULES = {
     "max_subjects": _int_at_least(0),
     "grad_accum_steps": _int_at_least(1),
     "schedule": _one_of("cosine", "plateau"),
-    "model.input_shape": _shape(3),
+    "model.input_shape": _optional(_shape(3)),  # None: the store's grid (wm_jax.train.state.with_store_shape)
     "model.channels": _channels(),
     "model.latent_dim": _int_at_least(1),
     "model.compute_dtype": _one_of("float32", "bfloat16"),

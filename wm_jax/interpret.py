@@ -33,7 +33,12 @@ from wm_jax.stage_options import PerdiOptions
 log = logging.getLogger("wm_jax")
 
 # What `wm-jax interpret` writes into its directory.
-PERDI = Output("interpret", "perdi_abs_t.nii.gz perdi_mean_change.nii.gz enrichment.tsv montages interpret.json")
+PERDI = Output(
+    "interpret",
+    "perdi_abs_t.nii.gz perdi_mean_change.nii.gz mean_fa.nii.gz enrichment.tsv montages interpret.json",
+)
+
+NO_TRACT = "its top voxels lie in no atlas tract"
 
 
 def paired_t_maps(
@@ -165,33 +170,6 @@ def perdi(
     return np.stack(maps), enrichment
 
 
-def montage(path: Path, volume: np.ndarray, background: np.ndarray, title: str) -> None:
-    """Axial, coronal and sagittal slices through the map's maximum, over the mean FA."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    centre = np.unravel_index(int(np.argmax(volume)), volume.shape)
-    views = [
-        ("axial", lambda v: v[:, :, centre[2]].T),
-        ("coronal", lambda v: v[:, centre[1], :].T),
-        ("sagittal", lambda v: v[centre[0], :, :].T),
-    ]
-    fig, axes = plt.subplots(1, 3, figsize=(9, 3.2))
-    top = float(volume.max()) or 1.0
-    for ax, (name, cut) in zip(axes, views):
-        ax.imshow(cut(background), cmap="gray", origin="lower")
-        overlay = np.ma.masked_less_equal(cut(volume), 0.2 * top)
-        ax.imshow(overlay, cmap="hot", origin="lower", vmin=0, vmax=top, alpha=0.85)
-        ax.set_title(name, fontsize=9)
-        ax.axis("off")
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-
-
 def interpret(
     workdir: str | os.PathLike,
     udip: str | os.PathLike,
@@ -204,13 +182,18 @@ def interpret(
     overwrite: bool = False,
     truth: str | None = None,
     loci: str | None = None,
+    background: str | None = None,
 ) -> dict:
     """`wm-jax interpret`: PerDI maps, montages and tract enrichment for every UDIP of a checkpoint.
 
     With a simulator's ``truth`` and the UDIP report's ``loci``, also how well the PerDI map of each
-    UDIP that found a planted locus matches that locus's pattern (`pattern_overlap`)."""
+    UDIP that found a planted locus matches that locus's pattern (`pattern_overlap`). ``background``:
+    an FA template under the figures instead of the cohort's mean FA."""
+    from wm_jax.brain_maps import template_image
+
     # Inputs: the UDIPs of subjects in the store, the checkpoint's decoder, the atlas on the store's grid.
     inputs = read_inputs(workdir, udip, store, atlas, labels, step, options.n_subjects)
+    template = template_image(background) if background is not None else None
 
     # PerDI: paired t of the decoder's change per UDIP, smoothed, and the tracts its top voxels enrich.
     changes: list = []
@@ -224,7 +207,7 @@ def interpret(
         summary["pattern_overlap"] = pattern_overlap(changes[0], inputs.mask, truth, loci, inputs.volume_store)
 
     # Outputs: maps, montages, enrichment and summary, published together.
-    _write_outputs(Path(out), overwrite, inputs, maps, changes[0], enrichment, summary)
+    _write_outputs(Path(out), overwrite, inputs, maps, changes[0], enrichment, summary, template)
     log.info("interpret: %d PerDI maps -> %s", len(maps), out)
     return summary
 
@@ -352,9 +335,12 @@ def _write_outputs(
     mean_change: np.ndarray,
     enrichment: pd.DataFrame,
     summary: dict,
+    template=None,
 ) -> None:
-    """perdi_abs_t.nii.gz, perdi_mean_change.nii.gz, enrichment.tsv, montages/UDIPk.png and
-    interpret.json, written under a temporary name and published together."""
+    """perdi_abs_t.nii.gz, perdi_mean_change.nii.gz, mean_fa.nii.gz (the figures' background unless
+    a ``template`` image is given), enrichment.tsv, montages/UDIPk.png and UDIPk_glass.png (nilearn:
+    `wm_jax.brain_maps`) and interpret.json, written under a temporary name and published together."""
+    from wm_jax.brain_maps import image, mean_fa, perdi_figures
     from wm_jax.data.nifti import save_nifti
 
     files = AtomicFiles(PERDI, overwrite=overwrite)
@@ -364,22 +350,32 @@ def _write_outputs(
         save_nifti(directory / "perdi_abs_t.nii.gz", np.moveaxis(maps, 0, -1), inputs.affine)
         save_nifti(directory / "perdi_mean_change.nii.gz", np.moveaxis(mean_change, 0, -1), inputs.affine)
         enrichment.to_csv(directory / "enrichment.tsv", sep="\t", index=False, float_format="%.6g")
-        volumes = inputs.volume_store.volumes
-        background = np.asarray(volumes[: min(len(inputs.volume_store), 64)], np.float32).mean(axis=0)
+        background = mean_fa(inputs.volume_store)
+        save_nifti(directory / "mean_fa.nii.gz", background, inputs.affine)
         (directory / "montages").mkdir()
-        for d in tqdm(range(len(maps)), desc="montages", unit="UDIP", mininterval=1.0):
-            best = enrichment[(enrichment.dimension == d + 1) & (enrichment["rank"] == 1)].iloc[0]
-            montage(
-                directory / "montages" / f"UDIP{d + 1}.png",
-                maps[d],
-                background,
-                f"UDIP{d + 1}: top tract {best.tract} (x{best.enrichment:.1f}, p={best.p_perm:.2g})",
-            )
+        titles = _titles(enrichment, len(maps))
+        bg = template if template is not None else image(background, inputs.affine)
+        perdi_figures(directory / "montages", maps, inputs.mask, inputs.affine, bg, titles)
         (directory / "interpret.json").write_text(json.dumps(summary, indent=2))
         files.commit()
     except BaseException:
         files.discard()
         raise
+
+
+def _titles(enrichment: pd.DataFrame, n_maps: int) -> list[str]:
+    """Each UDIP's figure title: the atlas tract its top voxels enrich most, with the enrichment; or,
+    when none of its top voxels lies in a tract (every enrichment 0), that, naming no tract."""
+    titles = []
+    for d in range(n_maps):
+        best = enrichment[(enrichment.dimension == d + 1) & (enrichment["rank"] == 1)].iloc[0]
+        if best.n_top == 0:
+            titles.append(f"UDIP{d + 1}: {NO_TRACT}")
+        else:
+            titles.append(
+                f"UDIP{d + 1}: top tract {best.tract} (enrichment x{best.enrichment:.1f}, p={best.p_perm:.2g})"
+            )
+    return titles
 
 
 def _udip_decoder(model, manifest_path: Path) -> Callable:

@@ -22,6 +22,7 @@ def register(sub) -> None:
     p.add_argument("--atlas", help="tract atlas NIfTI (default: atlas.nii.gz beside the store's subjects table)")
     p.add_argument("--labels", help="atlas labels TSV: label tract (default: atlas_labels.tsv beside it)")
     p.add_argument("--step", type=o.checkpoint_step, default="best", help="checkpoint step, 'latest' or 'best'")
+    p.add_argument("--background", help="FA template (NIfTI, any grid) under the figures (default: the mean FA)")
     # The PerDI flags' defaults and ranges are PerdiOptions' (wm_jax/stage_options.py).
     p.add_argument(
         "--n-subjects", type=o.flag_type(PerdiOptions, "n_subjects"), help="subjects whose codes are perturbed, >= 3"
@@ -61,5 +62,6 @@ def run(args, overrides) -> None:
         step=args.step,
         options=options,
         overwrite=args.overwrite,
+        background=args.background,
     )
     log.info("top tract per UDIP: %s", json.dumps({k: v["tract"] for k, v in summary["top_tract"].items()}))

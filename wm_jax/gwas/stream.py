@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import contextlib
 import logging
-import os
 import time
 from dataclasses import dataclass, field
 
@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from wm_jax import sharding
 from wm_jax.data.dosages import concatenate_counts
+from wm_jax.data.readahead import READ_THREADS, read_ahead
 from wm_jax.data.source import VariantCounts
 from wm_jax.gwas.design import GroupedPhenotypes, device_inputs, kernel_inputs
 from wm_jax.gwas.kernel import AssociationInputs, BlockResult, make_block_fn
@@ -39,7 +40,6 @@ from wm_jax.stage_options import GwasOptions
 log = logging.getLogger("wm_jax")
 
 COMPILE_THREADS = 2  # kernels compiled at once
-READ_THREADS = max(2, min(8, os.cpu_count() or 2))  # chunks read, counted and indexed at once
 CHUNK_BYTES = 1 << 24  # genotype bytes per chunk (16 MiB), at least one step of the main shape
 STEPS_IN_FLIGHT = 2  # steps launched before the oldest one's results are read back
 # A chunk waits for every variant it holds; a shape that fills slowly (the few variants with many
@@ -52,6 +52,10 @@ RELEASE_SPAN = 64 * GwasOptions.block_size
 # A resumable run syncs the result store to disk and records the chunks written at most this often
 # (a sync per chunk cost more than the writes themselves).
 SYNC_SECONDS = 2.0
+# Where each step's missing-call index is built: None picks by backend (on the device for GPUs and
+# TPUs, where it is parallel work next to the matmul, so the host only reads and routes blocks; on
+# the host for XLA:CPU, where NumPy's is faster); True or False forces it (tests, benchmarks).
+INDEX_ON_DEVICE: bool | None = None
 
 
 @dataclass
@@ -62,12 +66,13 @@ class _Chunk:
     start: int  # the first variant's column in the result store
     block: np.ndarray  # (C, row_width)
     counts: VariantCounts
-    routes: dict[int, tuple[np.ndarray, np.ndarray]]  # width -> (rows of the chunk, (n, width) missing index)
-    seconds: float  # reading, counting and indexing it
+    routes: dict[int, tuple[np.ndarray, np.ndarray | None]]  # width -> (rows, (n, width) index, or None: the device's)
+    seconds: float  # reading, counting and routing it
 
 
-def _read_chunk(data, router: Router, start: int, rows: np.ndarray) -> _Chunk:
-    """Read, count and route the source ``rows`` (on a reader thread)."""
+def _read_chunk(data, router: Router, start: int, rows: np.ndarray, index: bool) -> _Chunk:
+    """Read, count and route the source ``rows`` (on a reader thread), with the missing-call index
+    of each route when the host builds it (``index``)."""
     began = time.perf_counter()
     block = data.read_block(rows)
     counts = data.block_counts(block, rows)
@@ -75,8 +80,10 @@ def _read_chunk(data, router: Router, start: int, rows: np.ndarray) -> _Chunk:
     routes = {}
     for width in np.unique(widths).tolist():
         chosen = np.flatnonzero(widths == width)
-        index = data.missing_index(block[chosen], width) if width else np.zeros((len(chosen), 0), np.int32)
-        routes[width] = (chosen, index)
+        found = None
+        if index:
+            found = data.missing_index(block[chosen], width) if width else np.zeros((len(chosen), 0), np.int32)
+        routes[width] = (chosen, found)
     return _Chunk(start, block, counts, routes, time.perf_counter() - began)
 
 
@@ -95,7 +102,7 @@ class _Step:
     """The variants gathered for one step of a kernel shape: store columns and where they came from."""
 
     raw: np.ndarray
-    missing: np.ndarray
+    missing: np.ndarray | None  # None where the kernel builds the index
     columns: list = field(default_factory=list)  # arrays of store columns, in order
     filled: int = 0
 
@@ -123,6 +130,7 @@ class _Stream:
         # communication (other processes, if any, stream other variants).
         mesh = sharding.local_mesh("blocks")
         self.n_devices = mesh.size
+        self.index_on_device = jax.default_backend() != "cpu" if INDEX_ON_DEVICE is None else INDEX_ON_DEVICE
         self.block_sharding = NamedSharding(mesh, PartitionSpec("blocks"))
         self.inputs: AssociationInputs = device_inputs(kernel_inputs(grouped, data.n_slots), mesh)
         self.column_order = grouped.column_order
@@ -169,25 +177,28 @@ class _Stream:
         """The kernel for a shape, its compilation logged with when it started and ended (seconds
         since the association began: the .log's timeline)."""
         per_step = plan.block_size * self.n_devices
-        block_fn = make_block_fn(self.grouped.layout, small_df=plan.small_df)
+        raw = self._spec((per_step, self.data.row_width), self.data.block_dtype)
         start = time.time()
-        step_fn = block_fn.lower(
-            self._spec((per_step, self.data.row_width), self.data.block_dtype),
-            self._spec((per_step, plan.missing_width), np.int32),
-            self.inputs,
-        ).compile()
+        if self.index_on_device:
+            block_fn = make_block_fn(self.grouped.layout, small_df=plan.small_df, missing_width=plan.missing_width)
+            step_fn = block_fn.lower(raw, self.inputs).compile()
+        else:
+            block_fn = make_block_fn(self.grouped.layout, small_df=plan.small_df)
+            index = self._spec((per_step, plan.missing_width), np.int32)
+            step_fn = block_fn.lower(raw, index, self.inputs).compile()
         seconds = time.time() - start
         self.compile_durations.append(seconds)  # from several threads: list.append is atomic
         memory = step_fn.memory_analysis()
         log.info(
             "kernel compiled in %.2f s (at %.2f-%.2f s) for steps of %d variants (%d per device), room for %d "
-            "missing calls each; %.0f MiB of temporaries per device",
+            "missing calls each (index built on the %s); %.0f MiB of temporaries per device",
             seconds,
             start - self.start,
             start - self.start + seconds,
             per_step,
             plan.block_size,
             plan.missing_width,
+            "device" if self.index_on_device else "host",
             getattr(memory, "temp_size_in_bytes", float("nan")) / 2**20,
         )
         return step_fn
@@ -213,7 +224,8 @@ class _Stream:
                 room = shape.per_step - step.filled
                 part = chosen[taken : taken + room]
                 step.raw[step.filled : step.filled + len(part)] = chunk.block[part]
-                step.missing[step.filled : step.filled + len(part)] = index[taken : taken + len(part)]
+                if step.missing is not None:
+                    step.missing[step.filled : step.filled + len(part)] = index[taken : taken + len(part)]
                 step.columns.append(chunk.start + part)
                 step.filled += len(part)
                 taken += len(part)
@@ -224,7 +236,9 @@ class _Stream:
     def _new_step(self, shape: _Shape) -> _Step:
         shape.step = _Step(
             raw=np.zeros((shape.per_step, self.data.row_width), self.data.block_dtype),
-            missing=np.full((shape.per_step, shape.shape.missing_width), self.data.n_slots, np.int32),
+            missing=None
+            if self.index_on_device
+            else np.full((shape.per_step, shape.shape.missing_width), self.data.n_slots, np.int32),
         )
         return shape.step
 
@@ -245,8 +259,11 @@ class _Stream:
             waited = time.time()
             shape.step_fn = shape.compiled.result()
             self.compile_wait_seconds += time.time() - waited
-        raw, missing = (jax.device_put(x, self.block_sharding) for x in (step.raw, step.missing))
-        results = shape.step_fn(raw, missing, self.inputs)
+        raw = jax.device_put(step.raw, self.block_sharding)
+        if step.missing is None:
+            results = shape.step_fn(raw, self.inputs)
+        else:
+            results = shape.step_fn(raw, jax.device_put(step.missing, self.block_sharding), self.inputs)
         shape.first_launch = shape.first_launch or time.time()
         shape.n_steps += 1
         shape.n_variants += step.filled
@@ -365,19 +382,18 @@ def associate(
         if resumed:
             log.info("resuming: %d of %d variants already in the store, %d chunks to go", resumed, len(rows), len(todo))
             stream.progress.update(resumed)
-    readers = concurrent.futures.ThreadPoolExecutor(max_workers=READ_THREADS)
     start = time.time()
+
+    def read(part: tuple[int, int]) -> _Chunk:
+        first, stop = part
+        return _read_chunk(data, router, first_column + first, rows[first:stop], not stream.index_on_device)
+
     try:
-        pending = collections.deque()
-        for first, stop in todo:
-            pending.append(readers.submit(_read_chunk, data, router, first_column + first, rows[first:stop]))
-            if len(pending) > READ_THREADS:
-                stream.add_chunk(pending.popleft().result())
-        while pending:
-            stream.add_chunk(pending.popleft().result())
+        with contextlib.closing(read_ahead(read, todo, READ_THREADS)) as chunks:  # readers stopped on any exit
+            for chunk in chunks:
+                stream.add_chunk(chunk)
         stream.finish()
     finally:
-        readers.shutdown(cancel_futures=True)
         stream.close()
     _log_timeline(stream, n_todo, time.time() - start)
     if not stream.counts:  # a process with no variant of its own
@@ -411,10 +427,11 @@ def _log_timeline(stream: _Stream, n_variants: int, seconds: float) -> None:
         stream.device_wait_seconds,
     )
     log.info(
-        "stream: genotypes read once, %.1f MB in %.2f s of reading, counting and indexing on %d threads (%.2f GB/s "
+        "stream: genotypes read once, %.1f MB in %.2f s of reading, counting and %s on %d threads (%.2f GB/s "
         "a thread, %.2f GB/s over the association); results written, %.1f MB in %.2f s on 1 thread (%.2f GB/s)",
         stream.bytes_read / 1e6,
         stream.read_seconds,
+        "routing (missing-call index on the device)" if stream.index_on_device else "indexing",
         READ_THREADS,
         stream.bytes_read / max(stream.read_seconds, 1e-9) / 1e9,
         stream.bytes_read / max(seconds, 1e-9) / 1e9,

@@ -21,6 +21,7 @@ the window counts. Each pair is computed once and added to both of its variants.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import math
@@ -32,6 +33,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from wm_jax.data.readahead import padded_block, read_ahead
 from wm_jax.data.source import MISSING_DOSAGE, VariantCounts
 from wm_jax.errors import InputError
 from wm_jax.gwas.kernel import at_full_precision, decode_block, decode_dosage_block
@@ -223,25 +225,27 @@ def chromosome_ld_scores(data, plan: Chromosome, block: int, slots: int, progres
         listed = ring_members.ravel()
         np.add.at(scores, listed[listed >= 0], np.asarray(entries_sum, np.float64).ravel()[listed >= 0])
 
-    for number, start in enumerate(range(0, m, block)):
-        stop = min(start + block, m)
-        raw = data.read_block(plan.rows[start:stop])
-        index = np.full(block, -1, np.int32)
-        index[: stop - start] = np.arange(start, stop)
-        left = np.full(block, np.iinfo(np.int32).max, np.int32)
-        left[: stop - start] = plan.reach[start:stop]
-        if stop - start < block:
-            raw = np.concatenate([raw, np.zeros((block - (stop - start), raw.shape[1]), raw.dtype)])
-        slot = number % slots
-        # a copy: on a CPU backend a NumPy argument may be read in place after the call returns
-        listed = members.copy()
-        x, rows_sum, entries_sum, within_sum = step(tuple(ring), listed, raw, index, left)
-        pending.append((index, listed, rows_sum, entries_sum, within_sum))
-        ring[slot], members[slot] = x, index
-        if len(pending) > 2:
-            collect(pending.pop(0))
-        data.release()
-        progress.update(stop - start)
+    starts = range(0, m, block)
+    blocks = contextlib.closing(
+        read_ahead(lambda start: padded_block(data, plan.rows[start : start + block], block), starts)
+    )
+    with blocks as read:
+        for number, (start, raw) in enumerate(zip(starts, read)):
+            stop = min(start + block, m)
+            index = np.full(block, -1, np.int32)
+            index[: stop - start] = np.arange(start, stop)
+            left = np.full(block, np.iinfo(np.int32).max, np.int32)
+            left[: stop - start] = plan.reach[start:stop]
+            slot = number % slots
+            # a copy: on a CPU backend a NumPy argument may be read in place after the call returns
+            listed = members.copy()
+            x, rows_sum, entries_sum, within_sum = step(tuple(ring), listed, raw, index, left)
+            pending.append((index, listed, rows_sum, entries_sum, within_sum))
+            ring[slot], members[slot] = x, index
+            if len(pending) > 2:
+                collect(pending.pop(0))
+            data.release()
+            progress.update(stop - start)
     for item in pending:
         collect(item)
     return scores

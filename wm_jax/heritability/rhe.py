@@ -22,6 +22,7 @@ The samples are those with every selected phenotype and covariate (a filter that
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from wm_jax.data.readahead import padded_block, read_ahead
 from wm_jax.gwas.kernel import at_full_precision
 from wm_jax.heritability.ldscore import standardised
 from wm_jax.stage_options import RheOptions
@@ -95,19 +97,15 @@ def stream_sums(
         np.zeros(len(groups), np.int64),
         np.zeros((len(groups), right.shape[0], n_probes), np.float32),  # 4 J R B bytes
     )
-    with tqdm(total=len(rows), desc="RHE", unit="variant", mininterval=1) as progress:
-        for g, steps in enumerate(groups):
+    blocks = read_ahead(lambda s: padded_block(data, rows[s * block : (s + 1) * block], block), range(n_steps))
+    with contextlib.closing(blocks), tqdm(total=len(rows), desc="RHE", unit="variant", mininterval=1) as progress:
+        for g, steps in enumerate(groups):  # consecutive steps, in order
             v = jnp.zeros((right.shape[0], n_probes), jnp.float32)
             parts = []
             for s in steps:
-                part = rows[s * block : (s + 1) * block]
-                raw = data.read_block(part)
-                if len(part) < block:  # zero rows decode to constant variants, which add nothing
-                    raw = np.concatenate([raw, np.zeros((block - len(part), raw.shape[1]), raw.dtype)])
-                v, *rest = step(v, raw, analysed_d, right_d)
+                v, *rest = step(v, next(blocks), analysed_d, right_d)  # padding rows are constant: add nothing
                 parts.append(rest)
-                data.release()
-                progress.update(len(part))
+                progress.update(min(block, len(rows) - s * block))
             sums.v[g] = np.asarray(v)
             sums.yky[g] = np.sum([np.asarray(p[0], np.float64) for p in parts], axis=0)
             sums.trace[g] = np.sum([float(p[1]) for p in parts])

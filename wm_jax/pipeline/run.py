@@ -425,7 +425,17 @@ def demo(config, out: str) -> dict:
     summary = make_summary(d, record)
     with atomic_path(d / "summary.json") as tmp:
         tmp.write_text(json.dumps(summary, indent=2, default=str))
+    write_report_html(d, summary)
     return summary
+
+
+def write_report_html(d: Path, summary: dict) -> None:
+    """DIR/report.html: the phenotype families side by side, the PerDI maps, heritability, links."""
+    from wm_jax.reporting import html
+
+    with atomic_path(d / "report.html") as tmp:
+        html.write_html(tmp, html.demo_context(d, summary, list(PHENOTYPE_SETS)))
+    log.info("demo: report.html written")
 
 
 def _recall(report: dict) -> dict:
@@ -497,6 +507,7 @@ def make_summary(d: Path, record: dict) -> dict:
             "perdi_enrichment": "interpret/enrichment.tsv",
             "udip_gene_sets": "genes/udip/gene_sets.tsv",
             "manifest": "manifest.json",
+            "report_html": "report.html",
         },
     }
 
@@ -557,5 +568,5 @@ def print_summary(summary: dict) -> str:
         lines.append(f"  (the simulated factors' SNP h2 on the simulated genome: {truth})")
     lines.append("  verdict: " + summary["verdict"]["text"])
     lines.append("  reports: " + ", ".join(f"report/{k}/report.md" for k in kinds))
-    lines.append("  summary: summary.json, manifest: manifest.json")
+    lines.append("  summary: summary.json, manifest: manifest.json, page: report.html")
     return "\n".join(lines)

@@ -1,5 +1,6 @@
 """`wm-jax report`: lambda GC, clumped loci merged across phenotypes (and the multivariate test),
-Manhattan and QQ plots, replication, truth scoring, one Markdown page and a JSON summary."""
+Manhattan and QQ plots, replication, truth scoring, one Markdown page, a JSON summary and one
+self-contained HTML page (report.html, `wm_jax.reporting.html`)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from wm_jax.errors import input_error, require_file
 from wm_jax.gwas.pvalues import chi2_neg_log10_sf
 from wm_jax.gwas.results import load_result_column
 from wm_jax.publish import Output, atomic_dir, check_output_dir
-from wm_jax.reporting import plots
+from wm_jax.reporting import html, plots
 from wm_jax.reporting.stats import (
     OMNIBUS,
     ClumpOptions,
@@ -34,7 +35,7 @@ log = logging.getLogger("wm_jax")
 
 # What `wm-jax report` writes into its directory.
 REPORT = Output(
-    "report", "loci.tsv lambda.tsv replication.tsv manhattan.png qq.png report.json report.md h2.png rg.png"
+    "report", "loci.tsv lambda.tsv replication.tsv manhattan.png qq.png report.json report.md h2.png rg.png report.html"
 )
 
 
@@ -195,6 +196,7 @@ def build_report(
     with atomic_dir(out, REPORT, overwrite=overwrite) as tmp:
         _write_report(tmp, result, summary, loci, replication_table)
         _write_architecture(tmp, architecture)
+        html.write_html(tmp / "report.html", html.gwas_report_context(tmp, summary, architecture))
     log.info("report: %d loci, lambda median %.3f -> %s", len(loci), summary["lambda_median"], out)
     return summary
 

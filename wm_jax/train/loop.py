@@ -34,7 +34,13 @@ from wm_jax.data.store import VolumeStore, check_same_store, store_fingerprint
 from wm_jax.errors import InputError
 from wm_jax.publish import atomic_path
 from wm_jax.train import batches as batching
-from wm_jax.train.state import build, config_hash, init_linear_path_from_pca, model_config, open_store
+from wm_jax.train.state import (
+    build,
+    config_hash,
+    init_linear_path_from_pca,
+    model_config,
+    with_store_shape,
+)
 from wm_jax.train.step import eval_step, train_step
 
 log = logging.getLogger("wm_jax")
@@ -87,9 +93,13 @@ def train_and_evaluate(config, workdir: str, store_path: str, stop_after_steps: 
 
 
 def _setup(config, workdir: Path, store_path: str) -> _Run:
-    """The store and its split, the mesh, a fresh model and optimizer, the checkpoint record."""
+    """The store and its split, the mesh, a fresh model and optimizer, the checkpoint record (whose
+    config holds the input shape, from the store when the config leaves it unset)."""
+    store = VolumeStore.open(store_path)
+    config = with_store_shape(config, store)
+    if config.get("tensorboard", False):
+        _summary_writer_class()  # without tensorboardX: the error before the workdir is made
     mcfg = model_config(config)
-    store = open_store(store_path, mcfg)
     n_subjects = len(store) if not config.max_subjects else min(len(store), config.max_subjects)
     train_rows, val_rows = batching.split_validation(n_subjects, config.val_fraction, config.seed)
     log.info(
@@ -314,11 +324,9 @@ class _Metrics:
     Written by process 0 only."""
 
     def __init__(self, workdir: Path, tensorboard: bool) -> None:
-        from wm_jax.train.tensorboard import EventWriter
-
         self.path = workdir / "metrics.jsonl"
         self.enabled = sharding.is_main_process()
-        self.events = EventWriter(workdir / "tensorboard") if tensorboard and self.enabled else None
+        self.events = _tensorboard_writer(workdir / "tensorboard") if tensorboard and self.enabled else None
 
     def write(self, row: dict) -> None:
         if not self.enabled:
@@ -328,12 +336,25 @@ class _Metrics:
         if self.events is not None:
             for key, value in row.items():
                 if key not in ("step", "epoch") and isinstance(value, (int, float)):
-                    self.events.scalar(f"train/{key}", value, row["step"])
+                    self.events.add_scalar(f"train/{key}", value, global_step=int(row["step"]))
             self.events.flush()
 
     def close(self) -> None:
         if self.events is not None:
             self.events.close()
+
+
+def _summary_writer_class():
+    """tensorboardX's event writer class (imported only when TensorBoard scalars are asked for)."""
+    try:
+        from tensorboardX import SummaryWriter
+    except ImportError:
+        raise InputError("--config.tensorboard: needs the tensorboardX package (pip install tensorboardX)") from None
+    return SummaryWriter
+
+
+def _tensorboard_writer(logdir: Path):
+    return _summary_writer_class()(logdir=str(logdir))
 
 
 def _validate(run: _Run) -> float:

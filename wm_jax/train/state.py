@@ -4,6 +4,7 @@
   build(config, ...)          a fresh model and optimizer (Adam with the configured schedule;
                               the PCA-started linear path at its own learning rate), replicated
   open_store(path, model)     the volume store, checked against the model's input shape
+  with_store_shape(config, s) the training config with the model's input shape taken from the store
   load_model(workdir, step)   the model of a checkpoint ("latest", "best" or a step number)
 
 Called by `wm_jax.train.loop` (training), `wm_jax.embed` and `wm_jax.interpret`.
@@ -109,6 +110,25 @@ def init_linear_path_from_pca(model: Autoencoder, store: VolumeStore, rows: np.n
         len(components),
         time.time() - start,
     )
+
+
+def with_store_shape(config, store: VolumeStore):
+    """The training ``config`` with ``model.input_shape`` set to the store's grid when the config
+    leaves it unset (None; a copy, the caller's config is not changed). A config that sets another
+    grid is an InputError naming both."""
+    grid = tuple(int(n) for n in store.volumes.shape[1:])
+    shape = config.model.get("input_shape")
+    if shape is None:
+        config = config.copy_and_resolve_references()
+        config.model.input_shape = grid
+        log.info("train: input shape %s, the store's grid", "x".join(map(str, grid)))
+        return config
+    if tuple(shape) != grid:
+        raise InputError(
+            f"--config.model.input_shape: {tuple(shape)} but the store {store.path} holds volumes of "
+            f"{grid}; leave it unset (None) to take the store's grid, or prepare with --crop/--downsample"
+        )
+    return config
 
 
 def open_store(store_path, mcfg: AutoencoderConfig) -> VolumeStore:

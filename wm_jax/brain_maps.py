@@ -1,0 +1,134 @@
+"""PerDI maps drawn by nilearn: a stat map over the cohort's mean FA and a glass brain per UDIP.
+
+The maps are NIfTI images on the store's grid with its affine, so nilearn places them in world
+coordinates (the simulator's grid spans the MNI field of view); the slices cut through each map's
+peak. Each title names the atlas tract the UDIP's top voxels enrich, and the colour bar is the
+map's unit, the smoothed |t| of the decoder's paired change (`wm_jax.interpret`). The PNGs carry
+the title and the drawing function in their metadata (PNG text chunks), for readers and tests.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger("wm_jax")
+
+UNITS = "|t| (paired t of the decoder's change, smoothed)"
+SHOWN_QUANTILE = 0.9  # voxels above this quantile of the brain's map values are coloured
+CMAP = "autumn"  # red at the threshold to yellow at the peak: saturated throughout, clear over grey
+
+
+def mean_fa(store, n_subjects: int = 64) -> np.ndarray:
+    """The mean FA of the store's first ``n_subjects`` on its grid, in FA units: each volume's
+    z-score undone with the mean and SD its non-zero voxels had (index.tsv), zero voxels kept 0."""
+    n = min(len(store), n_subjects)
+    volumes = np.asarray(store.volumes[:n], np.float64)
+    mean = store.index.nonzero_mean.to_numpy()[:n, None, None, None]
+    sd = store.index.nonzero_sd.to_numpy()[:n, None, None, None]
+    fa = np.where(volumes != 0, volumes * sd + mean, 0.0)
+    return fa.mean(axis=0).astype(np.float32)
+
+
+def image(volume: np.ndarray, affine: np.ndarray):
+    import nibabel as nib
+
+    img = nib.Nifti1Image(np.asarray(volume, np.float32), np.asarray(affine, np.float64))
+    img.header.set_xyzt_units("mm")
+    return img
+
+
+def template_image(path):
+    """A user's FA template as the background: an FA map as `wm-jax prepare` takes one (3D, real,
+    finite, in [0, 1]; else an InputError naming the file), on any grid: nilearn resamples it."""
+    import nibabel as nib
+
+    from wm_jax.data.nifti import load_fa
+
+    return image(load_fa(path), nib.load(str(path)).affine)
+
+
+def peak_mm(volume: np.ndarray, affine: np.ndarray) -> tuple[float, float, float]:
+    """World coordinates (mm) of the volume's maximum."""
+    voxel = np.unravel_index(int(np.argmax(volume)), volume.shape)
+    return tuple(float(c) for c in (np.asarray(affine) @ [*voxel, 1.0])[:3])
+
+
+def perdi_figures(directory: Path, maps: np.ndarray, mask: np.ndarray, affine: np.ndarray, bg, titles: list[str]):
+    """For each map ``maps[d]`` (on the grid of ``mask`` and ``affine``): ``UDIP{d+1}.png`` (stat map
+    over the image ``bg`` through the peak) and ``UDIP{d+1}_glass.png`` (glass brain) in
+    ``directory``, titled ``titles[d]``. Returns the paths written."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from tqdm.auto import tqdm
+
+    written = []
+    for d in tqdm(range(len(maps)), desc="brain maps", unit="UDIP", mininterval=1.0):
+        values = maps[d][mask]
+        threshold = float(np.quantile(values, SHOWN_QUANTILE)) if values.size else 0.0
+        top = float(values.max()) if values.size else 1.0
+        stat = image(maps[d], affine)
+        title = titles[d]
+        written.append(stat_map_png(directory / f"UDIP{d + 1}.png", stat, bg, title, threshold, top, affine))
+        written.append(glass_brain_png(directory / f"UDIP{d + 1}_glass.png", stat, title, threshold, top))
+    return written
+
+
+def stat_map_png(path: Path, stat, bg, title: str, threshold: float, top: float, affine) -> Path:
+    """nilearn's `plot_stat_map`: three orthogonal slices through the peak over the mean FA."""
+    from nilearn import plotting
+
+    display = plotting.plot_stat_map(
+        stat,
+        bg_img=bg,
+        cut_coords=peak_mm(np.asarray(stat.dataobj), affine),
+        threshold=threshold,
+        vmin=threshold,
+        vmax=max(top, threshold + 1e-6),
+        cmap=CMAP,
+        symmetric_cbar=False,
+        colorbar=True,
+        black_bg=True,
+        dim=0,
+        title=title,
+        draw_cross=True,
+        annotate=True,
+    )
+    return _save(display, path, title, "nilearn.plotting.plot_stat_map")
+
+
+def glass_brain_png(path: Path, stat, title: str, threshold: float, top: float) -> Path:
+    """nilearn's `plot_glass_brain`: the map's maximum projections in the MNI brain outline."""
+    from nilearn import plotting
+
+    display = plotting.plot_glass_brain(
+        stat,
+        threshold=threshold,
+        vmin=threshold,
+        vmax=max(top, threshold + 1e-6),
+        cmap=CMAP,
+        colorbar=True,
+        plot_abs=True,
+        symmetric_cbar=False,
+        display_mode="ortho",
+        title=title,
+    )
+    return _save(display, path, title, "nilearn.plotting.plot_glass_brain")
+
+
+def _save(display, path: Path, title: str, drawn_by: str) -> Path:
+    """The figure with the colour bar's unit written under it, and the title and drawing function
+    as PNG metadata."""
+    import matplotlib.pyplot as plt
+    import nilearn
+
+    figure = display.frame_axes.figure
+    figure.text(0.995, 0.005, f"colour: {UNITS}", ha="right", va="bottom", fontsize=7, color="0.5")
+    metadata = {"Title": title, "Software": f"nilearn {nilearn.__version__} ({drawn_by})", "Comment": UNITS}
+    figure.savefig(path, dpi=90, metadata=metadata, facecolor=figure.get_facecolor())
+    display.close()
+    plt.close(figure)
+    return path
