@@ -215,7 +215,7 @@ def test_missing_call_index_on_the_device_equals_the_hosts_among_analysed_sample
     """`missing_index_on_device` (a prefix sum and a scatter in the kernel) against the host's
     index, for .bed bytes and uint16 dosages: the same slots in the same order, padded with R, less
     the missing calls of samples outside the analysis (whose gathered rows are zero anyway)."""
-    from wm_jax.data.genotypes import MISSING_DOSAGE
+    from wm_jax.data.source import MISSING_DOSAGE
     from wm_jax.gwas.kernel import missing_index_on_device
 
     rng = np.random.default_rng(3)
