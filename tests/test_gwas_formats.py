@@ -10,7 +10,7 @@ import pytest
 from genotype_files import imputed_probabilities, quantize, write_bgen
 
 from wm_jax.data.bgen import BgenDataset
-from wm_jax.data.dosages import counts_of_dosages, dosage_counts, hard_calls_from_dosages
+from wm_jax.data.dosages import counts_of_dosages, dosage_counts, hard_calls_from_dosages, missing_dosage_index
 from wm_jax.data.genotypes import open_genotypes
 from wm_jax.data.pgen import PgenDataset
 from wm_jax.data.plink import PlinkDataset
@@ -281,3 +281,20 @@ def test_each_reader_is_a_genotype_source(tiny_cohort, tmp_path):
         assert isinstance(source, GenotypeSource)
         np.testing.assert_array_equal(source.dosages(rows), expected)
     assert not isinstance(object(), GenotypeSource)
+
+
+def test_missing_dosage_index_lists_each_rows_missing_dosages_in_order():
+    """`missing_dosage_index` (ranks from the rows' counts, no sort) against a loop over the rows,
+    with padding slots past the samples ignored and a row over the width refused."""
+    rng = np.random.default_rng(4)
+    block = rng.integers(0, 2 * DOSAGE_UNIT + 1, size=(50, 104)).astype(np.uint16)
+    block[rng.random(block.shape) < rng.uniform(0, 0.3, (50, 1))] = MISSING_DOSAGE
+    block[:, 101:] = MISSING_DOSAGE  # padding slots of 101 samples: not samples
+    block[7, :101] = MISSING_DOSAGE
+    index = missing_dosage_index(block, 101, 101)
+    for j, row in enumerate(block[:, :101]):
+        expected = np.flatnonzero(row == MISSING_DOSAGE)
+        np.testing.assert_array_equal(index[j, : len(expected)], expected)
+        assert (index[j, len(expected) :] == 104).all()
+    with pytest.raises(ValueError, match="more than 100"):
+        missing_dosage_index(block, 101, 100)

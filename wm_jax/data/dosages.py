@@ -52,12 +52,31 @@ def dosage_category_table() -> np.ndarray:
     return table
 
 
+@functools.cache
+def _category_runs() -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """`dosage_category_table` as runs of equal class over the dosages in order: the dosage where
+    each run after the first starts, and each run's class."""
+    table = dosage_category_table()
+    starts = np.flatnonzero(np.diff(table.astype(np.int16)) != 0) + 1
+    return tuple(starts.tolist()), tuple(table[np.r_[0, starts]].tolist())
+
+
 def counts_of_dosages(units: np.ndarray) -> VariantCounts:
     """VariantCounts of a block of ALT dosages (rows, samples) in DOSAGE_UNIT, with plink2's hard
-    calls of them: one table lookup to a class per dosage, then a count per class (the same counts
-    as `dosage_counts(units, hard_calls_from_dosages(units))`, without the int8 hard calls)."""
-    category = dosage_category_table()[units]
-    per_row = np.stack([np.count_nonzero(category == c, axis=1) for c in range(5)], axis=1).astype(np.int64)
+    calls of them (the same counts as `dosage_counts(units, hard_calls_from_dosages(units))`,
+    without the int8 hard calls). The classes of `dosage_category_table` are runs of dosages, so
+    each row's count of a class is a difference of counts below the runs' bounds: one comparison
+    and count per bound (6) rather than a table lookup per dosage (a 16 MiB block of 5,003
+    samples: 40 -> 18 ms, one-off timing)."""
+    bounds, classes = _category_runs()
+    below = np.empty((len(units), len(bounds) + 2), np.int64)
+    below[:, 0], below[:, -1] = 0, units.shape[1]
+    for j, bound in enumerate(bounds):  # booleans summed as bytes: faster than count_nonzero by row
+        below[:, j + 1] = (units < bound).view(np.uint8).sum(axis=1, dtype=np.uint32)
+    per_run = np.diff(below, axis=1)
+    per_row = np.zeros((len(units), 5), np.int64)
+    for run, category in enumerate(classes):
+        per_row[:, category] += per_run[:, run]
     no_dosage = per_row[:, _NO_DOSAGE]
     alt_units = units.sum(axis=1, dtype=np.int64) - int(MISSING_DOSAGE) * no_dosage
     return VariantCounts(
@@ -95,10 +114,13 @@ def concatenate_counts(parts: list[VariantCounts]) -> VariantCounts:
 def missing_dosage_index(block: np.ndarray, n_samples: int, width: int) -> np.ndarray:
     """(rows, width) sample slots of each row's missing dosages, padded with block.shape[1] (the
     kernel's zero row); the dosage counterpart of `wm_jax.gwas.kernel.missing_call_index`."""
-    rows, samples = np.nonzero(block[:, :n_samples] == MISSING_DOSAGE)
-    rank = np.arange(len(rows)) - np.searchsorted(rows, rows)
-    if len(rank) and rank.max() >= width:
+    missing = block[:, :n_samples] == MISSING_DOSAGE
+    per_row = np.count_nonzero(missing, axis=1)
+    if len(per_row) and per_row.max() > width:
         raise ValueError(f"a variant has more than {width} missing dosages in this block")
-    index = np.full((block.shape[0], width), block.shape[1], np.int32)
-    index[rows, rank] = samples
-    return index
+    flat = np.flatnonzero(missing)  # row-major: samples in order within each row
+    rows = flat // n_samples
+    rank = np.arange(len(flat)) - (np.cumsum(per_row) - per_row)[rows]  # no sort: rows are in order
+    index = np.full(block.shape[0] * width, block.shape[1], np.int32)
+    index[rows * width + rank] = flat - rows * n_samples
+    return index.reshape(block.shape[0], width)
