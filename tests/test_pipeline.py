@@ -35,7 +35,7 @@ def test_demo_sections_are_the_options_of_the_subcommands():
     from wm_jax.gwas.run import GwasOptions
     from wm_jax.interpret import PerdiOptions
     from wm_jax.pipeline.run import stage_options
-    from wm_jax.reporting import ClumpOptions
+    from wm_jax.stage_options import ClumpOptions
 
     config = load_config("pipeline_demo")
     options = stage_options(config)
@@ -146,9 +146,9 @@ def test_rerun_skips_finished_stages_and_resumes_after_a_failure(demo_run, monke
     def broken(*args, **kwargs):
         raise RuntimeError("killed")
 
-    import wm_jax.reporting
+    import wm_jax.reporting.build
 
-    monkeypatch.setattr(wm_jax.reporting, "build_report", broken)
+    monkeypatch.setattr(wm_jax.reporting.build, "build_report", broken)
     with pytest.raises(RuntimeError, match="killed"):
         pipeline.demo(config, str(out))
     monkeypatch.undo()

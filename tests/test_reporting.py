@@ -14,8 +14,9 @@ from scipy import stats
 
 from wm_jax.errors import InputError
 from wm_jax.gwas.run import GwasOptions, run_gwas
-from wm_jax.reporting import ClumpOptions, GwasResult, build_report
+from wm_jax.reporting.build import GwasResult, build_report
 from wm_jax.reporting.stats import genomic_control, r_squared_haplotype, replication
+from wm_jax.stage_options import ClumpOptions
 
 from conftest import plink2_or_skip
 from html_pages import check_self_contained

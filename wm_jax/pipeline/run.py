@@ -245,7 +245,7 @@ def stage_gwas(config, d: Path) -> dict:
 
 
 def stage_report(config, d: Path) -> dict:
-    from wm_jax.reporting import build_report
+    from wm_jax.reporting.build import build_report
 
     options = stage_options(config)["report"]
     return {
