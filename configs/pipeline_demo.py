@@ -30,7 +30,7 @@ def get_config():
     c.split.replication_fraction = 1 / 3  # of the held-out subjects; the rest are the discovery cohort
 
     c.train = train_config()
-    c.train.model.input_shape = (24, 28, 24)
+    c.train.model.input_shape = None  # derived: the store's grid, which is sim.shape (not set twice)
     c.train.model.channels = (8, 16, 32)
     c.train.model.latent_dim = 32
     # The linear path starts the encoder from PCA of the training volumes: within the demo's budget

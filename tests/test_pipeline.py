@@ -19,7 +19,6 @@ def small_config():
     config.sim.genotypes.n_chromosomes = 2
     config.sim.genotypes.chromosome_length = 1.5e6
     config.sim.pc_max_variants = 4000
-    config.train.model.input_shape = (16, 20, 16)
     config.train.model.channels = (4, 8)
     config.train.model.latent_dim = 4
     config.train.batch_size = 16

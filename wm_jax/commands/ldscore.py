@@ -11,6 +11,7 @@ log = logging.getLogger("wm_jax")
 
 def register(sub) -> None:
     from wm_jax import options as o
+    from wm_jax.stage_options import GwasOptions
 
     p = sub.add_parser("ldscore", help="LD scores as LDSC --l2 computes them, in LDSC's files")
     o.add_genotype_flags(p, "the reference genotypes")
@@ -22,7 +23,9 @@ def register(sub) -> None:
     )
     window.add_argument("--ld-wind-snps", type=o.integer(1), help="window in variants")
     p.add_argument("--chr", dest="chromosomes", type=o.chromosomes, help="chromosomes as PLINK reads them, e.g. 1-3,5")
-    p.add_argument("--maf", type=o.number(0, 0.5), help="keep variants with minor allele frequency above this")
+    p.add_argument(  # the GWAS's --maf range, declared once on GwasOptions.maf
+        "--maf", type=o.flag_type(GwasOptions, "maf"), help="keep variants with minor allele frequency above this"
+    )
     p.add_argument("--block-size", type=o.integer(1, 1 << 16), default=512, help="variants per device step (512)")
     p.add_argument(
         "--yes-really", action="store_true", help="allow a window that spans a whole chromosome (as LDSC's flag)"
