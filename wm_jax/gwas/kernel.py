@@ -106,21 +106,60 @@ def decode_dosage_block(raw: jax.Array) -> jax.Array:
     return jnp.where(raw == DOSAGE_MISSING, 0.0, raw.astype(jnp.float32) * (1.0 / DOSAGE_UNIT))
 
 
-def _decoded_projections(raw: jax.Array, inputs: AssociationInputs) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """The decoded block (B, R), the one big matmul with [Q | 1 | Y] (B, k + 1 + P), and each
-    variant's sum of squared dosages over S (B,). The block's dtype picks the decoder (static):
-    uint8 is raw .bed bytes, uint16 dosages (`wm_jax.data.source`)."""
+class _Decoded(NamedTuple):
+    """A decoded block and what the association takes from it in one go."""
+
+    dosage: jax.Array  # (B, R) float32, missing calls as 0
+    projections: jax.Array  # (B, k + 1 + P) the one big matmul with [Q | 1 | Y]
+    sum_sq: jax.Array  # (B,) sum of squared dosages over S
+    shift: jax.Array  # (B,) the integer (0, 1 or 2) nearest each variant's mean dosage over S
+    centred_sq: jax.Array | None  # (B,) sum over S of (dosage - shift)^2, missing calls left out; None for .bed
+
+
+def _decoded_projections(raw: jax.Array, inputs: AssociationInputs) -> _Decoded:
+    """The decoded block, the one big matmul, each variant's sum of squared dosages over S, and
+    the shift its sums of squares are centred on (`_centred_sums`). The block's dtype picks the
+    decoder (static): uint8 is raw .bed bytes, uint16 dosages (`wm_jax.data.source`)."""
     k = inputs.base_gram.shape[-1]
+    in_s = inputs.design[:, k]
     if raw.dtype == jnp.uint16:
         dosage = decode_dosage_block(raw)
-        return dosage, dosage @ inputs.design, (dosage * dosage) @ inputs.design[:, k]
+        projections = dosage @ inputs.design
+        shift = _nearest_allele_count(projections[:, k], in_s)
+        # Dosages are not integers: the variance cannot come exactly from sum g^2 - n mean^2 in
+        # float32 (a common ALT allele, mean 1.8 and variance 0.18, loses 4 digits to it), so the
+        # squares are summed about the shift instead.
+        centred = jnp.where(raw == DOSAGE_MISSING, 0.0, dosage - shift[:, None])
+        return _Decoded(dosage, projections, (dosage * dosage) @ in_s, shift, (centred * centred) @ in_s)
     dosage = decode_block(raw)  # (B, R)
     projections = dosage @ inputs.design  # the one big matmul: (B, k + 1 + P)
     # g^2 = 2 g - [het] for g in {0, 1, 2}: the sum of squares over S from the bytes, not another pass
     # over the decoded block. Heterozygous codes are 10: bit 2s + 1 set and bit 2s clear.
     het = jax.lax.population_count((raw >> 1) & ~raw & inputs.analysed_bits[None, :])
     sum_sq = 2.0 * projections[:, k] - jnp.sum(het.astype(jnp.float32), axis=1)  # exact: counts < 2^24
-    return dosage, projections, sum_sq
+    return _Decoded(dosage, projections, sum_sq, _nearest_allele_count(projections[:, k], in_s), None)
+
+
+def _nearest_allele_count(total: jax.Array, in_s: jax.Array) -> jax.Array:
+    """0, 1 or 2: the allele count nearest each variant's mean dosage over S (missing calls as 0;
+    any shift is exact, a near one keeps the centred sums small)."""
+    return jnp.clip(jnp.round(total / jnp.maximum(jnp.sum(in_s), 1.0)), 0.0, 2.0)
+
+
+def _centred_sums(
+    raw: jax.Array, decoded: _Decoded, excluded: jax.Array, inputs: AssociationInputs, group_sum, group_sum_sq, obs
+) -> tuple[jax.Array, jax.Array]:
+    """Per variant and group, sum_O (g - c) and sum_O (g - c)^2 for the shift c (B, G): the terms of
+    gtg = sum_O (g - mean)^2 without the cancellation of sum g^2 - |O| mean^2. From .bed bytes every
+    sum is an integer below 2^24, so the identity sum (g - c)^2 = sum g^2 - 2 c sum g + c^2 |O| is
+    exact; dosages take the centred sum over S less that of each group's excluded samples that
+    have a dosage."""
+    c = decoded.shift[:, None]
+    if decoded.centred_sq is None:
+        return group_sum - c * obs, group_sum_sq - 2.0 * c * group_sum + c * c * obs
+    raw_u = jnp.take(raw, inputs.excluded_index, axis=1, mode="fill", fill_value=DOSAGE_MISSING)  # padding: none
+    off = jnp.where(raw_u == DOSAGE_MISSING, 0.0, excluded - c[:, :, None])
+    return group_sum - c * obs, decoded.centred_sq[:, None] - (off * off).sum(axis=2)
 
 
 def invert_spd(a: jax.Array) -> jax.Array:
@@ -193,7 +232,8 @@ def _shared_terms(raw: jax.Array, missing_index: jax.Array, inputs: AssociationI
     """The one big matmul, the corrections for each group's excluded samples and each variant's
     missing calls, and the genotype's residual sum of squares gg per variant and group."""
     k = inputs.base_gram.shape[-1]
-    dosage, projections, sum_sq = _decoded_projections(raw, inputs)
+    decoded = _decoded_projections(raw, inputs)
+    dosage, projections, sum_sq = decoded.dosage, decoded.projections, decoded.sum_sq
     proj_q, proj_1, proj_y = projections[:, :k], projections[:, k], projections[:, k + 1 :]
 
     # Samples of S that each group excludes (its phenotypes' NA): columns of the block.
@@ -208,7 +248,9 @@ def _shared_terms(raw: jax.Array, missing_index: jax.Array, inputs: AssociationI
     obs = inputs.group_size[None, :] - in_m.sum(axis=2)  # (B, G)
     mean = group_sum / jnp.maximum(obs, 1.0)
     qg = proj_q - mean[:, :, None] * (inputs.group_basis_sum[None] - jnp.einsum("bgl,blk->bgk", in_m, q_m))
-    gtg = jnp.maximum(group_sum_sq - obs * mean * mean, 0.0)
+    centred_sum, centred_sq = _centred_sums(raw, decoded, excluded, inputs, group_sum, group_sum_sq, obs)
+    centred_mean = centred_sum / jnp.maximum(obs, 1.0)
+    gtg = jnp.maximum(centred_sq - obs * centred_mean * centred_mean, 0.0)
     masked_q_m = in_m[:, :, :, None] * q_m[:, None]  # (B, G, L, k)
     if missing_index.shape[1] == 0:  # a pass of variants without missing calls: nothing to invert
         gram_inverse = jnp.broadcast_to(inputs.base_inverse[None], (raw.shape[0], *inputs.base_inverse.shape))
