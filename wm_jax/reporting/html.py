@@ -156,28 +156,25 @@ def _architecture_sections(directory: Path, architecture: dict[str, pd.DataFrame
     sections = []
     if "h2" in architecture:
         frame = architecture["h2"]
-        sections.append(
-            {
-                "title": "SNP heritability",
-                "text": f"Mean h2 {frame.h2.mean():.3f} over {len(frame)} phenotypes.",
-                "image": data_uri(directory / "h2.png") if (directory / "h2.png").is_file() else None,
-                "image_link": "h2.png",
-                "tables": [{"caption": "", "table": table(frame)}],
-            }
-        )
+        text = f"Mean h2 {frame.h2.mean():.3f} over {len(frame)} phenotypes."
+        sections.append(_plot_section(directory, "SNP heritability", text, "h2.png", frame))
     if "rg" in architecture:
         frame = architecture["rg"]
         top = frame.reindex(frame.rg.abs().sort_values(ascending=False).index)
-        sections.append(
-            {
-                "title": "Genetic correlations",
-                "text": f"{len(frame)} pairs; mean |rg| {frame.rg.abs().mean():.3f} (largest |rg| first).",
-                "image": data_uri(directory / "rg.png") if (directory / "rg.png").is_file() else None,
-                "image_link": "rg.png",
-                "tables": [{"caption": "", "table": table(top)}],
-            }
-        )
+        text = f"{len(frame)} pairs; mean |rg| {frame.rg.abs().mean():.3f} (largest |rg| first)."
+        sections.append(_plot_section(directory, "Genetic correlations", text, "rg.png", top))
     return sections
+
+
+def _plot_section(directory: Path, title: str, text: str, image: str, frame: pd.DataFrame) -> dict:
+    """A section of a plot written beside the page (embedded when it exists) and its table."""
+    return {
+        "title": title,
+        "text": text,
+        "image": data_uri(directory / image) if (directory / image).is_file() else None,
+        "image_link": image,
+        "tables": [{"caption": "", "table": table(frame)}],
+    }
 
 
 def _empty_context(title: str) -> dict:
