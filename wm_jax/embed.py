@@ -2,7 +2,7 @@
 
 Across processes the store's subjects are split as a training batch is (`wm_jax.train.batches`):
 each process reads its slice of every batch, the codes are gathered, and process 0 writes one
-table, the same as a one-process run's. Called by `wm_jax.commands.embed` and `wm_jax.pipeline.run`.
+table, the same as a one-process run's. Called by `wm_jax.commands.embed` and `wm_jax.pipeline.stages`.
 """
 
 from __future__ import annotations

@@ -14,7 +14,9 @@ def register(sub) -> None:
 
 def run(args, overrides) -> None:
     from wm_jax.config import DEMO_RULES, apply_overrides, load_config, validate_config
-    from wm_jax.pipeline.run import demo, print_summary, stage_options
+    from wm_jax.pipeline.run import demo
+    from wm_jax.pipeline.stages import stage_options
+    from wm_jax.pipeline.summary import print_summary
     from wm_jax.publish import run_directory
 
     config = apply_overrides(load_config(args.config), overrides)
