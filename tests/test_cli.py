@@ -53,9 +53,8 @@ def test_config_spec_names_a_file_or_a_name_and_a_preset():
 def test_flags_not_given_keep_the_defaults_of_the_stage_options():
     from wm_jax.data.store import Preprocessing
     from wm_jax.gwas.run import GwasOptions
-    from wm_jax.interpret import PerdiOptions
     from wm_jax.options import options_from_args
-    from wm_jax.stage_options import ClumpOptions
+    from wm_jax.stage_options import ClumpOptions, PerdiOptions
 
     parser = build_parser()
     gwas = ["gwas", "--bfile", "b", "--pheno", "p", "--covar", "c", "--out", "o"]

@@ -1548,7 +1548,7 @@ def test_bgen_header_claiming_2_to_the_32_variants_is_refused_in_little_memory(c
 
 
 def test_udip_rows_with_a_missing_value_are_left_out_and_counted(ctx, tmp_path, caplog):
-    from wm_jax.interpret import read_inputs
+    from wm_jax.interpret.inputs import read_inputs
 
     udip = _udip_table(ctx, tmp_path)
     table = pd.read_csv(udip, sep="\t", dtype={"FID": str, "IID": str})

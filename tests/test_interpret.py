@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from wm_jax.interpret import PerdiOptions, paired_t_maps, perdi, tract_enrichment
+from wm_jax.interpret.maths import paired_t_maps, perdi, tract_enrichment
+from wm_jax.stage_options import PerdiOptions
 
 SHAPE = (10, 12, 10)
 
@@ -188,7 +189,7 @@ def test_a_template_background_is_an_fa_map_on_any_grid(tmp_path):
 
 
 def test_figure_titles_name_the_top_tract_or_say_there_is_none():
-    from wm_jax.interpret import _titles
+    from wm_jax.interpret.plots import titles as _titles
 
     atlas, labels = _atlas()
     mask = np.ones(SHAPE, bool)

@@ -32,9 +32,8 @@ def test_demo_sections_are_the_options_of_the_subcommands():
     from wm_jax.config import apply_overrides
     from wm_jax.errors import InputError
     from wm_jax.gwas.run import GwasOptions
-    from wm_jax.interpret import PerdiOptions
     from wm_jax.pipeline.stages import stage_options
-    from wm_jax.stage_options import ClumpOptions
+    from wm_jax.stage_options import ClumpOptions, PerdiOptions
 
     config = load_config("pipeline_demo")
     options = stage_options(config)

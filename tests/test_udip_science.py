@@ -264,7 +264,7 @@ def test_perdi_decodes_rotated_udips_through_the_manifest_map(tmp_path):
     import jax.numpy as jnp
     from flax import nnx
 
-    from wm_jax.interpret import _udip_decoder
+    from wm_jax.interpret.inputs import udip_decoder as _udip_decoder
     from wm_jax.model.autoencoder import Autoencoder, AutoencoderConfig
     from wm_jax.rotation import whitened_varimax
 

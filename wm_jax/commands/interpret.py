@@ -45,7 +45,7 @@ def register(sub) -> None:
 
 
 def run(args, overrides) -> None:
-    from wm_jax.interpret import PERDI, interpret
+    from wm_jax.interpret.run import PERDI, interpret
     from wm_jax.options import options_from_args
     from wm_jax.publish import check_output_dir
     from wm_jax.stage_options import PerdiOptions

@@ -187,7 +187,7 @@ def stage_report(config, d: Path) -> dict:
 
 
 def stage_interpret(config, d: Path) -> dict:
-    from wm_jax.interpret import interpret
+    from wm_jax.interpret.run import interpret
 
     return interpret(
         str(d / "encoder"),
