@@ -232,7 +232,7 @@ def test_oracle_phenotype_is_the_least_squares_coefficient_on_the_pattern(tiny_c
 
 
 def test_recall_by_kind_counts_single_and_omnibus_loci():
-    from wm_jax.reporting.stats import score_against_truth
+    from wm_jax.truth import score_against_truth
 
     truth = pd.DataFrame(
         {

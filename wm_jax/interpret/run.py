@@ -14,9 +14,9 @@ import pandas as pd
 from wm_jax.interpret.inputs import PerdiInputs, read_inputs
 from wm_jax.interpret.maths import perdi
 from wm_jax.interpret.plots import titles
-from wm_jax.interpret.scoring import pattern_overlap
 from wm_jax.publish import AtomicFiles, Output
 from wm_jax.stage_options import PerdiOptions
+from wm_jax.truth import pattern_overlap
 
 log = logging.getLogger("wm_jax")
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from wm_jax.pipeline.stages import PHENOTYPE_SETS
 from wm_jax.publish import atomic_path
+from wm_jax.truth import recall_by_kind, verdict
 
 log = logging.getLogger("wm_jax")
 
@@ -21,29 +22,6 @@ def write_report_html(d: Path, summary: dict) -> None:
     with atomic_path(d / "report.html") as tmp:
         html.write_html(tmp, html.demo_context(d, summary, list(PHENOTYPE_SETS)))
     log.info("demo: report.html written")
-
-
-def _recall(report: dict) -> dict:
-    """Per kind of planted locus: planted, and found by any / single-phenotype / omnibus loci."""
-    return report.get("recall_by_kind", {})
-
-
-def verdict(reports: dict) -> dict:
-    """Does the study's claim hold here: UDIPs find planted loci that tract means miss, and find
-    at least half of them with no locus that holds no planted variant?"""
-    udip, roi = reports["udip"], reports["roi"]
-    udip_found = set(udip.get("planted_recovered", []))
-    roi_found = set(roi.get("planted_recovered", []))
-    missed_by_roi = sorted(udip_found - roi_found)
-    half = udip.get("n_planted_recovered", 0) * 2 >= udip.get("n_planted", 0) > 0
-    holds = bool(missed_by_roi) and half and udip.get("n_false_loci", 0) == 0
-    text = (
-        f"UDIPs recover {len(udip_found)} of {udip.get('n_planted', 0)} planted loci "
-        f"({udip.get('n_false_loci', 0)} loci without a planted variant), ROI-FA {len(roi_found)}; "
-        f"{len(missed_by_roi)} found by UDIPs only: the study's claim "
-        + ("holds on this cohort" if holds else "does not hold on this cohort")
-    )
-    return {"holds": holds, "udip_only": missed_by_roi, "text": text}
 
 
 def make_summary(d: Path, record: dict) -> dict:
@@ -65,7 +43,8 @@ def make_summary(d: Path, record: dict) -> dict:
         "n_false_loci",
     )
     comparison = {
-        kind: {key: rep.get(key) for key in keys} | {"recall_by_kind": _recall(rep)} for kind, rep in reports.items()
+        kind: {key: rep.get(key) for key in keys} | {"recall_by_kind": recall_by_kind(rep)}
+        for kind, rep in reports.items()
     }
     return {
         "run_directory": str(d.resolve()),
@@ -79,7 +58,7 @@ def make_summary(d: Path, record: dict) -> dict:
             "pca_heldout_reconstruction_mse": record["baselines"]["result"].get("pca_heldout_reconstruction_mse"),
         },
         "udip_vs_roi_fa": comparison,
-        "recall_by_kind": {kind: _recall(rep) for kind, rep in reports.items()},
+        "recall_by_kind": {kind: recall_by_kind(rep) for kind, rep in reports.items()},
         "verdict": verdict(reports),
         "perdi_top_tract": interpret.get("top_tract", {}),
         "perdi_pattern_overlap": interpret.get("pattern_overlap", []),

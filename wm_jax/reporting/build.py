@@ -28,8 +28,8 @@ from wm_jax.reporting.stats import (
     genomic_control,
     merge_loci,
     replication,
-    score_against_truth,
 )
+from wm_jax.truth import score_against_truth
 
 log = logging.getLogger("wm_jax")
 

@@ -210,37 +210,3 @@ def replication(leads: pd.DataFrame, discovery, replicate, n_leads: int | None =
             "replicated",
         ],
     )
-
-
-def score_against_truth(loci: pd.DataFrame, truth: pd.DataFrame, kb: float) -> dict:
-    """Planted causal variants recovered (inside a locus span, widened by kb) and loci holding none.
-
-    With a ``kind`` column in the truth, also the recall of each kind: by any locus, by a locus
-    that some single phenotype found, and by one the omnibus test found."""
-    found = {"any": set(), "single": set(), "omnibus": set()}
-    holds = np.zeros(len(loci), bool)
-    for k, locus in enumerate(loci.itertuples()):
-        near = truth[
-            (truth.chrom.astype(str) == str(locus.chrom))
-            & (truth.pos >= locus.start - kb * 1000)
-            & (truth.pos <= locus.end + kb * 1000)
-        ]
-        names = str(locus.phenotypes).split(",")
-        found["any"] |= set(near.variant)
-        if any(name != OMNIBUS for name in names):
-            found["single"] |= set(near.variant)
-        if OMNIBUS in names:
-            found["omnibus"] |= set(near.variant)
-        holds[k] = len(near) > 0
-    scores = {
-        "n_planted": int(len(truth)),
-        "n_planted_recovered": len(found["any"]),
-        "planted_recovered": sorted(found["any"]),
-        "n_false_loci": int((~holds).sum()),
-    }
-    if "kind" in truth.columns:
-        scores["recall_by_kind"] = {
-            kind: {"planted": int(len(rows)), **{how: int(rows.variant.isin(found[how]).sum()) for how in found}}
-            for kind, rows in truth.groupby("kind", sort=True)
-        }
-    return scores
