@@ -85,12 +85,7 @@ def stat_map_png(path: Path, stat, bg, title: str, threshold: float, top: float,
         stat,
         bg_img=bg,
         cut_coords=peak_mm(np.asarray(stat.dataobj), affine),
-        threshold=threshold,
-        vmin=threshold,
-        vmax=max(top, threshold + 1e-6),
-        cmap=CMAP,
-        symmetric_cbar=False,
-        colorbar=True,
+        **_colour_scale(threshold, top),
         black_bg=True,
         dim=0,
         title=title,
@@ -105,18 +100,21 @@ def glass_brain_png(path: Path, stat, title: str, threshold: float, top: float) 
     from nilearn import plotting
 
     display = plotting.plot_glass_brain(
-        stat,
-        threshold=threshold,
-        vmin=threshold,
-        vmax=max(top, threshold + 1e-6),
-        cmap=CMAP,
-        colorbar=True,
-        plot_abs=True,
-        symmetric_cbar=False,
-        display_mode="ortho",
-        title=title,
+        stat, **_colour_scale(threshold, top), plot_abs=True, display_mode="ortho", title=title
     )
     return _save(display, path, title, "nilearn.plotting.plot_glass_brain")
+
+
+def _colour_scale(threshold: float, top: float) -> dict:
+    """The colours both figures share: values from the threshold to the top, one-sided, with a bar."""
+    return {
+        "threshold": threshold,
+        "vmin": threshold,
+        "vmax": max(top, threshold + 1e-6),
+        "cmap": CMAP,
+        "symmetric_cbar": False,
+        "colorbar": True,
+    }
 
 
 def _save(display, path: Path, title: str, drawn_by: str) -> Path:
