@@ -37,20 +37,6 @@ class GwasOptions:
     max_missing: int = 64  # per-variant missing calls handled by the gathered correction
     overwrite: bool = False  # replace PREFIX.* files that no earlier wm-jax gwas to this prefix wrote
 
-    @property
-    def variant_filters(self):
-        """The QC filters of these options (`wm_jax.gwas.qc.VariantFilters`)."""
-        from wm_jax.gwas import qc
-
-        return qc.VariantFilters(self.chromosomes, self.maf, self.mac, self.geno, self.hwe)
-
-    @property
-    def glm_files_suffix(self) -> str | None:
-        """The file name ending of the per-phenotype PLINK 2 files, None without them."""
-        from wm_jax.gwas import outputs
-
-        return outputs.glm_suffix(self.gzip) if self.format == "plink2" else None
-
 
 @dataclass(frozen=True)
 class ClumpOptions:

@@ -135,3 +135,9 @@ def run_files(out: Path, overwrite: bool) -> Iterator[AtomicFiles | None]:
     finally:
         log.removeHandler(handler)
         log.setLevel(previous_level)
+
+
+def glm_files_suffix(options) -> str | None:
+    """The file name ending of the per-phenotype PLINK 2 files of a run's `GwasOptions`, None
+    without them (the compact format)."""
+    return glm_suffix(options.gzip) if options.format == "plink2" else None

@@ -39,7 +39,7 @@ import wm_jax
 from wm_jax import sharding
 from wm_jax.data.genotypes import open_genotypes
 from wm_jax.data.source import GenotypeInput
-from wm_jax.gwas import design, inputs, outputs, plan, results, resume, stream
+from wm_jax.gwas import design, inputs, outputs, plan, qc, results, resume, stream
 from wm_jax.publish import AtomicFiles
 from wm_jax.stage_options import GwasOptions
 
@@ -59,6 +59,8 @@ def run_gwas(
     if not isinstance(genotypes, GenotypeInput):
         genotypes = GenotypeInput("bfile", str(genotypes))
     out = outputs.output_prefix(out)
+    glm_suffix = outputs.glm_files_suffix(options)
+    filters = qc.VariantFilters(options.chromosomes, options.maf, options.mac, options.geno, options.hwe)
     # The host's linear algebra here is small (covariate bases, residuals, the omnibus correlation:
     # tens of ms on one core) next to reader, writer and XLA threads. OpenBLAS's own threads spin
     # when they do not get a core: at N = 35,000 and 128 phenotypes, on 2 busy cores, the omnibus
@@ -70,9 +72,9 @@ def run_gwas(
         # phenotypes and covariates aligned to the .fam.
         data = open_genotypes(genotypes)
         pheno_table = inputs.read_phenotype_table(pheno)
-        pheno_columns = inputs.phenotype_columns(pheno_table, options.pheno_names, options.glm_files_suffix)
+        pheno_columns = inputs.phenotype_columns(pheno_table, options.pheno_names, glm_suffix)
         planned = outputs.claim_outputs(
-            files, out, [pheno_table.columns[j] for j in pheno_columns], options.glm_files_suffix, options.overwrite
+            files, out, [pheno_table.columns[j] for j in pheno_columns], glm_suffix, options.overwrite
         )
         aligned = inputs.align_inputs(pheno_table, pheno_columns, covar, options.covar_names, data)
 
@@ -87,7 +89,7 @@ def run_gwas(
         )
 
         # Plan: --chr (the variants streamed), and which kernel shape each variant goes through.
-        selected = plan.selected_variants(data, options.variant_filters)
+        selected = plan.selected_variants(data, filters)
         log.info("%d variants x %d phenotypes to stream", len(selected), len(aligned.pheno_names))
         router = plan.router_for(grouped, options.block_size, options.max_missing)
 
@@ -107,7 +109,7 @@ def run_gwas(
             resume.unmark(store.directory)  # the pass is complete: an ordinary output from here on
 
         # QC on the counts: the filters (each logged), the A1 allele; the store keeps the tested variants.
-        tested = plan.variants_to_test(counts, selected, genotypes.path, options.variant_filters, options.a1_alt)
+        tested = plan.variants_to_test(counts, selected, genotypes.path, filters, options.a1_alt)
         log.info("%d variants x %d phenotypes tested", len(tested.rows), len(aligned.pheno_names))
         if files is None:
             return out  # process 0 writes the tables and publishes
@@ -199,6 +201,7 @@ def _write_tables(
     scan = results.scan_results(store)
     results.write_hits(files.path(Path(f"{out}.hits.tsv")), variant_table, store, pheno_names, group_of, scan)
     results.write_multivariate(files.path(Path(f"{out}.multivariate.tsv")), variant_table, store, pheno_names, scan)
-    if options.glm_files_suffix is not None:
-        paths = [files.path(Path(f"{out}.{name}{options.glm_files_suffix}")) for name in pheno_names]
+    glm_suffix = outputs.glm_files_suffix(options)
+    if glm_suffix is not None:
+        paths = [files.path(Path(f"{out}.{name}{glm_suffix}")) for name in pheno_names]
         results.write_glm_linear(store, paths, group_of, options.gzip)
