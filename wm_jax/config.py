@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import ast
 import dataclasses
-import importlib.util
 import math
+import runpy
 import sys
 from pathlib import Path
 
@@ -49,6 +49,17 @@ def resolve_config_path(spec: str) -> Path:
     return candidate
 
 
+def _configs_importable() -> None:
+    """Append the repository root to ``sys.path`` (last, so it shadows nothing) when the repository's
+    ``configs`` package, which config files import each other from, is not importable otherwise."""
+    if str(CONFIG_DIR.parent) in sys.path:
+        return
+    try:
+        import configs  # noqa: F401
+    except ImportError:
+        sys.path.append(str(CONFIG_DIR.parent))
+
+
 def load_config(spec: str) -> ml_collections.ConfigDict:
     """Run ``get_config()`` of the file named by ``spec``: ``NAME`` (configs/NAME.py) or a path, and
     with ``:ARG`` appended, ``get_config(ARG)`` (e.g. ``sim:tiny``; ARG must be one of the file's
@@ -57,16 +68,13 @@ def load_config(spec: str) -> ml_collections.ConfigDict:
     ``sys.path`` (last, so it shadows nothing). Any failure, SystemExit included, is an InputError."""
     spec, arg = split_config_spec(spec)
     path = resolve_config_path(spec)
-    if importlib.util.find_spec("configs") is None and str(CONFIG_DIR.parent) not in sys.path:
-        sys.path.append(str(CONFIG_DIR.parent))
-    module_spec = importlib.util.spec_from_file_location(f"wm_jax_config_{path.stem}", path)
-    module = importlib.util.module_from_spec(module_spec)
+    _configs_importable()
     try:
-        module_spec.loader.exec_module(module)
-        get_config = getattr(module, "get_config", None)
+        namespace = runpy.run_path(str(path), run_name=f"wm_jax_config_{path.stem}")  # the file, by its path
+        get_config = namespace.get("get_config")
         if get_config is None:
             raise input_error(path, "expected a function get_config() returning an ml_collections.ConfigDict")
-        presets = getattr(module, "PRESETS", None)
+        presets = namespace.get("PRESETS")
         if arg is not None and presets is not None and arg not in presets:
             raise InputError(f"{arg}: no such preset (expected one of {', '.join(presets)} or a .py config file)")
         config = get_config() if arg is None else get_config(arg)
