@@ -111,14 +111,14 @@ class _Decoded(NamedTuple):
 
     dosage: jax.Array  # (B, R) float32, missing calls as 0
     projections: jax.Array  # (B, k + 1 + P) the one big matmul with [Q | 1 | Y]
-    sum_sq: jax.Array  # (B,) sum of squared dosages over S
     shift: jax.Array  # (B,) the integer (0, 1 or 2) nearest each variant's mean dosage over S
-    centred_sq: jax.Array | None  # (B,) sum over S of (dosage - shift)^2, missing calls left out; None for .bed
+    sum_sq: jax.Array | None  # (B,) .bed bytes: the sum of squared dosages over S (exact); None for dosages
+    centred_sq: jax.Array | None  # (B,) dosages: the sum over S of (dosage - shift)^2, missing left out; None for .bed
 
 
 def _decoded_projections(raw: jax.Array, inputs: AssociationInputs) -> _Decoded:
-    """The decoded block, the one big matmul, each variant's sum of squared dosages over S, and
-    the shift its sums of squares are centred on (`_centred_sums`). The block's dtype picks the
+    """The decoded block, the one big matmul, the shift each variant's sums of squares are centred
+    on, and its sum of squares over S (`_centred_sums`). The block's dtype picks the
     decoder (static): uint8 is raw .bed bytes, uint16 dosages (`wm_jax.data.source`)."""
     k = inputs.base_gram.shape[-1]
     in_s = inputs.design[:, k]
@@ -130,14 +130,14 @@ def _decoded_projections(raw: jax.Array, inputs: AssociationInputs) -> _Decoded:
         # float32 (a common ALT allele, mean 1.8 and variance 0.18, loses 4 digits to it), so the
         # squares are summed about the shift instead.
         centred = jnp.where(raw == DOSAGE_MISSING, 0.0, dosage - shift[:, None])
-        return _Decoded(dosage, projections, (dosage * dosage) @ in_s, shift, (centred * centred) @ in_s)
+        return _Decoded(dosage, projections, shift, None, (centred * centred) @ in_s)
     dosage = decode_block(raw)  # (B, R)
     projections = dosage @ inputs.design  # the one big matmul: (B, k + 1 + P)
     # g^2 = 2 g - [het] for g in {0, 1, 2}: the sum of squares over S from the bytes, not another pass
     # over the decoded block. Heterozygous codes are 10: bit 2s + 1 set and bit 2s clear.
     het = jax.lax.population_count((raw >> 1) & ~raw & inputs.analysed_bits[None, :])
     sum_sq = 2.0 * projections[:, k] - jnp.sum(het.astype(jnp.float32), axis=1)  # exact: counts < 2^24
-    return _Decoded(dosage, projections, sum_sq, _nearest_allele_count(projections[:, k], in_s), None)
+    return _Decoded(dosage, projections, _nearest_allele_count(projections[:, k], in_s), sum_sq, None)
 
 
 def _nearest_allele_count(total: jax.Array, in_s: jax.Array) -> jax.Array:
@@ -147,7 +147,7 @@ def _nearest_allele_count(total: jax.Array, in_s: jax.Array) -> jax.Array:
 
 
 def _centred_sums(
-    raw: jax.Array, decoded: _Decoded, excluded: jax.Array, inputs: AssociationInputs, group_sum, group_sum_sq, obs
+    raw: jax.Array, decoded: _Decoded, excluded: jax.Array, inputs: AssociationInputs, group_sum, obs
 ) -> tuple[jax.Array, jax.Array]:
     """Per variant and group, sum_O (g - c) and sum_O (g - c)^2 for the shift c (B, G): the terms of
     gtg = sum_O (g - mean)^2 without the cancellation of sum g^2 - |O| mean^2. From .bed bytes every
@@ -156,6 +156,7 @@ def _centred_sums(
     have a dosage."""
     c = decoded.shift[:, None]
     if decoded.centred_sq is None:
+        group_sum_sq = decoded.sum_sq[:, None] - (excluded * excluded).sum(axis=2)
         return group_sum - c * obs, group_sum_sq - 2.0 * c * group_sum + c * c * obs
     raw_u = jnp.take(raw, inputs.excluded_index, axis=1, mode="fill", fill_value=DOSAGE_MISSING)  # padding: none
     off = jnp.where(raw_u == DOSAGE_MISSING, 0.0, excluded - c[:, :, None])
@@ -233,14 +234,13 @@ def _shared_terms(raw: jax.Array, missing_index: jax.Array, inputs: AssociationI
     missing calls, and the genotype's residual sum of squares gg per variant and group."""
     k = inputs.base_gram.shape[-1]
     decoded = _decoded_projections(raw, inputs)
-    dosage, projections, sum_sq = decoded.dosage, decoded.projections, decoded.sum_sq
+    dosage, projections = decoded.dosage, decoded.projections
     proj_q, proj_1, proj_y = projections[:, :k], projections[:, k], projections[:, k + 1 :]
 
     # Samples of S that each group excludes (its phenotypes' NA): columns of the block.
     excluded = jnp.take(dosage, inputs.excluded_index, axis=1, mode="fill", fill_value=0.0)  # (B, G, U)
     proj_q = proj_q[:, None, :] - jnp.einsum("bgu,guk->bgk", excluded, inputs.excluded_basis)
     group_sum = proj_1[:, None] - excluded.sum(axis=2)
-    group_sum_sq = sum_sq[:, None] - (excluded * excluded).sum(axis=2)
 
     # Missing calls of each variant: rows of Q and Y (zero outside S, outside a group and for padding).
     q_m = _rows_of(inputs.basis, missing_index)  # (B, L, k)
@@ -248,7 +248,7 @@ def _shared_terms(raw: jax.Array, missing_index: jax.Array, inputs: AssociationI
     obs = inputs.group_size[None, :] - in_m.sum(axis=2)  # (B, G)
     mean = group_sum / jnp.maximum(obs, 1.0)
     qg = proj_q - mean[:, :, None] * (inputs.group_basis_sum[None] - jnp.einsum("bgl,blk->bgk", in_m, q_m))
-    centred_sum, centred_sq = _centred_sums(raw, decoded, excluded, inputs, group_sum, group_sum_sq, obs)
+    centred_sum, centred_sq = _centred_sums(raw, decoded, excluded, inputs, group_sum, obs)
     centred_mean = centred_sum / jnp.maximum(obs, 1.0)
     gtg = jnp.maximum(centred_sq - obs * centred_mean * centred_mean, 0.0)
     masked_q_m = in_m[:, :, :, None] * q_m[:, None]  # (B, G, L, k)
