@@ -224,10 +224,11 @@ def count_genotypes(bed, variant_indices: np.ndarray, chunk: int = 4096) -> Vari
     return concatenate_counts(parts) if parts else bed_row_counts(np.zeros((0, bed.row_bytes), np.uint8), 0)
 
 
-_EVEN_BITS = np.uint64(0x5555555555555555)
+_EVEN_BITS = np.uint64(0x5555555555555555)  # the low bit of each 2-bit code in a 64-bit word
 # Rows are counted in tiles of about this many bytes, so that each tile's temporaries stay in cache
-# (at N = 5,003 and 35,000: 8 ms per 16 MiB against 13 ms in one piece; 64 KiB tiles were slower).
-COUNT_TILE_BYTES = 1 << 20  # the low bit of each 2-bit code in a 64-bit word
+# (at N = 5,003 and 35,000: 8 ms per 16 MiB against 13 ms in one piece, one-off timing; 64 KiB
+# tiles were slower).
+COUNT_TILE_BYTES = 1 << 20
 
 
 def _words(raw: np.ndarray) -> np.ndarray:
@@ -284,12 +285,12 @@ def bed_row_counts(raw: np.ndarray, n_samples: int) -> VariantCounts:
     others there, they are taken out again (counted on the last word alone).
     """
     rows_per_tile = max(1, COUNT_TILE_BYTES // max(1, raw.shape[1]))
+    padding = _padding_slots(n_samples, -(-raw.shape[1] // 8))
     every_bit, high_bits, hom_ref = (np.empty(len(raw), np.int64) for _ in range(3))
     for first in range(0, len(raw), rows_per_tile):  # tiles that stay in cache through the passes below
         tile = slice(first, first + rows_per_tile)
         words = _words(raw[tile])
         every_bit[tile], high_bits[tile], hom_ref[tile] = _code_bits(words)
-        padding = _padding_slots(n_samples, words.shape[1])
         if padding:
             extra = _code_bits(words[:, -1:] & padding)
             every_bit[tile] -= extra[0]
