@@ -14,13 +14,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+from gwas_vs_plink2 import write_result_table  # noqa: E402
 
 
 def best_ms(fn, repeats: int = 5) -> float:
@@ -67,25 +69,9 @@ def main() -> None:
     rows = [chunk_row(prefix, args.chunk_mib) for prefix in args.bfile]
     for row in rows:
         print(json.dumps(row), flush=True)
-    command = (
-        "python benchmarks/gwas_feed_chunk.py "
-        + " ".join(f"--bfile {b}" for b in args.bfile)
-        + f" --chunk-mib {args.chunk_mib} --name {args.name}"
-    )
-    result = {
-        "command": command,
-        "code": os.environ.get("PYTHONPATH", "this checkout"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-        "date": time.strftime("%Y-%m-%d"),
-        "rows": rows,
-    }
-    out = REPO / "benchmarks" / "results"
-    (out / f"{args.name}.json").write_text(json.dumps(result, indent=2))
-    header = "| " + " | ".join(rows[0]) + " |\n|" + "---|" * len(rows[0]) + "\n"
-    body = "".join("| " + " | ".join(str(v) for v in row.values()) + " |\n" for row in rows)
-    (out / f"{args.name}.md").write_text(
-        f"# The host's work per chunk of the GWAS stream\n\n`{command}` (code: {result['code']}) on "
-        f"{result['machine']}, {result['date']}; best of 5, one thread.\n\n" + header + body
+    code = os.environ.get("PYTHONPATH", "this checkout")
+    write_result_table(
+        args.name, "The host's work per chunk of the GWAS stream", f"code: {code}; best of 5, one thread.", rows
     )
 
 
