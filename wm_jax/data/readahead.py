@@ -14,6 +14,8 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar
 
+import numpy as np
+
 Part = TypeVar("Part")
 Block = TypeVar("Block")
 
@@ -40,8 +42,6 @@ def read_ahead(read: Callable[[Part], Block], parts: Iterable[Part], threads: in
 def padded_block(data, rows, size: int):
     """``data.read_block(rows)`` with zero rows appended up to ``size`` (a fixed step shape). Zero
     rows decode to constant variants (hom ALT from .bed bytes, dosage 0), which standardise to 0."""
-    import numpy as np
-
     raw = data.read_block(rows)
     if len(raw) < size:
         raw = np.concatenate([raw, np.zeros((size - len(raw), raw.shape[1]), raw.dtype)])
