@@ -60,19 +60,21 @@ INDEX_ON_DEVICE: bool | None = None
 
 @dataclass
 class _Chunk:
-    """Consecutive variants as read: their genotype block, counts and, per kernel shape (room for
-    missing calls), which of them go there with their missing-call index."""
+    """Consecutive variants as read: their counts and, per kernel shape (room for missing calls),
+    which of them go there, their genotype rows (gathered on the reader thread) and their
+    missing-call index (None where the kernel builds it)."""
 
     start: int  # the first variant's column in the result store
-    block: np.ndarray  # (C, row_width)
     counts: VariantCounts
-    routes: dict[int, tuple[np.ndarray, np.ndarray | None]]  # width -> (rows, (n, width) index, or None: the device's)
+    routes: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray | None]]  # width -> (rows, genotypes, index)
+    nbytes: int  # genotype bytes read
     seconds: float  # reading, counting and routing it
 
 
 def _read_chunk(data, router: Router, start: int, rows: np.ndarray, index: bool) -> _Chunk:
-    """Read, count and route the source ``rows`` (on a reader thread), with the missing-call index
-    of each route when the host builds it (``index``)."""
+    """Read, count and route the source ``rows`` (on a reader thread): each shape's variants
+    gathered into rows of their own (the block itself where they all go to one shape), with the
+    missing-call index of each route when the host builds it (``index``)."""
     began = time.perf_counter()
     block = data.read_block(rows)
     counts = data.block_counts(block, rows)
@@ -80,11 +82,12 @@ def _read_chunk(data, router: Router, start: int, rows: np.ndarray, index: bool)
     routes = {}
     for width in np.unique(widths).tolist():
         chosen = np.flatnonzero(widths == width)
+        genotypes = block if len(chosen) == len(block) else np.take(block, chosen, axis=0)
         found = None
         if index:
-            found = data.missing_index(block[chosen], width) if width else np.zeros((len(chosen), 0), np.int32)
-        routes[width] = (chosen, found)
-    return _Chunk(start, block, counts, routes, time.perf_counter() - began)
+            found = data.missing_index(genotypes, width) if width else np.zeros((len(chosen), 0), np.int32)
+        routes[width] = (chosen, genotypes, found)
+    return _Chunk(start, counts, routes, block.nbytes, time.perf_counter() - began)
 
 
 @dataclass
@@ -208,37 +211,47 @@ class _Stream:
 
     # -- routing and steps --------------------------------------------------------------------
     def add_chunk(self, chunk: _Chunk) -> None:
-        """Stage the chunk and hand its variants to their shapes, launching every step that fills."""
-        n = len(chunk.block)
+        """Stage the chunk and hand its variants to their shapes, launching every step that fills.
+        A whole step of one shape's rows goes to the device as it lies in the chunk; only the
+        variants that fill a step across chunks are copied into it."""
         self.read_seconds += chunk.seconds
-        self.bytes_read += chunk.block.nbytes
+        self.bytes_read += chunk.nbytes
         self.counts[chunk.start] = chunk.counts
+        n = sum(len(chosen) for chosen, _, _ in chunk.routes.values())
         self.staged[chunk.start] = _Staged(chunk.start, None, chunk.counts, n)
         for width in chunk.routes:  # every new shape's compilation under way before any step waits on one
             self.shape_for(width)
-        for width, (chosen, index) in chunk.routes.items():
+        for width, (chosen, genotypes, index) in chunk.routes.items():
             shape = self.shape_for(width)
             taken = 0
             while taken < len(chosen):
+                if shape.step is None and len(chosen) - taken >= shape.per_step:
+                    whole = slice(taken, taken + shape.per_step)
+                    missing = None if self.index_on_device else index[whole]
+                    shape.step = _Step(genotypes[whole], missing, [chunk.start + chosen[whole]], shape.per_step)
+                    taken += shape.per_step
+                    self._launch(shape)
+                    continue
                 step = shape.step or self._new_step(shape)
-                room = shape.per_step - step.filled
-                part = chosen[taken : taken + room]
-                step.raw[step.filled : step.filled + len(part)] = chunk.block[part]
+                part = slice(taken, taken + min(shape.per_step - step.filled, len(chosen) - taken))
+                filled = slice(step.filled, step.filled + part.stop - part.start)
+                step.raw[filled] = genotypes[part]
                 if step.missing is not None:
-                    step.missing[step.filled : step.filled + len(part)] = index[taken : taken + len(part)]
-                step.columns.append(chunk.start + part)
-                step.filled += len(part)
-                taken += len(part)
+                    step.missing[filled] = index[part]
+                step.columns.append(chunk.start + chosen[part])
+                step.filled = filled.stop
+                taken = part.stop
                 if step.filled == shape.per_step:
                     self._launch(shape)
         self._launch_behind()
 
     def _new_step(self, shape: _Shape) -> _Step:
+        """An empty step to copy variants into (its unfilled rows are padded at launch)."""
         shape.step = _Step(
-            raw=np.zeros((shape.per_step, self.data.row_width), self.data.block_dtype),
+            raw=np.empty((shape.per_step, self.data.row_width), self.data.block_dtype),
             missing=None
             if self.index_on_device
-            else np.full((shape.per_step, shape.shape.missing_width), self.data.n_slots, np.int32),
+            else np.empty((shape.per_step, shape.shape.missing_width), np.int32),
         )
         return shape.step
 
@@ -255,6 +268,10 @@ class _Stream:
     def _launch(self, shape: _Shape) -> None:
         """Launch the shape's step (padded where partial), and read back the oldest steps in flight."""
         step, shape.step = shape.step, None
+        if step.filled < shape.per_step:  # padding: hom ALT rows with no missing call, dropped on return
+            step.raw[step.filled :] = 0
+            if step.missing is not None:
+                step.missing[step.filled :] = self.data.n_slots
         if shape.step_fn is None:
             waited = time.time()
             shape.step_fn = shape.compiled.result()
@@ -281,15 +298,17 @@ class _Stream:
         shape.last_result = time.time()
         starts = np.fromiter(self.staged.keys(), np.int64)
         owner = starts[np.searchsorted(starts, columns, side="right") - 1]
-        for start in np.unique(owner).tolist():
-            mine = owner == start
+        owners = np.unique(owner).tolist()
+        for start in owners:
+            mine = slice(None) if len(owners) == 1 else owner == start  # most steps lie in one chunk
             staged = self.staged[start]
             if staged.results is None:
                 n = staged.missing
                 staged.results = BlockResult(*(np.empty((n, *x.shape[1:]), x.dtype) for x in host))
+            positions = columns[mine] - start
             for target, value in zip(staged.results, host):
-                target[columns[mine] - start] = value[mine]
-            staged.missing -= int(mine.sum())
+                target[positions] = value[mine]
+            staged.missing -= len(positions)
         self.progress.update(len(columns))
         for start in [s for s, staged in self.staged.items() if staged.missing == 0]:
             self._write(self.staged.pop(start))
@@ -345,6 +364,7 @@ class _Stream:
         self.writer.shutdown()
         self.compiler.shutdown(cancel_futures=True)
         self.store.flush()
+        self.store.close_files()
 
 
 def _chunks(data, rows: np.ndarray, per_step: int) -> list[tuple[int, int]]:

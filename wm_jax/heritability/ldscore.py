@@ -13,10 +13,13 @@ variant's window reaches a little further left than its own distance rule; `left
 variant k that reach L(k), and the pair (j, k), j < k, is counted exactly when j >= L(k). Within
 one chromosome: LDSC is run per chromosome, and its windows would cross chromosomes otherwise.
 
-On the device (`_ld_step`): a ring of the last S blocks of standardised genotypes (S the fewest that
-cover every window), each new block decoded from its raw bytes and written into the ring in place,
-then one matmul of the new block against the ring, at full float32 precision, masked to the pairs
-the window counts. Each pair is computed once and added to both of its variants.
+On the device: a ring of the last S blocks of standardised genotypes (S the fewest that cover every
+window). Each new block is decoded from its raw bytes (`_standardise`), then multiplied, at full
+float32 precision, with itself and with each ring block that holds a variant of its window, one
+small jitted matmul per block pair (`_pairs`), masked to the pairs the window counts. Each pair is
+computed once and added to both of its variants. The ring blocks a new block's window does not
+reach are skipped: the flops follow each block's own window, not the widest one, and the three
+small kernels compile in a fraction of the time one kernel unrolled over the ring took.
 """
 
 from __future__ import annotations
@@ -152,25 +155,23 @@ def _unbiased_pairs(r: jax.Array, others: jax.Array, index: jax.Array, left: jax
     return jnp.where(pair, unbiased, 0.0)
 
 
-def _ld_step(ring, ring_index, raw, index, left, *, n_samples: int):
-    """The new block, standardised, and its bias-corrected r^2 summed over the window's pairs with
-    the ring's blocks and with itself: per new variant and ring slot (B, S + 1, the last its own
-    block), per ring entry (S, B) and per new variant as the later of a pair within its block (B,).
+def _standardise(raw, *, n_samples: int):
+    """A block's raw bytes or dosages, standardised over the first ``n_samples`` slots."""
+    return standardised(raw, jnp.arange(raw.shape[1] * (4 if raw.dtype == jnp.uint8 else 1)) < n_samples)
 
-    The ring is a tuple of S separate (B, R) blocks that the host keeps and replaces one at a time
-    (the new block returned here takes the place of the oldest): one small matmul per slot, and no
-    (S B, R) array is ever copied or updated in place."""
-    x = standardised(raw, jnp.arange(raw.shape[1] * (4 if raw.dtype == jnp.uint8 else 1)) < n_samples)
-    with_ring = [_unbiased_pairs(x @ block.T, ring_index[s], index, left, n_samples) for s, block in enumerate(ring)]
-    within = _unbiased_pairs(x @ x.T, index, index, left, n_samples)
-    # per slot: float32 sums of at most B terms each; the host adds them up in float64
-    per_slot = jnp.stack([pairs.sum(axis=1) for pairs in with_ring] + [within.sum(axis=1)], axis=1)
-    return x, per_slot, jnp.stack([pairs.sum(axis=0) for pairs in with_ring]), within.sum(axis=0)
+
+def _pairs(x, other, index, others, left, *, n_samples: int):
+    """The bias-corrected r^2 of the new block ``x`` (B, R) with a block ``other`` (B, R) of the
+    ring or with itself, summed over the window's pairs: per new variant (B,) and per other (B,)."""
+    pairs = _unbiased_pairs(x @ other.T, others, index, left, n_samples)
+    return pairs.sum(axis=1), pairs.sum(axis=0)
 
 
 @functools.cache
-def _compiled_step(n_samples: int):
-    return jax.jit(at_full_precision(functools.partial(_ld_step, n_samples=n_samples)))
+def _compiled(n_samples: int):
+    """The standardisation and the pair sums, jitted (matmuls at full precision) for ``n_samples``."""
+    standardise = jax.jit(functools.partial(_standardise, n_samples=n_samples))
+    return standardise, jax.jit(at_full_precision(functools.partial(_pairs, n_samples=n_samples)))
 
 
 @dataclass
@@ -211,19 +212,16 @@ def chromosome_plans(variants: pd.DataFrame, path, rows: np.ndarray, window: Win
 
 def chromosome_ld_scores(data, plan: Chromosome, block: int, slots: int, progress) -> np.ndarray:
     """LD scores (float64) of one chromosome's variants, streamed through the device in blocks."""
-    m, step = len(plan.rows), _compiled_step(data.n_samples)
-    ring = [jnp.zeros((block, data.n_slots), jnp.float32)] * slots
-    members = np.full((slots, block), -1, np.int32)
+    m = len(plan.rows)
+    standardise, pairs = _compiled(data.n_samples)
+    ring: list = [None] * slots  # (standardised block, its variants' positions), by block number mod slots
     scores = np.ones(m, np.float64)  # each variant's r^2 with itself
-    pending: list[tuple] = []
+    pending: list[tuple] = []  # (positions, per-variant sums) not yet added: read back two blocks later
 
-    def collect(item) -> None:
-        index, ring_members, rows_sum, entries_sum, within_sum = item
-        index, ring_members = index.astype(np.int64), ring_members.astype(np.int64)
-        valid = index >= 0
-        scores[index[valid]] += (np.asarray(rows_sum, np.float64).sum(axis=1) + np.asarray(within_sum))[valid]
-        listed = ring_members.ravel()
-        np.add.at(scores, listed[listed >= 0], np.asarray(entries_sum, np.float64).ravel()[listed >= 0])
+    def collect() -> None:
+        for positions, sums in pending.pop(0):
+            valid = positions >= 0
+            scores[positions[valid]] += np.asarray(sums, np.float64)[valid]
 
     starts = range(0, m, block)
     blocks = contextlib.closing(
@@ -236,18 +234,24 @@ def chromosome_ld_scores(data, plan: Chromosome, block: int, slots: int, progres
             index[: stop - start] = np.arange(start, stop)
             left = np.full(block, np.iinfo(np.int32).max, np.int32)
             left[: stop - start] = plan.reach[start:stop]
-            slot = number % slots
-            # a copy: on a CPU backend a NumPy argument may be read in place after the call returns
-            listed = members.copy()
-            x, rows_sum, entries_sum, within_sum = step(tuple(ring), listed, raw, index, left)
-            pending.append((index, listed, rows_sum, entries_sum, within_sum))
-            ring[slot], members[slot] = x, index
+            x = standardise(raw)
+            own, other = pairs(x, x, index, index, left)
+            added = [(index, own + other)]
+            # the earlier blocks that hold a variant of this block's window, newest first
+            for earlier in range(number - 1, max(-1, number - 1 - slots), -1):
+                if (earlier + 1) * block <= int(plan.reach[start:stop].min()):
+                    break
+                kept, positions = ring[earlier % slots]
+                own, other = pairs(x, kept, index, positions, left)
+                added += [(index, own), (positions, other)]
+            pending.append(added)
+            ring[number % slots] = (x, index)
             if len(pending) > 2:
-                collect(pending.pop(0))
+                collect()
             data.release()
             progress.update(stop - start)
-    for item in pending:
-        collect(item)
+    while pending:
+        collect()
     return scores
 
 
