@@ -249,9 +249,7 @@ class _Stream:
         """An empty step to copy variants into (its unfilled rows are padded at launch)."""
         shape.step = _Step(
             raw=np.empty((shape.per_step, self.data.row_width), self.data.block_dtype),
-            missing=None
-            if self.index_on_device
-            else np.empty((shape.per_step, shape.shape.missing_width), np.int32),
+            missing=None if self.index_on_device else np.empty((shape.per_step, shape.shape.missing_width), np.int32),
         )
         return shape.step
 
