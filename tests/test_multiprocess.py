@@ -2,6 +2,7 @@
 against one process: the GWAS gives the same bytes, training started on 2 processes continues on
 1 as if it had run there, and a killed process fails the job without leaving outputs."""
 
+import gzip
 import json
 import os
 import signal
@@ -93,6 +94,37 @@ def test_gwas_on_two_processes_equals_one(tiny_cohort, phenotypes, tmp_path):
     assert meta["n_variants"] == json.loads((tmp_path / "one.gwas" / "meta.json").read_text())["n_variants"]
     assert len(meta["group_sizes"]) == 4  # the complete phenotypes, and one group per NA pattern
     # The second process wrote nothing of its own: no log lines past warnings, no extra files.
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("two")) == sorted(
+        p.name.replace("one", "two", 1) for p in tmp_path.iterdir() if p.name.startswith("one")
+    )
+
+
+@pytest.mark.slow  # about 35 s: four launches
+def test_ldscore_and_rhe_h2_on_two_processes_equal_one(tiny_cohort, phenotypes, tmp_path):
+    """`ldscore` (each process scores a share of every chromosome's blocks, after filling its ring)
+    and `h2 --method rhe` (a share of the jackknife blocks each) write the same bytes as one
+    process; the second process writes nothing. Small blocks, so that each process has several."""
+    bfile = str(tiny_cohort / "genotypes")
+    ldscore = ["ldscore", "--bfile", bfile, "--ld-wind-kb", "200", "--block-size", "64"]
+    rhe = ["h2", "--method", "rhe", "--bfile", bfile, "--pheno", str(phenotypes), "--pheno-name", "P0,P2,P4"]
+    rhe += ["--covar", str(tiny_cohort / "covariates.tsv"), "--covar-name", "age,sex", "--block-size", "64"]
+    rhe += ["--jackknife-blocks", "20", "--probes", "10"]
+    for name, launch in (("two", _launch), ("one", _alone)):
+        arguments = {"ldscore": [*ldscore, "--out", str(tmp_path / f"{name}_ld")]}
+        arguments["rhe"] = [*rhe, "--out", str(tmp_path / f"{name}_rhe")]
+        for args in arguments.values():
+            _ok(launch(2, args, None) if name == "two" else launch(args, 2, None))
+    with (
+        gzip.open(tmp_path / "one_ld.l2.ldscore.gz", "rb") as one,
+        gzip.open(tmp_path / "two_ld.l2.ldscore.gz", "rb") as two,
+    ):
+        scores = one.read()
+        assert scores == two.read()
+    assert len(scores.splitlines()) > 1000
+    for name in ("ld.l2.M", "ld.l2.M_5_50", "rhe.h2.tsv"):
+        assert (tmp_path / f"one_{name}").read_bytes() == (tmp_path / f"two_{name}").read_bytes(), name
+    table = pd.read_csv(tmp_path / "two_rhe.h2.tsv", sep="\t")
+    assert list(table["phenotype"]) == ["P0", "P2", "P4"] and table["se"].gt(0).all()
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("two")) == sorted(
         p.name.replace("one", "two", 1) for p in tmp_path.iterdir() if p.name.startswith("one")
     )

@@ -253,15 +253,19 @@ def any_process(flag: bool) -> bool:
 
 
 def gather_parts(local: np.ndarray) -> np.ndarray:
-    """Each process's ``local`` rows (any number), concatenated in process order on every process."""
+    """Each process's ``local`` rows (any number), concatenated in process order on every process,
+    bit for bit: the rows travel as bytes, since JAX would carry float64 and int64 as 32-bit
+    values (x64 is off)."""
     local = np.asarray(local)
     if jax.process_count() == 1:
         return local
-    sizes = np.asarray(multihost_utils.process_allgather(np.array([len(local)], np.int64))).ravel()
-    padded = np.zeros((int(sizes.max()), *local.shape[1:]), local.dtype)
-    padded[: len(local)] = local
-    stacked = np.asarray(multihost_utils.process_allgather(padded))  # (processes, max rows, ...)
-    return np.concatenate([stacked[i, :n] for i, n in enumerate(sizes)])
+    row_bytes = local.dtype.itemsize * int(np.prod(local.shape[1:], dtype=np.int64))
+    sizes = np.asarray(multihost_utils.process_allgather(np.array([len(local)], np.int32))).ravel()
+    padded = np.zeros((int(sizes.max()), row_bytes), np.uint8)
+    padded[: len(local)] = np.ascontiguousarray(local).view(np.uint8).reshape(len(local), row_bytes)
+    stacked = np.asarray(multihost_utils.process_allgather(padded))  # (processes, max rows, row bytes)
+    rows = np.concatenate([stacked[i, :n] for i, n in enumerate(sizes)])
+    return np.ascontiguousarray(rows).view(local.dtype).reshape(len(rows), *local.shape[1:])
 
 
 def broadcast_text(text: str, limit: int = 8192) -> str:
@@ -272,6 +276,12 @@ def broadcast_text(text: str, limit: int = 8192) -> str:
     encoded = text.encode()[:limit]
     raw[: len(encoded)] = np.frombuffer(encoded, np.uint8)
     return bytes(np.asarray(multihost_utils.broadcast_one_to_all(raw))).rstrip(b"\0").decode()
+
+
+def refuse_other_processes(what: str) -> None:
+    """One line, exit 2, where a part of a multi-process command runs as one process only."""
+    if jax.process_count() > 1:
+        raise InputError(f"{what} runs as one process; start it without a launcher")
 
 
 def this_process_share(n: int) -> slice:

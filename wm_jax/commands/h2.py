@@ -90,6 +90,10 @@ def run_rhe(args, table_path: Path, record_path: Path) -> None:
     start = time.time()
     table = rhe_table(source, args.pheno, args.pheno_names, args.covar, args.covar_names, options, args.chromosomes)
     log.info("h2 (rhe) of %d phenotype(s) in %.2f s -> %s", len(table), time.time() - start, table_path)
+    from wm_jax import sharding
+
+    if not sharding.is_main_process():
+        return  # every process streamed its share and has the whole table; process 0 writes it
     import wm_jax
 
     record = {
@@ -113,6 +117,9 @@ def run(args, overrides) -> None:
     table_path, record_path = claim_table(args.out, "h2", "h2", args.overwrite)
     if args.method == "rhe":
         return run_rhe(args, table_path, record_path)
+    from wm_jax import sharding
+
+    sharding.refuse_other_processes("h2 --method ldsc")
     gwas, phenotypes, reference, options = ldsc_inputs(args)
     start = time.time()
     table = h2_table(gwas, reference, phenotypes, options)

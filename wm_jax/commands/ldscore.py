@@ -62,6 +62,10 @@ def run(args, overrides) -> None:
     rows = qc.select_chromosomes(data, args.chromosomes)
     window = window_of(args)
     scores = ld_scores(data, rows, window, args.block_size, args.maf, args.yes_really)
+    from wm_jax import sharding
+
+    if not sharding.is_main_process():
+        return  # every process scored its share of each chromosome and has every score; process 0 writes
     record = {
         "version": __version__,
         "genotypes": source.describe(),

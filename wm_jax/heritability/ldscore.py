@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from wm_jax import sharding
 from wm_jax.data.readahead import padded_block, read_ahead
 from wm_jax.data.source import MISSING_DOSAGE, VariantCounts
 from wm_jax.errors import InputError
@@ -211,47 +212,56 @@ def chromosome_plans(variants: pd.DataFrame, path, rows: np.ndarray, window: Win
 
 
 def chromosome_ld_scores(data, plan: Chromosome, block: int, slots: int, progress) -> np.ndarray:
-    """LD scores (float64) of one chromosome's variants, streamed through the device in blocks."""
+    """LD scores (float64) of one chromosome's variants, streamed through the device in blocks.
+
+    Each process scores a contiguous share of the blocks (its ring first filled with the blocks
+    before its share), and keeps every block's pair sums as (variant, sum) entries in order. The
+    entries of every process are gathered and added to the scores in block order, so any number of
+    processes gives the same bytes as one."""
     m = len(plan.rows)
     standardise, pairs = _compiled(data.n_samples)
+    share = sharding.this_process_share(-(-m // block))
     ring: list = [None] * slots  # (standardised block, its variants' positions), by block number mod slots
-    scores = np.ones(m, np.float64)  # each variant's r^2 with itself
-    pending: list[tuple] = []  # (positions, per-variant sums) not yet added: read back two blocks later
+    entries: list[tuple] = []  # (positions, sums) in order; sums still on the device until collected
+    done: list[np.ndarray] = []
 
-    def collect() -> None:
-        for positions, sums in pending.pop(0):
+    def collect(upto: int) -> None:
+        while len(entries) > upto:
+            positions, sums = entries.pop(0)
             valid = positions >= 0
-            scores[positions[valid]] += np.asarray(sums, np.float64)[valid]
+            done.append(np.stack([positions[valid].astype(np.float64), np.asarray(sums, np.float64)[valid]]))
 
-    starts = range(0, m, block)
+    numbers = range(max(0, share.start - slots), share.stop)  # the share, after the blocks its ring needs
     blocks = contextlib.closing(
-        read_ahead(lambda start: padded_block(data, plan.rows[start : start + block], block), starts)
+        read_ahead(lambda number: padded_block(data, plan.rows[number * block : (number + 1) * block], block), numbers)
     )
     with blocks as read:
-        for number, (start, raw) in enumerate(zip(starts, read)):
-            stop = min(start + block, m)
+        for number, raw in zip(numbers, read):
+            start, stop = number * block, min((number + 1) * block, m)
             index = np.full(block, -1, np.int32)
             index[: stop - start] = np.arange(start, stop)
-            left = np.full(block, np.iinfo(np.int32).max, np.int32)
-            left[: stop - start] = plan.reach[start:stop]
             x = standardise(raw)
-            own, other = pairs(x, x, index, index, left)
-            added = [(index, own + other)]
-            # the earlier blocks that hold a variant of this block's window, newest first
-            for earlier in range(number - 1, max(-1, number - 1 - slots), -1):
-                if (earlier + 1) * block <= int(plan.reach[start:stop].min()):
-                    break
-                kept, positions = ring[earlier % slots]
-                own, other = pairs(x, kept, index, positions, left)
-                added += [(index, own), (positions, other)]
-            pending.append(added)
+            if number >= share.start:
+                left = np.full(block, np.iinfo(np.int32).max, np.int32)
+                left[: stop - start] = plan.reach[start:stop]
+                own, other = pairs(x, x, index, index, left)
+                entries.append((index, own + other))
+                # the earlier blocks that hold a variant of this block's window, newest first
+                for earlier in range(number - 1, max(-1, number - 1 - slots), -1):
+                    if (earlier + 1) * block <= int(plan.reach[start:stop].min()):
+                        break
+                    kept, positions = ring[earlier % slots]
+                    own, other = pairs(x, kept, index, positions, left)
+                    entries += [(index, own), (positions, other)]
+                collect(upto=2 * (slots + 1))  # read back a block or two behind the device
+                progress.update(stop - start)
             ring[number % slots] = (x, index)
-            if len(pending) > 2:
-                collect()
             data.release()
-            progress.update(stop - start)
-    while pending:
-        collect()
+    collect(upto=0)
+    found = np.concatenate(done, axis=1) if done else np.zeros((2, 0))
+    found = sharding.gather_parts(found.T).T  # every process's entries, in block order
+    scores = np.ones(m, np.float64)  # each variant's r^2 with itself
+    np.add.at(scores, found[0].astype(np.int64), found[1])
     return scores
 
 
@@ -297,7 +307,10 @@ def ld_scores(
         window.describe(),
     )
     scores = []
-    with tqdm(total=int(keep.sum()), desc="LD scores", unit="variant", mininterval=1) as progress:
+    bar = tqdm(
+        total=int(keep.sum()), desc="LD scores", unit="variant", mininterval=1, disable=not sharding.is_main_process()
+    )
+    with bar as progress:
         for plan in plans:
             scores.append(chromosome_ld_scores(data, plan, block, slots, progress))
     kept_rows = rows[keep]

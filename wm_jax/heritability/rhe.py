@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from wm_jax import sharding
 from wm_jax.data.readahead import padded_block, read_ahead
 from wm_jax.gwas.kernel import at_full_precision
 from wm_jax.heritability.ldscore import standardised
@@ -88,7 +89,9 @@ def stream_sums(
             options.jackknife_blocks,
             V_BUDGET / 2**30,
         )
-    groups = np.array_split(np.arange(n_steps), min(options.jackknife_blocks, fitting, n_steps))
+    every_group = np.array_split(np.arange(n_steps), min(options.jackknife_blocks, fitting, n_steps))
+    # each process streams a contiguous share of the jackknife blocks; their sums are gathered at the end
+    groups = every_group[sharding.this_process_share(len(every_group))]
     step = _compiled_step(n_pheno, n_basis)
     analysed_d, right_d = jnp.asarray(analysed), jnp.asarray(right, jnp.float32)
     sums = BlockSums(
@@ -97,8 +100,13 @@ def stream_sums(
         np.zeros(len(groups), np.int64),
         np.zeros((len(groups), right.shape[0], n_probes), np.float32),  # 4 J R B bytes
     )
-    blocks = read_ahead(lambda s: padded_block(data, rows[s * block : (s + 1) * block], block), range(n_steps))
-    with contextlib.closing(blocks), tqdm(total=len(rows), desc="RHE", unit="variant", mininterval=1) as progress:
+    steps_here = [int(s) for steps in groups for s in steps]
+    blocks = read_ahead(lambda s: padded_block(data, rows[s * block : (s + 1) * block], block), steps_here)
+    in_share = sum(min(block, len(rows) - s * block) for s in steps_here)
+    progress_bar = tqdm(
+        total=in_share, desc="RHE", unit="variant", mininterval=1, disable=not sharding.is_main_process()
+    )
+    with contextlib.closing(blocks), progress_bar as progress:
         for g, steps in enumerate(groups):  # consecutive steps, in order
             v = jnp.zeros((right.shape[0], n_probes), jnp.float32)
             parts = []
@@ -110,7 +118,7 @@ def stream_sums(
             sums.yky[g] = np.sum([np.asarray(p[0], np.float64) for p in parts], axis=0)
             sums.trace[g] = np.sum([float(p[1]) for p in parts])
             sums.m[g] = np.sum([int(p[2]) for p in parts])
-    return sums
+    return BlockSums(*(sharding.gather_parts(part) for part in (sums.yky, sums.trace, sums.m, sums.v)))
 
 
 def _estimates(yky, trace, m, v, yy, basis, probes, n_free) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
