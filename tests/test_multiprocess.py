@@ -123,6 +123,10 @@ def test_ldscore_and_rhe_h2_on_two_processes_equal_one(tiny_cohort, phenotypes, 
     assert len(scores.splitlines()) > 1000
     for name in ("ld.l2.M", "ld.l2.M_5_50", "rhe.h2.tsv"):
         assert (tmp_path / f"one_{name}").read_bytes() == (tmp_path / f"two_{name}").read_bytes(), name
+    refused = _launch(
+        2, ["h2", "--gwas", str(tmp_path / "g"), "--ldscores", str(tmp_path / "l"), "--out", str(tmp_path / "x")], None
+    )
+    assert refused.returncode == 2 and "h2 --method ldsc runs as one process" in refused.stderr
     table = pd.read_csv(tmp_path / "two_rhe.h2.tsv", sep="\t")
     assert list(table["phenotype"]) == ["P0", "P2", "P4"] and table["se"].gt(0).all()
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("two")) == sorted(
