@@ -49,7 +49,15 @@ def _jobs(case: LdscCase) -> list[list[str]]:
     files = [str(case.munged[p]) for p in case.phenotypes] + [str(case.external_munged)]
     for k in range(len(case.phenotypes)):
         jobs.append(["--rg", ",".join(files[k:]), *ld, "--out", str(d / f"ldsc_rg_{k}")])
+    # constrained intercepts (after the jobs above): --no-intercept for h2 and rg, a fixed gencov intercept
+    jobs.append(["--h2", str(case.sumstats[first]), *ld, "--no-intercept", "--out", str(d / "ldsc_h2_none")])
+    jobs.append(["--rg", ",".join(files), *ld, "--no-intercept", "--out", str(d / "ldsc_rg_none")])
+    gencov = ",".join(["0"] + [str(GENCOV_INTERCEPT)] * (len(files) - 1))  # ldsc ignores the first
+    jobs.append(["--rg", ",".join(files), *ld, "--intercept-gencov", gencov, "--out", str(d / "ldsc_rg_gencov")])
     return jobs
+
+
+GENCOV_INTERCEPT = 0.05
 
 
 @pytest.fixture(scope="module")
@@ -66,10 +74,18 @@ def ldsc(case) -> dict:
     n = len(case.phenotypes)
     names = case.phenotypes + ["external"]
     rg = {}
-    for k, row in enumerate(results[n + 2 :]):
+    for k, row in enumerate(results[n + 2 : 2 * n + 2]):
         for other, fit in zip(names[k + 1 :], row):
             rg[(names[k], other)] = fit
-    return {"h2": dict(zip(case.phenotypes, results[:n])), "fixed": results[n], "same_ld": results[n + 1], "rg": rg}
+    h2_none, rg_none, rg_gencov = results[2 * n + 2 :]
+    constrained = {"h2": h2_none, "rg": dict(zip(names[1:], rg_none)), "gencov": dict(zip(names[1:], rg_gencov))}
+    return {
+        "h2": dict(zip(case.phenotypes, results[:n])),
+        "fixed": results[n],
+        "same_ld": results[n + 1],
+        "rg": rg,
+        "constrained": constrained,
+    }
 
 
 def _run(*argv: str) -> int:
@@ -91,7 +107,14 @@ def ours(case, tmp_path_factory) -> dict:
     assert _run("rg", *ld, "--out", str(out / "pairs")) == 0
     externals = [str(case.external_sumstats), str(case.external_ssf)]
     assert _run("rg", *ld, "--sumstats", *externals, "--out", str(out / "external")) == 0
+    first = ["--pheno-name", case.phenotypes[0]]
+    assert _run("h2", *ld, *first, "--no-intercept", "--out", str(out / "h2_none")) == 0
+    assert _run("rg", *ld, "--no-intercept", "--out", str(out / "rg_none")) == 0
+    assert _run("rg", *ld, "--intercept-gencov", str(GENCOV_INTERCEPT), "--out", str(out / "rg_gencov")) == 0
     return {
+        "h2_none": _table(out / "h2_none.h2.tsv").iloc[0],
+        "rg_none": _table(out / "rg_none.rg.tsv"),
+        "rg_gencov": _table(out / "rg_gencov.rg.tsv"),
         "h2": _table(out / "all.h2.tsv").set_index("phenotype"),
         "fixed": _table(out / "fixed.h2.tsv").iloc[0],
         "same_ld": _table(out / "same.h2.tsv").iloc[0],
@@ -129,6 +152,27 @@ def _check_pair(row: pd.Series, fit: dict) -> None:
             np.testing.assert_allclose(row[f"h2_p{k}{ours_field}"], hsq[field], rtol=RTOL)
         np.testing.assert_allclose(row[f"h2_int_p{k}"], hsq["intercept"], rtol=RTOL)
         np.testing.assert_allclose(row[f"h2_int_p{k}_se"], hsq["intercept_se"], rtol=RTOL)
+
+
+def test_constrained_intercepts_equal_ldsc(case, ldsc, ours):
+    """--no-intercept (h2: intercept 1; rg: h2 intercepts 1, genetic covariance intercept 0) and
+    --intercept-gencov, against ldsc's runs with the same flags (the pairs of the first phenotype)."""
+    for field in ("h2", "se", "intercept", "mean_chi2"):
+        np.testing.assert_allclose(ours["h2_none"][field], ldsc["constrained"]["h2"][field], rtol=RTOL, err_msg=field)
+    for key, intercept in (("rg_none", 0.0), ("rg_gencov", GENCOV_INTERCEPT)):
+        table = ours[key]
+        assert len(table) == len(case.phenotypes) * (len(case.phenotypes) - 1) // 2
+        assert (table["gcov_int"] == intercept).all() and table["gcov_int_se"].isna().all()
+        fits = ldsc["constrained"]["rg" if key == "rg_none" else "gencov"]
+        for _, row in table[table["p1"] == case.phenotypes[0]].iterrows():
+            fit = fits[row["p2"]]
+            for field in ("rg", "se", "z", "p", "gcov", "gcov_se", "gcov_int"):
+                np.testing.assert_allclose(row[field], fit[field], rtol=RTOL, err_msg=f"{key} {field}")
+            for k in (1, 2):
+                np.testing.assert_allclose(row[f"h2_p{k}"], fit[f"hsq{k}"]["h2"], rtol=RTOL)
+        # the constraint changes the estimates: the free fit is not what the constrained one matched
+        free = ldsc["rg"][(case.phenotypes[0], case.phenotypes[1])]
+        assert abs(free["gcov"] - fits[case.phenotypes[1]]["gcov"]) > 1e-6 * abs(free["gcov"])
 
 
 def test_rg_among_phenotypes_equals_ldsc(case, ldsc, ours):
@@ -320,3 +364,11 @@ def test_export_refuses_a_phenotype_name_that_cannot_name_a_file(case, tmp_path,
     errors = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
     assert len(errors) == 1 and "meta.json" in errors[0] and "'../escaped'" in errors[0], errors
     assert not out.exists() and not (tmp_path / "escaped.tsv.gz").exists()
+
+
+def test_contradictory_intercept_flags_are_one_line_naming_the_flag(case, tmp_path, capsys):
+    ld = ["--gwas", str(case.gwas_prefix), "--ref-ld", case.ld_prefix, "--w-ld", case.w_prefix]
+    out = ["--out", str(tmp_path / "o")]
+    _fails_naming(capsys, ["rg", *ld, "--no-intercept", "--intercept-h2", "1", *out], "--no-intercept", "without")
+    _fails_naming(capsys, ["h2", *ld, "--no-intercept", "--intercept-h2", "1", *out], "--no-intercept", "without")
+    _fails_naming(capsys, ["rg", *ld, "--intercept-gencov", "0", "--two-step", "30", *out], "--two-step", "free")

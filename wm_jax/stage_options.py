@@ -87,10 +87,12 @@ class RheOptions:
 @dataclass
 class LdscOptions:
     """`wm-jax h2` (LD score regression) and `wm-jax rg`, with ldsc's defaults. ``two_step`` (the
-    two-step estimator's cutoff) applies when the intercept is free; None is ldsc's default: 30 for
+    two-step estimator's cutoff) applies when the intercept is free (ldsc's --no-intercept is
+    intercept_h2 1 and intercept_gencov 0); None is ldsc's default: 30 for
     h2, and none for rg (ldsc --rg uses the two-step estimator only when --two-step is given)."""
 
     intercept_h2: float | None = None
+    intercept_gencov: float | None = None  # rg: every pair's genetic covariance intercept, fixed
     two_step: float | None = ranged(None, "number", 0, low_open=True)
     chisq_max: float | None = ranged(None, "number", 0, low_open=True)
     n_blocks: int = ranged(200, "integer", 2)  # jackknife blocks

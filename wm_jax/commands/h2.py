@@ -28,7 +28,6 @@ def register(sub) -> None:
         "--pheno on the genotypes, in one pass",
     )
     add_ldsc_flags(p, o)
-    p.add_argument("--intercept-h2", type=float, help="constrain the intercept to this value (no two-step)")
     p.add_argument(
         "--chisq-max", type=o.flag_type(LdscOptions, "chisq_max"), help="drop SNPs with chi^2 >= this (default none)"
     )
@@ -60,7 +59,7 @@ def add_rhe_flags(p, o) -> None:
     p.add_argument("--seed", type=o.flag_type(RheOptions, "seed"), help="--method rhe: seed of the probes (1)")
 
 
-LDSC_ONLY = ("gwas", "ldscores", "ref_ld", "w_ld", "two_step", "n_blocks", "intercept_h2", "chisq_max")
+LDSC_ONLY = ("gwas", "ldscores", "ref_ld", "w_ld", "two_step", "n_blocks", "intercept_h2", "no_intercept", "chisq_max")
 RHE_ONLY = ("bfile", "pfile", "bgen", "sample", "pheno", "covar", "covar_names", "chromosomes", "probes",
             "jackknife_blocks", "block_size", "seed")  # fmt: skip
 

@@ -31,12 +31,20 @@ def add_ldsc_flags(p, o) -> None:
         help="two-step estimator cutoff (ldsc's defaults: 30 for h2, none for rg)",
     )
     p.add_argument("--n-blocks", type=o.flag_type(LdscOptions, "n_blocks"), help="jackknife blocks (default 200)")
+    p.add_argument("--intercept-h2", type=float, help="constrain every h2 intercept to this value (no two-step)")
+    p.add_argument(
+        "--no-intercept",
+        action="store_true",
+        help="h2 intercepts constrained to 1 (and, for rg, genetic covariance intercepts to 0), as ldsc's flag",
+    )
     p.add_argument("--not-M-5-50", dest="not_m_5_50", action="store_true", help="M from .l2.M, not .l2.M_5_50")
     add_overwrite_flag(p, "replace outputs this command did not write")
 
 
 def ldsc_inputs(args):
     """The GWAS, the phenotype rows, the merged LD scores and the regression options."""
+    from dataclasses import replace
+
     import numpy as np
 
     from wm_jax.heritability.ldsc import load_reference
@@ -55,6 +63,12 @@ def ldsc_inputs(args):
     gwas = open_gwas(args.gwas)
     phenotypes = check_phenotypes(gwas, args.pheno_names)
     options = options_from_args(LdscOptions, args)
+    if args.no_intercept:
+        if options.intercept_h2 is not None or options.intercept_gencov is not None:
+            raise InputError("--no-intercept: expected without --intercept-h2 or --intercept-gencov")
+        options = replace(options, intercept_h2=1.0, intercept_gencov=0.0)
+    if options.intercept_gencov is not None and options.two_step is not None:
+        raise InputError("--two-step: expected a free genetic covariance intercept (not with --intercept-gencov)")
     chromosomes = set(np.unique(gwas.variants["CHR"].to_numpy()).tolist())
     autosomes = {c for c in chromosomes if 1 <= c <= 22}  # LD score sets hold 1-22, as ldsc reads them
     reference = load_reference(ref_ld, w_ld, autosomes, options)

@@ -18,6 +18,11 @@ def register(sub) -> None:
     p = sub.add_parser("rg", help="genetic correlations among a GWAS's phenotypes, or with external summary statistics")
     add_ldsc_flags(p, o)
     p.add_argument(
+        "--intercept-gencov",
+        type=float,
+        help="constrain every pair's genetic covariance intercept to this value (0: no sample overlap)",
+    )
+    p.add_argument(
         "--sumstats",
         nargs="+",
         help="external summary statistics (LDSC .sumstats[.gz] or GWAS-SSF): every phenotype against each file",

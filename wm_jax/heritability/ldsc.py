@@ -361,7 +361,10 @@ def _fit_pairs(traits, pairs, selected, snps, ld, w_ld, m, options, columns, pro
         z, n = z[:, cols], n[:, cols]
     two_step = _two_step(options, None)
     h2 = _fit_h2(z, ld[cols], w_ld[cols], _shared(n), m, options, two_step)
-    shared = SnpSet(z, n, ld[cols], w_ld[cols], m, h2, _row_patterns(n), two_step, options.n_blocks)
+    gencov_two_step = None if options.intercept_gencov is not None else two_step
+    shared = SnpSet(
+        z, n, ld[cols], w_ld[cols], m, h2, _row_patterns(n), gencov_two_step, options.n_blocks, options.intercept_gencov
+    )
     chunk = max(1, PAIR_CHUNK_VALUES // z.shape[1])
     chunks = [selected[start : start + chunk] for start in range(0, len(selected), chunk)]
     workers = min(PAIR_THREADS, os.cpu_count() or 1, len(chunks))
@@ -385,8 +388,9 @@ class SnpSet:
     m: float
     h2: reg.HsqFit
     pattern: np.ndarray  # traits with the same N per SNP have the same number
-    two_step: float | None
+    two_step: float | None  # of the genetic covariance regressions
     n_blocks: int
+    intercept_gencov: float | None = None
 
 
 def _fit_chunk(s: SnpSet, a: np.ndarray, b: np.ndarray) -> dict[str, np.ndarray]:
@@ -395,7 +399,9 @@ def _fit_chunk(s: SnpSet, a: np.ndarray, b: np.ndarray) -> dict[str, np.ndarray]
     n1 = s.n[a[0]] if (s.pattern[a] == s.pattern[a[0]]).all() else s.n[a]
     n2 = s.n[b[0]] if (s.pattern[b] == s.pattern[b[0]]).all() else s.n[b]
     with _two_step_guard():
-        gencov = reg.fit_gencov(s.z[a], s.z[b], s.ld, s.w_ld, n1, n2, s.m, h1, h2, s.two_step, s.n_blocks)
+        gencov = reg.fit_gencov(
+            s.z[a], s.z[b], s.ld, s.w_ld, n1, n2, s.m, h1, h2, s.two_step, s.n_blocks, s.intercept_gencov
+        )
     fit = reg.genetic_correlation(gencov, h1, h2)
     return {
         "rg": fit.rg,

