@@ -134,6 +134,27 @@ def test_ldscore_and_rhe_h2_on_two_processes_equal_one(tiny_cohort, phenotypes, 
     )
 
 
+@pytest.mark.slow  # about 20 s: three launches
+def test_prepare_on_two_processes_equals_one(tiny_cohort, tmp_path):
+    """`prepare --layout zarr` with each process writing its share of the subjects' chunks: the same
+    volumes, mask, index and record as one process; the npy layout is refused under a launcher."""
+    from wm_jax.data.store import VolumeStore
+
+    args = ["prepare", "--subjects", str(tiny_cohort / "subjects.tsv"), "--layout", "zarr", "--downsample", "2"]
+    _ok(_launch(2, [*args, "--out", str(tmp_path / "two")], None))
+    _ok(_alone([*args, "--out", str(tmp_path / "one")], 2, None))
+    for name in ("mask.npy", "index.tsv", "store.json", "volumes.zarr/zarr.json"):
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes(), name
+    one, two = VolumeStore.open(tmp_path / "one"), VolumeStore.open(tmp_path / "two")
+    np.testing.assert_array_equal(one.volumes[:], two.volumes[:])
+    assert len(two) == 103 and np.abs(two.volumes[:]).sum() > 0
+    refused = _launch(
+        2, ["prepare", "--subjects", str(tiny_cohort / "subjects.tsv"), "--out", str(tmp_path / "npy")], None
+    )
+    assert refused.returncode == 2 and "--layout: expected zarr" in refused.stderr
+    assert not (tmp_path / "npy").exists()
+
+
 def _train_args(store, workdir, epochs: int) -> list[str]:
     return [
         "train", "--config", "demo", "--store", str(store), "--workdir", str(workdir),

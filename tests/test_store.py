@@ -117,3 +117,51 @@ def test_cli_prepare_bad_input_is_one_line_exit_2(tmp_path):
     errors = [line for line in result.stderr.splitlines() if "error" in line]
     assert len(errors) == 1 and "s0.nii.gz: FA map listed in" in errors[0] and "Traceback" not in result.stderr
     assert not (tmp_path / "store").exists()
+
+
+def test_zarr_layout_holds_the_npy_store_and_reads_like_it(tiny_cohort, tmp_path, capsys):
+    """--layout zarr: the same volumes bit for bit, the same mask, index and fingerprint (the layout
+    is not content); rows, slices, row arrays and masks read as from the memory map; roi on it
+    writes the same table; a store missing a subject's chunk is one line naming it, exit 2."""
+    import shutil
+
+    from wm_jax.cli import main
+    from wm_jax.data.store import ZarrVolumes, store_fingerprint
+
+    prep = Preprocessing(crop=((2, 22), (2, 26), (0, 24)), downsample=2)
+    npy = VolumeStore.open(prepare_store(tiny_cohort / "subjects.tsv", tmp_path / "npy", prep))
+    zarr_prep = Preprocessing(crop=prep.crop, downsample=2, layout="zarr")
+    store = VolumeStore.open(prepare_store(tiny_cohort / "subjects.tsv", tmp_path / "zarr", zarr_prep))
+    assert isinstance(store.volumes, ZarrVolumes) and not (tmp_path / "zarr" / "volumes.npy").exists()
+    assert store.volumes.shape == npy.volumes.shape and store.volumes.dtype == npy.volumes.dtype
+    rows = np.array([3, 0, 77, 102])
+    chosen = np.zeros(len(npy), bool)
+    chosen[[5, 6, 40]] = True
+    for key in (7, -1, np.int64(102), slice(10, 20), slice(None, 5), slice(90, 300), rows, chosen, rows[:0]):
+        np.testing.assert_array_equal(store.volumes[key], npy.volumes[key])
+    from wm_jax.train.batches import Prefetcher, read_batch
+
+    for part in (None, slice(2, 6)):  # a whole batch, and one process's part of it
+        for a, b in zip(read_batch(store.volumes, rows, 8, part), read_batch(npy.volumes, rows, 8, part)):
+            np.testing.assert_array_equal(a, b)
+    batches = [np.array([1, 9]), np.array([4, 50, 60])]
+    for a, b in zip(Prefetcher(store.volumes, batches, 4), Prefetcher(npy.volumes, batches, 4)):  # reader threads
+        for x, y in zip(a, b):
+            np.testing.assert_array_equal(x, y)
+    np.testing.assert_array_equal(store.mask, npy.mask)
+    pd.testing.assert_frame_equal(store.index, npy.index)
+    assert store.record["preprocessing"]["layout"] == "zarr"
+    assert store_fingerprint(store) == store_fingerprint(npy)
+    roi = ["roi", "--atlas", str(tiny_cohort / "atlas.nii.gz"), "--labels", str(tiny_cohort / "atlas_labels.tsv")]
+    full = ["--store", str(tmp_path / "npy_full"), "--out", str(tmp_path / "roi_npy.tsv")]
+    prepare_store(tiny_cohort / "subjects.tsv", tmp_path / "npy_full")
+    prepare_store(tiny_cohort / "subjects.tsv", tmp_path / "zarr_full", Preprocessing(layout="zarr"))
+    assert main([*roi, *full]) == 0
+    assert main([*roi, "--store", str(tmp_path / "zarr_full"), "--out", str(tmp_path / "roi_zarr.tsv")]) == 0
+    assert (tmp_path / "roi_npy.tsv").read_bytes() == (tmp_path / "roi_zarr.tsv").read_bytes()
+    shutil.rmtree(tmp_path / "zarr" / "volumes.zarr" / "c" / "77")
+    capsys.readouterr()
+    assert main([*roi, "--store", str(tmp_path / "zarr"), "--out", str(tmp_path / "roi_bad.tsv")]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+    assert len(errors) == 1 and str(tmp_path / "zarr") in errors[0] and "row 77" in errors[0], errors
+    assert not (tmp_path / "roi_bad.tsv").exists()

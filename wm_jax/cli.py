@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-MULTI_PROCESS_COMMANDS = ("train", "embed", "gwas", "ldscore", "h2")
+MULTI_PROCESS_COMMANDS = ("train", "embed", "gwas", "ldscore", "h2", "prepare")
 
 
 def _start_distributed(command: str) -> None:

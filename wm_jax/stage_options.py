@@ -107,3 +107,4 @@ class Preprocessing:
     downsample: int = ranged(1, "integer", 1)
     mask_fraction: float = ranged(0.5, "number", 0, 1, low_open=True)
     dtype: str = "float32"
+    layout: str = "npy"  # volumes.npy (one memory-mappable file) or volumes.zarr (zarr v3, a chunk per subject)

@@ -22,6 +22,12 @@ def register(sub) -> None:
         help="brain mask: non-zero in this fraction of subjects, in (0, 1]",
     )
     p.add_argument("--dtype", choices=["float32", "float16"])
+    p.add_argument(
+        "--layout",
+        choices=["npy", "zarr"],
+        help="volumes.npy, one memory-mappable file (default); or volumes.zarr, zarr v3 with a chunk per "
+        "subject, so that each host of a pod reads only its own subjects",
+    )
     add_overwrite_flag(p)
     p.set_defaults(run=run, accepts_overrides=False)
 

@@ -1,7 +1,9 @@
 """The volume store: all subjects' preprocessed FA maps in one memory-mapped array.
 
 Layout of a store directory:
-  volumes.npy   (N, X, Y, Z) float32 (or float16), per-image z-scored over its non-zero voxels
+  volumes.npy   (N, X, Y, Z) float32 (or float16), per-image z-scored over its non-zero voxels; or,
+                with --layout zarr, volumes.zarr: the same array in zarr v3 (tensorstore), one
+                zstd-compressed chunk per subject, so that a host reads only the subjects it trains on
   mask.npy      (X, Y, Z) bool, the brain mask (voxels non-zero in >= mask_fraction of subjects)
   index.tsv     row FID IID fa_path nonzero_mean nonzero_sd
   store.json    format version, grid (shape, affine after crop/downsample), preprocessing
@@ -33,7 +35,7 @@ from wm_jax.stage_options import Preprocessing
 log = logging.getLogger("wm_jax")
 
 # What `wm-jax prepare` writes into its store directory.
-STORE = Output("prepare", "volumes.npy mask.npy index.tsv store.json")
+STORE = Output("prepare", "volumes.npy volumes.zarr mask.npy index.tsv store.json")
 
 STORE_FORMAT_VERSION = 1
 
@@ -138,28 +140,103 @@ def _check_free_space(tmp: Path, out: str | os.PathLike, needed: int) -> None:
 
 
 def _write_volumes(
-    tmp: Path, out, subjects: pd.DataFrame, grid: Grid, target: Grid, prep: Preprocessing
+    write, out, subjects: pd.DataFrame, grid: Grid, prep: Preprocessing, first_row: int = 0
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """volumes.npy: every subject's normalised map on the target grid, written row by row through
-    the file; returns each map's non-zero mean and SD, and per voxel the number of subjects in which
-    it is non-zero."""
+    """Every subject's normalised map on the target grid, handed to ``write(row, volume)`` (rows
+    from ``first_row``, in order); returns each map's non-zero mean and SD, and per voxel the number
+    of subjects in which it is non-zero."""
     n = len(subjects)
     dtype = np.dtype(prep.dtype)
-    header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": (n, *target.shape)}
-    nonzero_count = np.zeros(target.shape, np.int32)
+    nonzero_count = None
     means, sds = np.zeros(n), np.zeros(n)
     conversions: dict[str, int] = {}
-    with _writing(out), open(tmp / "volumes.npy", "wb") as handle:
-        np.lib.format.write_array_header_1_0(handle, header)
+    with _writing(out):
         for i, path in enumerate(tqdm(subjects["fa_path"], desc="prepare", unit="vol", mininterval=1.0)):
             fa = load_fa(path, grid, conversions)
             normalised, means[i], sds[i] = zscore_nonzero(fa)
             normalised = apply_geometry(normalised, prep)
-            handle.write(np.ascontiguousarray(normalised, dtype=dtype).tobytes())
+            write(first_row + i, np.ascontiguousarray(normalised, dtype=dtype))
+            if nonzero_count is None:
+                nonzero_count = np.zeros(normalised.shape, np.int32)  # C order, whatever the map's
             nonzero_count += normalised != 0
     for conversion, count in conversions.items():
         log.info("prepare: %d of %d FA maps stored as %s", count, n, conversion)
     return means, sds, nonzero_count
+
+
+@contextlib.contextmanager
+def _volume_writer(tmp: Path, layout: str, shape: tuple[int, ...], dtype: np.dtype):
+    """``write(i, volume)`` for subjects in order: rows of volumes.npy, or chunks of volumes.zarr."""
+    if layout == "zarr":
+        array = zarr_volumes(tmp / "volumes.zarr", shape, dtype)
+        yield lambda i, volume: array[i].write(volume).result()
+        return
+    header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": shape}
+    with open(tmp / "volumes.npy", "wb") as handle:
+        np.lib.format.write_array_header_1_0(handle, header)
+        yield lambda i, volume: handle.write(volume.tobytes())
+
+
+def zarr_volumes(path: Path, shape: tuple[int, ...] | None = None, dtype: np.dtype | None = None):
+    """A tensorstore zarr v3 array at ``path``: created with ``shape`` and ``dtype`` (one chunk per
+    subject, zstd level 3), or opened as it is (``shape`` None)."""
+    import tensorstore as ts
+
+    spec: dict = {"driver": "zarr3", "kvstore": {"driver": "file", "path": str(path)}}
+    if shape is not None:
+        spec["create"] = True
+        spec["metadata"] = {
+            "shape": list(shape),
+            "data_type": np.dtype(dtype).name,
+            "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": [1, *shape[1:]]}},
+            "codecs": [
+                {"name": "bytes", "configuration": {"endian": "little"}},
+                {"name": "zstd", "configuration": {"level": 3}},
+            ],
+        }
+    return ts.open(spec).result()
+
+
+class ZarrVolumes:
+    """The volumes of a zarr store, indexed like the memory map of volumes.npy: a row, a slice or an
+    array of rows reads only those subjects' chunks (into a NumPy array)."""
+
+    def __init__(self, array) -> None:
+        self._array = array
+        self.shape = tuple(int(n) for n in array.shape)
+        self.dtype = np.dtype(array.dtype.numpy_dtype)
+        self.ndim = len(self.shape)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key) -> np.ndarray:
+        n = self.shape[0]
+        if isinstance(key, slice):  # clipped to the rows, as NumPy does (tensorstore refuses bounds past them)
+            return self._array[slice(*key.indices(n))].read().result()
+        if isinstance(key, (int, np.integer)):
+            if not -n <= key < n:
+                raise IndexError(f"row {key} of {n}")
+            return self._array[int(key) % n].read().result()
+        rows = np.asarray(key)
+        rows = np.flatnonzero(rows) if rows.dtype == bool else rows.astype(np.int64)
+        if len(rows) and (rows.min() < -n or rows.max() >= n):
+            raise IndexError(f"rows {rows.min()}..{rows.max()} of {n}")
+        rows = np.where(rows < 0, rows + n, rows)
+        if len(rows) == 0:
+            return np.zeros((0, *self.shape[1:]), self.dtype)
+        return self._array.oindex[rows].read().result()
+
+
+def _open_zarr_volumes(path: Path) -> ZarrVolumes:
+    """volumes.zarr, with a chunk for every subject: a missing chunk would read as zeros, silently."""
+    volumes = ZarrVolumes(zarr_volumes(path))
+    chunks = path / "c"
+    present = {entry.name for entry in os.scandir(chunks)} if chunks.is_dir() else set()
+    missing = [i for i in range(len(volumes)) if str(i) not in present]
+    if missing:
+        raise ValueError(f"{len(missing)} of {len(volumes)} subjects have no chunk (first: row {missing[0]})")
+    return volumes
 
 
 def prepare_store(
@@ -168,7 +245,9 @@ def prepare_store(
     prep: Preprocessing = Preprocessing(),
     overwrite: bool = False,
 ) -> Path:
-    """Validate, normalise and pack every subject's FA map into a store (all or nothing)."""
+    """Validate, normalise and pack every subject's FA map into a store (all or nothing). Under a
+    launcher (several processes), each process writes a contiguous share of the subjects into
+    volumes.zarr, and process 0 writes the rest and publishes the store."""
     subjects = read_subjects(subjects_path)
     if len(subjects) == 0:
         raise input_error(subjects_path, "lists no subjects")
@@ -177,40 +256,96 @@ def prepare_store(
     grid = read_grid(subjects["fa_path"].iloc[0])
     target = _checked_target_grid(subjects_path, grid, prep)
     n = len(subjects)
+    shape, dtype = (n, *target.shape), np.dtype(prep.dtype)
+    if _process_count() > 1:
+        return _prepare_across_processes(subjects, subjects_path, out, prep, overwrite, grid, target)
     with atomic_dir(out, STORE, overwrite=overwrite) as tmp:
         _check_free_space(tmp, out, store_bytes(n, target, prep))
-        means, sds, nonzero_count = _write_volumes(tmp, out, subjects, grid, target, prep)
-        mask = nonzero_count >= prep.mask_fraction * n
-        if not mask.any():
-            raise input_error(
-                subjects_path,
-                f"no voxel is non-zero in {prep.mask_fraction:g} of the subjects: "
-                "the brain mask would be empty (expected a lower --mask-fraction)",
-            )
-        index = subjects.assign(row=np.arange(n), nonzero_mean=means, nonzero_sd=sds)
-        record = {
-            "format_version": STORE_FORMAT_VERSION,
-            "n_subjects": n,
-            "grid": target.to_json(),
-            "source_grid": grid.to_json(),
-            "preprocessing": {
-                "crop": prep.crop,
-                "downsample": prep.downsample,
-                "mask_fraction": prep.mask_fraction,
-                "dtype": prep.dtype,
-                "normalisation": "z-score over non-zero voxels per image",
-            },
-            "mask_voxels": int(mask.sum()),
-            "subjects_table": str(Path(subjects_path).resolve()),
-        }
-        with _writing(out):
-            np.save(tmp / "mask.npy", mask)
-            index[["row", "FID", "IID", "fa_path", "nonzero_mean", "nonzero_sd"]].to_csv(
-                tmp / "index.tsv", sep="\t", index=False
-            )
-            (tmp / "store.json").write_text(json.dumps(record, indent=2))
-    log.info("prepare: %d subjects -> %s (grid %s, %d mask voxels)", n, out, target.shape, int(mask.sum()))
+        with _writing(out), _volume_writer(tmp, prep.layout, shape, dtype) as write:
+            means, sds, nonzero_count = _write_volumes(write, out, subjects, grid, prep)
+        _finish_store(tmp, out, subjects, subjects_path, grid, target, prep, means, sds, nonzero_count)
     return Path(out)
+
+
+def _process_count() -> int:
+    """The number of processes: 1 unless a launcher started several (JAX is then imported already)."""
+    import sys
+
+    if "jax" not in sys.modules:
+        return 1
+    import jax
+
+    return jax.process_count()
+
+
+def _prepare_across_processes(subjects, subjects_path, out, prep, overwrite, grid, target) -> Path:
+    """`prepare_store` on several processes: process 0 claims the temporary store and creates
+    volumes.zarr; each process writes the chunks of its share of the subjects; their statistics
+    are gathered, and process 0 writes the mask, index and record and publishes. A bad input met by
+    any process fails every process (the one that met it names it)."""
+    from wm_jax import sharding
+
+    if prep.layout != "zarr":
+        raise InputError("--layout: expected zarr when prepare runs across processes (each writes its own chunks)")
+    n, main = len(subjects), sharding.is_main_process()
+    share = sharding.this_process_share(n)
+    with atomic_dir(out, STORE, overwrite=overwrite) if main else contextlib.nullcontext() as tmp:
+        if main:
+            _check_free_space(tmp, out, store_bytes(n, target, prep))
+            with _writing(out):
+                zarr_volumes(tmp / "volumes.zarr", (n, *target.shape), np.dtype(prep.dtype))
+        shared = Path(sharding.broadcast_text(str(tmp) if main else ""))  # after process 0 created the array
+        array = zarr_volumes(shared / "volumes.zarr")
+        error = None
+        try:
+            write = lambda row, volume: array[row].write(volume).result()  # noqa: E731
+            means, sds, counts = _write_volumes(write, out, subjects.iloc[share], grid, prep, share.start)
+        except InputError as err:
+            error, means, sds, counts = err, np.zeros(0), np.zeros(0), None
+        if sharding.any_process(error is not None):
+            raise error or InputError(f"{subjects_path}: another process met a bad FA map (its error names it)")
+        counts = np.zeros(target.shape, np.int32) if counts is None else counts
+        means, sds = sharding.gather_parts(means), sharding.gather_parts(sds)
+        nonzero_count = sharding.gather_parts(counts[None]).sum(axis=0, dtype=np.int32)
+        if main:
+            _finish_store(tmp, out, subjects, subjects_path, grid, target, prep, means, sds, nonzero_count)
+    return Path(out)
+
+
+def _finish_store(tmp, out, subjects, subjects_path, grid, target, prep, means, sds, nonzero_count) -> None:
+    """mask.npy, index.tsv and store.json beside the volumes (an empty brain mask is an error)."""
+    n = len(subjects)
+    mask = nonzero_count >= prep.mask_fraction * n
+    if not mask.any():
+        raise input_error(
+            subjects_path,
+            f"no voxel is non-zero in {prep.mask_fraction:g} of the subjects: "
+            "the brain mask would be empty (expected a lower --mask-fraction)",
+        )
+    index = subjects.assign(row=np.arange(n), nonzero_mean=means, nonzero_sd=sds)
+    record = {
+        "format_version": STORE_FORMAT_VERSION,
+        "n_subjects": n,
+        "grid": target.to_json(),
+        "source_grid": grid.to_json(),
+        "preprocessing": {
+            "crop": prep.crop,
+            "downsample": prep.downsample,
+            "mask_fraction": prep.mask_fraction,
+            "dtype": prep.dtype,
+            "layout": prep.layout,
+            "normalisation": "z-score over non-zero voxels per image",
+        },
+        "mask_voxels": int(mask.sum()),
+        "subjects_table": str(Path(subjects_path).resolve()),
+    }
+    with _writing(out):
+        np.save(tmp / "mask.npy", mask)
+        index[["row", "FID", "IID", "fa_path", "nonzero_mean", "nonzero_sd"]].to_csv(
+            tmp / "index.tsv", sep="\t", index=False
+        )
+        (tmp / "store.json").write_text(json.dumps(record, indent=2))
+    log.info("prepare: %d subjects -> %s (grid %s, %d mask voxels)", n, out, target.shape, int(mask.sum()))
 
 
 @dataclass
@@ -218,7 +353,7 @@ class VolumeStore:
     """Read side of a store."""
 
     path: Path
-    volumes: np.ndarray  # memory map (N, X, Y, Z)
+    volumes: np.ndarray | ZarrVolumes  # (N, X, Y, Z): a memory map of volumes.npy, or volumes.zarr
     mask: np.ndarray
     index: pd.DataFrame
     record: dict
@@ -231,7 +366,10 @@ class VolumeStore:
             raise input_error(path, "not a volume store (no store.json; build one with `wm-jax prepare`)")
         try:
             record = json.loads(record_path.read_text())
-            volumes = np.load(path / "volumes.npy", mmap_mode="r")
+            if (path / "volumes.zarr").is_dir():
+                volumes = _open_zarr_volumes(path / "volumes.zarr")
+            else:
+                volumes = np.load(path / "volumes.npy", mmap_mode="r")
             mask = np.load(path / "mask.npy")
             index = pd.read_csv(path / "index.tsv", sep="\t", dtype={"FID": str, "IID": str})
         except (OSError, ValueError, EOFError, UnicodeDecodeError, pd.errors.ParserError) as err:
@@ -270,7 +408,10 @@ def store_fingerprint(store: VolumeStore) -> str:
     """What a store holds, not where: its subjects (FID, IID), each map's non-zero mean and SD, the
     grid and the preprocessing. A copied or moved store keeps it; another cohort's store (the same
     subject IDs, as simulated cohorts have, but other maps) does not."""
-    settings = json.dumps({k: store.record.get(k) for k in ("grid", "preprocessing", "n_subjects")}, sort_keys=True)
+    settings = {k: store.record.get(k) for k in ("grid", "preprocessing", "n_subjects")}
+    if isinstance(settings["preprocessing"], dict):  # the layout is how, not what: npy and zarr stores are one
+        settings["preprocessing"] = {k: v for k, v in settings["preprocessing"].items() if k != "layout"}
+    settings = json.dumps(settings, sort_keys=True)
     columns = [c for c in ("FID", "IID", "nonzero_mean", "nonzero_sd") if c in store.index]
     subjects = store.index[columns].to_csv(sep="\t", index=False)
     return hashlib.sha256((settings + subjects).encode()).hexdigest()[:16]
