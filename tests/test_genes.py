@@ -446,10 +446,10 @@ def _unit_rows_float64(dosages: np.ndarray) -> np.ndarray:
 def test_gene_ld_on_the_device_equals_numpy_float64(panel, tmp_path, kind):
     """`GeneLd` (decoded, standardised and multiplied on the device at full precision, with a ring
     of the genes within reach) against NumPy float64 on the mean-imputed dosages: each gene's
-    correlation within 2e-5 absolute (float32 sums over 333 samples), and each sum of squared correlations with an earlier gene
-    within 1e-5 relative. 40 overlapping genes of 3-300 variants (blocks of 32-512 rows), 2% missing
-    calls, a constant variant, from raw .bed bytes and from uint16 dosages (fractional); the 4
-    latest genes kept, so the ring is compacted and doubled on the way."""
+    correlation within 2e-5 absolute (float32 sums over 333 samples), and each sum of squared
+    correlations with an earlier gene within 1e-5 relative. 40 overlapping genes of 3-300 variants
+    (blocks of 32-512 rows), 2% missing calls, a constant variant, from raw .bed bytes and from
+    uint16 dosages (fractional); the 4 latest genes kept, so the ring is compacted and doubled."""
     from wm_jax.data.plink import PlinkDataset
     from wm_jax.genes.ld import INITIAL_RING, GeneLd
 
@@ -500,10 +500,9 @@ def test_gene_ld_on_the_device_equals_numpy_float64(panel, tmp_path, kind):
 def test_the_gene_ld_step_asks_for_full_precision():
     """Every dot of the compiled gene LD step (StableHLO and compiled HLO) at HIGHEST precision."""
     import jax
+    from test_gwas_kernel import _dots_below_highest
 
     from wm_jax.genes.ld import compiled_gene_step
-
-    from test_gwas_kernel import _dots_below_highest
 
     lowered = compiled_gene_step(301).lower(
         jax.ShapeDtypeStruct((256, 304), np.float32),
