@@ -504,9 +504,9 @@ def test_the_gene_ld_step_asks_for_full_precision():
 
     from wm_jax.genes.ld import compiled_gene_step
 
-    lowered = compiled_gene_step(301).lower(
+    lowered = compiled_gene_step(301, 128).lower(
         jax.ShapeDtypeStruct((256, 304), np.float32),
-        jax.ShapeDtypeStruct((256,), np.int32),
+        jax.ShapeDtypeStruct((128,), np.int32),
         jax.ShapeDtypeStruct((64, 76), np.uint8),
         np.int32(0),
     )

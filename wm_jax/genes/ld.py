@@ -13,7 +13,9 @@ fit at the end of the ring, the live rows are moved to its front, and the ring d
 is not enough.
 
 Shapes are fixed by rounding each gene's variant count up to a power of two (at least MIN_ROWS),
-so the step compiles once per (ring size, block size) pair: a few shapes per run.
+and the product with the ring to its first rows up to a power of two past the live ones, so the
+step compiles once per (ring size, live span, block size): a few shapes per run. A gene's padding
+rows take no room in the ring (the next block is written over them).
 """
 
 from __future__ import annotations
@@ -46,21 +48,23 @@ def unit_rows(raw: jax.Array, n_samples: int) -> jax.Array:
     return x * (1.0 / np.sqrt(n_samples))
 
 
-def _gene_step(ring, segments, raw, offset, *, n_samples: int):
+def _gene_step(ring, segments, raw, offset, *, n_samples: int, span: int):
     """(ring with this gene's rows written at ``offset``, the gene's correlation (B, B), the sum of
-    squared correlations of its variants with the ring's rows of each segment (ring rows,) indexed
-    by segment id; rows of segment -1 are left out)."""
+    squared correlations of its variants with the ring's first ``span`` rows per segment (span,),
+    indexed by segment id; rows of segment -1 are left out)."""
     x = unit_rows(raw, n_samples)
     correlation = x @ x.T
-    products = ring @ x.T
+    products = ring[:span] @ x.T
     per_row = jnp.where(segments >= 0, (products * products).sum(axis=1), 0.0)
-    sums = jax.ops.segment_sum(per_row, jnp.maximum(segments, 0), num_segments=ring.shape[0])
+    sums = jax.ops.segment_sum(per_row, jnp.maximum(segments, 0), num_segments=span)
     return jax.lax.dynamic_update_slice(ring, x, (offset, 0)), correlation, sums
 
 
 @functools.cache
-def compiled_gene_step(n_samples: int):
-    return jax.jit(at_full_precision(functools.partial(_gene_step, n_samples=n_samples)), donate_argnums=(0,))
+def compiled_gene_step(n_samples: int, span: int):
+    """The step for a ring whose live rows lie within its first ``span`` (a power of two)."""
+    step = functools.partial(_gene_step, n_samples=n_samples, span=span)
+    return jax.jit(at_full_precision(step), donate_argnums=(0,))
 
 
 @functools.cache
@@ -83,7 +87,6 @@ class GeneLd:
 
     def __init__(self, data) -> None:
         self.data = data
-        self.step_fn = compiled_gene_step(data.n_samples)
         self.ring = jnp.zeros((INITIAL_RING, data.n_slots), jnp.float32)
         self.live: list[_Live] = []
         self.top = 0  # the first ring row after the last live block
@@ -95,14 +98,17 @@ class GeneLd:
         size = block_rows(len(rows))
         raw = padded_block(self.data, np.asarray(rows), size)
         offset = self._place(size)
-        segments = np.full(self.ring.shape[0], -1, np.int32)
+        span = min(self.ring.shape[0], block_rows(max(offset, 1)))  # the live rows lie below offset
+        segments = np.full(span, -1, np.int32)
         for entry in self.live:
             segments[entry.offset : entry.offset + entry.rows] = entry.offset
-        self.ring, correlation, sums = self.step_fn(self.ring, segments, raw, np.int32(offset))
+        step = compiled_gene_step(self.data.n_samples, span)
+        self.ring, correlation, sums = step(self.ring, segments, raw, np.int32(offset))
         sums = np.asarray(sums, np.float64)
         between = {entry.key: float(sums[entry.offset]) for entry in self.live}
-        self.live.append(_Live(key, offset, size))
-        self.top = offset + size
+        # its padding rows (0) are free: the next gene's block may start right after its variants
+        self.live.append(_Live(key, offset, len(rows)))
+        self.top = offset + len(rows)
         return np.asarray(correlation, np.float64)[: len(rows), : len(rows)], between
 
     def _place(self, size: int) -> int:
