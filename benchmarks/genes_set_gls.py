@@ -10,7 +10,8 @@ on it, over its eigenvalue (1 where C is right), by eigenvalue range. (2) Null P
 of 16 genes and 100 sets of 8 adjacent gene pairs, by GLS and by OLS (no covariates).
 With --run (a `wm-jax demo` directory): `run_genes` on each set's discovery GWAS as the demo runs
 it, and the planted pathway's omnibus P and rank among the sets by the GLS and by OLS.
-Writes benchmarks/results/genes_set_gls.md (and .json).
+(3) The empirical correlation of neighbouring genes' Z against the formula's, by range.
+Writes benchmarks/results/genes_set_gls_{eigen,pairs,sets,planted}.md (and .json).
 """
 
 from __future__ import annotations
@@ -104,6 +105,25 @@ def eigen_rows(gene_z: np.ndarray, pairs: list) -> list[dict]:
     return rows
 
 
+def correlation_rows(gene_z: np.ndarray, pairs: list) -> list[dict]:
+    """The empirical correlation of two genes' Z over the null phenotypes against the formula's."""
+    formula = np.array([rho for _, _, rho in pairs])
+    empirical = np.array([np.corrcoef(gene_z[a], gene_z[b])[0, 1] for a, b, _ in pairs])
+    rows = []
+    for lo, hi in [(0.02, 0.05), (0.05, 0.1), (0.1, 0.2), (0.2, 0.4), (0.4, 0.6), (0.6, 0.8), (0.8, 1.0)]:
+        m = (formula >= lo) & (formula < hi)
+        if m.any():
+            rows.append(
+                {
+                    "formula's correlation": f"[{lo:g}, {hi:g})",
+                    "pairs": int(m.sum()),
+                    "mean, formula": round(float(formula[m].mean()), 3),
+                    "mean, empirical corr of Z": round(float(empirical[m].mean()), 3),
+                }
+            )
+    return rows
+
+
 def set_rows(gene_z: np.ndarray, pairs: list) -> list[dict]:
     rng, n = np.random.default_rng(0), len(gene_z)
     sets = [rng.choice(n, 16, replace=False) for _ in range(100)]
@@ -172,19 +192,22 @@ def main() -> None:
     parser.add_argument("--run")
     args = parser.parse_args()
     gene_z, pairs = null_gene_z(Path(args.cohort), args.phenotypes)
-    rows = eigen_rows(gene_z, pairs) + set_rows(gene_z, pairs)
+    about = f"{len(gene_z)} genes of {args.cohort}, {args.phenotypes} null phenotypes (z ~ N(0, R) exactly)"
+    tables = [
+        (
+            "genes_set_gls_eigen",
+            "the GLS's gene correlation C along its eigenvectors (null)",
+            eigen_rows(gene_z, pairs),
+        ),
+        ("genes_set_gls_pairs", "gene Z correlations: formula and null", correlation_rows(gene_z, pairs)),
+        ("genes_set_gls_sets", "null gene-set P by GLS and OLS", set_rows(gene_z, pairs)),
+    ]
     if args.run:
-        rows += planted_rows(Path(args.run))
-    for row in rows:
-        print(row, flush=True)
-    print(
-        write_result_table(
-            "genes_set_gls",
-            "wm-jax genes: the gene-set GLS under the null and on a planted pathway",
-            f"{len(gene_z)} genes, {args.phenotypes} null phenotypes (z ~ N(0, R) exactly).",
-            rows,
+        tables.append(
+            ("genes_set_gls_planted", f"the planted pathway of {args.run} by GLS and OLS", planted_rows(Path(args.run)))
         )
-    )
+    for name, heading, rows in tables:
+        print(write_result_table(name, f"wm-jax genes: {heading}", about + ".", rows))
 
 
 if __name__ == "__main__":
