@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from wm_jax.data.genotypes import open_genotypes
 from wm_jax.genes.annotation import read_genes
 from wm_jax.genes.genetest import CORRELATION_KB, gene_variants
-from wm_jax.genes.ld import GeneLd
+from wm_jax.genes.ld import GeneLd, ring_rows
 
 from gwas_vs_plink2 import write_result_table
 
@@ -53,7 +53,9 @@ def host_products(data, genes, members) -> tuple[dict, dict]:
 
 
 def device_products(data, genes, members) -> tuple[dict, dict]:
-    ld, correlation, between, done = GeneLd(data), {}, {}, []
+    sizes = np.array([len(m) for m in members])
+    need = ring_rows(genes.start.to_numpy(), genes.end.to_numpy(), genes.chrom.to_numpy(), sizes, CORRELATION_KB * 1000)
+    ld, correlation, between, done = GeneLd(data, need), {}, {}, []
     for g, rows in enumerate(members):
         done = _nearby(genes, g, done)
         ld.keep(set(done))

@@ -30,6 +30,7 @@ import pandas as pd
 from scipy import special
 from tqdm.auto import tqdm
 
+from wm_jax.genes.ld import GeneLd, ring_rows
 from wm_jax.genes.quadform import quadform_sf
 
 log = logging.getLogger("wm_jax")
@@ -85,12 +86,16 @@ def run_gene_tests(
     chi2: np.ndarray,
     omnibus_df: int | None,
     reference_rows: np.ndarray,
-    ld,
+    data,
 ) -> GeneTests:
     """Gene tests of every statistic row of ``chi2`` (statistics x variants; with ``omnibus_df``
     the last row is the omnibus statistic, with that many df per eigenvalue). ``members``: each
-    gene's variant columns; ``reference_rows``: each column's row in the LD reference; ``ld``: the
-    LD products (`wm_jax.genes.ld.GeneLd`, on the device)."""
+    gene's variant columns; ``reference_rows``: each column's row in the LD reference ``data`` (a
+    genotype source), whose LD products are made on the device (`wm_jax.genes.ld.GeneLd`, its ring
+    sized for these genes)."""
+    sizes = np.array([len(m) for m in members])
+    reach = CORRELATION_KB * 1000
+    ld = GeneLd(data, ring_rows(genes.start.to_numpy(), genes.end.to_numpy(), genes.chrom.to_numpy(), sizes, reach))
     rows, stats, neg_log10_p, pairs = [], [], [], []
     recent: deque = deque()  # (tested row, chrom, window start, window end, sum r^2, gene) of nearby genes
     n_stats = chi2.shape[0]

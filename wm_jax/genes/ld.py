@@ -13,13 +13,16 @@ fit at the end of the ring, the live rows are moved to its front, and the ring d
 is not enough.
 
 Shapes are fixed by rounding each gene's variant count up to a power of two (at least MIN_ROWS),
-and the product with the ring to its first rows up to a power of two past the live ones, so the
-step compiles once per (ring size, live span, block size): a few shapes per run. A gene's padding
-rows take no room in the ring (the next block is written over them).
+and the ring's size is chosen before the first gene (`ring_rows`: the most rows the genes within
+reach of any gene hold, plus its block), so the step compiles once per block size: a few times per
+run (each compile of a new shape cost ~1-2 s on this 2-core machine; with a ring that grew and a
+product over its live span only, a run compiled some 30 shapes). A gene's padding rows take no
+room in the ring (the next block is written over them).
 """
 
 from __future__ import annotations
 
+import collections
 import functools
 from dataclasses import dataclass
 
@@ -48,23 +51,21 @@ def unit_rows(raw: jax.Array, n_samples: int) -> jax.Array:
     return x * (1.0 / np.sqrt(n_samples))
 
 
-def _gene_step(ring, segments, raw, offset, *, n_samples: int, span: int):
+def _gene_step(ring, segments, raw, offset, *, n_samples: int):
     """(ring with this gene's rows written at ``offset``, the gene's correlation (B, B), the sum of
-    squared correlations of its variants with the ring's first ``span`` rows per segment (span,),
-    indexed by segment id; rows of segment -1 are left out)."""
+    squared correlations of its variants with the ring's rows of each segment (ring rows,) indexed
+    by segment id; rows of segment -1 are left out)."""
     x = unit_rows(raw, n_samples)
     correlation = x @ x.T
-    products = ring[:span] @ x.T
+    products = ring @ x.T
     per_row = jnp.where(segments >= 0, (products * products).sum(axis=1), 0.0)
-    sums = jax.ops.segment_sum(per_row, jnp.maximum(segments, 0), num_segments=span)
+    sums = jax.ops.segment_sum(per_row, jnp.maximum(segments, 0), num_segments=ring.shape[0])
     return jax.lax.dynamic_update_slice(ring, x, (offset, 0)), correlation, sums
 
 
 @functools.cache
-def compiled_gene_step(n_samples: int, span: int):
-    """The step for a ring whose live rows lie within its first ``span`` (a power of two)."""
-    step = functools.partial(_gene_step, n_samples=n_samples, span=span)
-    return jax.jit(at_full_precision(step), donate_argnums=(0,))
+def compiled_gene_step(n_samples: int):
+    return jax.jit(at_full_precision(functools.partial(_gene_step, n_samples=n_samples)), donate_argnums=(0,))
 
 
 @functools.cache
@@ -79,15 +80,29 @@ class _Live:
     rows: int  # its block size
 
 
+def ring_rows(starts: np.ndarray, ends: np.ndarray, chroms: np.ndarray, sizes: np.ndarray, reach_bp: float) -> int:
+    """The ring rows that hold, for every gene in order, the rows of the genes before it still
+    within reach (dropped from the oldest while the oldest is on another chromosome or ends more
+    than ``reach_bp`` before its start), plus its padded block (``sizes``: the variant counts)."""
+    need, live = 0, collections.deque()
+    for start, end, chrom, size in zip(starts, ends, chroms, sizes, strict=True):
+        while live and (live[0][0] != chrom or live[0][1] < start - reach_bp):  # as `run_gene_tests` drops them
+            live.popleft()
+        need = max(need, sum(n for *_, n in live) + block_rows(size))
+        live.append((chrom, end, int(size)))
+    return need
+
+
 class GeneLd:
     """The LD products of genes given in order along each chromosome: ``step(key, rows)`` with the
     gene's reference ``rows`` returns its correlation matrix (float64, len(rows) square) and the
     sum of squared correlations with each gene still in the ring ({key: sum}); ``keep(keys)`` says
     which earlier genes are still within reach (the others leave the ring)."""
 
-    def __init__(self, data) -> None:
+    def __init__(self, data, capacity: int = INITIAL_RING) -> None:
         self.data = data
-        self.ring = jnp.zeros((INITIAL_RING, data.n_slots), jnp.float32)
+        self.step_fn = compiled_gene_step(data.n_samples)
+        self.ring = jnp.zeros((block_rows(capacity), data.n_slots), jnp.float32)
         self.live: list[_Live] = []
         self.top = 0  # the first ring row after the last live block
 
@@ -98,12 +113,10 @@ class GeneLd:
         size = block_rows(len(rows))
         raw = padded_block(self.data, np.asarray(rows), size)
         offset = self._place(size)
-        span = min(self.ring.shape[0], block_rows(max(offset, 1)))  # the live rows lie below offset
-        segments = np.full(span, -1, np.int32)
+        segments = np.full(self.ring.shape[0], -1, np.int32)
         for entry in self.live:
             segments[entry.offset : entry.offset + entry.rows] = entry.offset
-        step = compiled_gene_step(self.data.n_samples, span)
-        self.ring, correlation, sums = step(self.ring, segments, raw, np.int32(offset))
+        self.ring, correlation, sums = self.step_fn(self.ring, segments, raw, np.int32(offset))
         sums = np.asarray(sums, np.float64)
         between = {entry.key: float(sums[entry.offset]) for entry in self.live}
         # its padding rows (0) are free: the next gene's block may start right after its variants

@@ -30,7 +30,6 @@ from wm_jax.errors import InputError, input_error, require_file
 from wm_jax.genes.annotation import check_chromosomes, read_gene_sets, read_genes
 from wm_jax.genes.gene_sets import gene_set_regression, whitening_blocks
 from wm_jax.genes.genetest import GeneTests, chi2_from_neg_log10_p, gene_variants, run_gene_tests
-from wm_jax.genes.ld import GeneLd
 from wm_jax.publish import Output, atomic_dir, check_output_dir
 from wm_jax.reporting.build import GwasResult
 from wm_jax.reporting.genes import gene_manhattan, loci_genes
@@ -77,7 +76,7 @@ def run_genes(
     # One BLAS thread: the per-gene products are small, and threads that wait on a shared machine's
     # busy cores made the gene tests 4.8x slower (49.2 s against 10.2 s on the demo's UDIPs).
     with threadpool_limits(1, user_api="blas"):
-        tests = run_gene_tests(genes, members, chi2, len(result.phenotypes), rows, GeneLd(data))
+        tests = run_gene_tests(genes, members, chi2, len(result.phenotypes), rows, data)
     seconds_tests = time.time() - tested_at
     if not len(tests.genes):
         raise input_error(
