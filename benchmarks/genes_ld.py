@@ -53,7 +53,7 @@ def host_products(data, genes, members) -> tuple[dict, dict]:
 
 
 def device_products(data, genes, members) -> tuple[dict, dict]:
-    sizes = np.array([len(m) for m in members])
+    sizes, genes = np.array([len(m) for m in members]), genes.iloc[: len(members)]
     need = ring_rows(genes.start.to_numpy(), genes.end.to_numpy(), genes.chrom.to_numpy(), sizes, CORRELATION_KB * 1000)
     ld, correlation, between, done = GeneLd(data, need), {}, {}, []
     for g, rows in enumerate(members):

@@ -12,8 +12,8 @@ products are summed per gene (a segment sum). Then the block is written into the
 fit at the end of the ring, the live rows are moved to its front, and the ring doubles when that
 is not enough.
 
-Shapes are fixed by rounding each gene's variant count up to a power of two (at least MIN_ROWS),
-and the ring's size is chosen before the first gene (`ring_rows`: the most rows the genes within
+Shapes are fixed by rounding each gene's variant count up to a power of two or 1.5 times one (at
+least MIN_ROWS), and the ring's size is chosen before the first gene (`ring_rows`: the most rows the genes within
 reach of any gene hold, plus its block), so the step compiles once per block size: a few times per
 run (each compile of a new shape cost ~1-2 s on this 2-core machine; with a ring that grew and a
 product over its live span only, a run compiled some 30 shapes). A gene's padding rows take no
@@ -35,12 +35,20 @@ from wm_jax.gwas.kernel import at_full_precision
 from wm_jax.heritability.ldscore import standardised as ldsc_standardised
 
 MIN_ROWS = 32  # smallest block (rows) of a gene
-INITIAL_RING = 1024  # ring rows to start with
+INITIAL_RING = 1024  # ring rows to start with, when the caller does not size it
+RING_STEP = 256  # the ring's size is a multiple of this
 
 
 def block_rows(n: int) -> int:
-    """The padded block size of a gene of ``n`` variants: the next power of two, at least MIN_ROWS."""
-    return max(MIN_ROWS, 1 << max(0, int(n) - 1).bit_length())
+    """The padded block size of a gene of ``n`` variants: the next power of two or 1.5 times a power
+    of two (32, 48, 64, 96, 128, 192, ...; at most 1/3 padding), at least MIN_ROWS."""
+    power = 1 << max(0, int(n) - 1).bit_length()
+    return max(MIN_ROWS, 3 * power // 4 if 3 * power // 4 >= n else power)
+
+
+def ring_size(rows: int) -> int:
+    """A ring of at least ``rows`` rows, in whole RING_STEP rows (its size is fixed for the run)."""
+    return max(RING_STEP, -(-int(rows) // RING_STEP) * RING_STEP)
 
 
 def unit_rows(raw: jax.Array, n_samples: int) -> jax.Array:
@@ -102,7 +110,7 @@ class GeneLd:
     def __init__(self, data, capacity: int = INITIAL_RING) -> None:
         self.data = data
         self.step_fn = compiled_gene_step(data.n_samples)
-        self.ring = jnp.zeros((block_rows(capacity), data.n_slots), jnp.float32)
+        self.ring = jnp.zeros((ring_size(capacity), data.n_slots), jnp.float32)
         self.live: list[_Live] = []
         self.top = 0  # the first ring row after the last live block
 
