@@ -1,7 +1,7 @@
 """The gene-set regression's GLS: is its gene-gene correlation right, is it needed, and what it does
 to a planted pathway.
 
-    python benchmarks/genes_set_gls.py --cohort COHORT [--phenotypes 500] [--run DEMO_DIR]
+    python benchmarks/genes_set_gls.py --cohort COHORT [--phenotypes 500] [--run DEMO_DIR] [--tag TAG]
 
 Null part, on COHORT (genotypes, genes.tsv; window 10 kb, MAF >= 1%): z ~ N(0, R) exactly (R the
 raw LD), gene Z = Phi^-1(1 - P) per phenotype, and C from `wm-jax genes`'s formula (pairs within
@@ -190,6 +190,7 @@ def main() -> None:
     parser.add_argument("--cohort", required=True)
     parser.add_argument("--phenotypes", type=int, default=500)
     parser.add_argument("--run")
+    parser.add_argument("--tag", default="", help="appended to the result files' names")
     args = parser.parse_args()
     gene_z, pairs = null_gene_z(Path(args.cohort), args.phenotypes)
     about = f"{len(gene_z)} genes of {args.cohort}, {args.phenotypes} null phenotypes (z ~ N(0, R) exactly)"
@@ -207,6 +208,7 @@ def main() -> None:
             ("genes_set_gls_planted", f"the planted pathway of {args.run} by GLS and OLS", planted_rows(Path(args.run)))
         )
     for name, heading, rows in tables:
+        name = f"{name}_{args.tag}" if args.tag else name
         print(write_result_table(name, f"wm-jax genes: {heading}", about + ".", rows))
 
 
