@@ -5,8 +5,8 @@
 For each P: random normal phenotypes (as gwas_vs_plink2.py makes them), `wm-jax gwas` (compact),
 then `run_genes` with the cohort's genes.tsv, gene_sets.gmt and its own genotypes as the LD
 reference. Writes benchmarks/results/genes_speed.md (and .json): genes tested, seconds of the gene
-tests (LD, eigenvalues, P of every gene x statistic), of the whole `run_genes`, and the KS P of
-the null gene P-values.
+tests (LD, eigenvalues, P of every gene x statistic), of the whole `run_genes`, and the share of
+the null gene P below 0.05.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 
 import pandas as pd
-from scipy import stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from wm_jax.data.source import GenotypeInput
@@ -64,7 +63,8 @@ def main() -> None:
                     "gene x statistic P-values": len(genes),
                     "gene tests (s)": summary["seconds_gene_tests"],
                     "run_genes (s)": round(seconds, 1),
-                    "KS p (null, per phenotype)": round(float(stats.kstest(single.p, "uniform").pvalue), 3),
+                    # the share below 0.05, not a KS: a phenotype's gene P are dependent (docs/genes.md)
+                    "gene P < 0.05 (null)": round(float((single.p < 0.05).mean()), 4),
                 }
             )
             print(rows[-1], flush=True)

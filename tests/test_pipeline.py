@@ -136,8 +136,8 @@ def test_rerun_skips_finished_stages_and_resumes_after_a_failure(demo_run, monke
     assert again["udip_vs_roi_fa"] == summary["udip_vs_roi_fa"]
     assert sum("skipped" in r.getMessage() for r in caplog.records) == 11
 
-    # A changed report setting re-runs the report and what reads it (PerDI's overlap with the loci);
-    # a failure in it leaves earlier stages done.
+    # A changed report setting re-runs the report and what reads it (PerDI's overlap with the loci),
+    # not the genes stage the report reads; a failure in it leaves earlier stages done.
     config = small_config()
     config.report.clump_r2 = 0.2
 
@@ -154,7 +154,7 @@ def test_rerun_skips_finished_stages_and_resumes_after_a_failure(demo_run, monke
     caplog.set_level(logging.INFO, logger="wm_jax")
     pipeline.demo(config, str(out))
     ran = [r.getMessage().split()[1] for r in caplog.records if r.getMessage().endswith("running")]
-    assert ran == ["report", "interpret", "genes"]
+    assert ran == ["report", "interpret"]
 
 
 def test_interpret_rejects_a_udip_table_of_other_subjects(demo_run, tmp_path, capsys):
@@ -207,8 +207,9 @@ def test_demo_report_html_opens_in_chromium(demo_run, tmp_path):
         where = f"top tract {top['tract']}" if top["enrichment"] > 0 else "top voxels in no atlas tract"
         assert f"PerDI stat map of {name}, {where}" in page.image_alts
     words = " ".join(page.text)
-    assert summary["verdict"]["text"] in words and "SNP heritability" in words
+    assert summary["verdict"]["text"] in words and "SNP heritability" in words and "Genes and pathways" in words
     assert {"summary.json", "report/udip/loci.tsv", "interpret/perdi_abs_t.nii.gz", "h2/roi.h2.tsv"} <= set(page.links)
+    assert {"report/udip/gene_sets.tsv", "report/oracle/loci_genes.tsv"} <= set(page.links)
 
     check, console = load_in_chromium(out / "report.html", tmp_path / "report.png", tmp_path / "profile")
     assert check["errors"] == [] and console == []

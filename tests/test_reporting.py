@@ -284,3 +284,68 @@ def test_report_shows_heritability_and_genetic_correlations(tiny_cohort, planted
             h2=str(tmp_path / "bad.h2.tsv"),
         )
     assert not (tmp_path / "r").exists()
+
+
+def test_report_shows_genes_and_pathways(tiny_cohort, planted_gwas, tmp_path, capsys):
+    """--genes DIR (a `wm-jax genes` output): the genes of each locus (a lead inside a gene at
+    distance 0, the gene's P for the lead phenotype as genes.tsv has it), the top genes of each
+    phenotype, the gene sets by P and the gene-level Manhattan plot, in report.md, report.json and
+    report.html; a directory without genes.tsv is one error naming it, exit 2, nothing written."""
+    from wm_jax.cli import main
+    from wm_jax.data.source import GenotypeInput
+    from wm_jax.genes.run import run_genes
+    from wm_jax.stage_options import GeneOptions
+
+    genes_dir = tmp_path / "genes"
+    run_genes(
+        planted_gwas["discovery"],
+        GenotypeInput("bfile", str(tiny_cohort / "genotypes")),
+        str(tiny_cohort / "genes.tsv"),
+        str(genes_dir),
+        GeneOptions(),
+        gene_sets=str(tiny_cohort / "gene_sets.gmt"),
+    )
+    out = tmp_path / "report"
+    summary = build_report(
+        planted_gwas["discovery"],
+        str(tiny_cohort / "genotypes"),
+        str(out),
+        options=ClumpOptions(p1=1e-4),
+        genes=str(genes_dir),
+    )
+    genes = pd.read_csv(genes_dir / "genes.tsv", sep="\t", dtype={"chrom": str})
+    assert summary["genes"]["n_genes_tested"] == json.loads((genes_dir / "genes.json").read_text())["n_genes_tested"]
+    assert summary["genes"]["top_gene"]["p"] == pytest.approx(genes.p.min())
+    assert json.loads((out / "report.json").read_text())["genes"] == json.loads(json.dumps(summary["genes"]))
+    loci = pd.read_csv(out / "loci.tsv", sep="\t", dtype={"chrom": str})
+    mapped = pd.read_csv(out / "loci_genes.tsv", sep="\t")
+    assert len(loci) and set(mapped.locus) == set(loci.locus)  # every planted locus lies in a gene
+    p = genes.set_index(["gene", "phenotype"]).p
+    for row in mapped.itertuples():
+        locus = loci.set_index("locus").loc[row.locus]
+        gene = genes[genes.gene == row.gene].iloc[0]
+        expected = max(gene.start - locus.lead_pos, locus.lead_pos - gene.end, 0)
+        assert gene.chrom == locus.chrom and row.distance == expected
+        assert gene.end >= locus.start - 10_000 and gene.start <= locus.end + 10_000
+        assert row.p_lead_phenotype == pytest.approx(p[(row.gene, row.lead_phenotype)], rel=1e-3)
+    assert (mapped.groupby("locus").distance.min() == 0).all()
+    top = pd.read_csv(out / "genes_by_phenotype.tsv", sep="\t")
+    assert list(top.groupby("phenotype", sort=False).size()) == [3] * genes.phenotype.nunique()
+    first = top[top["rank"] == 1].set_index("phenotype").p
+    np.testing.assert_allclose(first, genes.groupby("phenotype").p.min().reindex(first.index), rtol=1e-3)
+    sets = pd.read_csv(out / "gene_sets.tsv", sep="\t")
+    assert len(sets) == len(pd.read_csv(genes_dir / "gene_sets.tsv", sep="\t")) and sets.p.is_monotonic_increasing
+    text = (out / "report.md").read_text()
+    assert "## Genes and pathways" in text and "### Genes of each locus" in text and "genes_manhattan.png" in text
+    page = check_self_contained(out / "report.html")
+    words = " ".join(page.text)
+    assert len(page.images) == 3 and "Genes and pathways" in words and "Top 3 genes of each phenotype" in words
+    assert {"loci_genes.tsv", "genes_by_phenotype.tsv", "gene_sets.tsv", "genes_manhattan.png"} <= set(page.links)
+    with Image.open(out / "genes_manhattan.png") as image:
+        assert image.size[0] > 300
+    capsys.readouterr()
+    argv = ["report", "--gwas", planted_gwas["discovery"], "--bfile", str(tiny_cohort / "genotypes")]
+    assert main([*argv, "--genes", str(tmp_path), "--out", str(tmp_path / "r")]) == 2
+    err = [line for line in capsys.readouterr().err.strip().splitlines() if "error" in line]
+    assert len(err) == 1 and err[0].startswith(f"wm-jax report: error: {tmp_path}: expected the output directory")
+    assert not (tmp_path / "r").exists()

@@ -18,6 +18,10 @@ def register(sub) -> None:
     p.add_argument("--truth", help="simulator truth.tsv: score loci against the planted causal variants")
     p.add_argument("--h2", help="an OUT.h2.tsv of `wm-jax h2`: a heritability table and plot (h2.png)")
     p.add_argument("--rg", help="an OUT.rg.tsv of `wm-jax rg`: a genetic-correlation heatmap (rg.png)")
+    p.add_argument(
+        "--genes",
+        help="an output directory of `wm-jax genes`: genes of each locus, top genes, gene sets, gene Manhattan",
+    )
     p.add_argument("--clump-p1", type=o.flag_type(ClumpOptions, "p1"), help="index variant P threshold, in (0, 1]")
     p.add_argument("--clump-p2", type=o.flag_type(ClumpOptions, "p2"), help="clump member P threshold, in (0, 1]")
     p.add_argument("--clump-r2", type=o.flag_type(ClumpOptions, "r2"), help="clump member r^2 threshold, in [0, 1]")
@@ -44,4 +48,5 @@ def run(args, overrides) -> None:
         overwrite=args.overwrite,
         h2=args.h2,
         rg=args.rg,
+        genes=args.genes,
     )

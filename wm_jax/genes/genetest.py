@@ -2,9 +2,10 @@
 
 For gene g with variants i = 1..m (inside the gene +/- the window), the statistic is
 T_g = sum_i chi2_i. Under the null the variants' Z-scores are N(0, R), R their LD correlation in
-the reference panel (dosages mean-imputed, over the reference samples), so T_g is distributed as
-sum_k lambda_k chi2_1 with lambda the eigenvalues of R (`quadform.quadform_sf`). The
-eigen-decomposition is done once per gene and shared by every phenotype.
+the reference panel (dosages mean-imputed, over the reference samples; computed on the device,
+`wm_jax.genes.ld`), so T_g is distributed as sum_k lambda_k chi2_1 with lambda the eigenvalues of R
+(`quadform.quadform_sf`). The eigen-decomposition (float64, on the host) is done once per gene and
+shared by every phenotype.
 
 chi2_i is taken from the variant's P (the chi2_1 quantile of the GWAS's t-test P), which is
 (BETA/SE)^2 at large N and keeps small-N tests (t with few df) calibrated.
@@ -29,6 +30,7 @@ import pandas as pd
 from scipy import special
 from tqdm.auto import tqdm
 
+from wm_jax.genes.ld import GeneLd, ring_rows
 from wm_jax.genes.quadform import quadform_sf
 
 log = logging.getLogger("wm_jax")
@@ -78,39 +80,38 @@ def gene_variants(genes: pd.DataFrame, chrom: np.ndarray, pos: np.ndarray, windo
     return out
 
 
-def standardised(dosages: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(variants, samples) dosages mean-imputed, centred and scaled so that X X' is their
-    correlation; and which variants vary (the others are dropped)."""
-    d = np.asarray(dosages, np.float64)
-    mean = np.nanmean(d, axis=1, keepdims=True)
-    d = np.where(np.isnan(d), mean, d) - mean
-    norm = np.sqrt((d**2).sum(axis=1))
-    varies = norm > 1e-8 * np.sqrt(d.shape[1])
-    return d[varies] / norm[varies, None], varies
-
-
 def run_gene_tests(
     genes: pd.DataFrame,
     members: list[np.ndarray],
     chi2: np.ndarray,
     omnibus_df: int | None,
-    dosages,
+    reference_rows: np.ndarray,
+    data,
 ) -> GeneTests:
     """Gene tests of every statistic row of ``chi2`` (statistics x variants; with ``omnibus_df``
     the last row is the omnibus statistic, with that many df per eigenvalue). ``members``: each
-    gene's variant columns; ``dosages(columns)``: their reference dosages (columns x samples)."""
+    gene's variant columns; ``reference_rows``: each column's row in the LD reference ``data`` (a
+    genotype source), whose LD products are made on the device (`wm_jax.genes.ld.GeneLd`, its ring
+    sized for these genes)."""
+    sizes = np.array([len(m) for m in members])
+    reach = CORRELATION_KB * 1000
+    ld = GeneLd(data, ring_rows(genes.start.to_numpy(), genes.end.to_numpy(), genes.chrom.to_numpy(), sizes, reach))
     rows, stats, neg_log10_p, pairs = [], [], [], []
-    recent: deque = deque()  # (tested row, chrom, window start, window end, X, sum r^2) of nearby genes
+    recent: deque = deque()  # (tested row, chrom, window start, window end, sum r^2, gene) of nearby genes
     n_stats = chi2.shape[0]
     for g in tqdm(range(len(genes)), desc="genes", unit="gene", mininterval=1.0):
         cols = members[g]
         if not len(cols):
             continue
-        x, varies = standardised(dosages(cols))
+        gene = genes.iloc[g]
+        while recent and (recent[0][1] != gene.chrom or recent[0][3] < gene.start - CORRELATION_KB * 1000):
+            recent.popleft()
+        ld.keep({entry[5] for entry in recent})
+        correlation, between = ld.step(g, reference_rows[cols])
+        varies = np.diag(correlation) > 0.5  # 1 for a varying variant, 0 for a constant one
         if not varies.any():
             continue
-        cols = cols[varies]
-        correlation = x @ x.T
+        cols, correlation = cols[varies], correlation[np.ix_(varies, varies)]
         lam = np.clip(np.linalg.eigvalsh(correlation), 0, None)
         stat = chi2[:, cols].sum(axis=1)
         nl = np.empty(n_stats)
@@ -118,10 +119,11 @@ def run_gene_tests(
         nl[:single] = quadform_sf(stat[:single], lam, 1.0)[1]
         if omnibus_df:
             nl[single:] = quadform_sf(stat[single:], lam, float(omnibus_df))[1]
-        gene = genes.iloc[g]
-        here = len(rows)
-        frob = float((correlation**2).sum())
-        _correlate_with_recent(recent, pairs, here, gene, x, frob)
+        here, frob = len(rows), float((correlation**2).sum())
+        for row, *_, other_frob, key in recent:
+            if between.get(key, 0.0) > 0:
+                pairs.append((row, here, between[key] / np.sqrt(frob * other_frob)))
+        recent.append((here, gene.chrom, gene.start, gene.end, frob, g))
         rows.append(
             {"gene": gene.gene, "chrom": gene.chrom, "start": gene.start, "end": gene.end, "n_variants": len(cols)}
         )
@@ -135,20 +137,3 @@ def run_gene_tests(
         np.array(neg_log10_p).reshape(-1, n_stats) if stats else np.zeros(shape),
         pairs,
     )
-
-
-def _correlate_with_recent(recent: deque, pairs: list, here: int, gene, x: np.ndarray, frob: float) -> None:
-    """Append (earlier gene, this gene, correlation of their statistics) for the earlier genes on
-    the chromosome within CORRELATION_KB, then remember this gene."""
-    while recent and (recent[0][1] != gene.chrom or recent[0][3] < gene.start - CORRELATION_KB * 1000):
-        recent.popleft()
-    # One product with every nearby gene's variants (small BLAS calls cost more in threads than
-    # work), in float32: r to ~1e-7 is plenty for a sum of r^2.
-    if recent:
-        products = (np.vstack([entry[4] for entry in recent]) @ x.T.astype(np.float32)).astype(np.float64)
-        bounds = np.cumsum([0] + [len(entry[4]) for entry in recent])
-        for k, (row, *_, other_frob) in enumerate(recent):
-            between = float((products[bounds[k] : bounds[k + 1]] ** 2).sum())
-            if between > 0:
-                pairs.append((row, here, between / np.sqrt(frob * other_frob)))
-    recent.append((here, gene.chrom, gene.start, gene.end, x.astype(np.float32), frob))

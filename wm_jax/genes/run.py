@@ -32,6 +32,7 @@ from wm_jax.genes.gene_sets import gene_set_regression, whitening_blocks
 from wm_jax.genes.genetest import GeneTests, chi2_from_neg_log10_p, gene_variants, run_gene_tests
 from wm_jax.publish import Output, atomic_dir, check_output_dir
 from wm_jax.reporting.build import GwasResult
+from wm_jax.reporting.genes import gene_manhattan, loci_genes
 from wm_jax.reporting.stats import OMNIBUS
 from wm_jax.stage_options import GeneOptions
 
@@ -75,7 +76,7 @@ def run_genes(
     # One BLAS thread: the per-gene products are small, and threads that wait on a shared machine's
     # busy cores made the gene tests 4.8x slower (49.2 s against 10.2 s on the demo's UDIPs).
     with threadpool_limits(1, user_api="blas"):
-        tests = run_gene_tests(genes, members, chi2, len(result.phenotypes), lambda cols: data.dosages(rows[cols]))
+        tests = run_gene_tests(genes, members, chi2, len(result.phenotypes), rows, data)
     seconds_tests = time.time() - tested_at
     if not len(tests.genes):
         raise input_error(
@@ -92,7 +93,7 @@ def run_genes(
         seconds_tests,
     )
     set_table = _gene_set_table(tests, sets, [*names, OMNIBUS], gene_sets) if sets is not None else None
-    locus_genes = _loci_genes(loci_table, genes, window_bp) if loci_table is not None else None
+    locus_genes = loci_genes(loci_table, genes, window_bp) if loci_table is not None else None
     summary = {
         "gwas": str(gwas),
         "genotypes": genotypes.describe(),
@@ -122,22 +123,10 @@ def _write_outputs(out, overwrite, tests: GeneTests, names, set_table, locus_gen
             set_table.to_csv(tmp / "gene_sets.tsv", sep="\t", index=False, float_format="%.6g")
         if locus_genes is not None:
             locus_genes.to_csv(tmp / "loci_genes.tsv", sep="\t", index=False)
-        _gene_manhattan(tmp / "genes_manhattan.png", tests, names[:-1])
+        gene_manhattan(tmp / "genes_manhattan.png", gene_table)
         summary["seconds"] = round(time.time() - started, 2)
         (tmp / "genes.json").write_text(json.dumps(summary, indent=2) + "\n")
         (tmp / "genes.md").write_text(_markdown(summary, gene_table, set_table, locus_genes))
-
-
-def _gene_manhattan(path: Path, tests: GeneTests, names: list[str]) -> None:
-    """Gene-level Manhattan plot at each gene's midpoint: min P over the phenotypes, and the
-    omnibus test; the line at 0.05 / genes (Bonferroni over genes)."""
-    from wm_jax.reporting import plots
-
-    at = pd.DataFrame({"#CHROM": tests.genes.chrom, "POS": (tests.genes.start + tests.genes.end) // 2})
-    per_phenotype = np.max(tests.neg_log10_p[:, : len(names)], axis=1)
-    panels = [(f"genes: min P over {len(names)} phenotypes", per_phenotype, len(names))]
-    panels.append(("genes: omnibus test", tests.neg_log10_p[:, -1], 1))
-    plots.manhattan(path, at, panels, threshold=0.05 / max(1, len(tests.genes)))
 
 
 def _phenotypes(result: GwasResult, pheno_names: str | None) -> list[str]:
@@ -254,22 +243,6 @@ def _read_loci(path: str) -> pd.DataFrame:
     if any(c not in loci.columns for c in needed):
         raise input_error(path, f"expected the loci.tsv of `wm-jax report` with columns {' '.join(needed)}")
     return loci
-
-
-def _loci_genes(loci: pd.DataFrame, genes: pd.DataFrame, window_bp: int) -> pd.DataFrame:
-    """Genes overlapping each locus span +/- the window, with the lead variant's distance to each."""
-    rows = []
-    for locus in loci.itertuples():
-        on = genes[
-            (genes.chrom == str(locus.chrom))
-            & (genes.end >= locus.start - window_bp)
-            & (genes.start <= locus.end + window_bp)
-        ]
-        for gene in on.itertuples():
-            distance = max(gene.start - locus.lead_pos, locus.lead_pos - gene.end, 0)
-            rows.append([locus.locus, locus.lead_id, locus.lead_phenotype, gene.gene, int(distance)])
-    columns = ["locus", "lead_variant", "lead_phenotype", "gene", "distance"]
-    return pd.DataFrame(rows, columns=columns).sort_values(["locus", "distance"], kind="stable")
 
 
 def _markdown(summary: dict, genes: pd.DataFrame, sets: pd.DataFrame | None, loci: pd.DataFrame | None) -> str:

@@ -1,10 +1,11 @@
 """The stages of `wm-jax demo`, in order:
 
 simulate -> split -> prepare (train / held-out stores) -> train -> embed -> baselines (ROI-FA, PCA,
-oracle) -> gwas (every phenotype set, discovery and replication) -> report (each set, scored against
-the simulator's truth) -> interpret (PerDI) -> genes (gene tests, gene sets: where the planted
-pathway ranks) -> heritability (RHE). Each is a function of the config and the run directory
-that returns its settings-independent record; `demo_stages` lists them for the runner.
+oracle) -> gwas (every phenotype set, discovery and replication) -> genes (gene tests, gene sets:
+where the planted pathway ranks) -> report (each set, scored against the simulator's truth, with
+the genes of each locus) -> interpret (PerDI) -> heritability (RHE). Each is a function of the
+config and the run directory that returns its settings-independent record; `demo_stages` lists
+them for the runner.
 """
 
 from __future__ import annotations
@@ -181,6 +182,7 @@ def stage_report(config, d: Path) -> dict:
             replication_gwas=str(d / "gwas" / f"{kind}_replication"),
             truth=str(d / "cohort" / "truth.tsv"),
             options=options,
+            genes=str(d / "genes" / kind),
         )
         for kind in PHENOTYPE_SETS
     }
@@ -205,7 +207,8 @@ def stage_interpret(config, d: Path) -> dict:
 
 def stage_genes(config, d: Path) -> dict:
     """`wm-jax genes` on each set's discovery GWAS with the cohort's annotation and gene sets: gene
-    tests, the genes of each locus, and where the planted pathway ranks among the sets."""
+    tests and where the planted pathway ranks among the sets (the report, which runs after, maps
+    its loci to these genes: `wm-jax report --genes`)."""
     from wm_jax.data.source import GenotypeInput
     from wm_jax.genes.run import run_genes
     from wm_jax.simulate.annotation import PLANTED_SET
@@ -220,7 +223,6 @@ def stage_genes(config, d: Path) -> dict:
             str(out),
             GeneOptions(),
             gene_sets=str(d / "cohort" / "gene_sets.gmt"),
-            loci=str(d / "report" / kind / "loci.tsv"),
         )
         sets = pd.read_csv(out / "gene_sets.tsv", sep="\t")
         omnibus = sets[sets.phenotype == "OMNIBUS"].reset_index(drop=True)
@@ -307,9 +309,16 @@ def demo_stages(config, d: Path) -> list[Stage]:
         ),
         Stage("gwas", config.gwas.to_dict(), ["embed", "baselines"], gwas_outputs, bound(stage_gwas)),
         Stage(
+            "genes",
+            {"window_kb": GeneOptions().window_kb},
+            ["gwas"],
+            [f"genes/{k}/gene_sets.tsv" for k in PHENOTYPE_SETS],
+            bound(stage_genes),
+        ),
+        Stage(
             "report",
             config.report.to_dict(),
-            ["gwas"],
+            ["gwas", "genes"],
             [f"report/{k}/report.json" for k in PHENOTYPE_SETS],
             bound(stage_report),
         ),
@@ -326,12 +335,5 @@ def demo_stages(config, d: Path) -> list[Stage]:
             ["embed", "baselines"],
             [f"h2/{k}.h2.tsv" for k in PHENOTYPE_SETS],
             bound(stage_heritability),
-        ),
-        Stage(
-            "genes",
-            {"window_kb": GeneOptions().window_kb},
-            ["report"],
-            [f"genes/{k}/gene_sets.tsv" for k in PHENOTYPE_SETS],
-            bound(stage_genes),
         ),
     ]

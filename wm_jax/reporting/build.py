@@ -21,6 +21,7 @@ from wm_jax.gwas.pvalues import chi2_neg_log10_sf
 from wm_jax.gwas.results import load_result_column
 from wm_jax.publish import Output, atomic_dir, check_output_dir
 from wm_jax.reporting import html, plots
+from wm_jax.reporting.genes import GENE_FILES, gene_section_text, gene_tables, read_gene_results, write_gene_section
 from wm_jax.reporting.stats import (
     OMNIBUS,
     ClumpOptions,
@@ -33,9 +34,13 @@ from wm_jax.truth import score_against_truth
 
 log = logging.getLogger("wm_jax")
 
+MARKDOWN_SET_ROWS = 20  # gene-set rows in report.md
+
 # What `wm-jax report` writes into its directory.
 REPORT = Output(
-    "report", "loci.tsv lambda.tsv replication.tsv manhattan.png qq.png report.json report.md h2.png rg.png report.html"
+    "report",
+    "loci.tsv lambda.tsv replication.tsv manhattan.png qq.png report.json report.md h2.png rg.png report.html "
+    + GENE_FILES,
 )
 
 
@@ -138,13 +143,16 @@ def build_report(
     overwrite: bool = False,
     h2: str | None = None,
     rg: str | None = None,
+    genes: str | None = None,
 ) -> dict:
     """Write the report directory; returns the summary also written to report.json. ``genotypes``
     (--bfile, --pfile or --bgen; a str is a --bfile prefix) give the LD for clumping. ``h2`` and
     ``rg`` (tables of `wm-jax h2` and `wm-jax rg`) add the heritability and genetic-correlation
-    sections."""
+    sections; ``genes`` (an output directory of `wm-jax genes`) the genes of each locus, the top
+    genes of each phenotype, the gene sets and the gene-level Manhattan plot."""
     check_output_dir(out, REPORT, overwrite)
     architecture = _read_architecture(h2, rg)
+    gene_results = read_gene_results(genes) if genes is not None else None
     if not isinstance(genotypes, GenotypeInput):
         genotypes = GenotypeInput("bfile", str(genotypes))
     result = GwasResult(gwas)
@@ -194,8 +202,12 @@ def build_report(
             "mean_abs": float(architecture["rg"].rg.abs().mean()),
         }
     with atomic_dir(out, REPORT, overwrite=overwrite) as tmp:
+        if gene_results is not None:
+            summary["genes"] = write_gene_section(tmp, gene_results, loci)
         _write_report(tmp, result, summary, loci, replication_table)
         _write_architecture(tmp, architecture)
+        if gene_results is not None:
+            _append_gene_markdown(tmp, summary["genes"])
         html.write_html(tmp / "report.html", html.gwas_report_context(tmp, summary, architecture))
     log.info("report: %d loci, lambda median %.3f -> %s", len(loci), summary["lambda_median"], out)
     return summary
@@ -243,6 +255,17 @@ def _write_architecture(tmp: Path, tables: dict[str, pd.DataFrame]) -> None:
     if lines:
         with open(tmp / "report.md", "a") as handle:
             handle.write("\n".join(lines) + "\n")
+
+
+def _append_gene_markdown(tmp: Path, figures: dict) -> None:
+    """The genes sections of report.md: the summary line, the gene-level Manhattan plot and the
+    tables (the gene sets' first MARKDOWN_SET_ROWS rows; gene_sets.tsv has them all)."""
+    lines = ["", "## Genes and pathways", "", gene_section_text(figures), "", "![genes](genes_manhattan.png)"]
+    for caption, name, frame in gene_tables(tmp):
+        shown = frame.head(MARKDOWN_SET_ROWS) if name == "gene_sets.tsv" else frame
+        lines += ["", f"### {caption}", "", *(_table(shown) if len(shown) else ["(none)"]), "", f"File: `{name}`."]
+    with open(tmp / "report.md", "a") as handle:
+        handle.write("\n".join(lines) + "\n")
 
 
 def _section(title: str, summary: str, image: str, table: pd.DataFrame) -> list[str]:

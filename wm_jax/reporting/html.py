@@ -147,7 +147,7 @@ def gwas_report_context(directory: Path, summary: dict, architecture: dict[str, 
     ]
     context["summary"] = {"columns": [name], "rows": _summary_rows({name: summary})}
     context["families"] = [_family(name, name, directory)]
-    context["architecture"] = _architecture_sections(directory, architecture)
+    context["architecture"] = _architecture_sections(directory, architecture) + _gene_sections(directory, summary)
     context["files"] = file_links(directory, skip=frozenset({"report.html"}))
     return context
 
@@ -164,6 +164,27 @@ def _architecture_sections(directory: Path, architecture: dict[str, pd.DataFrame
         text = f"{len(frame)} pairs; mean |rg| {frame.rg.abs().mean():.3f} (largest |rg| first)."
         sections.append(_plot_section(directory, "Genetic correlations", text, "rg.png", top))
     return sections
+
+
+def _gene_sections(directory: Path, summary: dict, prefix: str = "") -> list[dict]:
+    """The genes section of a report directory written with --genes (none without)."""
+    if "genes" not in summary:
+        return []
+    from wm_jax.reporting.genes import gene_section_text, gene_tables
+
+    image = directory / "genes_manhattan.png"
+    return [
+        {
+            "title": "Genes and pathways",
+            "text": gene_section_text(summary["genes"]),
+            "image": data_uri(image) if image.is_file() else None,
+            "image_link": f"{prefix}genes_manhattan.png",
+            "tables": [
+                {"caption": caption, "table": table(frame, f"{prefix}{name}")}
+                for caption, name, frame in gene_tables(directory)
+            ],
+        }
+    ]
 
 
 def _plot_section(directory: Path, title: str, text: str, image: str, frame: pd.DataFrame) -> dict:
@@ -215,7 +236,9 @@ def demo_context(directory: Path, summary: dict, kinds: list[str]) -> dict:
     context["summary"] = {"columns": list(reports), "rows": rows}
     context["families"] = [_family(k, FAMILY_LABELS.get(k, k), directory / "report" / k, f"report/{k}/") for k in kinds]
     context["perdi"] = _perdi(directory / "interpret")
-    context["architecture"] = _demo_heritability(directory, kinds, heritability)
+    context["architecture"] = _demo_heritability(directory, kinds, heritability) + _demo_genes(
+        directory, kinds, summary
+    )
     context["files"] = file_links(directory, skip=frozenset({"report.html"}))
     return context
 
@@ -266,6 +289,33 @@ def _demo_heritability(directory: Path, kinds: list[str], heritability: dict) ->
     if truth:
         text += " The simulated factors' SNP h2 on the simulated genome: " + ", ".join(f"{v:g}" for v in truth) + "."
     return [{"title": "SNP heritability", "text": text, "image": None, "image_link": None, "tables": tables}]
+
+
+def _demo_genes(directory: Path, kinds: list[str], summary: dict) -> list[dict]:
+    """Each family's gene sets (first rows) and the genes of its loci, from its report directory."""
+    genes = summary.get("genes", {})
+    tables = []
+    for k in kinds:
+        for name, caption, rows in (
+            ("gene_sets.tsv", "gene sets by P", 5),
+            ("loci_genes.tsv", "genes of each locus", 10),
+        ):
+            frame = read_tsv(directory / "report" / k / name)
+            if frame is not None:
+                label = f"{FAMILY_LABELS.get(k, k)}: {caption}"
+                tables.append({"caption": label, "table": table(frame, f"report/{k}/{name}", max_rows=rows)})
+    if not tables:
+        return []
+    text = "Gene tests (MAGMA's SNP-wise mean model) and competitive gene-set analysis on each discovery GWAS."
+    if genes:
+        ranks = ", ".join(
+            f"{FAMILY_LABELS.get(k, k)} {genes[k]['planted_pathway_rank_omnibus']}/{genes[k]['n_sets']}"
+            for k in kinds
+            if k in genes
+        )
+        text += f" Rank of the planted pathway among the sets (omnibus test): {ranks}."
+    text += " Each family's report.html has its gene-level Manhattan plot and top genes."
+    return [{"title": "Genes and pathways", "text": text, "image": None, "image_link": None, "tables": tables}]
 
 
 def write_html(path: Path, context: dict) -> None:
