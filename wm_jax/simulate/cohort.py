@@ -272,6 +272,12 @@ def _write_fa_maps(
     return total2 / n - (total / n) ** 2
 
 
+def _deformations(factors, first_column: int) -> list:
+    """(column of the coefficients, displacement per unit coefficient) of each ``shape`` factor; the
+    factors' coefficients follow ``first_column`` nuisance columns."""
+    return [(first_column + i, f.displacement) for i, f in enumerate(factors) if f.displacement is not None]
+
+
 def simulate_cohort(config, out: str | os.PathLike, overwrite: bool = False) -> Path:
     """Simulate the cohort described by ``config`` (see configs/sim.py) into ``out``."""
     rng = np.random.default_rng(config.seed)
@@ -309,9 +315,7 @@ def simulate_cohort(config, out: str | os.PathLike, overwrite: bool = False) -> 
         write_table(tmp / "genetic_values.tsv", iid, iid, {f.name: genetic_values[:, i] for i, f in enumerate(factors)})
         maps = maps.reshape(len(maps), -1)
         coefs = np.concatenate([nuisance_coefs, factor_coefs], axis=1).astype(np.float32)
-        deformations = [
-            (len(nuisance_coefs[0]) + i, f.displacement) for i, f in enumerate(factors) if f.displacement is not None
-        ]
+        deformations = _deformations(factors, first_column=nuisance_coefs.shape[1])
         variance = _write_fa_maps(tmp, config, phantom, maps, coefs, head_scale, noise_scale, affine, deformations)
         # Share of the image variance (summed over voxels) that each factor's pattern holds.
         pattern_share = np.array(
