@@ -42,7 +42,7 @@ def jax_forms():
     import jax.numpy as jnp
     from jax import lax
 
-    from wm_jax.model.conv import conv3d_k3_library, conv3d_k3_shifted
+    from wm_jax.model.conv import conv3d_k3_library, conv3d_k3_planes, conv3d_k3_shifted
 
     def im2col27(x, w):
         b, sx, sy, sz, c = x.shape
@@ -62,7 +62,8 @@ def jax_forms():
         "lax.conv NDHWC": conv3d_k3_library,
         "lax.conv NCDHW": lax_conv_ncdhw,
         "im2col 27 + einsum": im2col27,
-        "27 shifted einsums (used on CPU)": conv3d_k3_shifted,
+        "27 shifted einsums (CPU, 1 input channel)": conv3d_k3_shifted,
+        "2D conv over planes, X-neighbours stacked (CPU)": conv3d_k3_planes,
     }
 
 

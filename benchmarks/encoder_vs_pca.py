@@ -12,7 +12,7 @@ batch 16, as `configs/pipeline_demo.py`.
 
     python benchmarks/encoder_vs_pca.py --run /tmp/demo2 --epochs 2 --linear-epochs 40
 
-Writes benchmarks/results/encoder_vs_pca.{md,json}.
+Writes benchmarks/results/NAME.{md,json} (NAME = --name, encoder_vs_pca).
 """
 
 from __future__ import annotations
@@ -101,6 +101,7 @@ def main(argv=None) -> None:
     parser.add_argument("--linear-lr-scale", type=float, default=0.03)
     parser.add_argument("--latent", type=int, default=32)
     parser.add_argument("--heldout", type=int, default=400, help="held-out subjects evaluated")
+    parser.add_argument("--name", default="encoder_vs_pca", help="results file name in benchmarks/results/")
     args = parser.parse_args(argv)
     train_store, heldout_store = (
         VolumeStore.open(Path(args.run) / "store_train"),
@@ -109,10 +110,11 @@ def main(argv=None) -> None:
     x_train = np.asarray(train_store.volumes, np.float32)
     x_heldout = np.asarray(heldout_store.volumes[: args.heldout], np.float32)
     mask_train, mask_heldout = np.asarray(train_store.mask), np.asarray(heldout_store.mask)
-    pca = fit_pca(train_store, args.latent)
+    pca, pca2 = fit_pca(train_store, args.latent), fit_pca(train_store, 2 * args.latent)
     results = {
         "mean image": heldout_mse(lambda x: np.broadcast_to(x_train.mean(axis=0), x.shape), x_heldout, mask_heldout),
         f"PCA-{args.latent}": heldout_mse(lambda x: pca.reconstruct(pca.scores(x)), x_heldout, mask_heldout),
+        f"PCA-{2 * args.latent}": heldout_mse(lambda x: pca2.reconstruct(pca2.scores(x)), x_heldout, mask_heldout),
     }
     print(json.dumps(results), flush=True)
     curves = {}
@@ -173,8 +175,8 @@ def write(args, results: dict, curves: dict, command_args: str) -> None:
             relative = row["heldout_mse"] / reference
             lines.append(f"| {name} | {row['epoch']} | {row['heldout_mse']:.5f} | {relative:.3f} | {row['seconds']} |")
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "encoder_vs_pca.md").write_text("\n".join(lines) + "\n")
-    (RESULTS / "encoder_vs_pca.json").write_text(json.dumps({"baselines": results, "curves": curves}, indent=2))
+    (RESULTS / f"{args.name}.md").write_text("\n".join(lines) + "\n")
+    (RESULTS / f"{args.name}.json").write_text(json.dumps({"baselines": results, "curves": curves}, indent=2))
     print("\n".join(lines))
 
 

@@ -3,7 +3,7 @@ architecture in PyTorch, side by side in one run, plus the input pipeline's rate
 
     python benchmarks/train_throughput.py [--shape 48,56,48] [--channels 8,16,32,64] [--batch 4] [--steps 5]
 
-Writes benchmarks/results/train_throughput.md (and .json). PyTorch is optional
+Writes benchmarks/results/NAME.md (and .json), NAME = --name (train_throughput). PyTorch is optional
 (`pip install torch==2.13.0`, CPU); without it the PyTorch column is empty.
 """
 
@@ -130,12 +130,15 @@ def main() -> None:
     parser.add_argument("--latent", type=int, default=32)
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--name", default="train_throughput", help="results file name in benchmarks/results/")
     args = parser.parse_args()
     shape = tuple(int(s) for s in args.shape.split(","))
     channels = tuple(int(c) for c in args.channels.split(","))
-    # The library convolution (lax.conv) is timed beside the shifted-product one the model uses on CPU.
+    # The library convolution (lax.conv) and the shifted products (the CPU form before "planes") are
+    # timed beside the one the model uses on CPU ("auto": planes, shifted for the 1-channel input).
     flax_library_s = flax_step_seconds(shape, channels, args.latent, args.batch, args.steps, "library")
-    flax_s = flax_step_seconds(shape, channels, args.latent, args.batch, args.steps, "shifted")
+    flax_shifted_s = flax_step_seconds(shape, channels, args.latent, args.batch, args.steps, "shifted")
+    flax_s = flax_step_seconds(shape, channels, args.latent, args.batch, args.steps, "auto")
     torch_s = torch_step_seconds(shape, channels, args.latent, args.batch, args.steps)
     pipeline = pipeline_volumes_per_second(shape, args.batch)
     row = {
@@ -143,6 +146,7 @@ def main() -> None:
         "channels": "-".join(map(str, channels)),
         "batch": args.batch,
         "flax_lax_conv_step_s": round(flax_library_s, 3),
+        "flax_shifted_step_s": round(flax_shifted_s, 3),
         "flax_step_s": round(flax_s, 3),
         "flax_volumes_per_s": round(args.batch / flax_s, 2),
         "torch_step_s": None if torch_s is None else round(torch_s, 3),
@@ -160,13 +164,13 @@ def main() -> None:
         "date": time.strftime("%Y-%m-%d"),
         "row": row,
     }
-    (out / "train_throughput.json").write_text(json.dumps(result, indent=2))
+    (out / f"{args.name}.json").write_text(json.dumps(result, indent=2))
     lines = [
         "| " + " | ".join(row) + " |",
         "|" + "---|" * len(row),
         "| " + " | ".join(str(v) for v in row.values()) + " |",
     ]
-    (out / "train_throughput.md").write_text(
+    (out / f"{args.name}.md").write_text(
         f"# UDIP autoencoder training step, Flax vs PyTorch (CPU)\n\n`{command}` on "
         f"{result['machine']}, {result['date']}.\n\n" + "\n".join(lines) + "\n"
     )

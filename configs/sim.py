@@ -75,6 +75,12 @@ def _base() -> ml_collections.ConfigDict:
     c.factors.local_sd = 0.06
     c.factors.local_h2 = 0.5
     c.factors.local_width = 0.12
+    # Shape factors: a smooth local deformation that displaces or thickens a tract (wm_jax/simulate/
+    # genetics.py). None by default; `--config.factors.n_shape=2 --config.loci.kinds=...,shape` plants them.
+    c.factors.n_shape = 0
+    c.factors.shape_sd = 0.06  # FA units of the first-order pattern, as for the other kinds
+    c.factors.shape_h2 = 0.5
+    c.factors.shape_width = 0.2
     c.factors.sd_spread = 0.3
 
     c.genetics = ml_collections.ConfigDict()

@@ -1,6 +1,8 @@
 """The autoencoder: shapes (demo size, and paper size without allocating), hand-written ops against
 XLA's generic ones, the masked loss against NumPy, and one step on 4 devices against one."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -102,10 +104,10 @@ def test_training_lowers_the_loss():
     assert losses[-1] < 0.8 * losses[0]
 
 
-def test_shifted_conv_equals_lax_conv_and_numpy_with_gradients():
-    """The CPU convolution (27 shifted products) against lax.conv and a float64 NumPy loop, values and
-    both gradients, on odd sizes."""
-    from wm_jax.model.conv import conv3d_k3_library, conv3d_k3_shifted
+def test_cpu_convolutions_equal_lax_conv_and_numpy_with_gradients():
+    """The CPU convolutions (27 shifted products; 2D convolutions over planes with the X-neighbours
+    stacked) against lax.conv and a float64 NumPy loop, values and both gradients, on odd sizes."""
+    from wm_jax.model.conv import conv3d_k3_library, conv3d_k3_planes, conv3d_k3_shifted
 
     rng = np.random.default_rng(3)
     x = rng.standard_normal((2, 5, 6, 7, 3))
@@ -117,25 +119,57 @@ def test_shifted_conv_equals_lax_conv_and_numpy_with_gradients():
             for k in range(3):
                 expected += xp[:, i : i + 5, j : j + 6, k : k + 7] @ w[i, j, k]
     xj, wj = jnp.asarray(x, jnp.float32), jnp.asarray(w, jnp.float32)
-    np.testing.assert_allclose(np.asarray(conv3d_k3_shifted(xj, wj)), expected, atol=1e-4)
-    np.testing.assert_allclose(np.asarray(conv3d_k3_library(xj, wj)), expected, atol=1e-4)
+    forms = (conv3d_k3_shifted, conv3d_k3_planes, conv3d_k3_library)
+    for form in forms:
+        np.testing.assert_allclose(np.asarray(form(xj, wj)), expected, atol=1e-4)
     cot = jnp.asarray(rng.standard_normal(expected.shape), jnp.float32)
-    grads = [
-        jax.grad(lambda a, b, f=f: (f(a, b) * cot).sum(), argnums=(0, 1))(xj, wj)
-        for f in (conv3d_k3_shifted, conv3d_k3_library)
-    ]
-    for ours, library in zip(*grads):
-        np.testing.assert_allclose(np.asarray(ours), np.asarray(library), rtol=1e-4, atol=1e-4)
+    grads = [jax.grad(lambda a, b, f=f: (f(a, b) * cot).sum(), argnums=(0, 1))(xj, wj) for f in forms]
+    for ours in grads[:2]:
+        for mine, library in zip(ours, grads[2]):
+            np.testing.assert_allclose(np.asarray(mine), np.asarray(library), rtol=1e-4, atol=1e-4)
 
 
 def test_model_formulations_agree():
     shape = (9, 10, 9)
     volumes = jnp.asarray(np.random.default_rng(0).standard_normal((2, *shape)), jnp.float32)
     outputs = []
-    for formulation in ("shifted", "library"):
+    for formulation in ("shifted", "planes", "library"):
         config = AutoencoderConfig(input_shape=shape, channels=(2, 4), latent_dim=3, conv_formulation=formulation)
         outputs.append(np.asarray(Autoencoder(config, rngs=nnx.Rngs(0))(volumes)))
-    np.testing.assert_allclose(outputs[0], outputs[1], atol=1e-4)
+    for other in outputs[1:]:
+        np.testing.assert_allclose(other, outputs[0], atol=1e-4)
+
+
+def test_embed_step_matches_the_model_and_compiles_once():
+    """The compiled embedding step (CPU: planes convolutions) gives the codes and reconstruction errors
+    of the model with the shifted convolutions (the earlier CPU form), to float32 rounding, and
+    compiles once for batches of one shape."""
+    from wm_jax.model.conv import Conv3dK3
+    from wm_jax.train.step import embed_outputs, embed_step
+
+    rng = np.random.default_rng(8)
+    shape = SMALL.input_shape
+    model = Autoencoder(dataclasses.replace(SMALL, linear_path=True), rngs=nnx.Rngs(0))
+    for layer in (model.to_latent, model.output):  # a trained model: its convolutional paths are live
+        layer.kernel[...] = jnp.asarray(rng.standard_normal(layer.kernel.shape) * 0.1, jnp.float32)
+    components = np.linalg.qr(rng.standard_normal((int(np.prod(shape)), 3)))[0].T.reshape(3, *shape)
+    model.init_linear_path(rng.standard_normal(shape), components)
+    model.eval()
+    mask = jnp.asarray(rng.random(shape) < 0.7, jnp.float32)
+    step = embed_step(model)
+    batches = [jnp.asarray(rng.standard_normal((2, *shape)), jnp.float32) for _ in range(2)]
+    outputs = [step(nnx.state(model), volumes, mask) for volumes in batches]
+    assert step._cache_size() == 1
+    for _, module in nnx.iter_modules(model):
+        if isinstance(module, Conv3dK3):
+            assert module.formulation == "auto"
+            module.formulation = "shifted"
+    reference = nnx.jit(embed_outputs)
+    for volumes, (latent, error) in zip(batches, outputs):
+        expected_latent, expected_error = reference(model, volumes, mask)
+        np.testing.assert_allclose(np.asarray(latent), np.asarray(expected_latent), rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(np.asarray(error), np.asarray(expected_error), rtol=1e-4)
+        assert np.abs(np.asarray(latent)).max() > 0.1 and np.asarray(error).min() > 0.1  # not trivially equal
 
 
 @pytest.mark.slow  # 40-100 s: `pytest -q -m slow` (.ci/run runs it after the default suite)

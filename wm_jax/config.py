@@ -241,9 +241,13 @@ SIM_RULES = {
     "genetics.min_causal_maf": _number_in(0, 0.5),
     "factors.sd_spread": _number_in(0, 1, high_open=True),
     "variation.deformation_mm": _number_in(0, math.inf),
-    **{f"factors.{kind}_h2": _number_in(0, 1) for kind in ("global", "tract", "cross", "contrast", "local")},
-    **{f"factors.{kind}_sd": _number_in(0, math.inf) for kind in ("global", "tract", "cross", "contrast", "local")},
-    **{f"factors.n_{kind}": _int_at_least(0) for kind in ("cross", "contrast", "local")},
+    **{f"factors.{kind}_h2": _number_in(0, 1) for kind in ("global", "tract", "cross", "contrast", "local", "shape")},
+    **{
+        f"factors.{kind}_sd": _number_in(0, math.inf)
+        for kind in ("global", "tract", "cross", "contrast", "local", "shape")
+    },
+    **{f"factors.n_{kind}": _int_at_least(0) for kind in ("cross", "contrast", "local", "shape")},
+    "factors.shape_width": _number_in(0, math.inf, low_open=True),
 }
 DEMO_RULES = {
     "seed": SEED,

@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
+from flax import nnx
 from tqdm.auto import tqdm
 
 import wm_jax
@@ -41,7 +42,7 @@ def embed(
     store_path: str,
     out: str,
     step: str | int | None = None,
-    batch_size: int = 32,
+    batch_size: int = 8,
     overwrite: bool = False,
     rotation: str = "none",
 ) -> Path:
@@ -93,17 +94,29 @@ def embed(
 
 
 def _codes(model, store, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Every subject's code and reconstruction error, in store order, on every process."""
+    """Every subject's code and reconstruction error, in store order, on every process. Each batch is
+    read back after the next one is dispatched, so reading the store overlaps the compute and at
+    most two batches are held at once."""
     mesh = sharding.data_mesh()
     mask = sharding.replicate(mesh, jnp.asarray(store.mask, jnp.float32))
     batch_size = max(batch_size, mesh.size) // mesh.size * mesh.size
     part = sharding.process_slice(mesh, batch_size)
-    codes, errors = [], []
+    step, state = embed_step(model), nnx.state(model)
+    codes, errors, pending = [], [], None
     batches = batching.consecutive_batches(np.arange(len(store)), batch_size)
     for rows in tqdm(batches, desc="embed", unit="batch", mininterval=1.0, disable=not sharding.is_main_process()):
         volumes, _ = batching.read_batch(store.volumes, rows, batch_size, part)
         (volumes_d,) = sharding.shard_batch(mesh, volumes, global_batch=batch_size)
-        latent, error = embed_step(model, volumes_d, mask)
-        codes.append(sharding.gather(latent)[: len(rows)])
-        errors.append(sharding.gather(error)[: len(rows)])
+        dispatched = (len(rows), *step(state, volumes_d, mask))
+        if pending is not None:
+            _read_back(pending, codes, errors)
+        pending = dispatched
+    if pending is not None:
+        _read_back(pending, codes, errors)
     return np.concatenate(codes), np.concatenate(errors)
+
+
+def _read_back(outputs, codes: list, errors: list) -> None:
+    n, latent, error = outputs
+    codes.append(sharding.gather(latent)[:n])
+    errors.append(sharding.gather(error)[:n])

@@ -17,8 +17,9 @@ def register(sub) -> None:
     p.add_argument(
         "--batch-size",
         type=o.integer(1),
-        default=32,
-        help="volumes per forward pass, rounded to the device count (lower it for full-size volumes)",
+        default=8,
+        help="volumes per forward pass, rounded to the device count (8 embeds demo-size volumes fastest on "
+        "a 2-core CPU: benchmarks/results/embed_speed.md)",
     )
     p.add_argument(
         "--rotation",

@@ -31,7 +31,7 @@ class AutoencoderConfig:
     negative_slope: float = 0.01
     compute_dtype: str = "float32"  # "bfloat16": convolutions in bf16, parameters in float32
     batch_norm_momentum: float = 0.9
-    conv_formulation: str = "auto"  # "shifted" (fast on XLA:CPU), "library" (lax.conv), "auto" by backend
+    conv_formulation: str = "auto"  # "planes"/"shifted" (fast on XLA:CPU), "library" (lax.conv), "auto" by backend
     # True: a linear path beside the convolutions, latent = L_in (x - offset) + conv encoder(x) and
     # reconstruction = offset + L_out z + conv decoder(z), started from PCA of the training volumes
     # (`init_linear_path`) with the convolutional paths' last layers at zero, so training starts from
@@ -93,9 +93,13 @@ class ConvBlock(nnx.Module):
                 for i in range(config.convs_per_block)
             ]
         )
+        # BatchNorm returns the compute dtype: its statistics and normalisation are float32 inside one
+        # fusion (Flax promotes), and the activations kept between layers and for the backward pass are
+        # bf16 under bf16 compute. (Casting each convolution's output to float32 first wrote every
+        # activation in float32 and added a convert per layer: benchmarks/results/train_step_cost.md.)
         self.norms = nnx.List(
             [
-                nnx.BatchNorm(out_features, momentum=config.batch_norm_momentum, dtype=jnp.float32, rngs=rngs)
+                nnx.BatchNorm(out_features, momentum=config.batch_norm_momentum, dtype=dtype, rngs=rngs)
                 for _ in range(config.convs_per_block)
             ]
         )
@@ -103,7 +107,7 @@ class ConvBlock(nnx.Module):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         for conv, norm in zip(self.convs, self.norms):
-            x = jax.nn.leaky_relu(norm(conv(x).astype(jnp.float32)), self.negative_slope)
+            x = jax.nn.leaky_relu(norm(conv(x)), self.negative_slope)
         return x
 
 
@@ -129,7 +133,7 @@ class Autoencoder(nnx.Module):
         self.decoder_blocks = nnx.List(
             [ConvBlock(channels[i - 1], channels[i - 1], config, rngs=rngs) for i in range(len(channels) - 1, 0, -1)]
         )
-        self.output = nnx.Conv(channels[0], 1, kernel_size=(1, 1, 1), rngs=rngs)
+        self.output = nnx.Conv(channels[0], 1, kernel_size=(1, 1, 1), dtype=dtype, rngs=rngs)
         if config.linear_path:
             voxels = math.prod(config.input_shape)
             self.offset = nnx.Param(jnp.zeros(tuple(config.input_shape)))

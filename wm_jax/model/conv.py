@@ -1,9 +1,13 @@
 """The k3 SAME 3D convolution written for XLA:CPU speed.
 
-`lax.conv_general_dilated` on XLA:CPU was measured 1.3-5.5x slower (forward + backward) than a
-sum of 27 shifted matrix products for the model's sizes (benchmarks/conv_formulations.py,
-results in benchmarks/results/conv_formulations.md). The mathematics is the same: a
-cross-correlation with zero padding of 1, as `nnx.Conv(kernel_size=(3, 3, 3), padding="SAME")`.
+XLA:CPU's 3D `lax.conv_general_dilated` is slow, and so is a sum of 27 shifted (voxels x C) @ (C x O)
+products once C > 1 (each is a memory-bound dot with an inner dimension of a few channels). Its 2D
+convolution is fast, so on CPU a k3 3D convolution is computed as one 2D convolution over the (Y, Z)
+planes with the three X-neighbours of each plane stacked as input channels ("planes"): 4-5x faster
+than the shifted products forward + backward at 8 channels (benchmarks/conv_formulations.py,
+benchmarks/results/conv_formulations.md). A single-channel input (the first layer) stays with the
+shifted products, which XLA fuses into one elementwise loop. The mathematics is the same in every
+form: a cross-correlation with zero padding of 1, as `nnx.Conv(kernel_size=(3, 3, 3), padding="SAME")`.
 On GPU and TPU the library convolution goes to cuDNN or the TPU's convolution units, so the model
 uses it there ("auto" picks by backend; the choice on GPU and TPU rests on that, not on a measurement).
 """
@@ -29,16 +33,33 @@ def conv3d_k3_shifted(x: jax.Array, w: jax.Array) -> jax.Array:
     return out
 
 
+def conv3d_k3_planes(x: jax.Array, w: jax.Array) -> jax.Array:
+    """x (B, X, Y, Z, C), w (3, 3, 3, C, O) -> (B, X, Y, Z, O) as one 2D k3 convolution over the B*X
+    (Y, Z) planes, whose input channels are the plane and its two X-neighbours (3C)."""
+    b, sx, sy, sz, c = x.shape
+    xp = jnp.pad(x, ((0, 0), (1, 1), (0, 0), (0, 0), (0, 0)))
+    stacked = jnp.concatenate([xp[:, i : i + sx] for i in range(3)], axis=-1).reshape(b * sx, sy, sz, 3 * c)
+    kernel = jnp.moveaxis(w, 0, 2).reshape(3, 3, 3 * c, w.shape[-1])  # (j, k, i*C + c, O)
+    y = lax.conv_general_dilated(stacked, kernel, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return y.reshape(b, sx, sy, sz, w.shape[-1])
+
+
 def conv3d_k3_library(x: jax.Array, w: jax.Array) -> jax.Array:
     return lax.conv_general_dilated(x, w, (1, 1, 1), "SAME", dimension_numbers=("NDHWC", "DHWIO", "NDHWC"))
 
 
 def conv3d_k3(x: jax.Array, w: jax.Array, formulation: str = "auto") -> jax.Array:
-    """formulation: "shifted", "library", or "auto" (shifted on CPU, the library elsewhere)."""
+    """formulation: "shifted", "planes", "library", or "auto" (on CPU shifted for one input channel and
+    planes otherwise, the library elsewhere)."""
     if formulation == "auto":
-        formulation = "shifted" if jax.default_backend() == "cpu" else "library"
+        if jax.default_backend() != "cpu":
+            formulation = "library"
+        else:
+            formulation = "shifted" if x.shape[-1] == 1 else "planes"
     if formulation == "shifted":
         return conv3d_k3_shifted(x, w)
+    if formulation == "planes":
+        return conv3d_k3_planes(x, w)
     if formulation == "library":
         return conv3d_k3_library(x, w)
     raise ValueError(f"unknown convolution formulation {formulation!r}")

@@ -228,9 +228,13 @@ def _write_truth(
     return truth
 
 
-def _write_fa_maps(tmp: Path, config, phantom, maps: np.ndarray, coefs: np.ndarray, head_scale, noise_scale, affine):
+def _write_fa_maps(
+    tmp: Path, config, phantom, maps: np.ndarray, coefs: np.ndarray, head_scale, noise_scale, affine, deformations=()
+):
     """One FA map per subject: the template plus coefficient-weighted maps, warped by head size and
-    a smooth deformation, with voxel noise. Returns the voxel-wise variance over subjects."""
+    a smooth deformation, with voxel noise. ``deformations`` are (column of ``coefs``, displacement
+    per unit coefficient) of the ``shape`` factors: those columns move the map's content instead of
+    adding their map. Returns the voxel-wise variance over subjects."""
     shape = tuple(int(s) for s in config.shape)
     iid = subject_ids(len(coefs))
     (tmp / "fa").mkdir()
@@ -244,9 +248,15 @@ def _write_fa_maps(tmp: Path, config, phantom, maps: np.ndarray, coefs: np.ndarr
         pending = []
         for i in tqdm(range(len(coefs)), desc="FA maps", unit="vol", mininterval=1.0):
             subject_rng = np.random.default_rng([config.seed, i])
-            native = template + (coefs[i] @ maps).reshape(shape)
+            linear = coefs[i]
+            if deformations:
+                linear = coefs[i].copy()
+                linear[[column for column, _ in deformations]] = 0.0
+            native = template + (linear @ maps).reshape(shape)
             sample_at = centre_index + (grid_index - centre_index) / head_scale[i]
             sample_at += _smooth_displacement(shape, subject_rng, deformation_voxels)
+            for column, displacement in deformations:  # F(x - c d(x)): the content moves by c d
+                sample_at -= coefs[i, column] * displacement
             warped = map_coordinates(native, sample_at, order=1, mode="constant", cval=0.0)
             inside = map_coordinates(brain, sample_at, order=1, mode="constant", cval=0.0) >= 0.5
             noisy = warped + subject_rng.normal(0, noise_scale[i], shape).astype(np.float32)
@@ -260,6 +270,12 @@ def _write_fa_maps(tmp: Path, config, phantom, maps: np.ndarray, coefs: np.ndarr
             future.result()
     n = len(coefs)
     return total2 / n - (total / n) ** 2
+
+
+def _deformations(factors, first_column: int) -> list:
+    """(column of the coefficients, displacement per unit coefficient) of each ``shape`` factor; the
+    factors' coefficients follow ``first_column`` nuisance columns."""
+    return [(first_column + i, f.displacement) for i, f in enumerate(factors) if f.displacement is not None]
 
 
 def simulate_cohort(config, out: str | os.PathLike, overwrite: bool = False) -> Path:
@@ -299,7 +315,8 @@ def simulate_cohort(config, out: str | os.PathLike, overwrite: bool = False) -> 
         write_table(tmp / "genetic_values.tsv", iid, iid, {f.name: genetic_values[:, i] for i, f in enumerate(factors)})
         maps = maps.reshape(len(maps), -1)
         coefs = np.concatenate([nuisance_coefs, factor_coefs], axis=1).astype(np.float32)
-        variance = _write_fa_maps(tmp, config, phantom, maps, coefs, head_scale, noise_scale, affine)
+        deformations = _deformations(factors, first_column=nuisance_coefs.shape[1])
+        variance = _write_fa_maps(tmp, config, phantom, maps, coefs, head_scale, noise_scale, affine, deformations)
         # Share of the image variance (summed over voxels) that each factor's pattern holds.
         pattern_share = np.array(
             [factor_coefs[:, i].var() * float((f.pattern**2).sum()) for i, f in enumerate(factors)]

@@ -11,7 +11,13 @@ coefficient. The patterns of the *factors* are
   aligned with the atlas;
 - ``contrast``: a gradient along one tract with the mean of every atlas tract removed, so tract
   means do not see it (for the corpus callosum, left against right);
-- ``local``: a small blob inside one tract.
+- ``local``: a small blob inside one tract;
+- ``shape``: a smooth local deformation of the image around a point on one tract, which either
+  displaces the tract sideways or thickens it (a dilation across its centre line). It is applied
+  as a deformation (the subject's map is resampled, `wm_jax.simulate.cohort`), so it moves FA
+  where the tract's edges are and changes little of a tract's mean; its pattern, for the
+  oracle phenotype and truth.tsv, is the FA change per unit coefficient to first order,
+  -grad(template) . displacement. None by default (``factors.n_shape = 0``).
 
 Each factor's coefficient is ``sd * (sqrt(h2) * polygenic + sqrt(1 - h2) * environment)`` in FA
 units: a share ``on_genome_share`` of the polygenic variance comes from ``n_causal`` small-effect
@@ -32,17 +38,20 @@ import numpy as np
 
 from wm_jax.simulate.phantom import TRACTS, Phantom, normalised_coordinates
 
-KINDS = ("local", "tract", "cross", "contrast")
+KINDS = ("local", "tract", "cross", "contrast", "shape")
 
 
 @dataclass
 class Factor:
     name: str
-    kind: str  # global, tract, cross, contrast or local
+    kind: str  # global, tract, cross, contrast, local or shape
     pattern: np.ndarray  # (X, Y, Z) float32, max |pattern| = 1
     sd: float  # FA units
     h2: float  # of the factor's coefficient
     tract: str = "-"  # the tract it lies in or centres on
+    # shape only: (3, X, Y, Z) displacement in voxels per unit of coefficient (a coefficient c moves the
+    # map's content by c * displacement: FA becomes F(x - c d(x)), which is F + c pattern to first order)
+    displacement: np.ndarray | None = None
 
 
 @dataclass
@@ -119,7 +128,47 @@ def _factor_patterns(phantom: Phantom, f, rng: np.random.Generator) -> list[Fact
         t = int(rng.integers(len(TRACTS)))
         pattern = _blob(coords, _point_on(t, rng), f.local_width) * phantom.tract_weight[t]
         factors.append(Factor(f"local{k + 1}", "local", _normalised(pattern), f.local_sd, f.local_h2, TRACTS[t].name))
+    for k in range(f.get("n_shape", 0)):  # none by default: the default cohort draws nothing more
+        t = int(rng.integers(len(TRACTS)))
+        thicken = k % 2 == 1  # displace, thicken, displace, ...
+        field = shape_displacement(phantom.fa.shape, TRACTS[t], f.shape_width, thicken, rng)
+        pattern, displacement = _deformation_pattern(phantom.fa, field)
+        name = f"shape{k + 1}_{'thicken' if thicken else 'displace'}"
+        factors.append(Factor(name, "shape", pattern, f.shape_sd, f.shape_h2, TRACTS[t].name, displacement))
     return factors
+
+
+def shape_displacement(shape, tract, width: float, thicken: bool, rng: np.random.Generator) -> np.ndarray:
+    """(3, X, Y, Z) smooth displacement in voxels, at most 1 voxel long: a Gaussian window of sd
+    ``width`` (normalised coordinates) around a point on ``tract`` times either one direction
+    across the tract (displace) or the offset from the tract's local centre line across it, which
+    moves both edges outwards (thicken). Both factors are smooth (infinitely differentiable)."""
+    coords = normalised_coordinates(shape)
+    points = np.asarray(tract.points, np.float64)
+    k = int(rng.integers(0, len(points) - 1))
+    centre = points[k] + rng.uniform(0.2, 0.8) * (points[k + 1] - points[k])
+    along = (points[k + 1] - points[k]) / np.linalg.norm(points[k + 1] - points[k])
+    window = _blob(coords, centre, width)
+    if thicken:
+        offset = coords - centre[:, None, None, None].astype(np.float32)
+        across = offset - np.einsum("c,cxyz->xyz", along, offset)[None] * along[:, None, None, None]
+        field = window[None] * across / width
+    else:
+        direction = rng.standard_normal(3)
+        direction -= (direction @ along) * along
+        field = window[None] * (direction / np.linalg.norm(direction))[:, None, None, None]
+    voxels_per_unit = (np.asarray(shape, np.float64) - 1) / 2  # normalised [-1, 1] -> voxel index
+    field = field * voxels_per_unit[:, None, None, None]
+    return (field / np.sqrt((field**2).sum(0)).max()).astype(np.float32)
+
+
+def _deformation_pattern(template: np.ndarray, field: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The first-order FA change of moving ``template``'s content by ``field`` (voxels),
+    -grad(template) . field, max-normalised, and the displacement per unit of that pattern's
+    coefficient (so that a coefficient c changes FA by about c * pattern, as for the other kinds)."""
+    change = -sum(np.gradient(template.astype(np.float64), axis=a) * field[a] for a in range(3))
+    peak = np.abs(change).max()
+    return (change / peak).astype(np.float32), (field / peak).astype(np.float32)
 
 
 def choose_loci(factors: list[Factor], maf: np.ndarray, config, rng: np.random.Generator) -> list[Locus]:

@@ -34,10 +34,21 @@ def eval_step(model: Autoencoder, volumes: jax.Array, weights: jax.Array, mask: 
     return masked_mse(model(volumes), volumes, mask, weights)
 
 
-@nnx.jit
-def embed_step(model: Autoencoder, volumes: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """UDIPs and each volume's reconstruction error (mean squared error inside the mask), in one
-    compiled call: the reconstructions never leave the device."""
+def embed_outputs(model: Autoencoder, volumes: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """UDIPs and each volume's reconstruction error (mean squared error inside the mask)."""
     latent = model.encode(volumes)
     error = jnp.sum((model.decode(latent).astype(jnp.float32) - volumes) ** 2 * mask, axis=(1, 2, 3))
     return latent, error / jnp.sum(mask)
+
+
+def embed_step(model: Autoencoder):
+    """``embed_outputs`` compiled for ``model``'s structure, called as ``step(state, volumes, mask)`` with
+    ``state = nnx.state(model)``: one compiled call per batch, the reconstructions never leave the device.
+    A plain `jax.jit` over the split state, because `nnx.jit` walks the model's graph on every call."""
+    graphdef = nnx.graphdef(model)
+
+    @jax.jit
+    def step(state, volumes, mask):
+        return embed_outputs(nnx.merge(graphdef, state), volumes, mask)
+
+    return step
