@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import struct
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -163,8 +164,6 @@ class PgenDataset:
     def __init__(self, prefix: str | os.PathLike, as_dosages: bool = False) -> None:
         """``as_dosages`` reads dosages even where the header rules them out (the tests compare the
         two paths)."""
-        import pgenlib
-
         self.name = str(prefix)
         self.pgen_path, self.variants_path = Path(f"{prefix}.pgen"), Path(f"{prefix}.pvar")
         samples_path = Path(f"{prefix}.psam")
@@ -175,8 +174,8 @@ class PgenDataset:
         self.n_samples, self.n_variants = len(self.samples), len(self.variants)
         self.n_slots = padded_slots(self.n_samples)
         check_header_counts(self.pgen_path, self.n_variants, self.n_samples)
+        self._readers = threading.local()  # one pgenlib reader per thread: a PgenReader is not thread-safe
         try:
-            self._reader = pgenlib.PgenReader(bytes(self.pgen_path), raw_sample_ct=self.n_samples)
             file_variants = self._reader.get_variant_ct()
         except RuntimeError as err:
             raise input_error(
@@ -196,6 +195,23 @@ class PgenDataset:
             self.n_variants,
             "hard calls (read as .bed bytes)" if self.hard_calls else "dosages",
         )
+
+    @property
+    def _reader(self):
+        """This thread's pgenlib reader of the .pgen (opened on first use). The readers of the
+        stream (`wm_jax.data.readahead`) read blocks on several threads at once; one shared
+        PgenReader gave them each other's state ("read_range() error 6" on an intact file, in
+        about one run in three of `test_dosage_source_gives_the_bed_s_scores`)."""
+        reader = getattr(self._readers, "reader", None)
+        if reader is None:
+            import pgenlib
+
+            try:
+                reader = pgenlib.PgenReader(bytes(self.pgen_path), raw_sample_ct=self.n_samples)
+            except RuntimeError as err:
+                raise input_error(self.pgen_path, f"truncated or corrupt ({_reason(err)})")
+            self._readers.reader = reader
+        return reader
 
     def _read(self, read_list, rows: np.ndarray, dtype) -> np.ndarray:
         """(len(rows), n_samples) ``dtype`` from one of pgenlib's list readers; a corrupt file is an InputError."""
