@@ -206,31 +206,28 @@ class PgenDataset:
         if reader is None:
             import pgenlib
 
-            try:
-                reader = pgenlib.PgenReader(bytes(self.pgen_path), raw_sample_ct=self.n_samples)
-            except RuntimeError as err:
-                raise input_error(self.pgen_path, f"truncated or corrupt ({_reason(err)})")
-            self._readers.reader = reader
+            reader = self._readers.reader = pgenlib.PgenReader(bytes(self.pgen_path), raw_sample_ct=self.n_samples)
         return reader
 
-    def _read(self, read_list, rows: np.ndarray, dtype) -> np.ndarray:
-        """(len(rows), n_samples) ``dtype`` from one of pgenlib's list readers; a corrupt file is an InputError."""
+    def _read(self, read_list: str, rows: np.ndarray, dtype) -> np.ndarray:
+        """(len(rows), n_samples) ``dtype`` from one of pgenlib's list readers (by name); a corrupt
+        file is an InputError."""
         values = np.empty((len(rows), self.n_samples), dtype)
         try:
-            read_list(np.asarray(rows, np.uint32), values)
+            getattr(self._reader, read_list)(np.asarray(rows, np.uint32), values)
         except RuntimeError as err:
             raise input_error(self.pgen_path, f"truncated or corrupt ({_reason(err)})")
         return values
 
     def _dosages(self, rows: np.ndarray) -> np.ndarray:
         """ALT dosages of ``rows`` in DOSAGE_UNIT (len(rows), n_samples) uint16."""
-        values = self._read(self._reader.read_dosages_list, rows, np.float32)
+        values = self._read("read_dosages_list", rows, np.float32)
         units = np.rint(values * DOSAGE_UNIT)
         return np.where(values < 0, MISSING_DOSAGE, units).astype(np.uint16)
 
     def _hard_calls(self, rows: np.ndarray) -> np.ndarray:
         """pgenlib's hard calls of ``rows`` (len(rows), n_samples) int8: ALT alleles, -9 missing."""
-        return self._read(self._reader.read_list, rows, np.int8)
+        return self._read("read_list", rows, np.int8)
 
     def read_block(self, rows: np.ndarray) -> np.ndarray:
         if self.hard_calls:
