@@ -334,3 +334,22 @@ def read_labels(path: str | os.PathLike) -> pd.DataFrame:
         if repeated:
             raise input_error(path, f"{what} {repeated[0]} appears more than once")
     return pd.DataFrame({"label": labels, "tract": tracts})
+
+
+def read_command_table(path, columns: list[str], dtype: dict, command: str) -> pd.DataFrame:
+    """A tab-separated table another wm-jax command wrote (``command``, e.g. "genes", "h2"), with at
+    least ``columns`` and one row; anything else is an error naming ``path``."""
+    try:
+        frame = pd.read_csv(path, sep="\t", dtype=dtype)
+    except (ValueError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+        raise input_error(
+            path, f"expected a tab-separated table of `wm-jax {command}` ({type(err).__name__})"
+        ) from None
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise input_error(
+            path, f"expected the columns {' '.join(columns)} of `wm-jax {command}`; {', '.join(missing)} missing"
+        )
+    if not len(frame):
+        raise input_error(path, f"expected at least one row of `wm-jax {command}` results")
+    return frame

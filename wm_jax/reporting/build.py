@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 
 from wm_jax.data.genotypes import open_genotypes
 from wm_jax.data.source import GenotypeInput
+from wm_jax.data.tables import read_command_table
 from wm_jax.errors import input_error, require_file
 from wm_jax.gwas.pvalues import chi2_neg_log10_sf
 from wm_jax.gwas.results import load_result_column
@@ -220,18 +221,8 @@ def _read_architecture(h2: str | None, rg: str | None) -> dict[str, pd.DataFrame
         if path is None:
             continue
         require_file(path, f"--{key} table")
-        try:
-            frame = pd.read_csv(path, sep="\t", dtype={c: str for c in columns if c in ("phenotype", "p1", "p2")})
-        except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as err:
-            raise input_error(path, f"expected a tab-separated table from `wm-jax {key}` ({err})") from None
-        missing = [c for c in columns if c not in frame.columns]
-        if missing:
-            raise input_error(
-                path, f"expected the columns {' '.join(columns)} of `wm-jax {key}`; {', '.join(missing)} missing"
-            )
-        if not len(frame):
-            raise input_error(path, f"expected at least one row of `wm-jax {key}` results")
-        tables[key] = frame
+        names = {c: str for c in columns if c in ("phenotype", "p1", "p2")}
+        tables[key] = read_command_table(path, columns, names, key)
     return tables
 
 

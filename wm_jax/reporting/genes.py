@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from wm_jax.data.tables import read_command_table
 from wm_jax.errors import input_error
 from wm_jax.reporting.stats import OMNIBUS
 
@@ -39,9 +40,15 @@ def read_gene_results(path: str) -> GeneResults:
     directory = Path(path)
     if not (directory / "genes.tsv").is_file():
         raise input_error(path, "expected the output directory of `wm-jax genes` (with genes.tsv); found none")
-    genes = _read(directory / "genes.tsv", GENE_COLUMNS, {"gene": str, "chrom": str, "phenotype": str})
+    genes = read_command_table(
+        directory / "genes.tsv", GENE_COLUMNS, {"gene": str, "chrom": str, "phenotype": str}, "genes"
+    )
     sets_path = directory / "gene_sets.tsv"
-    sets = _read(sets_path, SET_COLUMNS, {"set": str, "phenotype": str}) if sets_path.is_file() else None
+    sets = (
+        read_command_table(sets_path, SET_COLUMNS, {"set": str, "phenotype": str}, "genes")
+        if sets_path.is_file()
+        else None
+    )
     window_kb = DEFAULT_WINDOW_KB
     if (directory / "genes.json").is_file():
         try:
@@ -49,21 +56,6 @@ def read_gene_results(path: str) -> GeneResults:
         except (ValueError, KeyError, TypeError) as err:
             raise input_error(directory / "genes.json", f"expected the genes.json of `wm-jax genes` ({err!r})")
     return GeneResults(str(path), genes, sets, window_kb)
-
-
-def _read(path: Path, columns: list[str], dtype: dict) -> pd.DataFrame:
-    try:
-        frame = pd.read_csv(path, sep="\t", dtype=dtype)
-    except (ValueError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
-        raise input_error(path, f"expected a tab-separated table of `wm-jax genes` ({type(err).__name__})") from None
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
-        raise input_error(
-            path, f"expected the columns {' '.join(columns)} of `wm-jax genes`; {', '.join(missing)} missing"
-        )
-    if not len(frame):
-        raise input_error(path, "expected at least one row of `wm-jax genes` results")
-    return frame
 
 
 def loci_genes(loci: pd.DataFrame, genes: pd.DataFrame, window_bp: int) -> pd.DataFrame:
