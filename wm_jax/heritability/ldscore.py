@@ -18,7 +18,7 @@ window). Each new block is decoded from its raw bytes (`_standardise`), then mul
 float32 precision, with itself and with each ring block that holds a variant of its window, one
 small jitted matmul per block pair (`_pairs`), masked to the pairs the window counts. Each pair is
 computed once and added to both of its variants. The ring blocks a new block's window does not
-reach are skipped: the flops follow each block's own window, not the widest one, and the three
+reach are skipped: the flops follow each block's own window, not the widest one, and the two
 small kernels compile in a fraction of the time one kernel unrolled over the ring took.
 """
 
