@@ -411,3 +411,83 @@ def test_missing_call_index_built_on_the_device_gives_the_same_bytes(tiny_cohort
     assert outputs[True].keys() == outputs[False].keys()
     for name in outputs[False]:
         assert outputs[True][name] == outputs[False][name], name
+
+
+def test_check_block_result_refuses_a_nan_se_beside_a_beta():
+    """A test with a BETA has a finite SE and P; NaN in both (no test) passes."""
+    from wm_jax.gwas.kernel import BlockResult, check_block_result
+
+    beta = np.array([[0.1, np.nan], [0.2, 0.3]], np.float32)
+    se = np.array([[0.05, np.nan], [0.05, 0.04]], np.float32)
+    per_group = np.zeros((2, 1), np.int32)
+    check_block_result(BlockResult(beta, se, se, per_group, per_group, per_group, np.zeros(2)))
+    se[1, 1] = np.float32(np.nan)
+    expected = r"NaN SE or P for 1 tests that have a BETA \(kernel phenotype columns \[1\]"
+    with pytest.raises(RuntimeError, match=expected):
+        check_block_result(BlockResult(beta, se, beta, per_group, per_group, per_group, np.zeros(2)))
+
+
+def test_a_kernel_fault_fails_the_run_and_publishes_nothing(tiny_cohort, phenotypes, tmp_path, monkeypatch):
+    """A kernel that returns a NaN SE for tests with a BETA (the fault docs/gwas.md describes) stops
+    the run before anything is published, instead of writing wrong statistics."""
+    import jax
+
+    from wm_jax.gwas import stream
+
+    real = stream.make_block_fn
+
+    def faulty(*args, **kwargs):
+        fn = real(*args, **kwargs)
+
+        def step(*inputs):
+            result = fn(*inputs)
+            return result._replace(se=result.se.at[:, -1].set(np.nan))
+
+        return jax.jit(step)
+
+    monkeypatch.setattr(stream, "make_block_fn", faulty)
+    monkeypatch.setattr(stream, "CHUNK_BYTES", 500 * 26)
+    prefix = tmp_path / "faulty"
+    with pytest.raises(RuntimeError, match="NaN SE or P"):
+        run_gwas(
+            str(tiny_cohort / "genotypes"),
+            str(phenotypes),
+            str(tiny_cohort / "covariates.tsv"),
+            str(prefix),
+            GwasOptions(block_size=64, max_missing=4),
+        )
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no output, no log, no resume directory
+
+
+@pytest.mark.slow
+def test_large_run_with_missing_calls_has_a_finite_se_for_every_beta_in_fresh_processes(tmp_path):
+    """The wrong-results fault of docs/gwas.md: at N = 35,000 and 128 phenotypes, with the batched dot
+    for c' A^-1 c, about half of the processes left one or two phenotype columns NaN for every variant
+    with missing calls. Four fresh processes (each compiling its own kernels, as the fault came and
+    went by process) run 2,048 variants, missing calls in half of them; every one must finish (the
+    kernel check refuses a NaN SE beside a BETA) with identical bytes."""
+    n, m, p = 35_000, 2048, 128
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from gwas_device import build_cohort
+    from gwas_device import phenotypes as write_phenotypes
+
+    prefix = build_cohort(tmp_path / "cohort", n, m)
+    pheno = write_phenotypes(tmp_path / "cohort", n, p)
+    results = []
+    for run in range(4):
+        out = tmp_path / f"run{run}" / "out"
+        out.parent.mkdir()
+        env = {**__import__("os").environ, "JAX_COMPILATION_CACHE_DIR": str(out.parent / "cache")}
+        done = subprocess.run(
+            [sys.executable, "-m", "wm_jax.cli", "gwas", "--bfile", str(prefix), "--pheno", str(pheno)]
+            + ["--covar", str(prefix.parent / "covar.tsv"), "--out", str(out)],
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+        se = np.load(f"{out}.gwas/se.npy")
+        beta = np.load(f"{out}.gwas/beta.npy")
+        assert not (np.isnan(se) & ~np.isnan(beta)).any()
+        results.append((se.tobytes(), beta.tobytes(), np.load(f"{out}.gwas/omnibus_chi2.npy").tobytes()))
+    assert all(r == results[0] for r in results)

@@ -34,6 +34,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from wm_jax.data.plink import missing_call_index  # noqa: F401 (the .bed rows' missing calls; tests import it here)
 from wm_jax.data.source import DOSAGE_UNIT
@@ -84,6 +85,20 @@ class BlockResult(NamedTuple):
     alt_freq: jax.Array  # (B, G) among the observed samples of the group
     reason: jax.Array  # (B, G) int32
     omnibus_chi2: jax.Array  # (B,) t' R^-1 t over every phenotype (NaN where any group has no test)
+
+
+def check_block_result(host: BlockResult) -> None:
+    """Refuse a step's results (host arrays) whose SE or -log10 P is NaN where BETA is not: a test
+    with a BETA has a finite SE by construction, so this can only be a fault below the kernel (see
+    `_stack_statistics`), and writing it would publish wrong statistics without a word."""
+    bad = ~np.isnan(host.beta) & (np.isnan(host.se) | np.isnan(host.neg_log10_p))
+    if bad.any():
+        columns = np.flatnonzero(bad.any(axis=0)).tolist()
+        raise RuntimeError(
+            f"the association kernel returned a NaN SE or P for {int(bad.sum())} tests that have a BETA "
+            f"(kernel phenotype columns {columns[:8]}); this is a fault, not a property of the data, and "
+            "nothing was published (docs/gwas.md, 'A wrong-results bug')"
+        )
 
 
 def decode_block(raw: jax.Array) -> jax.Array:
@@ -299,8 +314,15 @@ def _stack_statistics(
         + jnp.einsum("bgl,blgp->bgp", shared.weights[:, g0:g1], y_s)
     )
     c_s = _by_group(_sum_over_missing(shared.q_m, y_m), n_groups, n_pheno)  # Q_M'Y_M: (B, k, G_s, P_s)
-    a_inv_c = jnp.einsum("bgkj,bjgp->bgkp", shared.gram_inverse[:, g0:g1], c_s)
-    quad = jnp.sum(a_inv_c * jnp.moveaxis(c_s, 1, 2), axis=2)  # c' A^-1 c: (B, G_s, P_s)
+    c_g = jnp.moveaxis(c_s, 1, 2)  # (B, G_s, k, P_s)
+    # A^-1 c as a multiply-and-sum over the k x k inverse, not a batched dot: with the dot
+    # (einsum "bgkj,bjgp->bgkp"), XLA:CPU (jaxlib 0.10.2) left one or two phenotype columns of
+    # c' A^-1 c as garbage (NaN bit patterns such as 0xffffffff) for every variant with missing calls,
+    # in about half the processes of a 35,000-sample, 128-phenotype run, different columns in each;
+    # never with this form (docs/gwas.md, "A wrong-results bug"). k is the covariate basis, a few to
+    # tens, so this is small next to the block's matmul.
+    a_inv_c = jnp.sum(shared.gram_inverse[:, g0:g1, :, :, None] * c_g[:, :, None], axis=3)
+    quad = jnp.sum(a_inv_c * c_g, axis=2)  # c' A^-1 c: (B, G_s, P_s)
     yy = _by_group(inputs.residual_ss[p0:p1] - (y_m * y_m).sum(axis=1), n_groups, n_pheno) - quad
     ok_s = shared.ok[:, g0:g1, None]
     beta = num / shared.safe_gg[:, g0:g1, None]

@@ -31,7 +31,7 @@ from wm_jax.data.dosages import concatenate_counts
 from wm_jax.data.readahead import READ_THREADS, read_ahead
 from wm_jax.data.source import VariantCounts
 from wm_jax.gwas.design import GroupedPhenotypes, device_inputs, kernel_inputs
-from wm_jax.gwas.kernel import AssociationInputs, BlockResult, make_block_fn
+from wm_jax.gwas.kernel import AssociationInputs, BlockResult, check_block_result, make_block_fn
 from wm_jax.gwas.plan import Pass, Router, a1_is_ref
 from wm_jax.gwas.results import ResultStore, store_step
 from wm_jax.gwas.resume import Progress
@@ -293,6 +293,7 @@ class _Stream:
         waited = time.time()
         host = BlockResult(*(np.asarray(x)[: len(columns)] for x in results))  # one transfer per array
         self.device_wait_seconds += time.time() - waited
+        check_block_result(host)
         shape.last_result = time.time()
         starts = np.fromiter(self.staged.keys(), np.int64)
         owner = starts[np.searchsorted(starts, columns, side="right") - 1]
