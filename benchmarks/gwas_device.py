@@ -1,7 +1,7 @@
 """The whole `wm-jax gwas` process on a synthetic .bed of any size, with its timeline.
 
     python benchmarks/gwas_device.py --n 35000 --m 1000000 --p 128,512 [--feed-only] [--index auto|host|device]
-        [--plink2] [--name NAME]
+        [--plink2] [--resume] [--name NAME]
 
 Builds (once, under --workdir) a cohort of N samples x M hard calls, tiled from 1,024 random
 variants (so 8 GB build in about disk speed), with 1% missing calls in every other variant of the
@@ -14,7 +14,10 @@ routing, transfers and writing the results. ``--index device`` builds the missin
 kernel, as on GPUs and TPUs (so the trivial kernel leaves the host's own work: reading, counting,
 routing); ``host`` builds it on the reader threads, as on CPU. ``--plink2`` times plink2 --glm hide-covar (2 threads,
 OpenBLAS 1 thread, as benchmarks/gwas_vs_plink2.py) on the same files, after wm-jax, and gives the
-ratio of whole processes. Writes benchmarks/results/NAME.md and .json.
+ratio of whole processes. ``--resume`` then runs the same command again into a new prefix, kills
+it with SIGKILL halfway through its pass (at the full run's time to the pass plus half the pass),
+reruns that command, and reports the rerun's whole process against the full run's pass, and whether
+every output but the .log has the full run's bytes. Writes benchmarks/results/NAME.md and .json.
 """
 
 from __future__ import annotations
@@ -142,19 +145,67 @@ def timeline(log_text: str) -> dict:
     }
 
 
+def child_command(
+    prefix: Path, pheno: Path, covar: Path, out: Path, feed_only: bool, block_size: int, index: str
+) -> tuple[list[str], dict]:
+    """The child's command line and environment (its compilation cache beside ``out``)."""
+    arguments = ["--bfile", str(prefix), "--pheno", str(pheno), "--covar", str(covar), "--out", str(out)]
+    arguments += ["--block-size", str(block_size)]
+    env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": str(out.parent / "jax_cache")}
+    command = [sys.executable, __file__, "--child", "--index", index, *(["--feed-only"] if feed_only else [])]
+    return [*command, "--", *arguments], env
+
+
 def run(
     prefix: Path, pheno: Path, covar: Path, out: Path, feed_only: bool, block_size: int, index: str
 ) -> tuple[float, str]:
-    cache = out.parent / "jax_cache"
-    shutil.rmtree(cache, ignore_errors=True)
-    arguments = ["--bfile", str(prefix), "--pheno", str(pheno), "--covar", str(covar), "--out", str(out)]
-    arguments += ["--block-size", str(block_size)]
-    env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": str(cache)}
-    command = [sys.executable, __file__, "--child", "--index", index, *(["--feed-only"] if feed_only else [])]
-    command += ["--", *arguments]
+    shutil.rmtree(out.parent / "jax_cache", ignore_errors=True)
+    command, env = child_command(prefix, pheno, covar, out, feed_only, block_size, index)
     start = time.perf_counter()
     subprocess.run(command, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return time.perf_counter() - start, Path(f"{out}.log").read_text()
+
+
+def outputs(out: Path) -> dict[str, bytes]:
+    """Every output file of the run with prefix ``out`` but its .log and the ownership markers (which
+    hold the time they were written), by name relative to its folder."""
+    files = [p for p in out.parent.glob(out.name + ".*") if p.suffix != ".log"]
+    found = {}
+    for path in files:
+        for member in [path] if path.is_file() else sorted(q for q in path.rglob("*") if q.is_file()):
+            if member.name != ".wm-jax-output.json":
+                found[str(member.relative_to(out.parent))] = member.read_bytes()
+    return found
+
+
+def killed_and_resumed(
+    prefix: Path, pheno: Path, covar: Path, out: Path, full: dict, block_size: int, index: str, kill_at: float
+) -> dict:
+    """Run into ``out``, SIGKILL it at ``kill_at`` seconds, rerun the same command (same compilation
+    cache, as a user would); the rerun's times and whether its outputs equal ``full``'s."""
+    out.parent.mkdir(parents=True)
+    command, env = child_command(prefix, pheno, covar, out, False, block_size, index)
+    child = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        child.wait(timeout=kill_at)
+        raise SystemExit(f"the run finished in under {kill_at:.1f} s, before it could be killed")
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.wait()
+    recorded = sum(len(list(d.glob("progress/*"))) for d in out.parent.glob(f".{out.name}.gwas.resume-*"))
+    start = time.perf_counter()
+    subprocess.run(command, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    seconds = time.perf_counter() - start
+    stages = timeline(Path(f"{out}.log").read_text())
+    same = outputs(out)
+    return {
+        "killed_at_s": round(kill_at, 2),
+        "chunks_recorded_when_killed": recorded,
+        "rerun_whole_process_s": round(seconds, 2),
+        "rerun_association_s": stages["association_s"],
+        "identical_outputs": sorted(same) == sorted(full) and all(same[k] == full[k] for k in full),
+        "output_files": len(full),
+    }
 
 
 def main() -> None:
@@ -173,6 +224,7 @@ def main() -> None:
         default="auto",
         help="where the missing-call index is built: the backend's choice (host on CPU, device on GPU/TPU), or forced",
     )
+    parser.add_argument("--resume", action="store_true", help="also kill a run halfway and time its rerun")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args, rest = parser.parse_known_args()
     if args.child:
@@ -206,6 +258,20 @@ def main() -> None:
                 out.parent / "plink2",
             )
             stages.update(plink2_s=round(plink_seconds, 2), speedup=round(plink_seconds / seconds, 2))
+        if args.resume and not args.feed_only:
+            kill_at = seconds - stages["end_s"] + stages["inputs_read_s"] + stages["association_s"] / 2
+            resumed = killed_and_resumed(
+                prefix,
+                pheno,
+                prefix.parent / "covar.tsv",
+                out.parent / "resumed" / "out",
+                outputs(out),
+                args.block_size,
+                args.index,
+                kill_at,
+            )
+            resumed["rerun_over_full_pass"] = round(resumed["rerun_whole_process_s"] / stages["association_s"], 3)
+            stages.update(resumed)
         bed_gb = args.m * ((args.n + 3) // 4) / 1e9
         flops = 2.0 * args.n * args.m * (p + N_COVARIATES + 2)
         rows.append(
