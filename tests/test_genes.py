@@ -392,6 +392,35 @@ def test_simulated_annotation_plants_the_loci_genes_in_one_pathway(tiny_cohort):
         locus_genes.update(inside.gene)
     assert len(locus_genes) < len(pathway) <= 2 * len(locus_genes)
     assert all(len(m) == len(pathway) for name, m in sets.items() if name != PLANTED_SET) and len(sets) == 21
+    if len(genes) >= 2 * len(pathway):  # the random sets come from the other genes where there are enough
+        assert all(not set(m) & set(pathway.gene) for name, m in sets.items() if name != PLANTED_SET)
+
+
+def test_simulated_annotation_has_human_gene_density_and_loci_inside_genes():
+    """On 4 chromosomes of 4 Mb (the demo's genome) with 8 loci and 1,600 background variants, for 3
+    seeds: one gene per 90-170 kb (the human genome: one protein-coding gene per ~150 kb; it was
+    ~40 kb), genes that do not overlap (a locus gene is one of the layout, not squeezed in beside
+    another), every locus inside exactly one gene, of the pathway; random sets of the pathway's
+    size, disjoint from it."""
+    from wm_jax.simulate.annotation import PLANTED_SET, gene_annotation
+
+    rng = np.random.default_rng(5)
+    pos = np.arange(1, 4_000_000, 250)
+    bim = pd.DataFrame({"chrom": np.repeat(["1", "2", "3", "4"], len(pos)), "pos": np.tile(pos, 4)})
+    for seed in (1, 2, 3):
+        loci = rng.choice(len(bim), 8, replace=False)
+        genes, sets = gene_annotation(bim, list(loci), rng.choice(len(bim), 1600, replace=False), seed)
+        spacing = 4 * 4e6 / len(genes)
+        pathway = set(sets[PLANTED_SET])
+        for chrom, on in genes.groupby("chrom"):
+            assert (on.start.to_numpy()[1:] > on.end.to_numpy()[:-1]).all(), (seed, chrom)
+        for v in loci:
+            holding = genes[(genes.chrom == bim.chrom[v]) & (genes.start <= bim.pos[v]) & (genes.end >= bim.pos[v])]
+            assert len(holding) == 1 and holding.gene.iloc[0] in pathway, (seed, v)
+        randoms = [m for name, m in sets.items() if name != PLANTED_SET]
+        print(f"seed {seed}: {len(genes)} genes, one per {spacing / 1000:.0f} kb; pathway of {len(pathway)}")
+        assert 90e3 < spacing < 170e3
+        assert len(randoms) == 20 and all(len(m) == len(pathway) and not set(m) & pathway for m in randoms)
 
 
 def test_annotation_formats_read_alike(tmp_path):
