@@ -1,7 +1,7 @@
 """Where the planted pathway ranks among the simulated gene sets, on `wm-jax demo` runs of several
 seeds, with the simulator's annotation as this code makes it.
 
-    python benchmarks/genes_planted_rank.py --runs DIR[,DIR...] [--name genes_planted_rank]
+    python benchmarks/genes_planted_rank.py --runs DIR[,DIR...] [--name genes_planted_rank] [--mean-gap-kb KB]
 
 For each run directory (a finished `wm-jax demo --out DIR [--config.seed=S --config.sim.seed=S]`):
 `wm-jax simulate` again with the run's configuration (its cohort/simulation.json) into a temporary
@@ -10,7 +10,9 @@ time) is byte for byte the run's; then `run_genes` as the demo's genes stage run
 kb, the run's genotypes as the LD reference) on each phenotype set's discovery GWAS of the run,
 with the new genes.tsv and gene_sets.gmt. Per set: the planted pathway's rank among the sets for
 the omnibus test (its P) and its best rank over the single phenotypes, as the demo's summary
-reports them, beside the run's own (the annotation it was made with). Writes benchmarks/results/NAME.md (and .json).
+reports them, beside the run's own (the annotation it was made with). --mean-gap-kb: the mean gap
+between genes instead of the annotation's MEAN_GAP_BP (how much the result hangs on it). Writes
+benchmarks/results/NAME.md (and .json).
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from pathlib import Path
 
 import ml_collections
 import pandas as pd
+
+import wm_jax.simulate.annotation as annotation
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from wm_jax.data.source import GenotypeInput
@@ -97,8 +101,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", required=True, help="comma-separated `wm-jax demo` output directories")
     parser.add_argument("--name", default="genes_planted_rank")
+    parser.add_argument("--mean-gap-kb", type=float, help="the mean gap between genes (default: the annotation's)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    if args.mean_gap_kb is not None:
+        annotation.MEAN_GAP_BP = int(round(args.mean_gap_kb * 1000))
     rows = []
     for run in args.runs.split(","):
         rows.append(run_row(Path(run)))
@@ -109,7 +116,8 @@ def main() -> None:
             "wm-jax genes: the planted pathway's rank on demo runs of several seeds",
             "each run's cohort simulated again with this code (other files differing: those not byte for "
             "byte the run's, the annotation aside), `run_genes` on the run's discovery GWAS of each set with "
-            "the new annotation. Rank (P): the planted pathway's rank among the sets for the omnibus test "
+            f"the new annotation (mean gap between genes {annotation.MEAN_GAP_BP / 1000:g} kb). Rank (P): "
+            "the planted pathway's rank among the sets for the omnibus test "
             "and its P; best single: its best rank over the single phenotypes; before: the same two from the "
             "run's summary.json (the annotation it was made with). Load: the 1-minute load average after the "
             "run's rows (2 cores shared with other jobs).",
