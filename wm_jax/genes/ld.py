@@ -42,8 +42,9 @@ MIN_ROWS = 32  # smallest block (rows) of a gene
 INITIAL_RING = 1024  # ring rows to start with, when the caller does not size it
 RING_STEP = 256  # the ring's size is a multiple of this
 # Where the gene LD products are made: None picks by backend (the jitted step on GPUs and TPUs; NumPy
-# on the host for XLA:CPU, where the device step made the gene tests slower: 27.8 s against 17.5 s
-# for 128 phenotypes, benchmarks/results/genes_speed_ld.md); True or False forces it (tests, benchmarks).
+# on the host for XLA:CPU, where the device step made the gene tests slower: 22.6-23.7 s against
+# 17.1-17.8 s for 128 phenotypes on 2 cores, benchmarks/results/genes_speed_ld.md); True or False
+# forces it (tests, benchmarks).
 LD_ON_DEVICE: bool | None = None
 
 
