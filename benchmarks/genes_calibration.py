@@ -1,6 +1,6 @@
 """Why a KS test pooled over all genes rejects under the null, and what the gene P do instead.
 
-    python benchmarks/genes_calibration.py --cohort COHORT [--phenotypes 860] [--replicates 20]
+    python benchmarks/genes_calibration.py --cohort COHORT [--phenotypes 860] [--replicates 20] [--name NAME]
 
 On a simulated cohort (its genotypes, covariates.tsv and genes.tsv; window 10 kb, MAF >= 1%):
 null phenotypes N(0, I), regressed on the cohort's covariates (PCs included) as `wm-jax gwas`
@@ -14,7 +14,7 @@ For each: KS over one gene per phenotype (phenotype j, gene j mod G: independent
 genes), KS pooled over all genes x phenotypes, the share of P below 0.05, 0.01, 0.001, and the
 pooled KS p of R replicates (the phenotypes split in R groups). Also the sum of r^2 per gene
 (raw / residualised), the part of the variance of a gene statistic that the LD sets.
-Writes benchmarks/results/genes_calibration.md (and .json).
+Writes benchmarks/results/NAME.md (and .json; NAME genes_calibration by default).
 """
 
 from __future__ import annotations
@@ -84,6 +84,7 @@ def main() -> None:
     parser.add_argument("--cohort", required=True)
     parser.add_argument("--phenotypes", type=int, default=860)
     parser.add_argument("--replicates", type=int, default=20)
+    parser.add_argument("--name", default="genes_calibration", help="of the result files")
     args = parser.parse_args()
     d, rows, q = _cohort(Path(args.cohort))
     raw = _standardised(d)
@@ -109,7 +110,7 @@ def main() -> None:
         print(row, flush=True)
     print(
         write_result_table(
-            "genes_calibration",
+            args.name,
             "wm-jax genes: gene P under the null, all genes",
             f"{len(rows)} genes (median {int(np.median([len(r) for r in rows]))} variants), {len(q)} samples, "
             f"{q.shape[1]} covariates with the intercept, {args.phenotypes} null phenotypes. Sum of r^2 per gene, "

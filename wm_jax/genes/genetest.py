@@ -2,9 +2,9 @@
 
 For gene g with variants i = 1..m (inside the gene +/- the window), the statistic is
 T_g = sum_i chi2_i. Under the null the variants' Z-scores are N(0, R), R their LD correlation in
-the reference panel (dosages mean-imputed, over the reference samples; computed on the device,
-`wm_jax.genes.ld`), so T_g is distributed as sum_k lambda_k chi2_1 with lambda the eigenvalues of R
-(`quadform.quadform_sf`). The eigen-decomposition (float64, on the host) is done once per gene and
+the reference panel (dosages mean-imputed, over the reference samples; computed on the device or
+the host, `wm_jax.genes.ld`), so T_g is distributed as sum_k lambda_k chi2_1 with lambda the
+eigenvalues of R (`quadform.quadform_sf`). The eigen-decomposition (float64, on the host) is done once per gene and
 shared by every phenotype.
 
 chi2_i is taken from the variant's P (the chi2_1 quantile of the GWAS's t-test P), which is
@@ -30,7 +30,7 @@ import pandas as pd
 from scipy import special
 from tqdm.auto import tqdm
 
-from wm_jax.genes.ld import GeneLd, ring_rows
+from wm_jax.genes.ld import gene_ld
 from wm_jax.genes.quadform import quadform_sf
 
 log = logging.getLogger("wm_jax")
@@ -91,11 +91,11 @@ def run_gene_tests(
     """Gene tests of every statistic row of ``chi2`` (statistics x variants; with ``omnibus_df``
     the last row is the omnibus statistic, with that many df per eigenvalue). ``members``: each
     gene's variant columns; ``reference_rows``: each column's row in the LD reference ``data`` (a
-    genotype source), whose LD products are made on the device (`wm_jax.genes.ld.GeneLd`, its ring
-    sized for these genes)."""
+    genotype source), whose LD products are made on the device or on the host by backend
+    (`wm_jax.genes.ld.gene_ld`)."""
     sizes = np.array([len(m) for m in members])
     reach = CORRELATION_KB * 1000
-    ld = GeneLd(data, ring_rows(genes.start.to_numpy(), genes.end.to_numpy(), genes.chrom.to_numpy(), sizes, reach))
+    ld = gene_ld(data, genes.start.to_numpy(), genes.end.to_numpy(), genes.chrom.to_numpy(), sizes, reach)
     rows, stats, neg_log10_p, pairs = [], [], [], []
     recent: deque = deque()  # (tested row, chrom, window start, window end, sum r^2, gene) of nearby genes
     n_stats = chi2.shape[0]

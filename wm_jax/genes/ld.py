@@ -18,6 +18,10 @@ reach of any gene hold, plus its block), so the step compiles once per block siz
 demo's UDIPs, 0.3-0.8 s each on a 2-core machine (a first version, whose ring grew and whose
 product covered only the live span, compiled some 30 shapes). A gene's padding rows take no
 room in the ring (the next block is written over them).
+
+`HostGeneLd` makes the same products in NumPy on the host (the gene's correlation in float64),
+which is faster on XLA:CPU: `gene_ld` picks one by `jax.default_backend()` (`LD_ON_DEVICE`), as
+the GWAS picks where its missing-call index is built.
 """
 
 from __future__ import annotations
@@ -37,6 +41,11 @@ from wm_jax.heritability.ldscore import standardised as ldsc_standardised
 MIN_ROWS = 32  # smallest block (rows) of a gene
 INITIAL_RING = 1024  # ring rows to start with, when the caller does not size it
 RING_STEP = 256  # the ring's size is a multiple of this
+# Where the gene LD products are made: None picks by backend (the jitted step on GPUs and TPUs; NumPy
+# on the host for XLA:CPU, where the device step made the gene tests slower: 22.6-23.7 s against
+# 17.1-17.8 s for 128 phenotypes on 2 cores, benchmarks/results/genes_speed_ld.md); True or False
+# forces it (tests, benchmarks).
+LD_ON_DEVICE: bool | None = None
 
 
 def block_rows(n: int) -> int:
@@ -152,3 +161,54 @@ class GeneLd:
         self.ring = _compiled_gather()(ring, order)  # rows past the live ones: copies of row 0, unused
         self.top = at
         return at
+
+
+def ld_on_device() -> bool:
+    """Whether the gene LD products run on the device (`GeneLd`) rather than on the host (`HostGeneLd`)."""
+    return jax.default_backend() != "cpu" if LD_ON_DEVICE is None else LD_ON_DEVICE
+
+
+def gene_ld(data, starts: np.ndarray, ends: np.ndarray, chroms: np.ndarray, sizes: np.ndarray, reach_bp: float):
+    """The LD products' maker for genes in this order (`ring_rows`' arguments): `GeneLd` with its
+    ring sized for them, or `HostGeneLd` (`ld_on_device`)."""
+    if ld_on_device():
+        return GeneLd(data, ring_rows(starts, ends, chroms, sizes, reach_bp))
+    return HostGeneLd(data)
+
+
+def host_unit_rows(dosages: np.ndarray) -> np.ndarray:
+    """(variants, samples) dosages with NaN for missing calls -> float64 rows, mean-imputed, centred
+    and of unit norm, so X X' is their correlation (a constant variant is a row of 0), as `unit_rows`
+    makes them on the device."""
+    d = np.asarray(dosages, np.float64)
+    mean = np.nanmean(d, axis=1, keepdims=True) if d.size else d[:, :1]
+    d = np.where(np.isnan(d), mean, d) - mean
+    norm = np.sqrt((d * d).sum(axis=1, keepdims=True))
+    varies = norm > 1e-8 * np.sqrt(d.shape[1])  # a constant fractional dosage leaves a rounding residue
+    return np.divide(d, norm, out=np.zeros_like(d), where=varies)
+
+
+class HostGeneLd:
+    """`GeneLd`'s products in NumPy on the host: the gene's dosages (`data.dosages`) standardised
+    and its correlation in float64, and its products with the rows of the genes still within
+    reach in float32 (one BLAS call with all of them stacked; r to ~1e-7 is plenty for a sum of r^2),
+    their squares summed in float64. Same interface: ``step(key, rows)`` and ``keep(keys)``."""
+
+    def __init__(self, data) -> None:
+        self.data = data
+        self.live: dict[int, np.ndarray] = {}  # key -> the gene's float32 unit rows
+
+    def keep(self, keys: set[int]) -> None:
+        self.live = {key: rows for key, rows in self.live.items() if key in keys}
+
+    def step(self, key: int, rows: np.ndarray) -> tuple[np.ndarray, dict[int, float]]:
+        x = host_unit_rows(self.data.dosages(np.asarray(rows)))
+        x32 = x.astype(np.float32)
+        between = {}
+        if self.live:
+            products = np.vstack(list(self.live.values())) @ x32.T
+            per_row = (products.astype(np.float64) ** 2).sum(axis=1)
+            bounds = np.cumsum([0, *(len(v) for v in self.live.values())])
+            between = {k: float(per_row[a:b].sum()) for k, a, b in zip(self.live, bounds[:-1], bounds[1:], strict=True)}
+        self.live[key] = x32
+        return x @ x.T, between

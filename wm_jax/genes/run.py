@@ -30,6 +30,7 @@ from wm_jax.errors import InputError, input_error, require_file
 from wm_jax.genes.annotation import check_chromosomes, read_gene_sets, read_genes
 from wm_jax.genes.gene_sets import gene_set_regression, whitening_blocks
 from wm_jax.genes.genetest import GeneTests, chi2_from_neg_log10_p, gene_variants, run_gene_tests
+from wm_jax.genes.ld import ld_on_device
 from wm_jax.publish import Output, atomic_dir, check_output_dir
 from wm_jax.reporting.build import GwasResult
 from wm_jax.reporting.genes import gene_manhattan, loci_genes
@@ -84,13 +85,15 @@ def run_genes(
             f"no gene has a GWAS variant within {options.window_kb:g} kb; expected genes "
             "on the GWAS's chromosomes and positions (same genome build)",
         )
+    where = "device" if ld_on_device() else "host"
     log.info(
-        "genes: %d of %d genes tested (>= 1 variant within %g kb) x %d statistics in %.1f s",
+        "genes: %d of %d genes tested (>= 1 variant within %g kb) x %d statistics in %.1f s (LD on the %s)",
         len(tests.genes),
         len(genes),
         options.window_kb,
         len(names) + 1,
         seconds_tests,
+        where,
     )
     set_table = _gene_set_table(tests, sets, [*names, OMNIBUS], gene_sets) if sets is not None else None
     locus_genes = loci_genes(loci_table, genes, window_bp) if loci_table is not None else None
@@ -107,6 +110,7 @@ def run_genes(
         "phenotypes": [*names, OMNIBUS],
         "omnibus_df": len(result.phenotypes),
         "n_sets_tested": None if set_table is None else int(set_table.set.nunique()),
+        "gene_ld": where,
         "seconds_gene_tests": round(seconds_tests, 2),
     }
     _write_outputs(out, overwrite, tests, [*names, OMNIBUS], set_table, locus_genes, summary, started)

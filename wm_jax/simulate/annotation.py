@@ -1,6 +1,11 @@
 """A synthetic gene annotation along the simulated chromosomes, and gene sets with one planted
 pathway: the genes of the planted loci and as many genes holding polygenic causal variants of the
-loci's factors, among random sets of the same size.
+loci's factors, among random sets of the same size drawn from the other genes.
+
+Genes are laid one after another (a gene per ~120 kb, as in the human genome); a planted locus that
+falls between two genes gets the next gene laid over it, so every locus is inside a gene without a
+gene squeezed in beside its neighbours (which put non-member genes a few kb from a locus, sharing
+its variants, and cancelled the pathway's signal in the gene-set GLS).
 
 It draws from its own generator, seeded from (config seed, GENE_STREAM), so that adding it left
 every other output of `wm-jax simulate` byte for byte as it was.
@@ -14,7 +19,11 @@ import numpy as np
 import pandas as pd
 
 GENE_STREAM = 0x67656E65  # "gene": the annotation's own random stream beside the cohort's
-MEAN_GAP_BP = 20_000  # between genes (exponential)
+# Between genes (exponential): with genes of ~19 kb on average, one gene per ~120 kb, as in the human
+# genome (~20,000 protein-coding genes in 3.1 Gb: one per ~150 kb, denser where genes cluster). It
+# was 20 kb (a gene per ~40 kb): with LD over hundreds of kb here, each causal variant lifted 5-10
+# genes, and the gene-set GLS credited the planted pathway only beyond its non-member neighbours.
+MEAN_GAP_BP = 100_000
 MEDIAN_LENGTH_BP = 15_000  # of a gene (log-normal, sigma 0.7, clipped to [2 kb, 150 kb])
 N_RANDOM_SETS = 20
 PLANTED_SET = "PLANTED_PATHWAY"
@@ -25,14 +34,8 @@ def gene_annotation(bim: pd.DataFrame, locus_variants: list[int], background: np
     ``locus_variants`` and ``background`` (polygenic causal variants of the loci's factors) are
     rows of ``bim``."""
     rng = np.random.default_rng([seed, GENE_STREAM])
-    genes = _genes_along(bim, rng)
-    for v in locus_variants:  # every planted locus lies inside a gene
-        chrom, pos = str(bim.chrom.iloc[v]), int(bim.pos.iloc[v])
-        if not ((genes.chrom == chrom) & (genes.start <= pos) & (genes.end >= pos)).any():
-            extra = pd.DataFrame(
-                [[chrom, pos - MEDIAN_LENGTH_BP // 2, pos + MEDIAN_LENGTH_BP // 2]], columns=genes.columns
-            )
-            genes = pd.concat([genes, extra], ignore_index=True)
+    loci = bim.iloc[np.asarray(locus_variants, int)]
+    genes = _genes_along(bim, loci, rng)
     order = {c: k for k, c in enumerate(pd.unique(bim.chrom.astype(str)))}
     genes = genes.sort_values(["chrom", "start"], key=lambda c: c.map(order) if c.name == "chrom" else c)
     genes.insert(0, "gene", [f"GENE{k + 1:04d}" for k in range(len(genes))])
@@ -42,20 +45,36 @@ def gene_annotation(bim: pd.DataFrame, locus_variants: list[int], background: np
     chosen = list(rng.choice(others, min(len(planted), len(others)), replace=False)) if others else []
     pathway = sorted(set(planted) | set(chosen))
     sets = {PLANTED_SET: [genes.gene[g] for g in pathway]}
+    # Random sets from the genes outside the pathway, as they almost surely are in a genome of
+    # ~20,000 genes (a random set of 16 holds one of 16 given genes with P ~1.3%; of ~130 genes, ~89%);
+    # from all genes where too few are outside (a tiny genome).
+    outside = np.setdiff1d(np.arange(len(genes)), pathway)
+    pool = outside if len(outside) >= len(pathway) else np.arange(len(genes))
     for k in range(N_RANDOM_SETS):
-        sets[f"RANDOM_SET_{k + 1:02d}"] = sorted(genes.gene[rng.choice(len(genes), len(pathway), replace=False)])
+        sets[f"RANDOM_SET_{k + 1:02d}"] = sorted(genes.gene[rng.choice(pool, len(pathway), replace=False)])
     return genes, sets
 
 
-def _genes_along(bim: pd.DataFrame, rng: np.random.Generator) -> pd.DataFrame:
+def _genes_along(bim: pd.DataFrame, loci: pd.DataFrame, rng: np.random.Generator) -> pd.DataFrame:
+    """Genes one after another along each chromosome: a gap (exponential, mean MEAN_GAP_BP), then a
+    gene (log-normal length). Where a planted locus lies in the gap, the gene is laid over it
+    instead (the locus at a uniform place inside), so that every locus is inside a gene and no gene
+    is squeezed in beside another to hold it."""
     rows = []
     for chrom in pd.unique(bim.chrom.astype(str)):
         pos = bim.pos[bim.chrom.astype(str) == chrom]
-        start, last = int(pos.min()) + int(rng.exponential(MEAN_GAP_BP)), int(pos.max())
-        while start < last:
+        at = np.sort(loci.pos[loci.chrom.astype(str) == chrom].to_numpy(np.int64))
+        end, last = int(pos.min()), int(pos.max())
+        while True:
             length = int(np.clip(rng.lognormal(np.log(MEDIAN_LENGTH_BP), 0.7), 2_000, 150_000))
+            start = end + int(rng.exponential(MEAN_GAP_BP)) + 1
+            waiting = at[at > end]  # loci not inside a gene yet
+            if len(waiting) and waiting[0] < start:
+                start = max(end + 1, int(waiting[0] - rng.uniform(0, length)))
+            elif start >= last:
+                break
             rows.append([chrom, start, start + length])
-            start += length + int(rng.exponential(MEAN_GAP_BP)) + 1
+            end = start + length
     return pd.DataFrame(rows, columns=["chrom", "start", "end"])
 
 
