@@ -379,6 +379,18 @@ def test_other_resume_directories_of_the_prefix_are_removed(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == [own.name, foreign.name]
 
 
+def _run_tiny(tiny_cohort, phenotypes, prefix) -> None:
+    """`run_gwas` on the tiny cohort, with room for 4 missing calls in the gathered correction (so
+    every kind of kernel shape runs: none, 2, 4 and the exact path)."""
+    run_gwas(
+        str(tiny_cohort / "genotypes"),
+        str(phenotypes),
+        str(tiny_cohort / "covariates.tsv"),
+        str(prefix),
+        GwasOptions(block_size=64, max_missing=4),
+    )
+
+
 def test_missing_call_index_built_on_the_device_gives_the_same_bytes(tiny_cohort, phenotypes, tmp_path, monkeypatch):
     """The stream with the missing-call index built in the kernel (GPUs and TPUs) writes the bytes
     of the stream with the host's index (CPU): every result column, variants.tsv and the hits. The
@@ -391,13 +403,7 @@ def test_missing_call_index_built_on_the_device_gives_the_same_bytes(tiny_cohort
     for on_device in (False, True):
         monkeypatch.setattr(stream, "INDEX_ON_DEVICE", on_device)
         prefix = tmp_path / f"device_{on_device}"
-        run_gwas(
-            str(tiny_cohort / "genotypes"),
-            str(phenotypes),
-            str(tiny_cohort / "covariates.tsv"),
-            str(prefix),
-            GwasOptions(block_size=64, max_missing=4),
-        )
+        _run_tiny(tiny_cohort, phenotypes, prefix)
         log_text = Path(f"{prefix}.log").read_text()
         assert ("index built on the device" in log_text) == on_device
         outputs[on_device] = {
@@ -449,13 +455,7 @@ def test_a_kernel_fault_fails_the_run_and_publishes_nothing(tiny_cohort, phenoty
     monkeypatch.setattr(stream, "CHUNK_BYTES", 500 * 26)
     prefix = tmp_path / "faulty"
     with pytest.raises(RuntimeError, match="NaN SE or P"):
-        run_gwas(
-            str(tiny_cohort / "genotypes"),
-            str(phenotypes),
-            str(tiny_cohort / "covariates.tsv"),
-            str(prefix),
-            GwasOptions(block_size=64, max_missing=4),
-        )
+        _run_tiny(tiny_cohort, phenotypes, prefix)
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # no output, no log, no resume directory
 
 
