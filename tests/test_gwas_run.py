@@ -1,5 +1,6 @@
 """`wm-jax gwas` end to end: against plink2 --glm on the simulated cohort, outputs, bad input."""
 
+import os
 import re
 import subprocess
 import sys
@@ -477,7 +478,7 @@ def test_large_run_with_missing_calls_has_a_finite_se_for_every_beta_in_fresh_pr
     for run in range(4):
         out = tmp_path / f"run{run}" / "out"
         out.parent.mkdir()
-        env = {**__import__("os").environ, "JAX_COMPILATION_CACHE_DIR": str(out.parent / "cache")}
+        env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": str(out.parent / "cache")}
         done = subprocess.run(
             [sys.executable, "-m", "wm_jax.cli", "gwas", "--bfile", str(prefix), "--pheno", str(pheno)]
             + ["--covar", str(prefix.parent / "covar.tsv"), "--out", str(out)],
