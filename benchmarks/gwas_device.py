@@ -1,7 +1,7 @@
 """The whole `wm-jax gwas` process on a synthetic .bed of any size, with its timeline.
 
     python benchmarks/gwas_device.py --n 35000 --m 1000000 --p 128,512 [--feed-only] [--index auto|host|device]
-        [--plink2] [--resume] [--name NAME]
+        [--counts auto|host|device] [--plink2] [--resume] [--name NAME]
 
 Builds (once, under --workdir) a cohort of N samples x M hard calls, tiled from 1,024 random
 variants (so 8 GB build in about disk speed), with 1% missing calls in every other variant of the
@@ -12,7 +12,9 @@ results. ``--feed-only`` swaps the association kernel for a trivial one of the s
 outputs (one sum over each block's bytes), to measure the host pipeline alone: reading, counting,
 routing, transfers and writing the results. ``--index device`` builds the missing-call index in the
 kernel, as on GPUs and TPUs (so the trivial kernel leaves the host's own work: reading, counting,
-routing); ``host`` builds it on the reader threads, as on CPU. ``--plink2`` times plink2 --glm hide-covar (2 threads,
+routing); ``host`` builds it on the reader threads, as on CPU. ``--counts device`` takes each
+chunk's genotype counts on the device, as on GPUs and TPUs (``host``: NumPy popcounts on the reader
+threads, as on CPU). ``--plink2`` times plink2 --glm hide-covar (2 threads,
 OpenBLAS 1 thread, as benchmarks/gwas_vs_plink2.py) on the same files, after wm-jax, and gives the
 ratio of whole processes. ``--resume`` then runs the same command again into a new prefix, kills
 it with SIGKILL halfway through its pass (at the full run's time to the pass plus half the pass),
@@ -108,14 +110,16 @@ def trivial_block_fn(layout, small_df: bool = True, missing_width: int | None = 
     return jax.jit(step)
 
 
-def child(arguments: list[str], feed_only: bool, index: str) -> None:
+def child(arguments: list[str], feed_only: bool, index: str, counts: str) -> None:
     """`wm-jax gwas arguments` in this process, the kernel swapped for the trivial one if asked, the
-    missing-call index built where ``index`` says (auto: the backend's choice)."""
+    missing-call index built and the genotypes counted where ``index`` and ``counts`` say (auto: the
+    backend's choice)."""
     from wm_jax.gwas import stream
 
     if feed_only:
         stream.make_block_fn = trivial_block_fn
     stream.INDEX_ON_DEVICE = {"auto": None, "host": False, "device": True}[index]
+    stream.COUNTS_ON_DEVICE = {"auto": None, "host": False, "device": True}[counts]
     from wm_jax.cli import main
 
     sys.exit(main(["gwas", *arguments]))
@@ -146,21 +150,22 @@ def timeline(log_text: str) -> dict:
 
 
 def child_command(
-    prefix: Path, pheno: Path, covar: Path, out: Path, feed_only: bool, block_size: int, index: str
+    prefix: Path, pheno: Path, covar: Path, out: Path, feed_only: bool, block_size: int, placement: tuple[str, str]
 ) -> tuple[list[str], dict]:
     """The child's command line and environment (its compilation cache beside ``out``)."""
     arguments = ["--bfile", str(prefix), "--pheno", str(pheno), "--covar", str(covar), "--out", str(out)]
     arguments += ["--block-size", str(block_size)]
     env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": str(out.parent / "jax_cache")}
-    command = [sys.executable, __file__, "--child", "--index", index, *(["--feed-only"] if feed_only else [])]
+    command = [sys.executable, __file__, "--child", "--index", placement[0], "--counts", placement[1]]
+    command += ["--feed-only"] if feed_only else []
     return [*command, "--", *arguments], env
 
 
 def run(
-    prefix: Path, pheno: Path, covar: Path, out: Path, feed_only: bool, block_size: int, index: str
+    prefix: Path, pheno: Path, covar: Path, out: Path, feed_only: bool, block_size: int, placement: tuple[str, str]
 ) -> tuple[float, str]:
     shutil.rmtree(out.parent / "jax_cache", ignore_errors=True)
-    command, env = child_command(prefix, pheno, covar, out, feed_only, block_size, index)
+    command, env = child_command(prefix, pheno, covar, out, feed_only, block_size, placement)
     start = time.perf_counter()
     subprocess.run(command, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return time.perf_counter() - start, Path(f"{out}.log").read_text()
@@ -179,12 +184,19 @@ def outputs(out: Path) -> dict[str, bytes]:
 
 
 def killed_and_resumed(
-    prefix: Path, pheno: Path, covar: Path, out: Path, full: dict, block_size: int, index: str, kill_at: float
+    prefix: Path,
+    pheno: Path,
+    covar: Path,
+    out: Path,
+    full: dict,
+    block_size: int,
+    placement: tuple[str, str],
+    kill_at: float,
 ) -> dict:
     """Run into ``out``, SIGKILL it at ``kill_at`` seconds, rerun the same command (same compilation
     cache, as a user would); the rerun's times and whether its outputs equal ``full``'s."""
     out.parent.mkdir(parents=True)
-    command, env = child_command(prefix, pheno, covar, out, False, block_size, index)
+    command, env = child_command(prefix, pheno, covar, out, False, block_size, placement)
     child = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         child.wait(timeout=kill_at)
@@ -224,11 +236,18 @@ def main() -> None:
         default="auto",
         help="where the missing-call index is built: the backend's choice (host on CPU, device on GPU/TPU), or forced",
     )
+    parser.add_argument(
+        "--counts",
+        choices=("auto", "host", "device"),
+        default="auto",
+        help="where each chunk's genotype counts are taken: the backend's choice (host on CPU, device on GPU/TPU), "
+        "or forced",
+    )
     parser.add_argument("--resume", action="store_true", help="also kill a run halfway and time its rerun")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args, rest = parser.parse_known_args()
     if args.child:
-        child(rest[1:] if rest[:1] == ["--"] else rest, args.feed_only, args.index)
+        child(rest[1:] if rest[:1] == ["--"] else rest, args.feed_only, args.index, args.counts)
     work = Path(args.workdir)
     began = time.perf_counter()
     prefix = build_cohort(work / f"cohort_{args.n}x{args.m}", args.n, args.m)
@@ -244,7 +263,7 @@ def main() -> None:
         out.parent.mkdir(parents=True)
         load = Path("/proc/loadavg").read_text().split()[0]  # other work on the machine, for the record
         seconds, log_text = run(
-            prefix, pheno, prefix.parent / "covar.tsv", out, args.feed_only, args.block_size, args.index
+            prefix, pheno, prefix.parent / "covar.tsv", out, args.feed_only, args.block_size, (args.index, args.counts)
         )
         stages = timeline(log_text)
         if args.plink2:
@@ -267,7 +286,7 @@ def main() -> None:
                 out.parent / "resumed" / "out",
                 outputs(out),
                 args.block_size,
-                args.index,
+                (args.index, args.counts),
                 kill_at,
             )
             resumed["rerun_over_full_pass"] = round(resumed["rerun_whole_process_s"] / stages["association_s"], 3)
@@ -281,6 +300,7 @@ def main() -> None:
                 "p": p,
                 "mode": "feed-only" if args.feed_only else "gwas",
                 "index": args.index,
+                "counts": args.counts,
                 "whole_process_s": round(seconds, 2),
                 **stages,
                 "bed_gb": round(bed_gb, 3),

@@ -3,6 +3,7 @@ association statistics against `plink2 --glm` on the same PGEN and BGEN files, w
 with imputation-like dosages (non-integer, missing samples)."""
 
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -298,3 +299,29 @@ def test_missing_dosage_index_lists_each_rows_missing_dosages_in_order():
         assert (index[j, len(expected) :] == 104).all()
     with pytest.raises(ValueError, match="more than 100"):
         missing_dosage_index(block, 101, 100)
+
+
+def test_bgen_counts_on_the_device_give_the_same_bytes(tiny_cohort, phenotypes, tmp_path, monkeypatch):
+    """A dosage BGEN's GWAS with each chunk counted on the device (the default on GPUs and TPUs)
+    writes the bytes of the host's counting: every result column and variants.tsv (MAF and MAC on
+    dosages, call rate and HWE on plink2's hard calls of them, A1)."""
+    from wm_jax.gwas import stream
+
+    bgen, sample = _write_dosage_bgen(tiny_cohort, tmp_path / "dosage.bgen", bits=8, compression=1, every=2)
+    monkeypatch.setattr(stream, "CHUNK_BYTES", 40 * 2 * 104)  # several chunks
+    written = {}
+    for on_device in (False, True):
+        monkeypatch.setattr(stream, "COUNTS_ON_DEVICE", on_device)
+        prefix = tmp_path / f"counts_{on_device}"
+        run_gwas(
+            GenotypeInput("bgen", str(bgen), str(sample)),
+            str(phenotypes),
+            str(tiny_cohort / "covariates.tsv"),
+            str(prefix),
+            GwasOptions(block_size=32, maf=0.05),
+        )
+        assert ("counting (on the device)" in Path(f"{prefix}.log").read_text()) == on_device
+        folder = Path(f"{prefix}.gwas")
+        written[on_device] = {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.suffix in (".npy", ".tsv")}
+    assert "variants.tsv" in written[False] and len(written[False]) > 3
+    assert written[True] == written[False]

@@ -392,21 +392,29 @@ def _run_tiny(tiny_cohort, phenotypes, prefix) -> None:
     )
 
 
-def test_missing_call_index_built_on_the_device_gives_the_same_bytes(tiny_cohort, phenotypes, tmp_path, monkeypatch):
-    """The stream with the missing-call index built in the kernel (GPUs and TPUs) writes the bytes
-    of the stream with the host's index (CPU): every result column, variants.tsv and the hits. The
-    tiny cohort's variants have up to a few missing calls, so with room for 4 in the gathered
-    correction every kind of kernel shape runs both ways (none, 2, 4 and the exact path)."""
+@pytest.mark.parametrize(
+    "knob, logged",
+    [("INDEX_ON_DEVICE", "index built on the device"), ("COUNTS_ON_DEVICE", "counting (on the device)")],
+)
+def test_device_index_and_device_counts_give_the_same_bytes(
+    knob, logged, tiny_cohort, phenotypes, tmp_path, monkeypatch
+):
+    """The stream with the missing-call index built in the kernel, or with each chunk's genotype
+    counts taken on the device (both the default on GPUs and TPUs), writes the bytes of the stream
+    with the host's (CPU): every result column, variants.tsv (the counts' MAF, MAC, call rate, HWE
+    and A1) and the hits. The tiny cohort's variants have up to a few missing calls, so with room for
+    4 in the gathered correction every kind of kernel shape runs both ways (none, 2, 4 and the exact
+    path), routed by the counts."""
     from wm_jax.gwas import stream
 
     monkeypatch.setattr(stream, "CHUNK_BYTES", 500 * 26)  # several chunks
     outputs = {}
     for on_device in (False, True):
-        monkeypatch.setattr(stream, "INDEX_ON_DEVICE", on_device)
+        monkeypatch.setattr(stream, knob, on_device)
         prefix = tmp_path / f"device_{on_device}"
         _run_tiny(tiny_cohort, phenotypes, prefix)
         log_text = Path(f"{prefix}.log").read_text()
-        assert ("index built on the device" in log_text) == on_device
+        assert (logged in log_text) == on_device
         outputs[on_device] = {
             path.relative_to(tmp_path / f"device_{on_device}.gwas"): path.read_bytes()
             for path in sorted((tmp_path / f"device_{on_device}.gwas").iterdir())

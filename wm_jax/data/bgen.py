@@ -233,6 +233,7 @@ class BgenDataset:
     """A BGEN v1.2/v1.3 file (and its .sample), read as ALT dosages (uint16, 1/16384 units)."""
 
     block_dtype = np.uint16
+    block_counting = "dosages"  # plink2's hard calls are those of the dosages
 
     def __init__(self, path: str | os.PathLike, sample: str | os.PathLike | None = None, ref_first: bool = True):
         self.name = str(path)

@@ -68,17 +68,32 @@ def counts_of_dosages(units: np.ndarray) -> VariantCounts:
     each row's count of a class is a difference of counts below the runs' bounds: one comparison
     and count per bound (6) rather than a table lookup per dosage (a 16 MiB block of 5,003
     samples: 40 -> 18 ms, one-off timing)."""
-    bounds, classes = _category_runs()
-    below = np.empty((len(units), len(bounds) + 2), np.int64)
-    below[:, 0], below[:, -1] = 0, units.shape[1]
+    bounds = category_bounds()
+    below = np.empty((len(units), len(bounds)), np.int64)
     for j, bound in enumerate(bounds):  # booleans summed as bytes: faster than count_nonzero by row
-        below[:, j + 1] = (units < bound).view(np.uint8).sum(axis=1, dtype=np.uint32)
-    per_run = np.diff(below, axis=1)
-    per_row = np.zeros((len(units), 5), np.int64)
+        below[:, j] = (units < bound).view(np.uint8).sum(axis=1, dtype=np.uint32)
+    return counts_below_bounds(below, units.sum(axis=1, dtype=np.int64), units.shape[1])
+
+
+def category_bounds() -> tuple[int, ...]:
+    """The dosages where a run of `dosage_category_table` starts (after the first run): a row's
+    count below each of them gives its counts (`counts_below_bounds`)."""
+    return _category_runs()[0]
+
+
+def counts_below_bounds(below: np.ndarray, unit_sum: np.ndarray, n_samples: int) -> VariantCounts:
+    """VariantCounts of rows of ``n_samples`` dosages from each row's count of dosages below each
+    of `category_bounds` (rows x bounds) and its sum of dosage units, MISSING_DOSAGE included
+    (`counts_of_dosages`; also taken on the device, `wm_jax.data.device_counts`)."""
+    classes = _category_runs()[1]
+    below = np.asarray(below, np.int64)
+    edges = np.concatenate([np.zeros((len(below), 1), np.int64), below, np.full((len(below), 1), n_samples)], axis=1)
+    per_run = np.diff(edges, axis=1)
+    per_row = np.zeros((len(below), 5), np.int64)
     for run, category in enumerate(classes):
         per_row[:, category] += per_run[:, run]
     no_dosage = per_row[:, _NO_DOSAGE]
-    alt_units = units.sum(axis=1, dtype=np.int64) - int(MISSING_DOSAGE) * no_dosage
+    alt_units = np.asarray(unit_sum, np.int64) - int(MISSING_DOSAGE) * no_dosage
     return VariantCounts(
         hom_alt=per_row[:, 2],
         het=per_row[:, 1],

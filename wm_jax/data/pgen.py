@@ -188,6 +188,8 @@ class PgenDataset:
         self.hard_calls = not as_dosages and hard_calls_only(self.pgen_path)
         self.block_dtype = np.uint8 if self.hard_calls else np.uint16
         self.row_width = self.n_slots // 4 if self.hard_calls else self.n_slots
+        # a dosage .pgen stores its hard calls apart from the dosages: its counts need more than the block
+        self.block_counting = "bed" if self.hard_calls else None
         log.info(
             "%s: %d samples, %d variants, %s",
             prefix,

@@ -296,6 +296,15 @@ def bed_row_counts(raw: np.ndarray, n_samples: int) -> VariantCounts:
             every_bit[tile] -= extra[0]
             high_bits[tile] -= extra[1]
             hom_ref[tile] -= extra[2]
+    return counts_of_code_bits(every_bit, high_bits, hom_ref, n_samples)
+
+
+def counts_of_code_bits(
+    every_bit: np.ndarray, high_bits: np.ndarray, hom_ref: np.ndarray, n_samples: int
+) -> VariantCounts:
+    """VariantCounts from each row's three popcounts (`bed_row_counts`; also taken on the device,
+    `wm_jax.data.device_counts`): set bits, high bits (codes 10 and 11) and codes 11."""
+    every_bit, high_bits, hom_ref = (np.asarray(x, np.int64) for x in (every_bit, high_bits, hom_ref))
     het = high_bits - hom_ref
     missing = every_bit - high_bits - hom_ref
     return VariantCounts(n_samples - missing - het - hom_ref, het, hom_ref, missing)
@@ -342,6 +351,7 @@ class PlinkDataset:
     are the raw .bed bytes, decoded on the device."""
 
     block_dtype = np.uint8
+    block_counting = "bed"
 
     def __init__(self, prefix: str | os.PathLike) -> None:
         self.files = PlinkFiles(Path(prefix))

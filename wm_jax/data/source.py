@@ -79,6 +79,10 @@ class GenotypeSource(Protocol):
     """uint8 (.bed: 4 hard calls per byte, decoded on the device) or uint16 (dosages in DOSAGE_UNIT)"""
     row_width: int
     """entries per row of a block: n_slots / 4 bytes (hard calls) or n_slots dosages"""
+    block_counting: str | None
+    """how `block_counts` follow from the block alone, so that the device can take them
+    (`wm_jax.data.device_counts`): "bed" (popcounts of the bytes), "dosages" (plink2's hard calls
+    of the dosages), or None where they need more than the block"""
 
     def read_block(self, rows: np.ndarray) -> np.ndarray:
         """(len(rows), row_width) block_dtype: what goes to the device."""

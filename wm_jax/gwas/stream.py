@@ -1,9 +1,9 @@
 """Genotype blocks through the compiled association kernel in one streaming pass.
 
 The variants this process streams are read in chunks of consecutive rows, on several reader
-threads, ahead of the device. From each chunk, as read, the reader thread takes the genotype counts
-(QC and the A1 rule, applied after the pass) and each variant's missing calls, which route it to a
-kernel shape (`wm_jax.gwas.plan.Router`: no missing call, a few, many). Each shape fills its own
+threads, ahead of the device. Each chunk, as read, is counted (QC and the A1 rule, applied after the
+pass; on GPUs and TPUs by the device, which gets the chunk and sends back only its counts,
+`wm_jax.data.device_counts`), and each variant's missing calls route it to a kernel shape (`wm_jax.gwas.plan.Router`: no missing call, a few, many). Each shape fills its own
 steps; a step is launched when full, its results read back a few steps later (so the host never
 waits on the device it just launched) into the staging of their chunk, and a chunk whose variants
 all have results is written to the result store in one contiguous run by a writer thread. Kernels
@@ -27,6 +27,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
 from wm_jax import sharding
+from wm_jax.data import device_counts
 from wm_jax.data.dosages import concatenate_counts
 from wm_jax.data.readahead import READ_THREADS, read_ahead
 from wm_jax.data.source import VariantCounts
@@ -56,6 +57,11 @@ SYNC_SECONDS = 2.0
 # TPUs, where it is parallel work next to the matmul, so the host only reads and routes blocks; on
 # the host for XLA:CPU, where NumPy's is faster); True or False forces it (tests, benchmarks).
 INDEX_ON_DEVICE: bool | None = None
+# Where each chunk's genotype counts are taken: None picks by backend (on the device for GPUs and
+# TPUs: the chunk is sent there and only its counts come back, so the host does no per-byte work; on
+# the host for XLA:CPU, where NumPy's popcounts are faster, `wm_jax.data.device_counts`); True or
+# False forces it. Sources whose counts need more than the block (a dosage .pgen) count on the host.
+COUNTS_ON_DEVICE: bool | None = None
 
 
 @dataclass
@@ -71,13 +77,14 @@ class _Chunk:
     seconds: float  # reading, counting and routing it
 
 
-def _read_chunk(data, router: Router, start: int, rows: np.ndarray, index: bool) -> _Chunk:
-    """Read, count and route the source ``rows`` (on a reader thread): each shape's variants
-    gathered into rows of their own (the block itself where they all go to one shape), with the
-    missing-call index of each route when the host builds it (``index``)."""
+def _read_chunk(data, router: Router, start: int, rows: np.ndarray, index: bool, count_on_device: bool) -> _Chunk:
+    """Read, count (on the device where ``count_on_device``) and route the source ``rows`` (on a
+    reader thread): each shape's variants gathered into rows of their own (the block itself where
+    they all go to one shape), with the missing-call index of each route when the host builds it
+    (``index``)."""
     began = time.perf_counter()
     block = data.read_block(rows)
-    counts = data.block_counts(block, rows)
+    counts = device_counts.count_block(data, block) if count_on_device else data.block_counts(block, rows)
     widths = router.widths(counts.missing_dosages)
     routes = {}
     for width in np.unique(widths).tolist():
@@ -134,6 +141,9 @@ class _Stream:
         mesh = sharding.local_mesh("blocks")
         self.n_devices = mesh.size
         self.index_on_device = jax.default_backend() != "cpu" if INDEX_ON_DEVICE is None else INDEX_ON_DEVICE
+        self.counts_on_device = device_counts.can_count(data) and (
+            jax.default_backend() != "cpu" if COUNTS_ON_DEVICE is None else COUNTS_ON_DEVICE
+        )
         self.block_sharding = NamedSharding(mesh, PartitionSpec("blocks"))
         self.inputs: AssociationInputs = device_inputs(kernel_inputs(grouped, data.n_slots), mesh)
         self.column_order = grouped.column_order
@@ -405,7 +415,9 @@ def associate(
 
     def read(part: tuple[int, int]) -> _Chunk:
         first, stop = part
-        return _read_chunk(data, router, first_column + first, rows[first:stop], not stream.index_on_device)
+        return _read_chunk(
+            data, router, first_column + first, rows[first:stop], not stream.index_on_device, stream.counts_on_device
+        )
 
     try:
         with contextlib.closing(read_ahead(read, todo, READ_THREADS)) as chunks:  # readers stopped on any exit
@@ -446,10 +458,12 @@ def _log_timeline(stream: _Stream, n_variants: int, seconds: float) -> None:
         stream.device_wait_seconds,
     )
     log.info(
-        "stream: genotypes read once, %.1f MB in %.2f s of reading, counting and %s on %d threads (%.2f GB/s "
-        "a thread, %.2f GB/s over the association); results written, %.1f MB in %.2f s on 1 thread (%.2f GB/s)",
+        "stream: genotypes read once, %.1f MB in %.2f s of reading, counting (on the %s) and %s on %d threads "
+        "(%.2f GB/s a thread, %.2f GB/s over the association); results written, %.1f MB in %.2f s on 1 thread "
+        "(%.2f GB/s)",
         stream.bytes_read / 1e6,
         stream.read_seconds,
+        "device" if stream.counts_on_device else "host",
         "routing (missing-call index on the device)" if stream.index_on_device else "indexing",
         READ_THREADS,
         stream.bytes_read / max(stream.read_seconds, 1e-9) / 1e9,
