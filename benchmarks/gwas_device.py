@@ -110,12 +110,74 @@ def trivial_block_fn(layout, small_df: bool = True, missing_width: int | None = 
     return jax.jit(step)
 
 
+class ThreadCpu:
+    """CPU seconds of this process's threads over a span, by kind: XLA's own threads (its thread
+    pools and compiler workers, named by XLA) and the rest (the host pipeline: the main thread, the
+    reader and writer threads). Sampled from /proc/self/task every SAMPLE_S, so a thread that ends
+    inside the span counts up to its last sample (at most SAMPLE_S short)."""
+
+    SAMPLE_S = 0.05
+    XLA_PREFIXES = ("tf_", "llvm-", "xla", "XLA")
+
+    def __init__(self) -> None:
+        import threading
+
+        self.ticks = os.sysconf("SC_CLK_TCK")
+        self.last: dict[str, tuple[str, float]] = {}
+        self.stop = threading.Event()
+        self.sampler = threading.Thread(target=self._run, daemon=True)
+
+    def _read(self) -> dict[str, tuple[str, float]]:
+        found = {}
+        for tid in os.listdir("/proc/self/task"):
+            try:
+                stat = Path(f"/proc/self/task/{tid}/stat").read_text()
+                comm = Path(f"/proc/self/task/{tid}/comm").read_text().strip()
+            except OSError:  # ended meanwhile
+                continue
+            fields = stat.rsplit(")", 1)[1].split()
+            found[tid] = (comm, (int(fields[11]) + int(fields[12])) / self.ticks)
+        return found
+
+    def _run(self) -> None:
+        while not self.stop.wait(self.SAMPLE_S):
+            self.last.update(self._read())
+
+    def __enter__(self) -> ThreadCpu:
+        self.base = self._read()
+        self.last = dict(self.base)
+        self.sampler.start()
+        return self
+
+    def __exit__(self, *_) -> None:
+        self.stop.set()
+        self.sampler.join()
+        self.last.update(self._read())
+        mine = str(self.sampler.native_id)
+        self.by_kind = {"xla_cpu_s": 0.0, "host_cpu_s": 0.0}
+        for tid, (comm, seconds) in self.last.items():
+            if tid != mine:
+                kind = "xla_cpu_s" if comm.startswith(self.XLA_PREFIXES) else "host_cpu_s"
+                self.by_kind[kind] += seconds - self.base.get(tid, (comm, 0.0))[1]
+
+
 def child(arguments: list[str], feed_only: bool, index: str, counts: str) -> None:
     """`wm-jax gwas arguments` in this process, the kernel swapped for the trivial one if asked, the
     missing-call index built and the genotypes counted where ``index`` and ``counts`` say (auto: the
-    backend's choice)."""
+    backend's choice). The association's CPU seconds by kind of thread (`ThreadCpu`) go to the file
+    that WM_JAX_THREAD_CPU names, if set."""
     from wm_jax.gwas import stream
 
+    associate, record = stream.associate, os.environ.get("WM_JAX_THREAD_CPU")
+
+    def timed(*args, **kwargs):
+        with ThreadCpu() as cpu:
+            found = associate(*args, **kwargs)
+        Path(record).write_text(json.dumps({k: round(v, 2) for k, v in cpu.by_kind.items()}))
+        return found
+
+    if record:
+        stream.associate = timed
     if feed_only:
         stream.make_block_fn = trivial_block_fn
     stream.INDEX_ON_DEVICE = {"auto": None, "host": False, "device": True}[index]
@@ -166,6 +228,7 @@ def run(
 ) -> tuple[float, str]:
     shutil.rmtree(out.parent / "jax_cache", ignore_errors=True)
     command, env = child_command(prefix, pheno, covar, out, feed_only, block_size, placement)
+    env["WM_JAX_THREAD_CPU"] = str(out.parent / "thread_cpu.json")
     start = time.perf_counter()
     subprocess.run(command, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return time.perf_counter() - start, Path(f"{out}.log").read_text()
@@ -266,6 +329,7 @@ def main() -> None:
             prefix, pheno, prefix.parent / "covar.tsv", out, args.feed_only, args.block_size, (args.index, args.counts)
         )
         stages = timeline(log_text)
+        stages.update(json.loads((out.parent / "thread_cpu.json").read_text()))
         if args.plink2:
             from gwas_vs_plink2 import run_plink2
 
@@ -306,6 +370,10 @@ def main() -> None:
                 "bed_gb": round(bed_gb, 3),
                 "pass_gb_per_s": round(bed_gb / stages["association_s"], 2),
                 "pass_tflops": None if args.feed_only else round(flops / stages["association_s"] / 1e12, 3),
+                # the host pipeline's CPU per GB of .bed over the association, and the rate it alone
+                # would allow on all of this machine's cores (XLA's threads, the device's work here, excluded)
+                "host_cpu_s_per_gb": round(stages["host_cpu_s"] / bed_gb, 2),
+                "host_bound_gb_per_s": round(os.cpu_count() * bed_gb / max(stages["host_cpu_s"], 1e-9), 2),
                 "load_before": load,
             }
         )
