@@ -43,7 +43,8 @@ case $part in
   gwas)
     # tests/conftest.py defaults JAX_PLATFORMS to cpu: ask for the GPU (the 4-device test needs 4)
     step "kernel tests on the GPU" env JAX_PLATFORMS=$TEST_PLATFORM timeout 240 python3 -m pytest -q -x -p no:cacheprovider \
-      tests/test_gwas_kernel.py tests/test_device_counts.py -k "not four_devices"
+      tests/test_gwas_kernel.py tests/test_device_counts.py tests/test_ldscore.py tests/test_rhe.py \
+      -k "(test_gwas_kernel and not four_devices) or test_device_counts or full_precision"
     step "GPU against XLA:CPU" timeout 240 python3 benchmarks/gwas_backends.py --n $N --m 20000 --p 16 \
       --name gwas_backends_gpu
     step "35k x 1M, P = 128 and 512" timeout 300 python3 benchmarks/gwas_device.py --n $N --m $M \

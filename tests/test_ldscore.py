@@ -256,3 +256,19 @@ def test_ldsc_h2_on_our_ld_scores_and_gwas_equals_wm_jax_h2(cohort_with_cm, tiny
     theirs = json.loads((tmp_path / "ldsc.json").read_text())[0]
     for field in ("h2", "se", "intercept", "intercept_se", "mean_chi2", "lambda_gc"):
         np.testing.assert_allclose(ours[field], theirs[field], rtol=1e-6, err_msg=field)
+
+
+def test_the_ld_score_pair_step_asks_for_full_precision():
+    """Every dot of the compiled pair step (StableHLO and compiled HLO) at HIGHEST precision: on
+    NVIDIA GPUs the default is TF32, on TPUs one bf16 pass, either far from ldsc's 1e-4."""
+    import jax
+    from test_gwas_kernel import _dots_below_highest
+
+    from wm_jax.heritability.ldscore import _compiled
+
+    _, pairs = _compiled(301)
+    block, ints = jax.ShapeDtypeStruct((64, 304), np.float32), jax.ShapeDtypeStruct((64,), np.int32)
+    lowered = pairs.lower(block, block, ints, ints, ints)
+    for text in (lowered.as_text(), lowered.compile().as_text()):
+        n_dots, below = _dots_below_highest(text)
+        assert n_dots >= 1 and below == [], below

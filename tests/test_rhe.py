@@ -166,3 +166,22 @@ def test_h2_method_rhe_command(cohort, tmp_path, capsys):
         lines = capsys.readouterr().err.strip().splitlines()
         assert lines[-1].startswith("wm-jax h2: error: ") and flag in lines[-1], lines
     assert sorted(p.name for p in tmp_path.iterdir()) == ["constant.tsv", "rhe.h2.json", "rhe.h2.tsv"]
+
+
+def test_the_rhe_step_asks_for_full_precision():
+    """Every dot of the compiled RHE block step (StableHLO and compiled HLO) at HIGHEST precision,
+    for .bed bytes and for dosages (TF32 on NVIDIA GPUs would move h2 by more than its tolerance)."""
+    import jax
+    from test_gwas_kernel import _dots_below_highest
+
+    from wm_jax.heritability.rhe import _compiled_step
+
+    step = _compiled_step(3, 5)
+    v = jax.ShapeDtypeStruct((304, 10), np.float32)
+    analysed = jax.ShapeDtypeStruct((304,), np.bool_)
+    right = jax.ShapeDtypeStruct((304, 3 + 5 + 10), np.float32)
+    for raw in (jax.ShapeDtypeStruct((10, 76), np.uint8), jax.ShapeDtypeStruct((10, 304), np.uint16)):
+        lowered = step.lower(v, raw, analysed, right)
+        for text in (lowered.as_text(), lowered.compile().as_text()):
+            n_dots, below = _dots_below_highest(text)
+            assert n_dots >= 2 and below == [], below
