@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -33,6 +31,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 
+import record  # noqa: E402
 from gwas_device import build_cohort, child_command, phenotypes  # noqa: E402
 
 TOLERANCE = 1e-4  # |dBETA| / SE, as against plink2
@@ -107,19 +106,14 @@ def main() -> None:
         "tolerance": TOLERANCE,
     }
     print(json.dumps(row), flush=True)
-    device = f"{jax.devices()[0].device_kind} x {jax.device_count()}"
-    command = "python benchmarks/gwas_backends.py " + " ".join(sys.argv[1:])
-    result = {"command": command, "machine": f"{platform.machine()}, {os.cpu_count()} cores, {device}"}
-    result.update(date=time.strftime("%Y-%m-%d"), rows=[row])
-    out_dir = REPO / "benchmarks" / "results"
-    (out_dir / f"{args.name}.json").write_text(json.dumps(result, indent=2))
-    header = "| " + " | ".join(row) + " |\n|" + "---|" * len(row) + "\n"
-    body = "| " + " | ".join(str(v) for v in row.values()) + " |\n"
-    (out_dir / f"{args.name}.md").write_text(
-        f"# One `wm-jax gwas` job on the default backend against XLA:CPU\n\n`{command}` on {result['machine']}, "
-        f"{result['date']}. Reference: XLA:CPU with the host's missing-call index and counts; the other run: "
-        "the default backend with the index built in the kernel and the counts taken on the device (forced). "
-        "Differences are over every test with a BETA, relative to the reference's SE.\n\n" + header + body
+    record.write(
+        args.name,
+        "One `wm-jax gwas` job on the default backend against XLA:CPU",
+        "python benchmarks/gwas_backends.py " + " ".join(sys.argv[1:]),
+        [row],
+        "Reference: XLA:CPU with the host's missing-call index and counts; the other run: the default backend "
+        "with the index built in the kernel and the counts taken on the device (forced). Differences are over "
+        "every test with a BETA, relative to the reference's SE.",
     )
 
 

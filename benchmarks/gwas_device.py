@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import shutil
 import subprocess
@@ -39,6 +38,9 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
+
+import record  # noqa: E402
+
 TILE = 1024  # variants in the random tile the .bed repeats
 N_COVARIATES = 10
 
@@ -315,7 +317,6 @@ def main() -> None:
     began = time.perf_counter()
     prefix = build_cohort(work / f"cohort_{args.n}x{args.m}", args.n, args.m)
     print(f"cohort ready in {time.perf_counter() - began:.1f} s: {prefix}", flush=True)
-    import jax
 
     rows = []
     for p in [int(x) for x in args.p.split(",")]:
@@ -378,18 +379,14 @@ def main() -> None:
             }
         )
         print(json.dumps(rows[-1]), flush=True)
-    device = f"{jax.devices()[0].device_kind} x {jax.device_count()}"
     command = "python benchmarks/gwas_device.py " + " ".join(sys.argv[1:])
-    result = {"command": command, "machine": f"{platform.machine()}, {os.cpu_count()} cores, {device}"}
-    result.update(date=time.strftime("%Y-%m-%d"), rows=rows)
-    out_dir = REPO / "benchmarks" / "results"
-    (out_dir / f"{args.name}.json").write_text(json.dumps(result, indent=2))
-    header = "| " + " | ".join(rows[0]) + " |\n|" + "---|" * len(rows[0]) + "\n"
-    body = "".join("| " + " | ".join(str(v) for v in row.values()) + " |\n" for row in rows)
-    (out_dir / f"{args.name}.md").write_text(
-        f"# wm-jax gwas on a synthetic .bed, whole process\n\n`{command}` on {result['machine']}, {result['date']}; "
-        "an empty compilation cache each run; the .bed in the page cache (built just before, or read "
-        "by an earlier run). Stage times are seconds since the run's .log began.\n\n" + header + body
+    record.write(
+        args.name,
+        "wm-jax gwas on a synthetic .bed, whole process",
+        command,
+        rows,
+        "An empty compilation cache each run; the .bed in the page cache (built just before, or read by an "
+        "earlier run). Stage times are seconds since the run's .log began.",
     )
 
 

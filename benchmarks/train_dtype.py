@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import subprocess
 import sys
 import time
@@ -24,6 +22,9 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+import record  # noqa: E402
 
 
 def measure(shape: tuple, channels: tuple, latent: int, batch: int, steps: int, dtype: str) -> dict:
@@ -91,25 +92,13 @@ def main() -> None:
         ratios["bf16_speedup"] = round(f32["step_s"] / bf16["step_s"], 3)
         if f32["peak_gib"] and bf16["peak_gib"]:
             ratios["bf16_peak_over_f32"] = round(bf16["peak_gib"] / f32["peak_gib"], 3)
-    import jax
-
-    command = "python benchmarks/train_dtype.py " + " ".join(sys.argv[1:])
-    device = f"{jax.devices()[0].device_kind} x {jax.device_count()}"
-    result = {
-        "command": command,
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {device}",
-        "date": time.strftime("%Y-%m-%d"),
-        "rows": rows,
-        **ratios,
-    }
-    out = REPO / "benchmarks" / "results"
-    (out / f"{args.name}.json").write_text(json.dumps(result, indent=2))
-    header = "| " + " | ".join(rows[0]) + " |\n|" + "---|" * len(rows[0]) + "\n"
-    body = "".join("| " + " | ".join(str(v) for v in row.values()) + " |\n" for row in rows)
-    (out / f"{args.name}.md").write_text(
-        f"# Training step, float32 against bfloat16 compute\n\n`{command}` on {result['machine']}, "
-        f"{result['date']}; each dtype in a fresh process, batch {args.batch}, {args.steps} timed steps after "
-        f"the first.\n\n" + header + body + "\n" + "".join(f"- {k}: {v}\n" for k, v in ratios.items())
+    record.write(
+        args.name,
+        "Training step, float32 against bfloat16 compute",
+        "python benchmarks/train_dtype.py " + " ".join(sys.argv[1:]),
+        rows,
+        f"Each dtype in a fresh process, batch {args.batch}, {args.steps} timed steps after the first.",
+        ratios,
     )
 
 
