@@ -38,6 +38,7 @@ step() {  # a named step with its time, its output appended to $OUT/log
   shift
   "$@" 2>&1 | tee -a "$OUT/log"
   echo "== took $((SECONDS - began)) s, exit ${PIPESTATUS[0]}" | tee -a "$OUT/log"
+  cp benchmarks/results/*_gpu.* "$OUT"/ 2>/dev/null  # after each step: a call cut off keeps what ran
 }
 case $part in
   gwas)
@@ -61,5 +62,4 @@ case $part in
     exit 2
     ;;
 esac
-cp benchmarks/results/*_gpu.* "$OUT"/ 2>/dev/null
 ls -l "$OUT"
