@@ -1,13 +1,14 @@
 """Genotype blocks through the compiled association kernel in one streaming pass.
 
-The variants this process streams are read in chunks of consecutive rows, on several reader
-threads, ahead of the device. Each chunk, as read, is counted (QC and the A1 rule, applied after the
-pass; on GPUs and TPUs by the device, which gets the chunk and sends back only its counts,
-`wm_jax.data.device_counts`), and each variant's missing calls route it to a kernel shape (`wm_jax.gwas.plan.Router`: no missing call, a few, many). Each shape fills its own
-steps; a step is launched when full, its results read back a few steps later (so the host never
-waits on the device it just launched) into the staging of their chunk, and a chunk whose variants
-all have results is written to the result store in one contiguous run by a writer thread. Kernels
-compile on threads the first time a shape is needed, while reading goes on.
+The variants this process streams are read in chunks of consecutive rows, on several reader threads,
+ahead of the device. Each chunk, as read, is counted (QC and the A1 rule, applied after the pass; on
+GPUs and TPUs by the device, which gets the chunk and sends back only its counts,
+`wm_jax.data.device_counts`), and each variant's missing calls route it to a kernel shape
+(`wm_jax.gwas.plan.Router`: no missing call, a few, many). Each shape fills its own steps; a step is
+launched when full, its results read back a few steps later (so the host never waits on the device
+it just launched) into the staging of their chunk, and a chunk whose variants all have results is
+written to the result store in one contiguous run by a writer thread. Kernels compile on threads the
+first time a shape is needed, while reading goes on.
 
 Called by `wm_jax.gwas.run` (the driver).
 """
