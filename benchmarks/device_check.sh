@@ -15,12 +15,15 @@
 # timeout_s 540. The image's own jax (CUDA) is used: never `pip install -e .` there, which would replace it.
 # Results land in benchmarks/results/*_gpu.{md,json} (the machine named inside) and are copied to $OUT.
 # A dry run on a CPU-only machine, small: N=2000 M=20000 TEST_PLATFORM=cpu NO_WHEELS=1 bash $0 gwas
+#   SHAPE=24,28,24 CHANNELS=4,8 NO_WHEELS=1 bash $0 train
 set -uo pipefail
 part=${1:-gwas}
 OUT=${OUT:-/tmp/device_check_out}
 N=${N:-35000}
 M=${M:-1000000}
 TEST_PLATFORM=${TEST_PLATFORM:-cuda}
+SHAPE=${SHAPE:-182,218,182}
+CHANNELS=${CHANNELS:-16,32,64,128,256}
 mkdir -p "$OUT"
 if [ -z "${NO_WHEELS:-}" ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/extra \
@@ -54,7 +57,7 @@ case $part in
       --feed-only --name gwas_device_feed_gpu
     ;;
   train)
-    step "training step, float32 and bf16" timeout 480 python3 benchmarks/train_dtype.py --batch 2 --steps 10 \
+    step "training step, float32 and bf16" timeout 480 python3 benchmarks/train_dtype.py --shape $SHAPE --channels $CHANNELS --batch 2 --steps 10 \
       --name train_dtype_gpu
     ;;
   *)
