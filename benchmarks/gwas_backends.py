@@ -21,9 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -32,23 +30,19 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 import record  # noqa: E402
-from gwas_device import build_cohort, child_command, phenotypes  # noqa: E402
+from gwas_device import build_cohort, phenotypes, run  # noqa: E402
 
 TOLERANCE = 1e-4  # |dBETA| / SE, as against plink2
 
 
-def run(prefix: Path, pheno: Path, out: Path, reference: bool) -> float:
-    """The whole process into ``out``; the reference on XLA:CPU with the host's paths."""
+def run_one(prefix: Path, pheno: Path, out: Path, reference: bool) -> float:
+    """The whole process into a new folder ``out.parent``; the reference on XLA:CPU with the host's paths."""
     if out.parent.exists():
         shutil.rmtree(out.parent)
     out.parent.mkdir(parents=True)
     placement = ("host", "host") if reference else ("device", "device")
-    command, env = child_command(prefix, pheno, prefix.parent / "covar.tsv", out, False, 512, placement)
-    if reference:
-        env["JAX_PLATFORMS"] = "cpu"
-    start = time.perf_counter()
-    subprocess.run(command, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return time.perf_counter() - start
+    env = {"JAX_PLATFORMS": "cpu"} if reference else {}
+    return run(prefix, pheno, prefix.parent / "covar.tsv", out, False, 512, placement, env)[0]
 
 
 def compare(reference: Path, other: Path) -> dict:
@@ -93,8 +87,8 @@ def main() -> None:
     prefix = build_cohort(work / f"cohort_{args.n}x{args.m}", args.n, args.m)
     pheno = phenotypes(prefix.parent, args.n, args.p)
     reference_out, device_out = work / "backends_cpu" / "out", work / "backends_default" / "out"
-    cpu_s = run(prefix, pheno, reference_out, reference=True)
-    default_s = run(prefix, pheno, device_out, reference=False)
+    cpu_s = run_one(prefix, pheno, reference_out, reference=True)
+    default_s = run_one(prefix, pheno, device_out, reference=False)
     row = {
         "n": args.n,
         "m": args.m,

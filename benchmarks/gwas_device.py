@@ -42,6 +42,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 import record  # noqa: E402
 
 TILE = 1024  # variants in the random tile the .bed repeats
+PLACEMENT = {"auto": None, "host": False, "device": True}  # --index, --counts -> the stream's switch
 N_COVARIATES = 10
 
 
@@ -170,20 +171,19 @@ def child(arguments: list[str], feed_only: bool, index: str, counts: str) -> Non
     that WM_JAX_THREAD_CPU names, if set."""
     from wm_jax.gwas import stream
 
-    associate, record = stream.associate, os.environ.get("WM_JAX_THREAD_CPU")
+    associate, cpu_file = stream.associate, os.environ.get("WM_JAX_THREAD_CPU")
 
     def timed(*args, **kwargs):
         with ThreadCpu() as cpu:
             found = associate(*args, **kwargs)
-        Path(record).write_text(json.dumps({k: round(v, 2) for k, v in cpu.by_kind.items()}))
+        Path(cpu_file).write_text(json.dumps({k: round(v, 2) for k, v in cpu.by_kind.items()}))
         return found
 
-    if record:
+    if cpu_file:
         stream.associate = timed
     if feed_only:
         stream.make_block_fn = trivial_block_fn
-    stream.INDEX_ON_DEVICE = {"auto": None, "host": False, "device": True}[index]
-    stream.COUNTS_ON_DEVICE = {"auto": None, "host": False, "device": True}[counts]
+    stream.INDEX_ON_DEVICE, stream.COUNTS_ON_DEVICE = PLACEMENT[index], PLACEMENT[counts]
     from wm_jax.cli import main
 
     sys.exit(main(["gwas", *arguments]))
@@ -226,11 +226,20 @@ def child_command(
 
 
 def run(
-    prefix: Path, pheno: Path, covar: Path, out: Path, feed_only: bool, block_size: int, placement: tuple[str, str]
+    prefix: Path,
+    pheno: Path,
+    covar: Path,
+    out: Path,
+    feed_only: bool,
+    block_size: int,
+    placement: tuple[str, str],
+    env_extra: dict | None = None,
 ) -> tuple[float, str]:
+    """The child, whole process, with an empty compilation cache (and ``env_extra`` set); its
+    seconds and .log. Its association's CPU by kind of thread goes to thread_cpu.json beside ``out``."""
     shutil.rmtree(out.parent / "jax_cache", ignore_errors=True)
     command, env = child_command(prefix, pheno, covar, out, feed_only, block_size, placement)
-    env["WM_JAX_THREAD_CPU"] = str(out.parent / "thread_cpu.json")
+    env.update(env_extra or {}, WM_JAX_THREAD_CPU=str(out.parent / "thread_cpu.json"))
     start = time.perf_counter()
     subprocess.run(command, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return time.perf_counter() - start, Path(f"{out}.log").read_text()
@@ -297,13 +306,13 @@ def main() -> None:
     parser.add_argument("--plink2", action="store_true", help="also time plink2 --glm on the same files, side by side")
     parser.add_argument(
         "--index",
-        choices=("auto", "host", "device"),
+        choices=tuple(PLACEMENT),
         default="auto",
         help="where the missing-call index is built: the backend's choice (host on CPU, device on GPU/TPU), or forced",
     )
     parser.add_argument(
         "--counts",
-        choices=("auto", "host", "device"),
+        choices=tuple(PLACEMENT),
         default="auto",
         help="where each chunk's genotype counts are taken: the backend's choice (host on CPU, device on GPU/TPU), "
         "or forced",

@@ -284,6 +284,13 @@ def refuse_other_processes(what: str) -> None:
         raise InputError(f"{what} runs as one process; start it without a launcher")
 
 
+def on_accelerator(forced: bool | None = None) -> bool:
+    """``forced`` where it is given, else whether JAX's default backend is an accelerator (GPU,
+    TPU): where the passes that have both forms put work that NumPy does faster on a CPU backend
+    (the GWAS's missing-call index and counts, the gene LD products)."""
+    return jax.default_backend() != "cpu" if forced is None else forced
+
+
 def this_process_share(n: int) -> slice:
     """This process's contiguous share of ``n`` items split evenly over the processes."""
     return split_evenly(n, jax.process_count(), jax.process_index())

@@ -4,8 +4,8 @@ For gene g with variants i = 1..m (inside the gene +/- the window), the statisti
 T_g = sum_i chi2_i. Under the null the variants' Z-scores are N(0, R), R their LD correlation in
 the reference panel (dosages mean-imputed, over the reference samples; computed on the device or
 the host, `wm_jax.genes.ld`), so T_g is distributed as sum_k lambda_k chi2_1 with lambda the
-eigenvalues of R (`quadform.quadform_sf`). The eigen-decomposition (float64, on the host) is done once per gene and
-shared by every phenotype.
+eigenvalues of R (`quadform.quadform_sf`). The eigen-decomposition (float64, on the host) is done
+once per gene and shared by every phenotype.
 
 chi2_i is taken from the variant's P (the chi2_1 quantile of the GWAS's t-test P), which is
 (BETA/SE)^2 at large N and keeps small-N tests (t with few df) calibrated.

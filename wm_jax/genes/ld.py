@@ -34,6 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from wm_jax import sharding
 from wm_jax.data.readahead import padded_block
 from wm_jax.gwas.kernel import at_full_precision
 from wm_jax.heritability.ldscore import standardised as ldsc_standardised
@@ -165,7 +166,7 @@ class GeneLd:
 
 def ld_on_device() -> bool:
     """Whether the gene LD products run on the device (`GeneLd`) rather than on the host (`HostGeneLd`)."""
-    return jax.default_backend() != "cpu" if LD_ON_DEVICE is None else LD_ON_DEVICE
+    return sharding.on_accelerator(LD_ON_DEVICE)
 
 
 def gene_ld(data, starts: np.ndarray, ends: np.ndarray, chroms: np.ndarray, sizes: np.ndarray, reach_bp: float):

@@ -141,10 +141,8 @@ class _Stream:
         # communication (other processes, if any, stream other variants).
         mesh = sharding.local_mesh("blocks")
         self.n_devices = mesh.size
-        self.index_on_device = jax.default_backend() != "cpu" if INDEX_ON_DEVICE is None else INDEX_ON_DEVICE
-        self.counts_on_device = device_counts.can_count(data) and (
-            jax.default_backend() != "cpu" if COUNTS_ON_DEVICE is None else COUNTS_ON_DEVICE
-        )
+        self.index_on_device = sharding.on_accelerator(INDEX_ON_DEVICE)
+        self.counts_on_device = device_counts.can_count(data) and sharding.on_accelerator(COUNTS_ON_DEVICE)
         self.block_sharding = NamedSharding(mesh, PartitionSpec("blocks"))
         self.inputs: AssociationInputs = device_inputs(kernel_inputs(grouped, data.n_slots), mesh)
         self.column_order = grouped.column_order
