@@ -3,20 +3,23 @@ reconstruction errors), by the code path `wm-jax embed` takes (`wm_jax.embed._co
 compilation, with each CPU convolution formulation side by side in one run.
 
     python benchmarks/embed_speed.py --run DEMO_DIR [--store store_heldout] [--step best]
-        [--batch-sizes 8,32] [--formulations auto,shifted] [--reps 2] [--host-devices 1] [--name embed_speed]
+        [--batch-sizes 8,32] [--formulations auto,shifted] [--reps 2] [--host-devices 1] [--workers 1,2]
+        [--name embed_speed]
 
 DEMO_DIR is the output of `wm-jax demo --out DEMO_DIR`. "shifted" is the formulation the model used on
 CPU before the "planes" one ("auto" = planes, shifted for the single-channel first layer). The outputs
 of every formulation are compared with the first one's. The load average is recorded before and after
 because other processes may share the cores. ``--host-devices N`` runs with N CPU devices
 (`XLA_FLAGS=--xla_force_host_platform_device_count=N`): embed then splits each batch over them, as
-over GPUs, and XLA:CPU runs one device's program on about one core. Writes
+over GPUs, and XLA:CPU runs one device's program on about one core. ``--workers 1,2`` compares
+one dispatch thread with two (`wm-jax embed`'s default with one device on CPU). Writes
 benchmarks/results/NAME.md (and .json).
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -41,19 +44,19 @@ def with_formulation(model, formulation: str):
     return model
 
 
-def time_codes(model, store, batch_size: int, reps: int):
+def time_codes(model, store, batch_size: int, reps: int, workers: int | None = None):
     """(seconds of a first, compiling pass; best wall seconds and that pass's CPU seconds over ``reps``
     passes after it; the codes; the errors). CPU seconds (user + system of this process) / cores is
     the wall time the pass would take with the cores to itself, when it keeps them busy."""
     from wm_jax.embed import _codes
 
     start = time.perf_counter()
-    codes, errors = _codes(model, store, batch_size)
+    codes, errors = _codes(model, store, batch_size, workers)
     first = time.perf_counter() - start
     best, best_cpu = float("inf"), float("nan")
     for _ in range(reps):
         start, cpu = time.perf_counter(), _cpu_seconds()
-        codes, errors = _codes(model, store, batch_size)
+        codes, errors = _codes(model, store, batch_size, workers)
         if time.perf_counter() - start < best:
             best, best_cpu = time.perf_counter() - start, _cpu_seconds() - cpu
     return first, best, best_cpu, codes, errors
@@ -72,14 +75,17 @@ def run(args) -> dict:
     rows, reference = [], None
     for formulation in args.formulations.split(","):
         with_formulation(model, formulation)
-        for batch_size in (int(b) for b in args.batch_sizes.split(",")):
+        for batch_size, workers in itertools.product(
+            [int(b) for b in args.batch_sizes.split(",")], [int(w) for w in args.workers.split(",")]
+        ):
             load_before = os.getloadavg()[0]
-            first, best, cpu, codes, errors = time_codes(model, store, batch_size, args.reps)
+            first, best, cpu, codes, errors = time_codes(model, store, batch_size, args.reps, workers or None)
             if reference is None:
                 reference = (codes, errors)
             row = {
                 "formulation": formulation,
                 "batch_size": batch_size,
+                "workers": workers or "default",
                 "first_pass_s": round(first, 2),
                 "after_compile_s": round(best, 2),
                 "cpu_s": round(cpu, 2),
@@ -129,6 +135,9 @@ def main() -> None:
     parser.add_argument("--formulations", default="auto,shifted")
     parser.add_argument("--reps", type=int, default=2)
     parser.add_argument("--host-devices", type=int, default=1)
+    parser.add_argument(
+        "--workers", default="0", help="dispatch threads to compare (0: the default; 2 with one CPU device)"
+    )
     parser.add_argument("--name", default="embed_speed")
     args = parser.parse_args()
     if args.host_devices > 1:  # before jax is imported (run() imports it)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import jax
@@ -93,30 +94,60 @@ def embed(
     return out
 
 
-def _codes(model, store, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Every subject's code and reconstruction error, in store order, on every process. Each batch is
-    read back after the next one is dispatched, so reading the store overlaps the compute and at
-    most two batches are held at once."""
-    mesh = sharding.data_mesh()
+def _codes(model, store, batch_size: int, workers: int | None = None, mesh=None) -> tuple[np.ndarray, np.ndarray]:
+    """Every subject's code and reconstruction error, in store order, on every process.
+
+    Sequential dispatch (several devices or processes, where every process must launch the same
+    programs in the same order): each batch is read back after the next one is dispatched, so reading
+    the store overlaps the compute and at most two batches are held at once. One process with one
+    device (XLA:CPU): ``workers`` threads (default 2) each run every ``workers``-th batch, because
+    one execution of this chain of small convolutions leaves part of the cores idle (9.5 s one
+    thread, 6.5 s two, for the demo's 1,400 volumes: docs/encoder.md). Each batch is the same batch
+    through the same compiled program either way, so the outputs are the same bytes. ``mesh``: the
+    model's mesh (default: every device)."""
+    mesh = mesh or sharding.data_mesh()
     mask = sharding.replicate(mesh, jnp.asarray(store.mask, jnp.float32))
     batch_size = max(batch_size, mesh.size) // mesh.size * mesh.size
     part = sharding.process_slice(mesh, batch_size)
     step, state = embed_step(model), nnx.state(model)
-    codes, errors, pending = [], [], None
     batches = batching.consecutive_batches(np.arange(len(store)), batch_size)
-    for rows in tqdm(batches, desc="embed", unit="batch", mininterval=1.0, disable=not sharding.is_main_process()):
+    progress = tqdm(
+        total=len(batches), desc="embed", unit="batch", mininterval=1.0, disable=not sharding.is_main_process()
+    )
+
+    def dispatch(rows):
         volumes, _ = batching.read_batch(store.volumes, rows, batch_size, part)
         (volumes_d,) = sharding.shard_batch(mesh, volumes, global_batch=batch_size)
-        dispatched = (len(rows), *step(state, volumes_d, mask))
+        return (len(rows), *step(state, volumes_d, mask))
+
+    if workers is None:
+        workers = 2 if mesh.size == 1 and jax.process_count() == 1 and jax.default_backend() == "cpu" else 1
+    results: list = [None] * len(batches)
+    if workers > 1 and mesh.size == 1 and jax.process_count() == 1:
+
+        def run(first: int) -> None:
+            for i in range(first, len(batches), workers):
+                results[i] = _read_back(dispatch(batches[i]))
+                progress.update()
+
+        with ThreadPoolExecutor(workers) as pool:
+            for future in [pool.submit(run, first) for first in range(workers)]:
+                future.result()
+    else:
+        pending = None
+        for i, rows in enumerate(batches):
+            dispatched = (i, dispatch(rows))
+            if pending is not None:
+                results[pending[0]] = _read_back(pending[1])
+                progress.update()
+            pending = dispatched
         if pending is not None:
-            _read_back(pending, codes, errors)
-        pending = dispatched
-    if pending is not None:
-        _read_back(pending, codes, errors)
-    return np.concatenate(codes), np.concatenate(errors)
+            results[pending[0]] = _read_back(pending[1])
+            progress.update()
+    progress.close()
+    return np.concatenate([c for c, _ in results]), np.concatenate([e for _, e in results])
 
 
-def _read_back(outputs, codes: list, errors: list) -> None:
+def _read_back(outputs) -> tuple[np.ndarray, np.ndarray]:
     n, latent, error = outputs
-    codes.append(sharding.gather(latent)[:n])
-    errors.append(sharding.gather(error)[:n])
+    return sharding.gather(latent)[:n], sharding.gather(error)[:n]
