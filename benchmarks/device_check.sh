@@ -5,7 +5,9 @@
 #          counts), the same job on the GPU and on XLA:CPU (benchmarks/gwas_backends.py: within 1e-4
 #          dBETA/SE?), the N = 35,000 x M = 1,000,000 job at P = 128 and 512, and its feed alone
 #          (benchmarks/gwas_device.py) -- issue 19's GPU lines;
-#   train  the paper-size training step in float32 and bf16 (benchmarks/train_dtype.py) -- issue 22's.
+#   train  the paper-size training step in float32 and bf16 at batch 4 and 8, with PyTorch (eager,
+#          float32 and bf16 autocast) beside it: volumes/s, peak memory, MFU against the bf16 matmul
+#          rate measured in the same process (benchmarks/train_dtype.py --torch cuda) -- issue 22's.
 #
 # Before the call, here: the project's packages the device image lacks, as wheels in ./wheels (ignored):
 #   python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
@@ -15,7 +17,7 @@
 # timeout_s 540. The image's own jax (CUDA) is used: never `pip install -e .` there, which would replace it.
 # Results land in benchmarks/results/*_gpu.{md,json} (the machine named inside) and are copied to $OUT.
 # A dry run on a CPU-only machine, small: N=2000 M=20000 TEST_PLATFORM=cpu NO_WHEELS=1 bash $0 gwas
-#   SHAPE=24,28,24 CHANNELS=4,8 NO_WHEELS=1 bash $0 train
+#   SHAPE=24,28,24 CHANNELS=4,8 TORCH= NO_WHEELS=1 bash $0 train   (TORCH empty: no PyTorch rows)
 set -uo pipefail
 part=${1:-gwas}
 OUT=${OUT:-/tmp/device_check_out}
@@ -24,6 +26,7 @@ M=${M:-1000000}
 TEST_PLATFORM=${TEST_PLATFORM:-cuda}
 SHAPE=${SHAPE:-182,218,182}
 CHANNELS=${CHANNELS:-16,32,64,128,256}
+TORCH=${TORCH-cuda}
 mkdir -p "$OUT"
 if [ -z "${NO_WHEELS:-}" ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/extra \
@@ -57,8 +60,8 @@ case $part in
       --feed-only --name gwas_device_feed_gpu
     ;;
   train)
-    step "training step, float32 and bf16" timeout 480 python3 benchmarks/train_dtype.py --shape $SHAPE --channels $CHANNELS --batch 2 --steps 10 \
-      --name train_dtype_gpu
+    step "training step, float32 and bf16, batch 4 and 8, with PyTorch" timeout 520 python3 benchmarks/train_dtype.py \
+      --shape $SHAPE --channels $CHANNELS --batches 4,8 --steps 5 ${TORCH:+--torch $TORCH} --name train_dtype_gpu
     ;;
   *)
     echo "part: gwas or train, not $part"

@@ -13,6 +13,7 @@ benchmarks/results/pod_plan.md. Everything in it is a model until it runs on suc
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -30,6 +31,17 @@ ACCELERATORS = {
     "TPU v5e-64 (16 hosts x 4 chips, ICI)": (64, 16, 197, 100),
 }
 MFU = 0.10  # assumed: the full-resolution layers have 16-32 channels, so they are memory-bound
+# Measured: the paper-size step on one NVIDIA H200 (jax 0.11.2, the project at 3f07e19; shared/DESIGN.md
+# and issue 22): float32 at batch 4, 16.5 volumes/s and 27.3 GiB peak; bfloat16 11.4 volumes/s (slower);
+# that machine's bf16 matrix-multiply rate 790 TFLOP/s. benchmarks/results/train_dtype_gpu.json, once
+# `benchmarks/device_check.sh train` has run on a GPU, replaces these figures (its fastest wm-jax row).
+MEASURED_GPU = {
+    "source": "one NVIDIA H200, float32 at batch 4 (shared/DESIGN.md, issue 22)",
+    "volumes_per_s": 16.5,
+    "batch": 4,
+    "peak_gib": 27.3,
+    "bf16_matmul_tflops": 790.0,
+}
 
 
 def compiled_step(config: AutoencoderConfig, batch: int):
@@ -50,6 +62,24 @@ def compiled_step(config: AutoencoderConfig, batch: int):
     mask = jax.ShapeDtypeStruct(config.input_shape, jnp.float32)
     n_params = sum(x.size for x in jax.tree.leaves(nnx.state(abstract[0], nnx.Param)))
     return jax.jit(step, donate_argnums=(0,)).lower(state, volumes, mask).compile(), n_params
+
+
+def measured_gpu() -> dict:
+    """The fastest measured paper-size wm-jax step on a GPU: train_dtype_gpu.json where it exists."""
+    path = REPO / "benchmarks" / "results" / "train_dtype_gpu.json"
+    if not path.exists():
+        return MEASURED_GPU
+    result = json.loads(path.read_text())
+    rows = [r for r in result["rows"] if r.get("framework") == "wm-jax" and r.get("volumes_per_s")]
+    best = max(rows, key=lambda r: r["volumes_per_s"])
+    return {
+        "source": f"{result['machine']}, {best['dtype']} at batch {best['batch']} "
+        f"(train_dtype_gpu.json, {result['date']})",
+        "volumes_per_s": best["volumes_per_s"],
+        "batch": best["batch"],
+        "peak_gib": best["peak_gib"],
+        "bf16_matmul_tflops": best["bf16_matmul_tflop_s"],
+    }
 
 
 def main() -> None:
@@ -102,6 +132,26 @@ def main() -> None:
             f"| {name} | {n} | {hbm} GiB | {per_device} | {batch} | {compute:.3f} | {reduce:.3f} | {step:.3f} "
             f"| {batch / step:.0f} | {40000 / (batch / step) / 60:.1f} |"
         )
+    gpu = measured_gpu()
+    mfu = gpu["volumes_per_s"] * rows["float32"]["flops"] / (gpu["bf16_matmul_tflops"] * 1e12)
+    n, _, _, bus = ACCELERATORS["8xH100 SXM (one node, NVLink)"]
+    reduce = 2 * (n - 1) / n * gradient_gb / bus
+    step = gpu["batch"] / gpu["volumes_per_s"] + reduce
+    node_rate = n * gpu["batch"] / step
+    peak_h100 = ACCELERATORS["8xH100 SXM (one node, NVLink)"][2]
+    achieved = gpu["volumes_per_s"] * rows["float32"]["flops"] / 1e12
+    lines += [
+        "",
+        f"**Measured** on a GPU ({gpu['source']}): {gpu['volumes_per_s']} volumes/s per device, peak "
+        f"{gpu['peak_gib']} GiB; that is {mfu:.1%} MFU against the {gpu['bf16_matmul_tflops']:.0f} TFLOP/s bf16",
+        f"matrix rate measured on the same machine, not the {MFU:.0%} assumed above. At that rate, per device,",
+        f"8 GPUs of one NVLink node at batch {gpu['batch']} per device take {step:.3f} s a step (all-reduce as",
+        f"above): {node_rate:.0f} volumes/s, an epoch of 40k in {40000 / node_rate / 60:.1f} min. An"
+        " H100's HBM is about 30% slower than the H200's, so",
+        "for a memory-bound step this is an upper bound there. The modelled H100 row above assumes",
+        f"{peak_h100 * MFU:.0f} TFLOP/s per device against {achieved:.1f} measured: {peak_h100 * MFU / achieved:.1f}x",
+        "optimistic until the step is faster (issue 22).",
+    ]
     lines += [
         "",
         "Notes. The paper trained with batch 8; a global batch of 64+ needs its learning rate retuned",

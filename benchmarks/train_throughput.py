@@ -2,9 +2,14 @@
 architecture in PyTorch, side by side in one run, plus the input pipeline's rate.
 
     python benchmarks/train_throughput.py [--shape 48,56,48] [--channels 8,16,32,64] [--batch 4] [--steps 5]
+        [--device cpu|cuda] [--torch-dtype float32|bfloat16] [--flax-formulations library,shifted,auto]
 
 Writes benchmarks/results/NAME.md (and .json), NAME = --name (train_throughput). PyTorch is optional
-(`pip install torch==2.13.0`, CPU); without it the PyTorch column is empty.
+(`pip install torch==2.13.0`, CPU); without it the PyTorch column is empty. ``--device cuda`` runs
+PyTorch on the GPU (eager; bf16 under autocast with ``--torch-dtype bfloat16``) and JAX on its
+default backend, without preallocating the GPU's memory so that both fit; on a GPU pass
+``--flax-formulations auto`` (the CPU forms are for XLA:CPU). `benchmarks/train_dtype.py --torch
+cuda` gives both frameworks in both dtypes, each in its own process, with peak memory.
 """
 
 from __future__ import annotations
@@ -45,12 +50,19 @@ def flax_step_seconds(shape, channels, latent, batch, steps, formulation="auto")
     return (time.perf_counter() - start) / steps
 
 
-def torch_step_seconds(shape, channels, latent, batch, steps) -> float | None:
+def torch_step_seconds(shape, channels, latent, batch, steps, device="cpu", dtype="float32") -> float | None:
     try:
-        import torch
-        from torch import nn
+        return torch_step(shape, channels, latent, batch, steps, device, dtype)[0]
     except ImportError:
         return None
+
+
+def torch_step(shape, channels, latent, batch, steps, device="cpu", dtype="float32") -> tuple[float, int | None]:
+    """(seconds per step, peak CUDA bytes allocated or None) of the PyTorch network on ``device``;
+    ``dtype="bfloat16"``: the step under `torch.autocast` (float32 parameters)."""
+    import torch
+    from torch import nn
+
     torch.manual_seed(0)
 
     def block(cin, cout):
@@ -90,21 +102,32 @@ def torch_step_seconds(shape, channels, latent, batch, steps) -> float | None:
                 x = b(u(x)[:, :, : t[0], : t[1], : t[2]])
             return self.out(x)
 
-    net = Net()
+    net = Net().to(device)
     optimizer = torch.optim.Adam(net.parameters(), 1e-4)
-    x = torch.randn(batch, 1, *shape)
+    x = torch.randn(batch, 1, *shape, device=device)
+    cuda = device.startswith("cuda")
 
     def step():
         optimizer.zero_grad()
-        loss = ((net(x) - x) ** 2).mean()
+        with torch.autocast(device.split(":")[0], torch.bfloat16, enabled=dtype == "bfloat16"):
+            loss = ((net(x).float() - x) ** 2).mean()
         loss.backward()
         optimizer.step()
 
+    def sync():
+        if cuda:
+            torch.cuda.synchronize()
+
     step()
+    sync()
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
     for _ in range(steps):
         step()
-    return (time.perf_counter() - start) / steps
+    sync()
+    seconds = (time.perf_counter() - start) / steps
+    return seconds, torch.cuda.max_memory_allocated() if cuda else None
 
 
 def pipeline_volumes_per_second(shape, batch, n_batches=30) -> float:
@@ -123,6 +146,10 @@ def pipeline_volumes_per_second(shape, batch, n_batches=30) -> float:
         return count / (time.perf_counter() - start)
 
 
+def _round(value, digits):
+    return None if value is None else round(value, digits)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shape", default="48,56,48")
@@ -130,30 +157,40 @@ def main() -> None:
     parser.add_argument("--latent", type=int, default=32)
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--device", default="cpu", help="PyTorch's device: cpu or cuda")
+    parser.add_argument("--torch-dtype", default="float32", help="float32, or bfloat16 (autocast)")
+    parser.add_argument("--flax-formulations", default="library,shifted,auto")
     parser.add_argument("--name", default="train_throughput", help="results file name in benchmarks/results/")
     args = parser.parse_args()
+    if args.device.startswith("cuda"):  # before jax is imported: leave the GPU's memory to both
+        os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     shape = tuple(int(s) for s in args.shape.split(","))
     channels = tuple(int(c) for c in args.channels.split(","))
     # The library convolution (lax.conv) and the shifted products (the CPU form before "planes") are
     # timed beside the one the model uses on CPU ("auto": planes, shifted for the 1-channel input).
-    flax_library_s = flax_step_seconds(shape, channels, args.latent, args.batch, args.steps, "library")
-    flax_shifted_s = flax_step_seconds(shape, channels, args.latent, args.batch, args.steps, "shifted")
-    flax_s = flax_step_seconds(shape, channels, args.latent, args.batch, args.steps, "auto")
-    torch_s = torch_step_seconds(shape, channels, args.latent, args.batch, args.steps)
+    forms = args.flax_formulations.split(",")
+
+    def timed(form):
+        return flax_step_seconds(shape, channels, args.latent, args.batch, args.steps, form) if form in forms else None
+
+    flax_library_s, flax_shifted_s, flax_s = timed("library"), timed("shifted"), timed("auto")
+    torch_s = torch_step_seconds(shape, channels, args.latent, args.batch, args.steps, args.device, args.torch_dtype)
     pipeline = pipeline_volumes_per_second(shape, args.batch)
     row = {
         "shape": "x".join(map(str, shape)),
         "channels": "-".join(map(str, channels)),
         "batch": args.batch,
-        "flax_lax_conv_step_s": round(flax_library_s, 3),
-        "flax_shifted_step_s": round(flax_shifted_s, 3),
-        "flax_step_s": round(flax_s, 3),
-        "flax_volumes_per_s": round(args.batch / flax_s, 2),
-        "torch_step_s": None if torch_s is None else round(torch_s, 3),
+        "flax_lax_conv_step_s": _round(flax_library_s, 3),
+        "flax_shifted_step_s": _round(flax_shifted_s, 3),
+        "flax_step_s": _round(flax_s, 3),
+        "flax_volumes_per_s": None if flax_s is None else round(args.batch / flax_s, 2),
+        "torch_device": args.device,
+        "torch_dtype": args.torch_dtype,
+        "torch_step_s": _round(torch_s, 3),
         "torch_volumes_per_s": None if torch_s is None else round(args.batch / torch_s, 2),
-        "flax_over_torch_time": None if torch_s is None else round(flax_s / torch_s, 2),
+        "flax_over_torch_time": None if torch_s is None or flax_s is None else round(flax_s / torch_s, 2),
         "pipeline_volumes_per_s": round(pipeline, 1),
-        "pipeline_over_flax_step": round(pipeline / (args.batch / flax_s), 1),
+        "pipeline_over_flax_step": None if flax_s is None else round(pipeline / (args.batch / flax_s), 1),
     }
     command = "python benchmarks/train_throughput.py " + " ".join(f"--{k} {v}" for k, v in vars(args).items())
     out = REPO / "benchmarks" / "results"
@@ -171,7 +208,7 @@ def main() -> None:
         "| " + " | ".join(str(v) for v in row.values()) + " |",
     ]
     (out / f"{args.name}.md").write_text(
-        f"# UDIP autoencoder training step, Flax vs PyTorch (CPU)\n\n`{command}` on "
+        f"# UDIP autoencoder training step, Flax vs PyTorch\n\n`{command}` on "
         f"{result['machine']}, {result['date']}.\n\n" + "\n".join(lines) + "\n"
     )
     print(json.dumps(row))
