@@ -22,6 +22,8 @@ def get_config():
     c.learning_rate = 1e-3
     c.schedule = "cosine"  # or "plateau" (the paper's reduce-on-plateau)
     c.val_fraction = 0.1
+    c.val_every = 0  # steps between validations inside an epoch (each checkpointed); 0: at epoch ends only
+    c.patience = 0  # stop early after this many validations in a row without a new best; 0: never
     c.log_every = 10
     c.keep = 3
     c.max_subjects = 0  # 0 = every subject in the store

@@ -40,6 +40,10 @@ def get_config():
     c.train.batch_size = 16
     c.train.epochs = 1
     c.train.log_every = 5
+    # Validate every 5 of the epoch's 34 steps; stop once 3 validations in a row have not beaten the
+    # best (at first the PCA start): the demo spends no time on training whose result it discards.
+    c.train.val_every = 5
+    c.train.patience = 3
 
     c.embed = ml_collections.ConfigDict()
     c.embed.rotation = "varimax"  # whitened, varimax-rotated UDIPs (wm_jax/rotation.py); "none": raw codes

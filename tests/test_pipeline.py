@@ -65,7 +65,11 @@ def test_demo_writes_every_stage_and_a_summary(demo_run):
     assert json.loads((out / "summary.json").read_text()) == json.loads(json.dumps(summary, default=str))
     subjects = summary["subjects"]
     assert sum(subjects.values()) == 360 and subjects["train"] == 108
-    assert len(summary["encoder"]["validation_loss"]) == 2  # the PCA start (step 0) and epoch 1
+    # the PCA start (step 0), every 5 steps inside the epoch (val_every), and the epoch's end (step 7);
+    # patience 3 cannot be reached with 2 validations after the start
+    assert summary["encoder"]["validation_steps"] == [0, 5, 7] and len(summary["encoder"]["validation_loss"]) == 3
+    best = summary["encoder"]["validation_steps"][int(np.argmin(summary["encoder"]["validation_loss"]))]
+    assert summary["encoder"]["checkpoint_step"] == best
     assert set(summary["udip_vs_roi_fa"]) == {"udip", "roi", "pca", "oracle"}
     for kind, row in summary["udip_vs_roi_fa"].items():
         assert row["n_planted"] == 8

@@ -63,6 +63,66 @@ def test_training_lowers_validation_loss_and_resume_is_exact(store, tmp_path):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
 
 
+def _rows(workdir):
+    return [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_validation_inside_epochs_and_early_stopping(store, tmp_path):
+    """``val_every`` validates (and checkpoints) inside epochs; ``patience`` stops the run after that
+    many validations in a row without a new best, and a rerun of a stopped run trains no further.
+    Started from PCA (the demo's linear path) at a learning rate that makes every step worse, the
+    start stays the best: validations at steps 0, 2, 4 and the second miss ends the run at step 4,
+    inside the first epoch of 6 steps."""
+    from wm_jax import checkpoint
+
+    def config(**changes):
+        c = _config(val_every=2, learning_rate=3e-2, epochs=3, **changes)
+        c.model.linear_path = True
+        return c
+
+    summary = train_and_evaluate(config(patience=2), str(tmp_path / "run"), str(store))
+    checks = [(row["step"], row["val_loss"]) for row in _rows(tmp_path / "run") if "val_loss" in row]
+    assert [step for step, _ in checks] == [0, 2, 4]
+    assert checks[1][1] > checks[0][1] and checks[2][1] > checks[0][1]  # two misses: what stopped it
+    assert summary["stopped_early"] and summary["step"] == 4 and summary["best_val_loss"] == checks[0][1]
+    manager = checkpoint.checkpoint_manager(tmp_path / "run")
+    assert manager.latest_step() == 4 and checkpoint.best_step(tmp_path / "run", manager.all_steps()) == 0
+    # rerun: nothing more is trained or written
+    before = (tmp_path / "run" / "metrics.jsonl").read_text()
+    again = train_and_evaluate(config(patience=2), str(tmp_path / "run"), str(store))
+    assert again["stopped_early"] and again["step"] == 4
+    assert (tmp_path / "run" / "metrics.jsonl").read_text() == before
+    # without patience the same run trains every step of its 3 epochs, validating every 2
+    full = train_and_evaluate(config(), str(tmp_path / "full"), str(store))
+    assert full["step"] == 18 and "stopped_early" not in full
+    steps = [row["step"] for row in _rows(tmp_path / "full") if "val_loss" in row]
+    assert steps == [0, 2, 4, 6, 8, 10, 12, 14, 16, 18]
+
+
+def test_resume_with_validation_inside_epochs_is_exact(store, tmp_path):
+    """Killed between two validations inside an epoch and rerun: the same parameters, the same
+    validation rows and the same early-stopping state as an uninterrupted run."""
+    config = _config(val_every=4, patience=50, epochs=2)
+    train_and_evaluate(config, str(tmp_path / "full"), str(store))
+    stopped = train_and_evaluate(config, str(tmp_path / "resumed"), str(store), stop_after_steps=10)
+    assert stopped["stopped"]
+    train_and_evaluate(config, str(tmp_path / "resumed"), str(store))
+    for a, b in zip(_params(tmp_path / "full"), _params(tmp_path / "resumed")):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
+
+    def checks(workdir):
+        return [(row["step"], round(row["val_loss"], 6)) for row in _rows(workdir) if "val_loss" in row]
+
+    assert checks(tmp_path / "full") == checks(tmp_path / "resumed")
+    assert [step for step, _ in checks(tmp_path / "full")] == [4, 6, 8, 12]
+    # killed right at a validation inside the epoch (step 8, already checkpointed by it)
+    assert train_and_evaluate(config, str(tmp_path / "at8"), str(store), stop_after_steps=8)["stopped"]
+    train_and_evaluate(config, str(tmp_path / "at8"), str(store))
+    for a, b in zip(_params(tmp_path / "full"), _params(tmp_path / "at8")):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
+    assert checks(tmp_path / "full") == checks(tmp_path / "at8")
+
+
 def test_embed_writes_deterministic_udips(store, tmp_path):
     config = _config(epochs=1)
     train_and_evaluate(config, str(tmp_path / "run"), str(store))

@@ -53,6 +53,9 @@ def make_summary(d: Path, record: dict) -> dict:
         "subjects": record["split"]["result"],
         "encoder": {
             "validation_loss": [m["val_loss"] for m in metrics if "val_loss" in m],
+            "validation_steps": [m["step"] for m in metrics if "val_loss" in m],
+            # the checkpoint the UDIPs came from: the best by validation loss (step 0 is the PCA start)
+            "checkpoint_step": json.loads((d / "udip.tsv.manifest.json").read_text())["checkpoint_step"],
             "train": record["train"]["result"],
             "heldout_reconstruction_mse": record["embed"]["result"].get("heldout_reconstruction_mse"),
             "pca_heldout_reconstruction_mse": record["baselines"]["result"].get("pca_heldout_reconstruction_mse"),
@@ -82,7 +85,18 @@ def print_summary(summary: dict) -> str:
     lines = [
         f"wm-jax demo: {summary['run_directory']} ({summary['total_seconds']:.0f} s)",
         "  subjects: " + ", ".join(f"{k} {v}" for k, v in sorted(summary["subjects"].items())),
-        "  validation loss by epoch: " + ", ".join(f"{v:.4f}" for v in enc["validation_loss"]),
+        "  validation loss at steps "
+        + ", ".join(str(step) for step in enc.get("validation_steps", []))
+        + ": "
+        + ", ".join(f"{v:.4f}" for v in enc["validation_loss"]),
+        "  encoder used: checkpoint step "
+        + str(enc.get("checkpoint_step"))
+        + (" (the PCA start: training did not improve on it)" if enc.get("checkpoint_step") == 0 else " (trained)")
+        + (
+            f"; training stopped early at step {enc['train']['step']}"
+            if enc.get("train", {}).get("stopped_early")
+            else ""
+        ),
         f"  held-out reconstruction MSE: encoder {enc['heldout_reconstruction_mse']:.5f}, "
         f"PCA (same size, fit on the training store) {enc['pca_heldout_reconstruction_mse']:.5f}",
     ]

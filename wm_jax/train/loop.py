@@ -5,6 +5,13 @@ when it is asked to stop (SIGTERM, Ctrl-C, to any one process); started again on
 it resumes from the latest checkpoint without being asked. Data order is a permutation drawn from
 (seed, epoch), so a resumed run sees the same batches as an uninterrupted one.
 
+Validation runs at the start (step 0, when the model starts from PCA), at every epoch's end, and
+every ``val_every`` steps inside an epoch when that is set; each validation is checkpointed with
+its loss, so the best checkpoint is among them. With ``patience`` > 0 the run stops early after that
+many validations in a row without a new best (`_note_validation`): training whose result would be
+thrown away is not run. The counters live in the checkpoint's record, so a resumed run stops where
+an uninterrupted one does, and a run that stopped early does not train again when rerun.
+
 Across processes (`wm_jax.sharding`): the global batch is split over every device of every
 process, each process reads only its slice of it (`wm_jax.train.batches`), every process takes
 part in each checkpoint (orbax), and process 0 alone writes metrics.jsonl and shows progress.
@@ -78,10 +85,16 @@ def train_and_evaluate(config, workdir: str, store_path: str, stop_after_steps: 
     last = {}
     try:
         for epoch in range(run.record["epoch"], config.epochs):
+            if run.record.get("stopped_early"):
+                break
             finished = _train_epoch(run, epoch, stop_after_steps)
             if finished is None:
                 return {"step": run.record["step"], "stopped": True}
+            if finished == "stopped_early":
+                break
             last = _end_epoch(run, epoch, *finished)
+        if run.record.get("stopped_early"):
+            last = _early_stop_summary(run, last)
     except checkpoint.NonFiniteState as diverged:
         raise divergence_error(run, str(diverged)) from None
     finally:
@@ -120,6 +133,9 @@ def _setup(config, workdir: Path, store_path: str) -> _Run:
         "batch_in_epoch": 0,
         "step": 0,
         "train_loss": None,  # the last batch's loss, kept for an epoch whose last batch ran before a stop
+        "best_val_loss": None,  # the lowest validation loss so far (early stopping)
+        "validations_without_improvement": 0,
+        "stopped_early": False,
     }
     mask = sharding.replicate(mesh, jnp.asarray(store.mask, jnp.float32))
     part = sharding.process_slice(mesh, config.batch_size)
@@ -175,10 +191,11 @@ def _catch_stop_signals(stop: dict) -> dict:
     return {s: signal.signal(s, lambda *_: stop.update(requested=True)) for s in (signal.SIGTERM, signal.SIGINT)}
 
 
-def _train_epoch(run: _Run, epoch: int, stop_after_steps: int | None) -> tuple[float, float] | None:
-    """The epoch's remaining batches. Returns (last batch's loss, seconds), or None when the run
-    stopped (a stop request on any process, or ``stop_after_steps``) and saved a checkpoint. A
-    non-finite loss raises `checkpoint.NonFiniteState` within ``log_every`` steps of it."""
+def _train_epoch(run: _Run, epoch: int, stop_after_steps: int | None) -> tuple[float, float] | str | None:
+    """The epoch's remaining batches. Returns (last batch's loss, seconds); None when the run
+    stopped (a stop request on any process, or ``stop_after_steps``) and saved a checkpoint;
+    "stopped_early" when a validation inside the epoch (``val_every``) ended the run (``patience``).
+    A non-finite loss raises `checkpoint.NonFiniteState` within ``log_every`` steps of it."""
     config, record = run.config, run.record
     skip = record["batch_in_epoch"]
     todo = batching.epoch_batches(run.train_rows, run.batch_size, config.seed, epoch)[skip:]
@@ -208,6 +225,14 @@ def _train_epoch(run: _Run, epoch: int, stop_after_steps: int | None) -> tuple[f
                     run.metrics.write({"step": pending[0], "train_loss": float(pending[1])})
                 pending = (record["step"], loss)
                 progress.set_postfix(vol_s=f"{(i + 1) * run.batch_size / (time.time() - start):.1f}")
+            val_every = int(config.get("val_every", 0) or 0)
+            if val_every and record["step"] % val_every == 0 and i + 1 < len(todo):  # the epoch's end validates
+                _check_losses(unread)
+                unread.clear()
+                if _validate_inside_epoch(run, epoch, skip + i + 1, loss):
+                    if pending is not None:
+                        run.metrics.write({"step": pending[0], "train_loss": float(pending[1])})
+                    return "stopped_early"
             stop_now = stop_after_steps is not None and record["step"] >= stop_after_steps
             # A stop request is agreed at logging steps only: the agreement is a collective and a
             # host sync, too dear for every step of a fast accelerator.
@@ -224,7 +249,8 @@ def _stop(run: _Run, epoch: int, batch_in_epoch: int, pending, loss) -> None:
     if pending is not None:
         run.metrics.write({"step": pending[0], "train_loss": float(pending[1])})
     run.record.update(epoch=epoch, batch_in_epoch=batch_in_epoch, train_loss=float(loss))
-    checkpoint.save(run.manager, run.record["step"], nnx.state((run.model, run.optimizer)), run.record)
+    if run.manager.latest_step() != run.record["step"]:  # a validation at this step saved it already
+        checkpoint.save(run.manager, run.record["step"], nnx.state((run.model, run.optimizer)), run.record)
     log.info("train: stopped at step %d; checkpoint saved, rerun to resume", run.record["step"])
 
 
@@ -266,9 +292,53 @@ def _end_epoch(run: _Run, epoch: int, train_loss: float, seconds: float) -> dict
     run.metrics.write({**last, "seconds": seconds})
     log.info("epoch %d: train loss %.4f, validation loss %.4f", epoch + 1, train_loss, val_loss)
     run.record.update(epoch=epoch + 1, batch_in_epoch=0, train_loss=None)
+    _note_validation(run, val_loss)
     state = nnx.state((run.model, run.optimizer))
     checkpoint.save(run.manager, run.record["step"], state, run.record, metrics={"val_loss": val_loss})
     return {**last, "seconds": seconds}
+
+
+def _note_validation(run: _Run, val_loss: float) -> bool:
+    """Record a validation loss: a new best resets the count of validations without improvement,
+    anything else (not below the best) adds one; with ``patience`` > 0 the run stops early once the
+    count reaches it. A NaN loss (no validation subjects) counts as neither. Returns whether to stop."""
+    record, patience = run.record, int(run.config.get("patience", 0) or 0)
+    if np.isnan(val_loss):
+        return False
+    if record.get("best_val_loss") is None or val_loss < record["best_val_loss"]:
+        record.update(best_val_loss=float(val_loss), validations_without_improvement=0)
+    else:
+        record["validations_without_improvement"] = record.get("validations_without_improvement", 0) + 1
+    record["stopped_early"] = bool(patience and record["validations_without_improvement"] >= patience)
+    return record["stopped_early"]
+
+
+def _validate_inside_epoch(run: _Run, epoch: int, batch_in_epoch: int, loss) -> bool:
+    """Validate after a step inside an epoch (``val_every``), checkpoint there with the loss, and
+    return whether the run stops early."""
+    if not checkpoint.all_finite(nnx.state((run.model, run.optimizer))):
+        raise checkpoint.NonFiniteState(f"non-finite parameters after step {run.record['step']}")
+    val_loss = _validate(run)
+    run.metrics.write({"step": run.record["step"], "val_loss": val_loss})
+    log.info("step %d: validation loss %.4f", run.record["step"], val_loss)
+    stop = _note_validation(run, val_loss)
+    run.record.update(epoch=epoch, batch_in_epoch=batch_in_epoch, train_loss=float(loss))
+    state = nnx.state((run.model, run.optimizer))
+    checkpoint.save(run.manager, run.record["step"], state, run.record, metrics={"val_loss": val_loss})
+    return stop
+
+
+def _early_stop_summary(run: _Run, last: dict) -> dict:
+    """The log line and the returned summary of a run that stopped early (now or in an earlier run)."""
+    record = run.record
+    log.info(
+        "train: stopped early at step %d: %d validations in a row without improving on %.4f (patience %d)",
+        record["step"],
+        record["validations_without_improvement"],
+        record["best_val_loss"],
+        int(run.config.get("patience", 0) or 0),
+    )
+    return {**last, "step": record["step"], "stopped_early": True, "best_val_loss": record["best_val_loss"]}
 
 
 def _save_start(run: _Run, val_loss: float) -> None:
@@ -276,6 +346,7 @@ def _save_start(run: _Run, val_loss: float) -> None:
     is never worse on validation than where training started."""
     run.metrics.write({"step": 0, "epoch": 0, "val_loss": val_loss})
     log.info("train: validation loss %.4f at the start (the linear path alone: PCA)", val_loss)
+    _note_validation(run, val_loss)
     state = nnx.state((run.model, run.optimizer))
     checkpoint.save(run.manager, 0, state, run.record, metrics={"val_loss": val_loss})
 
