@@ -56,10 +56,15 @@ def test_training_lowers_validation_loss_and_resume_is_exact(store, tmp_path):
     epochs = [m for m in metrics if "val_loss" in m]
     assert len(epochs) == 3 and epochs[-1]["val_loss"] < epochs[0]["val_loss"]
     # Killed mid-epoch 2 (after 7 of 15 steps), then rerun: the same final parameters.
-    stopped = train_and_evaluate(config, str(tmp_path / "resumed"), str(store), stop_after_steps=7)
-    assert stopped["stopped"]
-    train_and_evaluate(config, str(tmp_path / "resumed"), str(store))
-    for a, b in zip(_params(tmp_path / "full"), _params(tmp_path / "resumed")):
+    _kill_resume_and_compare(config, store, tmp_path / "resumed", 7, tmp_path / "full")
+
+
+def _kill_resume_and_compare(config, store, workdir, steps: int, reference) -> None:
+    """Stop a run after ``steps`` (as a kill would), rerun it, and compare its final parameters
+    with the uninterrupted run's in ``reference``."""
+    assert train_and_evaluate(config, str(workdir), str(store), stop_after_steps=steps)["stopped"]
+    train_and_evaluate(config, str(workdir), str(store))
+    for a, b in zip(_params(reference), _params(workdir)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
 
 
@@ -104,11 +109,7 @@ def test_resume_with_validation_inside_epochs_is_exact(store, tmp_path):
     validation rows and the same early-stopping state as an uninterrupted run."""
     config = _config(val_every=4, patience=50, epochs=2)
     train_and_evaluate(config, str(tmp_path / "full"), str(store))
-    stopped = train_and_evaluate(config, str(tmp_path / "resumed"), str(store), stop_after_steps=10)
-    assert stopped["stopped"]
-    train_and_evaluate(config, str(tmp_path / "resumed"), str(store))
-    for a, b in zip(_params(tmp_path / "full"), _params(tmp_path / "resumed")):
-        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
+    _kill_resume_and_compare(config, store, tmp_path / "resumed", 10, tmp_path / "full")
 
     def checks(workdir):
         return [(row["step"], round(row["val_loss"], 6)) for row in _rows(workdir) if "val_loss" in row]
@@ -116,10 +117,7 @@ def test_resume_with_validation_inside_epochs_is_exact(store, tmp_path):
     assert checks(tmp_path / "full") == checks(tmp_path / "resumed")
     assert [step for step, _ in checks(tmp_path / "full")] == [4, 6, 8, 12]
     # killed right at a validation inside the epoch (step 8, already checkpointed by it)
-    assert train_and_evaluate(config, str(tmp_path / "at8"), str(store), stop_after_steps=8)["stopped"]
-    train_and_evaluate(config, str(tmp_path / "at8"), str(store))
-    for a, b in zip(_params(tmp_path / "full"), _params(tmp_path / "at8")):
-        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
+    _kill_resume_and_compare(config, store, tmp_path / "at8", 8, tmp_path / "full")
     assert checks(tmp_path / "full") == checks(tmp_path / "at8")
 
 
