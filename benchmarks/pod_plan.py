@@ -134,11 +134,10 @@ def main() -> None:
         )
     gpu = measured_gpu()
     mfu = gpu["volumes_per_s"] * rows["float32"]["flops"] / (gpu["bf16_matmul_tflops"] * 1e12)
-    n, _, _, bus = ACCELERATORS["8xH100 SXM (one node, NVLink)"]
+    n, _, peak_h100, bus = ACCELERATORS["8xH100 SXM (one node, NVLink)"]
     reduce = 2 * (n - 1) / n * gradient_gb / bus
     step = gpu["batch"] / gpu["volumes_per_s"] + reduce
     node_rate = n * gpu["batch"] / step
-    peak_h100 = ACCELERATORS["8xH100 SXM (one node, NVLink)"][2]
     achieved = gpu["volumes_per_s"] * rows["float32"]["flops"] / 1e12
     lines += [
         "",

@@ -120,10 +120,11 @@ def _codes(model, store, batch_size: int, workers: int | None = None, mesh=None)
         (volumes_d,) = sharding.shard_batch(mesh, volumes, global_batch=batch_size)
         return (len(rows), *step(state, volumes_d, mask))
 
+    one_device = mesh.size == 1 and jax.process_count() == 1  # threads only where launch order is free
     if workers is None:
-        workers = 2 if mesh.size == 1 and jax.process_count() == 1 and jax.default_backend() == "cpu" else 1
+        workers = 2 if one_device and jax.default_backend() == "cpu" else 1
     results: list = [None] * len(batches)
-    if workers > 1 and mesh.size == 1 and jax.process_count() == 1:
+    if workers > 1 and one_device:
 
         def run(first: int) -> None:
             for i in range(first, len(batches), workers):

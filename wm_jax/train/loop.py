@@ -208,6 +208,7 @@ def _train_epoch(run: _Run, epoch: int, stop_after_steps: int | None) -> tuple[f
         disable=not sharding.is_main_process(),
     )
     start, pending, loss = time.time(), None, record.get("train_loss")
+    val_every = int(config.get("val_every", 0) or 0)
     unread = []  # (step, loss on the device) not yet checked to be finite
     with bar as progress:  # closed on any exit, so an error line starts a line of its own
         batches = batching.Prefetcher(run.store.volumes, todo, run.batch_size, run.part)
@@ -225,7 +226,6 @@ def _train_epoch(run: _Run, epoch: int, stop_after_steps: int | None) -> tuple[f
                     run.metrics.write({"step": pending[0], "train_loss": float(pending[1])})
                 pending = (record["step"], loss)
                 progress.set_postfix(vol_s=f"{(i + 1) * run.batch_size / (time.time() - start):.1f}")
-            val_every = int(config.get("val_every", 0) or 0)
             if val_every and record["step"] % val_every == 0 and i + 1 < len(todo):  # the epoch's end validates
                 _check_losses(unread)
                 unread.clear()
@@ -291,10 +291,7 @@ def _end_epoch(run: _Run, epoch: int, train_loss: float, seconds: float) -> dict
     last = {"step": run.record["step"], "epoch": epoch + 1, "train_loss": train_loss, "val_loss": val_loss}
     run.metrics.write({**last, "seconds": seconds})
     log.info("epoch %d: train loss %.4f, validation loss %.4f", epoch + 1, train_loss, val_loss)
-    run.record.update(epoch=epoch + 1, batch_in_epoch=0, train_loss=None)
-    _note_validation(run, val_loss)
-    state = nnx.state((run.model, run.optimizer))
-    checkpoint.save(run.manager, run.record["step"], state, run.record, metrics={"val_loss": val_loss})
+    _checkpoint_validation(run, val_loss, epoch=epoch + 1, batch_in_epoch=0, train_loss=None)
     return {**last, "seconds": seconds}
 
 
@@ -313,6 +310,17 @@ def _note_validation(run: _Run, val_loss: float) -> bool:
     return record["stopped_early"]
 
 
+def _checkpoint_validation(run: _Run, val_loss: float, **position) -> bool:
+    """After a validation (its metrics row written): note its loss for early stopping, move the record
+    to ``position`` (epoch, batch_in_epoch, train_loss) and checkpoint the step with the loss, so the
+    best checkpoint is among the validated ones. Returns whether the run stops early."""
+    stop = _note_validation(run, val_loss)
+    run.record.update(position)
+    state = nnx.state((run.model, run.optimizer))
+    checkpoint.save(run.manager, run.record["step"], state, run.record, metrics={"val_loss": val_loss})
+    return stop
+
+
 def _validate_inside_epoch(run: _Run, epoch: int, batch_in_epoch: int, loss) -> bool:
     """Validate after a step inside an epoch (``val_every``), checkpoint there with the loss, and
     return whether the run stops early."""
@@ -321,11 +329,7 @@ def _validate_inside_epoch(run: _Run, epoch: int, batch_in_epoch: int, loss) -> 
     val_loss = _validate(run)
     run.metrics.write({"step": run.record["step"], "val_loss": val_loss})
     log.info("step %d: validation loss %.4f", run.record["step"], val_loss)
-    stop = _note_validation(run, val_loss)
-    run.record.update(epoch=epoch, batch_in_epoch=batch_in_epoch, train_loss=float(loss))
-    state = nnx.state((run.model, run.optimizer))
-    checkpoint.save(run.manager, run.record["step"], state, run.record, metrics={"val_loss": val_loss})
-    return stop
+    return _checkpoint_validation(run, val_loss, epoch=epoch, batch_in_epoch=batch_in_epoch, train_loss=float(loss))
 
 
 def _early_stop_summary(run: _Run, last: dict) -> dict:
@@ -346,9 +350,7 @@ def _save_start(run: _Run, val_loss: float) -> None:
     is never worse on validation than where training started."""
     run.metrics.write({"step": 0, "epoch": 0, "val_loss": val_loss})
     log.info("train: validation loss %.4f at the start (the linear path alone: PCA)", val_loss)
-    _note_validation(run, val_loss)
-    state = nnx.state((run.model, run.optimizer))
-    checkpoint.save(run.manager, 0, state, run.record, metrics={"val_loss": val_loss})
+    _checkpoint_validation(run, val_loss)
 
 
 def _resume(workdir: Path, keep: int, model, optimizer):
