@@ -174,6 +174,11 @@ def test_bad_inputs(store, tmp_path):
         embed(str(tmp_path / "empty"), str(store), str(tmp_path / "u.tsv"))
     with pytest.raises(InputError, match="not a volume store"):
         train_and_evaluate(_config(), str(tmp_path / "w"), str(tmp_path))
+    for key, value in (("patience", -1), ("val_every", -5)):
+        expected = rf"^--config\.{key}: expected a whole number >= 0 \(0: off\), found {value}$"
+        with pytest.raises(InputError, match=expected):
+            train_and_evaluate(_config(**{key: value}), str(tmp_path / key), str(store))
+        assert not (tmp_path / key).exists()  # nothing made
     assert not (tmp_path / "u.tsv").exists()
 
 

@@ -120,6 +120,10 @@ def _setup(config, workdir: Path, store_path: str) -> _Run:
     )
     mesh = sharding.data_mesh()
     _check_batch_size(config.batch_size, len(train_rows), mesh.size)
+    for key in ("val_every", "patience"):  # before the workdir is made
+        value = config.get(key, 0)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise InputError(f"--config.{key}: expected a whole number >= 0 (0: off), found {value!r}")
     workdir.mkdir(parents=True, exist_ok=True)
     model, optimizer = build(config, mcfg, mesh, -(-len(train_rows) // config.batch_size))
     record = {
@@ -208,7 +212,7 @@ def _train_epoch(run: _Run, epoch: int, stop_after_steps: int | None) -> tuple[f
         disable=not sharding.is_main_process(),
     )
     start, pending, loss = time.time(), None, record.get("train_loss")
-    val_every = int(config.get("val_every", 0) or 0)
+    val_every = config.get("val_every", 0)
     unread = []  # (step, loss on the device) not yet checked to be finite
     with bar as progress:  # closed on any exit, so an error line starts a line of its own
         batches = batching.Prefetcher(run.store.volumes, todo, run.batch_size, run.part)
@@ -299,7 +303,7 @@ def _note_validation(run: _Run, val_loss: float) -> bool:
     """Record a validation loss: a new best resets the count of validations without improvement,
     anything else (not below the best) adds one; with ``patience`` > 0 the run stops early once the
     count reaches it. A NaN loss (no validation subjects) counts as neither. Returns whether to stop."""
-    record, patience = run.record, int(run.config.get("patience", 0) or 0)
+    record, patience = run.record, run.config.get("patience", 0)
     if np.isnan(val_loss):
         return False
     if record.get("best_val_loss") is None or val_loss < record["best_val_loss"]:
@@ -340,7 +344,7 @@ def _early_stop_summary(run: _Run, last: dict) -> dict:
         record["step"],
         record["validations_without_improvement"],
         record["best_val_loss"],
-        int(run.config.get("patience", 0) or 0),
+        run.config.get("patience", 0),
     )
     return {**last, "step": record["step"], "stopped_early": True, "best_val_loss": record["best_val_loss"]}
 
