@@ -143,7 +143,7 @@ def test_model_formulations_agree():
 def test_embed_step_matches_the_model_and_compiles_once():
     """The compiled embedding step (CPU: planes convolutions) gives the codes and reconstruction errors
     of the model with the shifted convolutions (the earlier CPU form), to float32 rounding, and
-    compiles once for batches of one shape."""
+    compiles once for batches of one shape, however many steps are made for the model."""
     from wm_jax.model.conv import Conv3dK3
     from wm_jax.train.step import embed_outputs, embed_step
 
@@ -156,10 +156,17 @@ def test_embed_step_matches_the_model_and_compiles_once():
     model.init_linear_path(rng.standard_normal(shape), components)
     model.eval()
     mask = jnp.asarray(rng.random(shape) < 0.7, jnp.float32)
+    from wm_jax.train.step import _embed
+
+    _embed.clear_cache()
     step = embed_step(model)
     batches = [jnp.asarray(rng.standard_normal((2, *shape)), jnp.float32) for _ in range(2)]
     outputs = [step(nnx.state(model), volumes, mask) for volumes in batches]
-    assert step._cache_size() == 1
+    assert _embed._cache_size() == 1
+    # A second pass over the same model (a new step, as each `_codes` call makes) compiles nothing.
+    again = embed_step(model)(nnx.state(model), batches[0], mask)
+    assert _embed._cache_size() == 1
+    np.testing.assert_array_equal(np.asarray(again[0]), np.asarray(outputs[0][0]))
     for _, module in nnx.iter_modules(model):
         if isinstance(module, Conv3dK3):
             assert module.formulation == "auto"
