@@ -156,16 +156,14 @@ def test_embed_step_matches_the_model_and_compiles_once():
     model.init_linear_path(rng.standard_normal(shape), components)
     model.eval()
     mask = jnp.asarray(rng.random(shape) < 0.7, jnp.float32)
-    from wm_jax.train.step import _embed
-
-    _embed.clear_cache()
     step = embed_step(model)
     batches = [jnp.asarray(rng.standard_normal((2, *shape)), jnp.float32) for _ in range(2)]
-    outputs = [step(nnx.state(model), volumes, mask) for volumes in batches]
-    assert _embed._cache_size() == 1
+    outputs = [step(volumes, mask) for volumes in batches]
+    assert step.func._cache_size() == 1
     # A second pass over the same model (a new step, as each `_codes` call makes) compiles nothing.
-    again = embed_step(model)(nnx.state(model), batches[0], mask)
-    assert _embed._cache_size() == 1
+    again_step = embed_step(model)
+    again = again_step(batches[0], mask)
+    assert again_step.func is step.func and step.func._cache_size() == 1
     np.testing.assert_array_equal(np.asarray(again[0]), np.asarray(outputs[0][0]))
     for _, module in nnx.iter_modules(model):
         if isinstance(module, Conv3dK3):

@@ -16,7 +16,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
-from flax import nnx
 from tqdm.auto import tqdm
 
 import wm_jax
@@ -109,7 +108,7 @@ def _codes(model, store, batch_size: int, workers: int | None = None, mesh=None)
     mask = sharding.replicate(mesh, jnp.asarray(store.mask, jnp.float32))
     batch_size = max(batch_size, mesh.size) // mesh.size * mesh.size
     part = sharding.process_slice(mesh, batch_size)
-    step, state = embed_step(model), nnx.state(model)
+    step = embed_step(model)
     batches = batching.consecutive_batches(np.arange(len(store)), batch_size)
     progress = tqdm(
         total=len(batches), desc="embed", unit="batch", mininterval=1.0, disable=not sharding.is_main_process()
@@ -118,7 +117,7 @@ def _codes(model, store, batch_size: int, workers: int | None = None, mesh=None)
     def dispatch(rows):
         volumes, _ = batching.read_batch(store.volumes, rows, batch_size, part)
         (volumes_d,) = sharding.shard_batch(mesh, volumes, global_batch=batch_size)
-        return (len(rows), *step(state, volumes_d, mask))
+        return (len(rows), *step(volumes_d, mask))
 
     one_device = mesh.size == 1 and jax.process_count() == 1  # threads only where launch order is free
     if workers is None:
