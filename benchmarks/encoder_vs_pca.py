@@ -34,6 +34,9 @@ from wm_jax.pca import fit_pca
 from wm_jax.train.state import path_labels as _path_labels
 
 RESULTS = Path(__file__).resolve().parent / "results"
+sys.path.insert(0, str(RESULTS.parent))
+
+import record  # noqa: E402
 
 
 class LinearAutoencoder(nnx.Module):
@@ -159,7 +162,8 @@ def write(args, results: dict, curves: dict, command_args: str) -> None:
     lines = [
         "# Held-out reconstruction: encoders against PCA",
         "",
-        f"`python benchmarks/encoder_vs_pca.py {command_args}`",
+        f"`python benchmarks/encoder_vs_pca.py {command_args}` on {record.machine()}, "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
         "",
         f"Masked MSE of the z-scored volumes on {args.heldout} held-out subjects (lower is better).",
         "",
