@@ -109,9 +109,9 @@ def _codes(model, store, batch_size: int, workers: int | None = None, mesh=None)
     the store overlaps the compute and at most two batches are held at once. One process with one
     device (XLA:CPU): ``workers`` threads (default 2) each run every ``workers``-th batch, because
     one execution of this chain of small convolutions leaves part of the cores idle (7.4 s one
-    thread, 4.6 s two, for the demo's 1,400 volumes after compilation: docs/encoder.md). Each batch is the same batch
-    through the same compiled program either way, so the outputs are the same bytes. ``mesh``: the
-    model's mesh (default: every device)."""
+    thread, 4.6 s two, for the demo's 1,400 volumes after compilation: docs/encoder.md). Each batch
+    is the same batch through the same compiled program either way, so the outputs are the same
+    bytes. ``mesh``: the model's mesh (default: every device)."""
     mesh = mesh or sharding.data_mesh()
     mask = sharding.replicate(mesh, jnp.asarray(store.mask, jnp.float32))
     batch_size = max(batch_size, mesh.size) // mesh.size * mesh.size

@@ -59,7 +59,7 @@ def embed_step(model: Autoencoder):
     """``embed_outputs`` compiled for ``model``, called as ``step(volumes, mask)``: one compiled call per
     batch, the reconstructions never leave the device. The model's state is flattened once here and
     bound to the step (`nnx.jit`, or a jit over the nnx state, walks or sorts the model's tree on every
-    call: about 4 ms a batch on CPU). Every step made for a model of the same structure and shapes
+    call: 7.5 ms a batch on CPU in a profile). Every step made for a model of the same structure and shapes
     reuses one compilation, so a second `wm-jax embed` pass in one process (a benchmark's timed passes)
     compiles nothing."""
     graphdef, state = nnx.split(model)
