@@ -140,6 +140,44 @@ def test_model_formulations_agree():
         np.testing.assert_allclose(other, outputs[0], atol=1e-4)
 
 
+def test_bucketed_initialisers_equal_flax_bit_for_bit(monkeypatch):
+    """`wm_jax.model.init` draws each kernel at a bucket's size and cuts it: the values must be Flax's
+    `lecun_normal` and `jax.random.normal`, bit for bit, for kernels that fill a bucket, kernels far
+    below it, kernels in the next bucket and kernels above every bucket (Flax's own path)."""
+    from wm_jax.model import init
+
+    monkeypatch.setattr(init, "BUCKETS", (64, 512))  # small buckets: every path at test size
+    flax_init, ours = nnx.initializers.lecun_normal(), init.lecun_normal()
+    shapes = [(1, 1, 1, 3, 1), (3, 3, 3, 1, 2), (20, 25), (3, 3, 3, 8, 8)]  # 3, 54 (first bucket), 500, 1728 (none)
+    keys = jax.random.split(jax.random.key(11), len(shapes))
+    for key, shape in zip(keys, shapes):
+        expected = np.asarray(flax_init(key, shape))
+        got = np.asarray(ours(key, shape))
+        assert got.shape == expected.shape and got.dtype == expected.dtype
+        np.testing.assert_array_equal(got, expected)
+    traced = jax.jit(lambda key: ours(key, (20, 25)))(keys[2])  # inside a trace (eval_shape, jit) too
+    np.testing.assert_array_equal(np.asarray(traced), np.asarray(flax_init(keys[2], (20, 25))))
+    for key, shape in zip(jax.random.split(jax.random.key(12), 2), [(2, 2, 2, 4, 2), (2, 2, 2, 8, 4)]):  # 64, 256
+        np.testing.assert_array_equal(np.asarray(init.normal(key, shape)), np.asarray(jax.random.normal(key, shape)))
+
+
+def test_model_initialisation_is_flaxs():
+    """A model built with the bucketed initialisers holds the parameters that Flax's initialisers give
+    (every initialiser forced onto Flax's path), so trained results do not depend on the bucketing."""
+    from wm_jax.model import init
+
+    # Few distinct kernel shapes: each compiles Flax's initialiser apart (about 1 s each).
+    config = AutoencoderConfig(input_shape=(5, 6, 4), channels=(2, 2), latent_dim=2)  # every kernel random
+    ours = jax.tree.leaves(nnx.state(Autoencoder(config, rngs=nnx.Rngs(3))))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(init, "_bucket", lambda n: None)
+        flaxs = jax.tree.leaves(nnx.state(Autoencoder(config, rngs=nnx.Rngs(3))))
+    assert len(ours) == len(flaxs)
+    for a, b in zip(ours, flaxs):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert any(np.abs(np.asarray(a)).max() > 0.1 for a in ours)  # not all zeros
+
+
 def test_embed_step_matches_the_model_and_compiles_once():
     """The compiled embedding step (CPU: planes convolutions) gives the codes and reconstruction errors
     of the model with the shifted convolutions (the earlier CPU form), to float32 rounding, and

@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from wm_jax.model import init as param_init
 from wm_jax.model.conv import Conv3dK3
 
 
@@ -63,7 +64,7 @@ class TransposedConv2x(nnx.Module):
     def __init__(self, in_features: int, out_features: int, *, rngs: nnx.Rngs, dtype=jnp.float32):
         fan_in = in_features * 8
         self.kernel = nnx.Param(
-            jax.random.normal(rngs.params(), (2, 2, 2, in_features, out_features)) / math.sqrt(fan_in)
+            param_init.normal(rngs.params(), (2, 2, 2, in_features, out_features)) / math.sqrt(fan_in)
         )
         self.bias = nnx.Param(jnp.zeros((out_features,)))
         self.dtype = dtype
@@ -121,8 +122,8 @@ class Autoencoder(nnx.Module):
         )
         self.bottleneck_shape = (*shapes[-1], channels[-1])
         flat = math.prod(self.bottleneck_shape)
-        self.to_latent = nnx.Linear(flat, config.latent_dim, rngs=rngs)
-        self.from_latent = nnx.Linear(config.latent_dim, flat, rngs=rngs)
+        self.to_latent = nnx.Linear(flat, config.latent_dim, kernel_init=param_init.lecun_normal(), rngs=rngs)
+        self.from_latent = nnx.Linear(config.latent_dim, flat, kernel_init=param_init.lecun_normal(), rngs=rngs)
         dtype = jnp.dtype(config.compute_dtype)
         self.upsamplers = nnx.List(
             [
@@ -133,7 +134,9 @@ class Autoencoder(nnx.Module):
         self.decoder_blocks = nnx.List(
             [ConvBlock(channels[i - 1], channels[i - 1], config, rngs=rngs) for i in range(len(channels) - 1, 0, -1)]
         )
-        self.output = nnx.Conv(channels[0], 1, kernel_size=(1, 1, 1), dtype=dtype, rngs=rngs)
+        self.output = nnx.Conv(
+            channels[0], 1, kernel_size=(1, 1, 1), dtype=dtype, kernel_init=param_init.lecun_normal(), rngs=rngs
+        )
         if config.linear_path:
             voxels = math.prod(config.input_shape)
             self.offset = nnx.Param(jnp.zeros(tuple(config.input_shape)))

@@ -19,6 +19,8 @@ import jax.numpy as jnp
 from flax import nnx
 from jax import lax
 
+from wm_jax.model.init import lecun_normal
+
 
 def conv3d_k3_shifted(x: jax.Array, w: jax.Array) -> jax.Array:
     """x (B, X, Y, Z, C), w (3, 3, 3, C, O) -> (B, X, Y, Z, O) as 27 shifted (B*X*Y*Z, C) x (C, O) products."""
@@ -71,8 +73,7 @@ class Conv3dK3(nnx.Module):
     def __init__(
         self, in_features: int, out_features: int, *, rngs: nnx.Rngs, dtype=jnp.float32, formulation: str = "auto"
     ):
-        init = nnx.initializers.lecun_normal()
-        self.kernel = nnx.Param(init(rngs.params(), (3, 3, 3, in_features, out_features)))
+        self.kernel = nnx.Param(lecun_normal()(rngs.params(), (3, 3, 3, in_features, out_features)))
         self.bias = nnx.Param(jnp.zeros((out_features,)))
         self.dtype = dtype
         self.formulation = formulation
