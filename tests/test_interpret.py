@@ -166,6 +166,31 @@ def test_perdi_figures_are_nilearn_stat_maps_in_world_coordinates_with_the_tract
     np.testing.assert_allclose(stat_kwargs["cut_coords"], (affine @ [6, 3, 4, 1])[:3])
 
 
+def test_perdi_figures_drawn_by_worker_processes_are_the_same_bytes(tmp_path):
+    """Many UDIPs are drawn by worker processes: every PNG is byte for byte the one drawn in this
+    process, each in its own UDIP's file; a worker that fails fails the call, saying so."""
+    from wm_jax.brain_maps import image, perdi_figures
+    from wm_jax.simulate.cohort import grid_affine
+
+    atlas, _ = _atlas()
+    mask = atlas > 0
+    rng = np.random.default_rng(5)
+    maps = np.stack([(atlas == label) * 3.0 + rng.random(SHAPE) for label in (1, 2, 3)]).astype(np.float32) * mask
+    affine = grid_affine(SHAPE)
+    background = image(rng.uniform(0.2, 0.6, SHAPE).astype(np.float32) * mask, affine)
+    titles = [f"UDIP{d + 1}: top tract {name}" for d, name in enumerate(("alpha", "beta", "gamma"))]
+    here, workers = tmp_path / "here", tmp_path / "workers"
+    here.mkdir(), workers.mkdir()
+    expected = perdi_figures(here, maps, mask, affine, background, titles, workers=1)
+    written = perdi_figures(workers, maps, mask, affine, background, titles, workers=2)
+    assert [p.name for p in written] == [p.name for p in expected] == sorted(p.name for p in workers.iterdir())
+    for ours, theirs in zip(written, expected):
+        assert ours.read_bytes() == theirs.read_bytes()
+    assert len({p.read_bytes() for p in written}) == 6  # six different figures, not one six times
+    with pytest.raises(RuntimeError, match="drawing worker failed"):
+        perdi_figures(tmp_path / "missing", maps, mask, affine, background, titles, workers=2)
+
+
 def test_a_template_background_is_an_fa_map_on_any_grid(tmp_path):
     """--background: a 3D FA map on another grid is taken as it is (nilearn resamples it); a 4D
     image or values outside [0, 1] are one error naming the file."""

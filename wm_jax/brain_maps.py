@@ -10,6 +10,12 @@ the title and the drawing function in their metadata (PNG text chunks), for read
 from __future__ import annotations
 
 import logging
+import os
+import pickle
+import subprocess
+import sys
+import tempfile
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -56,25 +62,108 @@ def peak_mm(volume: np.ndarray, affine: np.ndarray) -> tuple[float, float, float
     return tuple(float(c) for c in (np.asarray(affine) @ [*voxel, 1.0])[:3])
 
 
-def perdi_figures(directory: Path, maps: np.ndarray, mask: np.ndarray, affine: np.ndarray, bg, titles: list[str]):
+def perdi_figures(
+    directory: Path,
+    maps: np.ndarray,
+    mask: np.ndarray,
+    affine: np.ndarray,
+    bg,
+    titles: list[str],
+    workers: int | None = None,
+):
     """For each map ``maps[d]`` (on the grid of ``mask`` and ``affine``): ``UDIP{d+1}.png`` (stat map
     over the image ``bg`` through the peak) and ``UDIP{d+1}_glass.png`` (glass brain) in
-    ``directory``, titled ``titles[d]``. Returns the paths written."""
-    import matplotlib
+    ``directory``, titled ``titles[d]``. Returns the paths written, in that order.
 
-    matplotlib.use("Agg")
+    Drawing is matplotlib's work on one core, about 0.8 s a UDIP at the demo's size, so with many
+    UDIPs they are shared among ``workers`` Python processes (default: one per core this process
+    may use, and at least ``UDIPS_PER_WORKER`` UDIPs each, since a worker takes ~2 s to import
+    nilearn). Each figure is the same drawing by the same code, so the PNGs are the same bytes as
+    drawn here (tests/test_interpret.py). A worker is a fresh interpreter (`python -c`), not a fork
+    of this process, which runs JAX's threads, nor a `multiprocessing` spawn, which would rerun the
+    caller's script."""
     from tqdm.auto import tqdm
 
-    written = []
-    for d in tqdm(range(len(maps)), desc="brain maps", unit="UDIP", mininterval=1.0):
+    jobs = []
+    for d in range(len(maps)):
         values = maps[d][mask]
         threshold = float(np.quantile(values, SHOWN_QUANTILE)) if values.size else 0.0
         top = float(values.max()) if values.size else 1.0
-        stat = image(maps[d], affine)
-        title = titles[d]
-        written.append(stat_map_png(directory / f"UDIP{d + 1}.png", stat, bg, title, threshold, top, affine))
-        written.append(glass_brain_png(directory / f"UDIP{d + 1}_glass.png", stat, title, threshold, top))
-    return written
+        jobs.append((Path(directory), d, np.asarray(maps[d]), affine, bg, titles[d], threshold, top))
+    if workers is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        workers = min(cores, len(jobs) // UDIPS_PER_WORKER)
+    workers = max(1, min(workers, len(jobs)))
+    with tqdm(total=len(jobs), desc="brain maps", unit="UDIP", mininterval=1.0) as progress:
+        if workers == 1:
+            for job in jobs:
+                _draw_udip(job)
+                progress.update()
+        else:
+            _draw_in_workers([jobs[w::workers] for w in range(workers)], progress)
+    return [Path(directory) / f"UDIP{d + 1}{kind}.png" for d in range(len(maps)) for kind in ("", "_glass")]
+
+
+UDIPS_PER_WORKER = 8
+_WORKER = "import sys; from wm_jax.brain_maps import _worker; _worker(sys.stdin.buffer, sys.stdout)"
+
+
+def _draw_in_workers(shares: list[list], progress) -> None:
+    """Each share of jobs drawn by its own worker process; a worker prints a line per UDIP drawn. A
+    worker that fails fails the call, with its last lines of stderr. Its stderr goes to a file, so
+    that neither side can block on a full pipe while the jobs are being written to its stdin."""
+    # The worker imports what this process imports: its module search path, whatever set it.
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    procs, readers, failed = [], [], []
+    try:
+        for share in shares:
+            errors = tempfile.TemporaryFile()
+            pipes = {"stdin": subprocess.PIPE, "stdout": subprocess.PIPE, "stderr": errors}
+            proc = subprocess.Popen([sys.executable, "-c", _WORKER], env=env, **pipes)
+            procs.append((proc, errors))
+            readers.append(threading.Thread(target=_count_lines, args=(proc.stdout, progress), daemon=True))
+            readers[-1].start()
+            try:
+                proc.stdin.write(pickle.dumps(share))
+                proc.stdin.close()
+            except BrokenPipeError:  # the worker died first: its exit status and stderr say why
+                pass
+        for (proc, errors), reader in zip(procs, readers):
+            if proc.wait() != 0:
+                errors.seek(0)
+                failed.append(" ".join(errors.read().decode(errors="replace").strip().splitlines()[-3:]))
+            reader.join()
+    finally:  # an interrupted call leaves no worker drawing
+        for proc, errors in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            errors.close()
+    if failed:
+        raise RuntimeError(f"brain maps: a drawing worker failed: {' | '.join(failed)}")
+
+
+def _count_lines(stream, progress) -> None:
+    for _ in stream:
+        progress.update()
+
+
+def _worker(stdin, stdout) -> None:
+    """A worker process: draw each job read (pickled) from ``stdin``, a line to ``stdout`` per UDIP."""
+    for job in pickle.load(stdin):
+        _draw_udip(job)
+        print(job[1] + 1, file=stdout, flush=True)
+
+
+def _draw_udip(job) -> None:
+    """One UDIP's two figures."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    directory, d, volume, affine, bg, title, threshold, top = job
+    stat = image(volume, affine)
+    stat_map_png(directory / f"UDIP{d + 1}.png", stat, bg, title, threshold, top, affine)
+    glass_brain_png(directory / f"UDIP{d + 1}_glass.png", stat, title, threshold, top)
 
 
 def stat_map_png(path: Path, stat, bg, title: str, threshold: float, top: float, affine) -> Path:
