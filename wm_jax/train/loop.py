@@ -289,9 +289,7 @@ def divergence_error(run: _Run, what: str) -> InputError:
 
 def _end_epoch(run: _Run, epoch: int, train_loss: float, seconds: float) -> dict:
     """Validate, write the epoch's metrics and checkpoint it with its validation loss."""
-    if not checkpoint.all_finite(nnx.state((run.model, run.optimizer))):
-        raise checkpoint.NonFiniteState(f"non-finite parameters after step {run.record['step']}")
-    val_loss = _validate(run)
+    val_loss = _validate_finite(run)
     last = {"step": run.record["step"], "epoch": epoch + 1, "train_loss": train_loss, "val_loss": val_loss}
     run.metrics.write({**last, "seconds": seconds})
     log.info("epoch %d: train loss %.4f, validation loss %.4f", epoch + 1, train_loss, val_loss)
@@ -328,9 +326,7 @@ def _checkpoint_validation(run: _Run, val_loss: float, **position) -> bool:
 def _validate_inside_epoch(run: _Run, epoch: int, batch_in_epoch: int, loss) -> bool:
     """Validate after a step inside an epoch (``val_every``), checkpoint there with the loss, and
     return whether the run stops early."""
-    if not checkpoint.all_finite(nnx.state((run.model, run.optimizer))):
-        raise checkpoint.NonFiniteState(f"non-finite parameters after step {run.record['step']}")
-    val_loss = _validate(run)
+    val_loss = _validate_finite(run)
     run.metrics.write({"step": run.record["step"], "val_loss": val_loss})
     log.info("step %d: validation loss %.4f", run.record["step"], val_loss)
     return _checkpoint_validation(run, val_loss, epoch=epoch, batch_in_epoch=batch_in_epoch, train_loss=float(loss))
@@ -432,6 +428,14 @@ def _summary_writer_class():
 
 def _tensorboard_writer(logdir: Path):
     return _summary_writer_class()(logdir=str(logdir))
+
+
+def _validate_finite(run: _Run) -> float:
+    """`_validate` after a training step: a state with a non-finite value raises
+    `checkpoint.NonFiniteState` first, so no validation row is written for a diverged run."""
+    if not checkpoint.all_finite(nnx.state((run.model, run.optimizer))):
+        raise checkpoint.NonFiniteState(f"non-finite parameters after step {run.record['step']}")
+    return _validate(run)
 
 
 def _validate(run: _Run) -> float:

@@ -85,22 +85,21 @@ def transform(config, steps_per_epoch: int) -> optax.GradientTransformation:
 
 def build(config, mcfg: AutoencoderConfig, mesh, steps_per_epoch: int):
     """A fresh model and optimizer from ``config.seed``, replicated over ``mesh``."""
-    model = Autoencoder(mcfg, rngs=nnx.Rngs(config.seed))
-    optimizer = nnx.Optimizer(model, transform(config, steps_per_epoch), wrt=nnx.Param)
+    model, optimizer = _create(config, mcfg, steps_per_epoch)
     nnx.update((model, optimizer), sharding.replicate(mesh, nnx.state((model, optimizer))))
     return model, optimizer
+
+
+def _create(config, mcfg: AutoencoderConfig, steps_per_epoch: int):
+    model = Autoencoder(mcfg, rngs=nnx.Rngs(config.seed))
+    return model, nnx.Optimizer(model, transform(config, steps_per_epoch), wrt=nnx.Param)
 
 
 def build_abstract(config, mcfg: AutoencoderConfig, mesh, steps_per_epoch: int):
     """The model and optimizer of `build` with shapes, dtypes and replicated shardings but no values,
     for a checkpoint to be restored into, which would overwrite initial values at once (drawing them
     took 15-20 s on a 2-core CPU before `wm_jax.model.init`, 1.6 s for the demo's model after)."""
-
-    def create():
-        model = Autoencoder(mcfg, rngs=nnx.Rngs(config.seed))
-        return model, nnx.Optimizer(model, transform(config, steps_per_epoch), wrt=nnx.Param)
-
-    model, optimizer = nnx.eval_shape(create)
+    model, optimizer = nnx.eval_shape(lambda: _create(config, mcfg, steps_per_epoch))
     replicated = NamedSharding(mesh, PartitionSpec())
     abstract = jax.tree.map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated), nnx.state((model, optimizer))
