@@ -105,7 +105,13 @@ def main(argv=None) -> None:
     parser.add_argument("--latent", type=int, default=32)
     parser.add_argument("--heldout", type=int, default=400, help="held-out subjects evaluated")
     parser.add_argument("--name", default="encoder_vs_pca", help="results file name in benchmarks/results/")
+    parser.add_argument(
+        "--models", default="linear,conv,conv+pca", help="encoders to train, comma-separated (default: all three)"
+    )
     args = parser.parse_args(argv)
+    models = set(args.models.split(","))
+    if not models <= {"linear", "conv", "conv+pca"}:
+        parser.error(f"--models: expected a comma-separated subset of linear,conv,conv+pca, got {args.models!r}")
     train_store, heldout_store = (
         VolumeStore.open(Path(args.run) / "store_train"),
         VolumeStore.open(Path(args.run) / "store_heldout"),
@@ -120,41 +126,31 @@ def main(argv=None) -> None:
         f"PCA-{2 * args.latent}": heldout_mse(lambda x: pca2.reconstruct(pca2.scores(x)), x_heldout, mask_heldout),
     }
     print(json.dumps(results), flush=True)
-    curves = {}
-    shape = x_train.shape[1:]
-    curves["linear"] = train(
-        LinearAutoencoder(shape, args.latent, nnx.Rngs(0)),
-        optax.adam(schedule(args.learning_rate, args.linear_epochs, len(x_train))),
-        x_train,
-        mask_train,
-        x_heldout,
-        mask_heldout,
-        args.linear_epochs,
-    )
-    config = AutoencoderConfig(input_shape=shape, channels=(8, 16, 32), latent_dim=args.latent)
-    curves["conv"] = train(
-        Autoencoder(config, rngs=nnx.Rngs(0)),
-        optax.adam(schedule(args.learning_rate, args.epochs, len(x_train))),
-        x_train,
-        mask_train,
-        x_heldout,
-        mask_heldout,
-        args.epochs,
-    )
-    model = Autoencoder(
-        AutoencoderConfig(input_shape=shape, channels=(8, 16, 32), latent_dim=args.latent, linear_path=True),
-        rngs=nnx.Rngs(0),
-    )
-    offset = pca.reconstruct(np.zeros((1, args.latent), np.float32))[0]
-    model.init_linear_path(offset, pca.reconstruct(np.eye(args.latent, dtype=np.float32)) - offset)
-    transform = optax.multi_transform(
-        {
-            "conv": optax.adam(schedule(args.learning_rate, args.epochs, len(x_train))),
-            "linear": optax.adam(schedule(args.learning_rate * args.linear_lr_scale, args.epochs, len(x_train))),
-        },
-        _path_labels,
-    )
-    curves["conv+pca"] = train(model, transform, x_train, mask_train, x_heldout, mask_heldout, args.epochs)
+    curves, shape = {}, x_train.shape[1:]
+    data = (x_train, mask_train, x_heldout, mask_heldout)
+    if "linear" in models:
+        transform = optax.adam(schedule(args.learning_rate, args.linear_epochs, len(x_train)))
+        linear = LinearAutoencoder(shape, args.latent, nnx.Rngs(0))
+        curves["linear"] = train(linear, transform, *data, args.linear_epochs)
+    if "conv" in models:
+        config = AutoencoderConfig(input_shape=shape, channels=(8, 16, 32), latent_dim=args.latent)
+        transform = optax.adam(schedule(args.learning_rate, args.epochs, len(x_train)))
+        curves["conv"] = train(Autoencoder(config, rngs=nnx.Rngs(0)), transform, *data, args.epochs)
+    if "conv+pca" in models:
+        model = Autoencoder(
+            AutoencoderConfig(input_shape=shape, channels=(8, 16, 32), latent_dim=args.latent, linear_path=True),
+            rngs=nnx.Rngs(0),
+        )
+        offset = pca.reconstruct(np.zeros((1, args.latent), np.float32))[0]
+        model.init_linear_path(offset, pca.reconstruct(np.eye(args.latent, dtype=np.float32)) - offset)
+        transform = optax.multi_transform(
+            {
+                "conv": optax.adam(schedule(args.learning_rate, args.epochs, len(x_train))),
+                "linear": optax.adam(schedule(args.learning_rate * args.linear_lr_scale, args.epochs, len(x_train))),
+            },
+            _path_labels,
+        )
+        curves["conv+pca"] = train(model, transform, *data, args.epochs)
     write(args, results, curves, " ".join(sys.argv[1:] if argv is None else argv))
 
 
