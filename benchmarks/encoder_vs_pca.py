@@ -102,6 +102,12 @@ def main(argv=None) -> None:
     parser.add_argument("--linear-epochs", type=int, default=40)
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--linear-lr-scale", type=float, default=0.03)
+    parser.add_argument(
+        "--weight-decay",
+        type=float,
+        default=0.0,
+        help="AdamW's decoupled weight decay on the convolutional models (0: Adam)",
+    )
     parser.add_argument("--latent", type=int, default=32)
     parser.add_argument("--heldout", type=int, default=400, help="held-out subjects evaluated")
     parser.add_argument("--name", default="encoder_vs_pca", help="results file name in benchmarks/results/")
@@ -127,6 +133,10 @@ def main(argv=None) -> None:
     }
     print(json.dumps(results), flush=True)
     curves, shape = {}, x_train.shape[1:]
+
+    def conv_adam(rate):
+        return optax.adamw(rate, weight_decay=args.weight_decay) if args.weight_decay else optax.adam(rate)
+
     data = (x_train, mask_train, x_heldout, mask_heldout)
     if "linear" in models:
         transform = optax.adam(schedule(args.learning_rate, args.linear_epochs, len(x_train)))
@@ -134,7 +144,7 @@ def main(argv=None) -> None:
         curves["linear"] = train(linear, transform, *data, args.linear_epochs)
     if "conv" in models:
         config = AutoencoderConfig(input_shape=shape, channels=(8, 16, 32), latent_dim=args.latent)
-        transform = optax.adam(schedule(args.learning_rate, args.epochs, len(x_train)))
+        transform = conv_adam(schedule(args.learning_rate, args.epochs, len(x_train)))
         curves["conv"] = train(Autoencoder(config, rngs=nnx.Rngs(0)), transform, *data, args.epochs)
     if "conv+pca" in models:
         model = Autoencoder(
@@ -145,7 +155,7 @@ def main(argv=None) -> None:
         model.init_linear_path(offset, pca.reconstruct(np.eye(args.latent, dtype=np.float32)) - offset)
         transform = optax.multi_transform(
             {
-                "conv": optax.adam(schedule(args.learning_rate, args.epochs, len(x_train))),
+                "conv": conv_adam(schedule(args.learning_rate, args.epochs, len(x_train))),
                 "linear": optax.adam(schedule(args.learning_rate * args.linear_lr_scale, args.epochs, len(x_train))),
             },
             _path_labels,
