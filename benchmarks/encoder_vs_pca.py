@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import optax
 from flax import nnx
@@ -31,7 +32,7 @@ from flax import nnx
 from wm_jax.data.store import VolumeStore
 from wm_jax.model.autoencoder import Autoencoder, AutoencoderConfig, masked_mse
 from wm_jax.pca import fit_pca
-from wm_jax.train.state import path_labels as _path_labels
+from wm_jax.train.state import transform as train_transform
 
 RESULTS = Path(__file__).resolve().parent / "results"
 sys.path.insert(0, str(RESULTS.parent))
@@ -106,7 +107,7 @@ def main(argv=None) -> None:
         "--weight-decay",
         type=float,
         default=0.0,
-        help="AdamW's decoupled weight decay on the convolutional models (0: Adam)",
+        help="--config.weight_decay of wm-jax train: AdamW's decay of the convolutional kernels (0: Adam)",
     )
     parser.add_argument("--latent", type=int, default=32)
     parser.add_argument("--heldout", type=int, default=400, help="held-out subjects evaluated")
@@ -134,8 +135,12 @@ def main(argv=None) -> None:
     print(json.dumps(results), flush=True)
     curves, shape = {}, x_train.shape[1:]
 
-    def conv_adam(rate):
-        return optax.adamw(rate, weight_decay=args.weight_decay) if args.weight_decay else optax.adam(rate)
+    def train_optimizer(linear_path: bool):
+        """The optimizer `wm-jax train` builds (wm_jax/train/state.py) for these settings."""
+        settings = {"schedule": "cosine", "learning_rate": args.learning_rate, "epochs": args.epochs}
+        settings |= {"weight_decay": args.weight_decay, "linear_path_lr_scale": args.linear_lr_scale}
+        settings |= {"model": {"linear_path": linear_path}}
+        return train_transform(ml_collections.ConfigDict(settings), len(x_train) // 16)
 
     data = (x_train, mask_train, x_heldout, mask_heldout)
     if "linear" in models:
@@ -144,7 +149,7 @@ def main(argv=None) -> None:
         curves["linear"] = train(linear, transform, *data, args.linear_epochs)
     if "conv" in models:
         config = AutoencoderConfig(input_shape=shape, channels=(8, 16, 32), latent_dim=args.latent)
-        transform = conv_adam(schedule(args.learning_rate, args.epochs, len(x_train)))
+        transform = train_optimizer(linear_path=False)
         curves["conv"] = train(Autoencoder(config, rngs=nnx.Rngs(0)), transform, *data, args.epochs)
     if "conv+pca" in models:
         model = Autoencoder(
@@ -153,13 +158,7 @@ def main(argv=None) -> None:
         )
         offset = pca.reconstruct(np.zeros((1, args.latent), np.float32))[0]
         model.init_linear_path(offset, pca.reconstruct(np.eye(args.latent, dtype=np.float32)) - offset)
-        transform = optax.multi_transform(
-            {
-                "conv": conv_adam(schedule(args.learning_rate, args.epochs, len(x_train))),
-                "linear": optax.adam(schedule(args.learning_rate * args.linear_lr_scale, args.epochs, len(x_train))),
-            },
-            _path_labels,
-        )
+        transform = train_optimizer(linear_path=True)
         curves["conv+pca"] = train(model, transform, *data, args.epochs)
     write(args, results, curves, " ".join(sys.argv[1:] if argv is None else argv))
 

@@ -21,6 +21,7 @@ def get_config():
     c.epochs = 3
     c.learning_rate = 1e-3
     c.schedule = "cosine"  # or "plateau" (the paper's reduce-on-plateau)
+    c.weight_decay = 0.0  # > 0: AdamW's decoupled decay of the convolutional kernels (biases, norms, linear path not)
     c.val_fraction = 0.1
     c.val_every = 0  # steps between validations inside an epoch (each checkpointed); 0: at epoch ends only
     c.patience = 0  # stop early after this many validations in a row without a new best; 0: never

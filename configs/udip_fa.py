@@ -18,4 +18,5 @@ def get_config():
     c.epochs = 100
     c.learning_rate = 3e-4
     c.schedule = "plateau"
+    c.weight_decay = 0.0  # > 0: AdamW's decoupled decay of the convolutional kernels (biases, norms, linear path not)
     return c

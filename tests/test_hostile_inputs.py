@@ -1275,6 +1275,11 @@ CASES = [
         "--config.learning_rate: expected a number in (0, inf)",
     ),
     (
+        "train-weight-decay-negative",
+        lambda c, d: _train_args(c, d, "--config.weight_decay=-0.1"),
+        "--config.weight_decay: expected a number in [0, inf), found -0.1",
+    ),
+    (
         "train-val-fraction",
         lambda c, d: _train_args(c, d, "--config.val_fraction=1.5"),
         "--config.val_fraction: expected a number in [0, 1)",

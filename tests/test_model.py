@@ -215,6 +215,45 @@ def test_embed_step_matches_the_model_and_compiles_once():
         assert np.abs(np.asarray(latent)).max() > 0.1 and np.asarray(error).min() > 0.1  # not trivially equal
 
 
+def test_weight_decay_is_adamws_on_the_convolutional_kernels_only():
+    """One update of `transform` with --config.weight_decay, against AdamW's first step written out in
+    NumPy (Loshchilov and Hutter 2019; bias-corrected moments make it g / (|g| + eps)): kernels of the
+    convolutional model lose lr * wd of their value, biases, BatchNorm scales and the whole linear
+    path (at linear_path_lr_scale of the rate) take Adam's step alone."""
+    import dataclasses
+
+    import ml_collections
+
+    from wm_jax.train.state import LINEAR_PATH_PARAMETERS
+    from wm_jax.train.state import transform as _transform
+
+    lr, wd, scale, eps = 1e-2, 3.0, 0.25, 1e-8
+    config = ml_collections.ConfigDict(
+        {"schedule": "cosine", "learning_rate": lr, "epochs": 2, "weight_decay": wd, "linear_path_lr_scale": scale}
+    )
+    config.model = ml_collections.ConfigDict({"linear_path": True})
+    model = Autoencoder(dataclasses.replace(SMALL, linear_path=True), rngs=nnx.Rngs(0))
+    params = nnx.state(model, nnx.Param)
+    before = {jax.tree_util.keystr(k): np.array(v, np.float64) for k, v in jax.tree_util.tree_leaves_with_path(params)}
+    rng = np.random.default_rng(3)
+    grads = jax.tree.map(lambda x: jnp.asarray(rng.standard_normal(x.shape), x.dtype), params)
+    g = {jax.tree_util.keystr(k): np.array(v, np.float64) for k, v in jax.tree_util.tree_leaves_with_path(grads)}
+    nnx.Optimizer(model, _transform(config, 10), wrt=nnx.Param).update(model, grads)
+    after = {
+        jax.tree_util.keystr(k): np.array(v)
+        for k, v in jax.tree_util.tree_leaves_with_path(nnx.state(model, nnx.Param))
+    }
+    kinds = set()
+    for key, p0 in before.items():
+        linear = any(f"'{name}'" in key for name in LINEAR_PATH_PARAMETERS)
+        rate = lr * scale if linear else lr
+        decay = 0.0 if linear or p0.ndim < 2 else wd
+        expected = p0 - rate * (g[key] / (np.abs(g[key]) + eps) + decay * p0)
+        np.testing.assert_allclose(after[key], expected, rtol=1e-5, atol=1e-6, err_msg=key)
+        kinds.add((linear, decay > 0))
+    assert kinds == {(True, False), (False, False), (False, True)}  # every case was checked
+
+
 @pytest.mark.slow  # 40-100 s: `pytest -q -m slow` (.ci/run runs it after the default suite)
 def test_gradient_accumulation_equals_one_large_batch():
     """Two accumulated batches of 2 give the update of one batch of 4 (BatchNorm in eval mode, so each

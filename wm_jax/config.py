@@ -219,6 +219,7 @@ TRAIN_RULES = {
     "model.latent_dim": _int_at_least(1),
     "model.compute_dtype": _one_of("float32", "bfloat16"),
     "linear_path_lr_scale": _number_in(0, math.inf),
+    "weight_decay": _number_in(0, math.inf),
 }
 SIM_RULES = {
     "n_subjects": SIM_SUBJECTS,

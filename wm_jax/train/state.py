@@ -52,13 +52,27 @@ def config_hash(config) -> str:
     return hashlib.sha256(config.to_json(sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _adam(config, updates_per_epoch: int, scale: float = 1.0) -> optax.GradientTransformation:
+def _adam(
+    config, updates_per_epoch: int, scale: float = 1.0, weight_decay: float = 0.0
+) -> optax.GradientTransformation:
+    """Adam with the configured schedule, or AdamW with ``weight_decay`` > 0: decoupled decay, scaled by
+    the schedule's rate, of the kernels (convolution and linear weights) only; biases and BatchNorm's
+    scales are not decayed."""
     rate = config.learning_rate * scale
+
+    def adam(learning_rate):
+        if weight_decay:
+            return optax.adamw(learning_rate, weight_decay=weight_decay, mask=decayed)
+        return optax.adam(learning_rate)
+
     if config.schedule == "cosine":  # else "plateau": the config's rules (wm_jax/config.py) allow no other
-        return optax.adam(optax.cosine_decay_schedule(rate, max(1, config.epochs * updates_per_epoch)))
-    return optax.chain(
-        optax.adam(rate), optax.contrib.reduce_on_plateau(patience=max(1, updates_per_epoch), factor=0.5)
-    )
+        return adam(optax.cosine_decay_schedule(rate, max(1, config.epochs * updates_per_epoch)))
+    return optax.chain(adam(rate), optax.contrib.reduce_on_plateau(patience=max(1, updates_per_epoch), factor=0.5))
+
+
+def decayed(params):
+    """True for the parameters weight decay applies to: kernels, the leaves of two or more dimensions."""
+    return jax.tree_util.tree_map(lambda leaf: np.ndim(leaf) > 1, params)
 
 
 def path_labels(params):
@@ -71,12 +85,13 @@ def path_labels(params):
 
 
 def transform(config, steps_per_epoch: int) -> optax.GradientTransformation:
-    """Adam with the configured schedule; the linear path (if any) at ``linear_path_lr_scale`` times
-    the learning rate. With ``grad_accum_steps`` k > 1 the gradients of k consecutive batches are
-    averaged before each update (optax.MultiSteps), so the schedule counts updates."""
+    """Adam with the configured schedule (AdamW with ``weight_decay`` > 0); the linear path (if any) at
+    ``linear_path_lr_scale`` times the learning rate and never decayed. With ``grad_accum_steps``
+    k > 1 the gradients of k consecutive batches are averaged before each update (optax.MultiSteps),
+    so the schedule counts updates."""
     k = int(config.get("grad_accum_steps", 1))  # at least 1: the config's rules
     updates_per_epoch = max(1, steps_per_epoch // k)
-    adam = _adam(config, updates_per_epoch)
+    adam = _adam(config, updates_per_epoch, weight_decay=float(config.get("weight_decay", 0.0)))
     if config.get("model") is not None and config.model.get("linear_path", False):
         scale = float(config.get("linear_path_lr_scale", 1.0))
         adam = optax.multi_transform({"conv": adam, "linear": _adam(config, updates_per_epoch, scale)}, path_labels)
