@@ -233,16 +233,16 @@ def test_weight_decay_is_adamws_on_the_convolutional_kernels_only():
     )
     config.model = ml_collections.ConfigDict({"linear_path": True})
     model = Autoencoder(dataclasses.replace(SMALL, linear_path=True), rngs=nnx.Rngs(0))
+
+    def by_path(tree):
+        return {jax.tree_util.keystr(k): np.array(v, np.float64) for k, v in jax.tree_util.tree_leaves_with_path(tree)}
+
     params = nnx.state(model, nnx.Param)
-    before = {jax.tree_util.keystr(k): np.array(v, np.float64) for k, v in jax.tree_util.tree_leaves_with_path(params)}
     rng = np.random.default_rng(3)
     grads = jax.tree.map(lambda x: jnp.asarray(rng.standard_normal(x.shape), x.dtype), params)
-    g = {jax.tree_util.keystr(k): np.array(v, np.float64) for k, v in jax.tree_util.tree_leaves_with_path(grads)}
+    before, g = by_path(params), by_path(grads)
     nnx.Optimizer(model, _transform(config, 10), wrt=nnx.Param).update(model, grads)
-    after = {
-        jax.tree_util.keystr(k): np.array(v)
-        for k, v in jax.tree_util.tree_leaves_with_path(nnx.state(model, nnx.Param))
-    }
+    after = by_path(nnx.state(model, nnx.Param))
     kinds = set()
     for key, p0 in before.items():
         linear = any(f"'{name}'" in key for name in LINEAR_PATH_PARAMETERS)

@@ -62,7 +62,7 @@ def _adam(
 
     def adam(learning_rate):
         if weight_decay:
-            return optax.adamw(learning_rate, weight_decay=weight_decay, mask=decayed)
+            return optax.adamw(learning_rate, weight_decay=weight_decay, mask=_decayed)
         return optax.adam(learning_rate)
 
     if config.schedule == "cosine":  # else "plateau": the config's rules (wm_jax/config.py) allow no other
@@ -70,7 +70,7 @@ def _adam(
     return optax.chain(adam(rate), optax.contrib.reduce_on_plateau(patience=max(1, updates_per_epoch), factor=0.5))
 
 
-def decayed(params):
+def _decayed(params):
     """True for the parameters weight decay applies to: kernels, the leaves of two or more dimensions."""
     return jax.tree_util.tree_map(lambda leaf: np.ndim(leaf) > 1, params)
 
